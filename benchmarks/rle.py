@@ -1,0 +1,88 @@
+"""RLE speed: compkit's encoder/decoder vs the competition baseline's, on real-shaped 2048 x 2048 bone masks.
+
+Run: .venv/bin/python benchmarks/rle.py [--images 4] [--repeat 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from compkit import rle
+from compkit.data import open_dataset
+from compkit.synth import synth
+
+
+def baseline_encode(mask: np.ndarray) -> str:
+    """The competition baseline's encoder (note the int64 upcast of the whole mask)."""
+    pixels = mask.flatten()
+    pixels = np.concatenate([[0], pixels, [0]])
+    runs = np.where(pixels[1:] != pixels[:-1])[0] + 1
+    runs[1::2] -= runs[::2]
+    return " ".join(str(x) for x in runs)
+
+
+def baseline_decode(text: str, height: int, width: int) -> np.ndarray:
+    """The competition baseline's decoder (a Python loop over runs)."""
+    s = text.split()
+    starts, lengths = (np.asarray(x, dtype=int) for x in (s[0:][::2], s[1:][::2]))
+    starts -= 1
+    ends = starts + lengths
+    img = np.zeros(height * width, dtype=np.uint8)
+    for lo, hi in zip(starts, ends):
+        img[lo:hi] = 1
+    return img.reshape(height, width)
+
+
+def per_mask_ms(fn, items, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for item in items:
+            fn(item)
+        times.append((time.perf_counter() - start) / len(items) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=4, help="synthetic 2048 px images (29 masks each)")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        synth(root, patients=max(1, args.images // 2), test_patients=0, size=2048, seed=0, console=Console(quiet=True))
+        dataset = open_dataset(root)
+        masks = [channel for s in dataset.samples[: args.images] for channel in dataset.read_mask(s)]
+    shape = masks[0].shape
+    texts = [rle.encode(m) for m in masks]
+    assert all(baseline_encode(m) == t for m, t in zip(masks, texts)), "encoders disagree"
+    assert all((baseline_decode(t, *shape) == rle.decode(t, shape)).all() for t in texts[:29]), "decoders disagree"
+
+    rows = [
+        ("encode (row-major)", per_mask_ms(baseline_encode, masks, args.repeat), per_mask_ms(rle.encode, masks, args.repeat)),
+        (
+            "decode (row-major)",
+            per_mask_ms(lambda t: baseline_decode(t, *shape), texts, args.repeat),
+            per_mask_ms(lambda t: rle.decode(t, shape), texts, args.repeat),
+        ),
+    ]
+    table = Table(title=f"RLE on {len(masks)} bone masks of {shape[0]} x {shape[1]} px (median of {args.repeat} runs)")
+    for name in ("operation", "baseline ms/mask", "compkit ms/mask", "speed-up"):
+        table.add_column(name, justify="right")
+    for name, base, ours in rows:
+        table.add_row(name, f"{base:.2f}", f"{ours:.2f}", f"{base / ours:.1f}x")
+    console.print(table)
+    for name, base, ours in rows:
+        print(f"{name}: baseline {base:.2f} ms, compkit {ours:.2f} ms, ratio {base / ours:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from compkit.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""The ``compkit`` command line: parses arguments and delegates to one entry function per subcommand."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from compkit.errors import CompkitError
+
+
+class _CompkitGroup(TyperGroup):
+    """Turns CompkitError (bad input) into one line on stderr and exit code 2, with no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CompkitError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            raise typer.Exit(e.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_CompkitGroup,
+    name="compkit",
+    help="A toolkit for Kaggle-style medical image segmentation competitions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DataArg = Annotated[Path, typer.Argument(help="Dataset folder (e.g. with train/DCM, train/outputs_json, test/DCM).")]
+
+
+@app.command()
+def synth(
+    data: Annotated[Path, typer.Argument(help="Folder to create; test labels go to DATA_gt beside it.")],
+    patients: Annotated[int, typer.Option(help="Training patients (two hands each).")] = 40,
+    test_patients: Annotated[int, typer.Option(help="Test patients (labels in DATA_gt).")] = 10,
+    size: Annotated[int, typer.Option(help="Image side in pixels (the real data is 2048).")] = 512,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace DATA and DATA_gt if they exist.")] = False,
+) -> None:
+    """Write a synthetic hand-bone X-ray dataset in the competition's exact layout."""
+    from compkit.synth import synth as run
+
+    run(data, patients=patients, test_patients=test_patients, size=size, seed=seed, force=force)
+
+
+@app.command()
+def split(
+    data: DataArg,
+    folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Shuffling seed: the same seed gives the same folds.")] = 21,
+    stratify: Annotated[Optional[str], typer.Option(help="Meta column to stratify by (e.g. sex, age).")] = None,  # noqa: UP007
+    force: Annotated[bool, typer.Option("--force", help="Rebuild splits.json even if it exists.")] = False,
+) -> None:
+    """Patient-grouped (optionally stratified) K-fold split -> DATA/splits.json."""
+    from compkit.split import split as run
+
+    run(data, folds=folds, seed=seed, stratify=stratify, force=force)
+
+
+@app.command()
+def score(
+    submission: Annotated[Path, typer.Argument(help="Submission CSV (image_name,class,rle).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder whose images the submission covers.")],
+    gt: Annotated[Optional[Path], typer.Option(help="Ground-truth folder with outputs_json/ (default: DATA_gt).")] = None,  # noqa: UP007
+    split: Annotated[str, typer.Option(help="Which split the submission covers: test or train.")] = "test",
+) -> None:
+    """Compute the leaderboard metric (mean Dice) of a submission against local ground truth."""
+    from compkit.score import score as run
+
+    run(submission, data, gt=gt, split=split)
+
+
+@app.command("encode-labels")
+def encode_labels(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Submission CSV to write.")] = Path("submissions/labels.csv"),
+    split: Annotated[str, typer.Option(help="Which split's labels: test or train.")] = "test",
+    gt: Annotated[Optional[Path], typer.Option(help="Ground-truth folder for the test split (default: DATA_gt).")] = None,  # noqa: UP007
+) -> None:
+    """Write ground-truth labels as a submission CSV (a perfect submission, to check the submission path)."""
+    from compkit.encode_labels import encode_labels as run
+
+    run(data, out, split=split, gt=gt)
+
+
+def main() -> None:
+    app(prog_name="compkit")
+
+
+if __name__ == "__main__":
+    main()

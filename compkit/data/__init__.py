@@ -1,0 +1,20 @@
+"""Reading datasets: formats, samples, rasterisation and meta data."""
+from compkit.data import handbone as _handbone  # noqa: F401  (registers the format)
+from compkit.data.classes import HANDBONE_CLASSES
+from compkit.data.formats import DATASET_FORMATS, SegmentationDataset, open_dataset, register_format
+from compkit.data.meta import patient_key, read_meta
+from compkit.data.raster import rasterize
+from compkit.data.sample import Polygon, Sample
+
+__all__ = [
+    "DATASET_FORMATS",
+    "HANDBONE_CLASSES",
+    "Polygon",
+    "Sample",
+    "SegmentationDataset",
+    "open_dataset",
+    "patient_key",
+    "rasterize",
+    "read_meta",
+    "register_format",
+]

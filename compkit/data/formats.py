@@ -1,0 +1,104 @@
+"""Dataset formats: a registry of readers that turn a folder into :class:`Sample` lists.
+
+Every format exposes the same surface (``classes``, ``samples``, ``read_image``, ``read_mask``), so split,
+train, predict and submit never branch on the format. New formats register themselves with
+:func:`register_format`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from compkit.data.sample import Sample
+from compkit.errors import CompkitError
+from compkit.fileio import image_size, read_image
+
+DATASET_FORMATS: dict[str, type[SegmentationDataset]] = {}
+
+
+def register_format(cls: type[SegmentationDataset]) -> type[SegmentationDataset]:
+    DATASET_FORMATS[cls.format_name] = cls
+    return cls
+
+
+class SegmentationDataset(ABC):
+    """A split (``train`` or ``test``) of a dataset on disk."""
+
+    format_name: ClassVar[str]
+    #: Flattening order of the submission's run-length encoding ("C": row-major, "F": column-major).
+    rle_order: ClassVar[str] = "C"
+
+    def __init__(self, root: Path, split: str, classes: Sequence[str], samples: Sequence[Sample]):
+        self.root = root
+        self.split = split
+        self.classes = tuple(classes)
+        self.samples = list(samples)
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, root: Path) -> bool:
+        """True when ``root`` looks like this format."""
+
+    @classmethod
+    @abstractmethod
+    def open(
+        cls, root: Path, split: str, labels: str | Path | None = None, classes: Sequence[str] | None = None
+    ) -> SegmentationDataset:
+        """Read the split's samples (and labels, where there are any)."""
+
+    @property
+    def has_labels(self) -> bool:
+        return any(s.label_path is not None for s in self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample(self, image_id: str) -> Sample:
+        for s in self.samples:
+            if s.image_id == image_id:
+                return s
+        raise KeyError(image_id)
+
+    def read_image(self, sample: Sample) -> np.ndarray:
+        """(H, W, 3) uint8, BGR as OpenCV reads it."""
+        return read_image(sample.image_path)
+
+    def image_shape(self, sample: Sample) -> tuple[int, int]:
+        return image_size(sample.image_path)
+
+    @abstractmethod
+    def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """(C, H, W) uint8 multi-hot mask at the image's original size (or ``shape``)."""
+
+    def submission_name(self, sample: Sample) -> str:
+        """How the submission CSV names this image."""
+        return sample.image_name
+
+
+def open_dataset(
+    root: str | Path,
+    split: str = "train",
+    format: str = "auto",
+    labels: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+) -> SegmentationDataset:
+    """Open ``root`` as a dataset of the given (or detected) format.
+
+    ``labels`` points at a separate label folder (e.g. the synthetic test ground truth in ``DATA_gt``).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CompkitError(root, "dataset folder not found")
+    if format == "auto":
+        found = [name for name, cls in DATASET_FORMATS.items() if cls.detect(root)]
+        if not found:
+            known = ", ".join(sorted(DATASET_FORMATS))
+            raise CompkitError(root, f"not a dataset layout compkit knows (formats: {known})")
+        format = found[0]
+    if format not in DATASET_FORMATS:
+        raise CompkitError(root, f"unknown dataset format '{format}' (known: {', '.join(sorted(DATASET_FORMATS))})")
+    return DATASET_FORMATS[format].open(root, split=split, labels=labels, classes=classes)

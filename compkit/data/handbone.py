@@ -1,0 +1,120 @@
+"""The hand-bone X-ray competition layout.
+
+```
+<root>/meta_data.xlsx                              # or meta_data.csv
+<root>/train/DCM/ID001/image1661130828152_R.png
+<root>/train/outputs_json/ID001/image1661130828152_R.json
+<root>/test/DCM/ID040/image1661319116107.png       # labels, if any, live in a separate folder
+```
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from compkit.data.classes import HANDBONE_CLASSES
+from compkit.data.formats import SegmentationDataset, register_format
+from compkit.data.meta import patient_key, read_meta
+from compkit.data.raster import rasterize
+from compkit.data.sample import Polygon, Sample
+from compkit.errors import CompkitError
+from compkit.fileio import read_json
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+META_FILES = ("meta_data.xlsx", "meta_data.csv")
+
+
+def read_annotations(path: Path, classes: Sequence[str]) -> tuple[Polygon, ...]:
+    """The polygons of one label JSON, validated: known labels, at least 3 points each."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise CompkitError(path, "label JSON has no 'annotations' list")
+    index = {name: i for i, name in enumerate(classes)}
+    polygons = []
+    for n, annotation in enumerate(data["annotations"]):
+        label = annotation.get("label") if isinstance(annotation, dict) else None
+        if label not in index:
+            raise CompkitError(path, f"annotation {n}: unknown label {label!r}")
+        try:
+            points = np.asarray(annotation.get("points"), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise CompkitError(path, f"annotation {n} ({label}): points are not [x, y] pairs") from None
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise CompkitError(path, f"annotation {n} ({label}): points are not [x, y] pairs")
+        if len(points) < 3:
+            raise CompkitError(path, f"annotation {n} ({label}): polygon has {len(points)} points, needs at least 3")
+        polygons.append(Polygon(index[label], np.rint(points).astype(np.int32)))
+    return tuple(polygons)
+
+
+def find_meta_file(root: Path) -> Path | None:
+    for name in META_FILES:
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+@register_format
+class HandBoneDataset(SegmentationDataset):
+    format_name = "handbone"
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return (root / "train" / "DCM").is_dir() or (root / "test" / "DCM").is_dir()
+
+    @classmethod
+    def open(
+        cls, root: Path, split: str = "train", labels: str | Path | None = None, classes: Sequence[str] | None = None
+    ) -> HandBoneDataset:
+        classes = tuple(classes or HANDBONE_CLASSES)
+        image_dir = root / split / "DCM"
+        if not image_dir.is_dir():
+            raise CompkitError(image_dir, f"missing image folder (expected {split}/DCM in the dataset)")
+        if labels is not None:
+            label_dir: Path | None = Path(labels) / "outputs_json"
+            if not label_dir.is_dir():
+                raise CompkitError(label_dir, "missing label folder")
+        else:
+            label_dir = root / split / "outputs_json"
+            if not label_dir.is_dir():
+                if split == "train":
+                    raise CompkitError(label_dir, "missing label folder (expected train/outputs_json)")
+                label_dir = None  # unlabelled test split
+
+        meta_file = find_meta_file(root)
+        meta = read_meta(meta_file) if meta_file else {}
+
+        samples = []
+        paths = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise CompkitError(image_dir, "no images found")
+        for image_path in paths:
+            rel = image_path.relative_to(image_dir)
+            image_id = rel.as_posix()
+            patient = rel.parts[0] if len(rel.parts) > 1 else image_path.stem
+            label_path = None
+            polygons: tuple[Polygon, ...] = ()
+            if label_dir is not None:
+                label_path = (label_dir / rel).with_suffix(".json")
+                if not label_path.is_file():
+                    raise CompkitError(image_path, f"image has no label JSON (expected {label_path})")
+                polygons = read_annotations(label_path, classes)
+            samples.append(
+                Sample(
+                    image_id=image_id,
+                    patient=patient,
+                    image_path=image_path,
+                    label_path=label_path,
+                    polygons=polygons,
+                    meta=dict(meta.get(patient_key(patient), {})),
+                )
+            )
+        samples.sort(key=lambda s: s.image_id)
+        return cls(root, split, classes, samples)
+
+    def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
+        if sample.label_path is None:
+            raise CompkitError(sample.image_path, "image has no labels")
+        return rasterize(sample.polygons, len(self.classes), shape or self.image_shape(sample))

@@ -1,0 +1,101 @@
+"""The command line as a user meets it: real subcommands, one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from compkit.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_synth_split_encode_score(tmp_path):
+    data = tmp_path / "d"
+    assert run("synth", data, "--patients", 6, "--test-patients", 2, "--size", 64).exit_code == 0
+    result = run("split", data, "--folds", 3, "--stratify", "sex")
+    assert result.exit_code == 0 and "StratifiedGroupKFold" in result.stdout
+    assert json.loads((data / "splits.json").read_text())["stratify"] == "sex"
+    out = tmp_path / "perfect.csv"
+    assert run("encode-labels", data, "--out", out).exit_code == 0
+    result = run("score", out, "--data", data)
+    assert result.exit_code == 0
+    assert result.stdout.strip().splitlines()[-1] == "mean dice: 1.0000"
+
+
+def test_broken_submission_exits_2(data_copy, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_name,class,rle\nx.png,finger-1,1 2 3\n")
+    assert_one_line_error(run("score", bad, "--data", data_copy), str(bad), "line 2")
+
+
+def test_missing_folder(tmp_path):
+    assert_one_line_error(run("split", tmp_path / "nope"), "dataset folder not found")
+
+
+def test_unreadable_image(data_copy, tmp_path):
+    out = tmp_path / "labels.csv"
+    image = next((data_copy / "test" / "DCM").rglob("*.png"))
+    image.write_bytes(b"not a png")
+    assert_one_line_error(run("encode-labels", data_copy, "--out", out), str(image), "unreadable image")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: d.pop("annotations"), "no 'annotations' list"),
+        (lambda d: d["annotations"][0].update(label="Thumb"), "unknown label 'Thumb'"),
+        (lambda d: d["annotations"][1].update(points=[[0, 0]]), "needs at least 3"),
+    ],
+)
+def test_bad_labels(data_copy, edit, problem):
+    path = sorted((data_copy / "train" / "outputs_json").rglob("*.json"))[2]
+    label = json.loads(path.read_text())
+    edit(label)
+    path.write_text(json.dumps(label))
+    assert_one_line_error(run("split", data_copy), str(path), problem)
+    assert not (data_copy / "splits.json").exists()
+
+
+def test_image_without_json(data_copy):
+    next((data_copy / "train" / "outputs_json").rglob("*.json")).unlink()
+    assert_one_line_error(run("split", data_copy), "no label JSON")
+
+
+def test_meta_without_columns(data_copy):
+    (data_copy / "meta_data.xlsx").unlink()
+    (data_copy / "meta_data.csv").write_text("patient,age\n1,3\n")
+    assert_one_line_error(run("split", data_copy), "meta_data.csv", "no ID column")
+
+
+def test_unwritable_output(data_copy, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_one_line_error(run("encode-labels", data_copy, "--out", blocker / "x.csv"), "cannot write")
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    """The installed entry point, as a separate process: help works, errors are one line and exit 2."""
+    done = subprocess.run([sys.executable, "-m", "compkit", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "synth" in done.stdout and "score" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "compkit", "split", str(tmp_path / "none")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {tmp_path / 'none'}: dataset folder not found"
