@@ -91,6 +91,23 @@ def encode_labels(
     run(data, out, split=split, gt=gt)
 
 
+@app.command()
+def train(
+    recipe: Annotated[str, typer.Option(help="Recipe name (recipes/NAME.yaml) or path.")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,  # noqa: UP007
+    fold: Annotated[str, typer.Option(help="Fold number, or 'all'.")] = "0",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")] = None,  # noqa: UP007
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: the recipe's name) -> runs/NAME/fold<k>.")] = None,  # noqa: UP007
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from last.pt of each fold.")] = False,
+    devices: Annotated[int, typer.Option(help="GPUs (or CPU processes) for DDP; re-runs itself under torchrun.")] = 1,
+    runs_dir: Annotated[Path, typer.Option(help="Folder that holds the run folders.")] = Path("runs"),
+) -> None:
+    """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/."""
+    from compkit.train import train as run
+
+    run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir)
+
+
 def main() -> None:
     app(prog_name="compkit")
 

@@ -99,3 +99,15 @@ def test_python_dash_m_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "compkit", "split", str(tmp_path / "none")], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {tmp_path / 'none'}: dataset folder not found"
+
+
+def test_train_bad_recipe_value(data_copy):
+    result = run("train", "--recipe", "tiny", "--data", data_copy, "--set", "optim.name=adamm")
+    assert_one_line_error(result, "tiny.yaml", "unknown optimizer 'adamm' (did you mean 'adam'?)")
+
+
+def test_train_incompatible_model(data_copy):
+    run("split", data_copy, "--folds", "2")
+    result = run("train", "--recipe", "tiny", "--data", data_copy, "--set", "model.arch=UnetPlusPlus", "--set", "model.encoder=mit_b0")
+    assert_one_line_error(result, "UnetPlusPlus cannot be built with encoder mit_b0")
+    assert not (data_copy / ".compkit-cache").exists(), "failed before any work"

@@ -1,0 +1,167 @@
+"""The preprocessing cache: every image decoded, CLAHE-equalised if asked, resized to the training size, with
+its masks bit-packed, in two memory-mapped arrays. Built once per (dataset, split, size, preprocessing) and
+shared by every fold and run; a later run with the same settings opens it instantly.
+
+Layout of ``<cache_dir>/<split>-<size>px-<key>/``: ``images.npy`` (N, S, S, 3) uint8, ``masks.npy``
+(N, C, ceil(S*S/8)) uint8 (``np.packbits`` of the (C, S, S) mask), ``index.json`` (image ids, classes, size,
+preprocessing).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from compkit.data.formats import SegmentationDataset
+from compkit.data.sample import Sample
+from compkit.errors import CompkitError
+from compkit.fileio import read_json
+
+CACHE_VERSION = 1
+
+
+def apply_clahe(image: np.ndarray, clip_limit: float, tile_grid: int) -> np.ndarray:
+    clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid))
+    if image.ndim == 2:
+        return clahe.apply(image)
+    return cv2.merge([clahe.apply(np.ascontiguousarray(image[..., c])) for c in range(image.shape[2])])
+
+
+def prepare_image(image: np.ndarray, size: int, clahe: dict[str, Any] | None = None) -> np.ndarray:
+    """Original BGR image -> (size, size, 3) uint8 RGB, CLAHE (at full resolution) then area resizing."""
+    if clahe:
+        image = apply_clahe(image, clahe["clip_limit"], clahe["tile_grid"])
+    if image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(C, H, W) -> (C, size, size) with nearest-neighbour sampling, as the competition baseline resizes labels."""
+    if mask.shape[1:] == (size, size):
+        return mask
+    # cv2 resizes at most 512 channels at once and wants (H, W, C).
+    resized = cv2.resize(np.ascontiguousarray(mask.transpose(1, 2, 0)), (size, size), interpolation=cv2.INTER_NEAREST)
+    if resized.ndim == 2:
+        resized = resized[..., None]
+    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+
+
+def load_sample(
+    dataset: SegmentationDataset, sample: Sample, size: int, clahe: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The uncached path: decode, rasterise at the original size, resize. (image HWC, mask CHW or None)."""
+    image = dataset.read_image(sample)
+    mask = None
+    if sample.label_path is not None:
+        mask = resize_mask(dataset.read_mask(sample, image.shape[:2]), size)
+    return prepare_image(image, size, clahe), mask
+
+
+def _fingerprint(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] | None) -> str:
+    files = []
+    for s in dataset.samples:
+        for path in (s.image_path, s.label_path):
+            if path is not None:
+                stat = path.stat()
+                files.append((str(path), stat.st_size, stat.st_mtime_ns))
+    key = json.dumps(
+        {"v": CACHE_VERSION, "format": dataset.format_name, "classes": dataset.classes, "size": size, "clahe": clahe, "files": files},
+        sort_keys=True,
+    )
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+class SampleCache:
+    """Read access to a built cache: ``image(i)`` (S, S, 3) uint8 RGB and ``mask(i)`` (C, S, S) uint8."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        index = read_json(folder / "index.json")
+        self.image_ids: list[str] = index["image_ids"]
+        self.classes: list[str] = index["classes"]
+        self.size: int = index["size"]
+        self.has_masks: bool = index["has_masks"]
+        self.position = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self.images = np.load(folder / "images.npy", mmap_mode="r")
+        self.masks = np.load(folder / "masks.npy", mmap_mode="r") if self.has_masks else None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def image(self, i: int) -> np.ndarray:
+        return np.asarray(self.images[i])
+
+    def mask(self, i: int) -> np.ndarray:
+        if self.masks is None:
+            raise KeyError(f"{self.folder}: no masks cached")
+        bits = np.unpackbits(self.masks[i], axis=-1, count=self.size * self.size)
+        return bits.reshape(len(self.classes), self.size, self.size)
+
+
+def cache_root(dataset: SegmentationDataset, cache_dir: str | Path | None = None) -> Path:
+    return Path(cache_dir) if cache_dir else dataset.root / ".compkit-cache"
+
+
+def build_cache(
+    dataset: SegmentationDataset,
+    size: int,
+    clahe: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    console: Console | None = None,
+) -> SampleCache:
+    """Open the cache for these settings, building it first if needed (atomically: a temp folder renamed)."""
+    console = console or Console()
+    root = cache_root(dataset, cache_dir)
+    folder = root / f"{dataset.split}-{size}px-{_fingerprint(dataset, size, clahe)}"
+    if (folder / "index.json").is_file():
+        return SampleCache(folder)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder.name}."))
+    except OSError as e:
+        raise CompkitError(root, f"cannot write the preprocessing cache: {e.strerror or e} (set data.cache_dir)") from None
+    try:
+        n, c = len(dataset.samples), len(dataset.classes)
+        has_masks = all(s.label_path is not None for s in dataset.samples)
+        images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        masks = None
+        if has_masks:
+            packed = (size * size + 7) // 8
+            masks = np.lib.format.open_memmap(staging / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, c, packed))
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"caching {dataset.split} at {size}px", total=n)
+            for i, sample in enumerate(dataset.samples):
+                image, mask = load_sample(dataset, sample, size, clahe)
+                images[i] = image
+                if masks is not None:
+                    masks[i] = np.packbits(mask.reshape(c, -1), axis=-1)
+                progress.advance(task)
+        images.flush()
+        del images
+        if masks is not None:
+            masks.flush()
+            del masks
+        index = {
+            "version": CACHE_VERSION,
+            "image_ids": [s.image_id for s in dataset.samples],
+            "classes": list(dataset.classes),
+            "size": size,
+            "clahe": clahe,
+            "has_masks": has_masks,
+        }
+        (staging / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return SampleCache(folder)

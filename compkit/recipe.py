@@ -1,0 +1,263 @@
+"""Recipes: YAML training configurations, validated by one pydantic schema.
+
+A recipe has the sections ``data``, ``model``, ``loss``, ``optim``, ``sched``, ``aug``, ``train`` and ``infer``;
+it may ``extends:`` another recipe (deep merge, the child wins, lists are replaced). ``--set section.key=value``
+overrides any value (parsed as YAML). The fully resolved recipe is saved into every run folder.
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from compkit.errors import CompkitError
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+LOSS_TERMS = ("bce", "dice", "jaccard", "focal", "tversky", "lovasz")
+OPTIMIZERS = ("adam", "adamw", "lion", "rmsprop", "sgd")
+SCHEDULERS = ("plateau", "cosine", "step", "onecycle", "none")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Clahe(Section):
+    clip_limit: float = Field(2.0, gt=0)
+    tile_grid: int = Field(8, ge=1)
+
+
+class DataConfig(Section):
+    root: str | None = None  # dataset folder; --data overrides
+    format: str = "auto"
+    image_size: int = Field(1024, ge=32)
+    classes: list[str] | None = None  # default: the dataset format's class list
+    clahe: Clahe | None = None  # contrast-limited histogram equalisation before resizing
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    cache_dir: str | None = None  # default: <root>/.compkit-cache
+
+
+class ModelConfig(Section):
+    arch: str = "UnetPlusPlus"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None  # null, or a local weights file: compkit never downloads
+    in_channels: int = Field(3, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments of the smp architecture
+
+
+class OptimConfig(Section):
+    name: str = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0)  # sgd / rmsprop
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _choice("optimizer", v, OPTIMIZERS)
+
+
+class SchedConfig(Section):
+    name: str = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    patience: int = Field(3, ge=0)  # plateau
+    factor: float = Field(0.5, gt=0, lt=1)  # plateau, step
+    step_epochs: int = Field(10, ge=1)  # step
+    pct_start: float = Field(0.1, gt=0, lt=1)  # onecycle
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _choice("scheduler", v, SCHEDULERS)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(8, ge=1)
+    accumulate: int = Field(1, ge=1)
+    clip_grad: float | None = Field(1.0, gt=0)
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+    seed: int = 42
+    early_stop: int | None = Field(10, ge=1)  # epochs without improvement of val dice
+    val_every: int = Field(1, ge=1)
+    workers: int = Field(2, ge=0)
+    device: str = "auto"  # auto, cpu, cuda, cuda:1
+
+
+class InferConfig(Section):
+    tta: Literal["none", "hflip", "vflip", "d4"] = "hflip"
+    threshold: float = Field(0.5, gt=0, lt=1)
+    window: int | None = Field(None, ge=32)  # sliding-window size in pixels at the store resolution
+    overlap: float = Field(0.5, ge=0, lt=1)
+    batch_size: int = Field(4, ge=1)
+
+
+class Recipe(Section):
+    name: str | None = None
+    extends: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: dict[str, float] = Field(default_factory=lambda: {"bce": 0.5, "dice": 0.5})
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    sched: SchedConfig = Field(default_factory=SchedConfig)
+    aug: list[dict[str, Any]] = Field(default_factory=list)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_terms(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("needs at least one term, e.g. {bce: 0.5, dice: 0.5}")
+        for term, weight in v.items():
+            _choice("loss term", term, LOSS_TERMS)
+            if weight < 0:
+                raise ValueError(f"weight of {term} must not be negative")
+        return v
+
+    @field_validator("aug")
+    @classmethod
+    def _aug_items(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in v:
+            if not isinstance(item.get("name"), str):
+                raise ValueError("each transform needs a 'name', e.g. {name: HorizontalFlip, p: 0.5}")
+        return v
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _choice(what: str, value: str, known: tuple[str, ...]) -> str:
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}{did_you_mean(value, known)} (known: {', '.join(known)})")
+    return value
+
+
+def did_you_mean(value: str, known) -> str:
+    known = [str(k) for k in known]
+    close = difflib.get_close_matches(str(value), known, n=1, cutoff=0.6)
+    close = close or [k for k in known if str(value) and k.startswith(str(value))][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipe names are looked up: ./recipes, then the recipes shipped with compkit."""
+    here = Path(__file__).resolve().parent
+    dirs = [Path.cwd() / "recipes", here.parent / "recipes", Path(sys.prefix) / "share" / "compkit" / "recipes"]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def available_recipes() -> list[str]:
+    return sorted({p.stem for d in recipe_dirs() for p in d.iterdir() if p.suffix in RECIPE_SUFFIXES})
+
+
+def find_recipe(ref: str | Path, relative_to: Path | None = None) -> Path:
+    """A recipe file from a path or a name (``hrnet`` -> ``recipes/hrnet.yaml``)."""
+    ref = str(ref)
+    candidates = [Path(ref)]
+    if relative_to is not None:
+        candidates.insert(0, relative_to / ref)
+    if Path(ref).suffix not in RECIPE_SUFFIXES:
+        candidates += [d / f"{ref}{suffix}" for d in recipe_dirs() for suffix in RECIPE_SUFFIXES]
+        if relative_to is not None:
+            candidates.insert(1, relative_to / f"{ref}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CompkitError(ref, f"no such recipe{did_you_mean(ref, available_recipes())} (available: {', '.join(available_recipes())})")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise CompkitError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CompkitError(path, "a recipe must be a mapping of sections (data, model, loss, ...)")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "loss":
+            merged[key] = deep_merge(merged[key], value)
+        else:  # lists, scalars and the loss mapping (its terms are chosen as a whole) are replaced
+            merged[key] = value
+    return merged
+
+
+def _resolve(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path.resolve() in seen:
+        chain = " -> ".join(p.name for p in (*seen, path.resolve()))
+        raise CompkitError(path, f"recipe extends itself ({chain})")
+    data = _read_yaml(path)
+    parent = data.get("extends")
+    if parent:
+        base = _resolve(find_recipe(parent, relative_to=path.parent), (*seen, path.resolve()))
+        base.pop("name", None)
+        data = deep_merge(base, data)
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str, source: str = "--set") -> None:
+    """Apply ``section.key=value`` (value parsed as YAML) to a raw recipe mapping."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise CompkitError(source, f"{assignment!r} is not section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _describe(error: ValidationError, raw: dict[str, Any]) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent_loc, key = first["loc"][:-1], first["loc"][-1]
+        model: Any = Recipe
+        for part in parent_loc:
+            field = model.model_fields.get(part) if isinstance(part, str) else None
+            model = field.annotation if field is not None else None
+            model = next((a for a in getattr(model, "__args__", (model,)) if isinstance(a, type) and issubclass(a, BaseModel)), model)
+        known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+        return f"{location}: unknown key{did_you_mean(str(key), known)}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{location}: {message}"
+
+
+def load_recipe(ref: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Find, resolve (``extends``), override (``--set``) and validate a recipe."""
+    path = find_recipe(ref)
+    data = _resolve(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    data.setdefault("name", path.stem)
+    data.pop("extends", None)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise CompkitError(path, f"bad recipe: {_describe(e, data)}") from None

@@ -1,0 +1,464 @@
+"""``compkit train``: one recipe, one or all folds -> ``runs/<name>/fold<k>/``.
+
+Run folder: ``recipe.yaml`` (fully resolved), ``results.csv`` (one row per epoch), ``results.png`` (curves),
+``best.pt`` / ``last.pt`` (model, optimizer, schedule, scaler, epoch; loaded with ``weights_only=True``) and
+``oof/`` (out-of-fold probabilities of the fold's validation images, see :mod:`compkit.store`).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from compkit.augment import create_augmentation
+from compkit.data import SegmentationDataset, open_dataset
+from compkit.data.cache import SampleCache, build_cache
+from compkit.distributed import DistInfo, any_rank, barrier, broadcast_flag, cleanup, init_distributed, launched_by_torchrun
+from compkit.errors import CompkitError
+from compkit.fileio import atomic_write
+from compkit.inference import predict_logits
+from compkit.losses import create_loss
+from compkit.metrics import DiceMeter
+from compkit.models import create_model
+from compkit.optimization import create_optimizer, create_schedule
+from compkit.recipe import Recipe, load_recipe
+from compkit.split import load_splits
+from compkit.store import StoreWriter
+
+CHECKPOINT_LAST = "last.pt"
+CHECKPOINT_BEST = "best.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if launched_by_torchrun() else 0)
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CompkitError("train.device", f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CompkitError("train.device", "CUDA was asked for but is not available on this machine")
+    return device
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+class CachedSamples(torch.utils.data.Dataset):
+    """Samples of a cache (by position), augmented with a seed that depends only on (seed, epoch, sample), so an
+    interrupted epoch replays exactly."""
+
+    def __init__(self, cache: SampleCache, positions: list[int], recipe: Recipe, augment: bool):
+        self.cache = cache
+        self.positions = positions
+        self.aug_items = recipe.aug if augment else []
+        self.augmentation = None
+        self.seed = recipe.train.seed
+        self.epoch = 0
+        self.mean = np.array(recipe.data.mean, np.float32) * 255.0
+        self.std = np.array(recipe.data.std, np.float32) * 255.0
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = self.positions[k]
+        image, mask = self.cache.image(i), self.cache.mask(i)
+        if self.aug_items:
+            if self.augmentation is None:  # built lazily: once per worker process
+                self.augmentation = create_augmentation(self.aug_items)
+            self.augmentation.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**31)
+            out = self.augmentation(image=image, mask=np.ascontiguousarray(mask.transpose(1, 2, 0)))
+            image, mask = out["image"], out["mask"].transpose(2, 0, 1)
+        x = torch.from_numpy(((image.astype(np.float32) - self.mean) / self.std).transpose(2, 0, 1).copy())
+        y = torch.from_numpy(np.ascontiguousarray(mask))
+        return x, y
+
+
+def normalise(images: np.ndarray, recipe: Recipe) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB -> normalised (B, 3, H, W) float tensor, as in training."""
+    mean = np.array(recipe.data.mean, np.float32) * 255.0
+    std = np.array(recipe.data.std, np.float32) * 255.0
+    return torch.from_numpy(((images.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy())
+
+
+@dataclass
+class FoldState:
+    epoch: int = 0  # epochs completed
+    best_dice: float = -1.0
+    best_epoch: int = 0
+    stale_epochs: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _checkpoint(model, optimizer, schedule, scaler, state: FoldState) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": state.epoch,
+        "best_dice": state.best_dice,
+        "best_epoch": state.best_epoch,
+        "stale_epochs": state.stale_epochs,
+    }
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CompkitError(path, "checkpoint not found") from None
+    except Exception as e:  # truncated or not a compkit checkpoint
+        raise CompkitError(path, f"unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def _write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    with atomic_write(folder / "results.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _read_results(folder: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    path = folder / "results.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= up_to_epoch]
+
+
+def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """results.png: training loss, validation mean dice and learning rate per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [float(r["train_loss"]) for r in rows], marker="o", ms=3)
+    axes[0].set_title("training loss")
+    val = [(int(r["epoch"]), float(r["val_dice_mean"])) for r in rows if r.get("val_dice_mean") not in ("", None)]
+    if val:
+        axes[1].plot(*zip(*val, strict=True), marker="o", ms=3, color="tab:green")
+    axes[1].set_title("validation mean dice")
+    axes[2].plot(epochs, [float(r["lr"]) for r in rows], color="tab:orange")
+    axes[2].set_yscale("log")
+    axes[2].set_title("learning rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(folder.as_posix())
+    fig.tight_layout()
+    with atomic_write(folder / "results.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def predict_cache(
+    model: torch.nn.Module, cache: SampleCache, positions: list[int], recipe: Recipe, device: torch.device, tta: str = "none"
+):
+    """Yield (position, probabilities (C, S, S) float32) for cached images, batch by batch."""
+    model.eval()
+    batch = recipe.infer.batch_size
+    for start in range(0, len(positions), batch):
+        chunk = positions[start : start + batch]
+        x = normalise(np.stack([cache.image(i) for i in chunk]), recipe).to(device)
+        with torch.autocast(device.type, enabled=recipe.train.amp and device.type == "cuda"):
+            probs = torch.sigmoid(predict_logits(model, x, tta)).float().cpu().numpy()
+        yield from zip(chunk, probs, strict=True)
+
+
+def validate(model, cache: SampleCache, positions: list[int], recipe: Recipe, device: torch.device) -> np.ndarray:
+    """Per-class leaderboard dice on the validation images at the training size."""
+    meter = DiceMeter(cache.classes)
+    for i, probs in predict_cache(model, cache, positions, recipe, device):
+        meter.update(probs > recipe.infer.threshold, cache.mask(i))
+    return meter.per_class()
+
+
+def write_oof(model, dataset: SegmentationDataset, cache: SampleCache, positions, recipe, device, folder: Path) -> Path:
+    """The fold's out-of-fold probabilities (recipe's TTA) into ``<fold>/oof``: the one writer of OOF stores."""
+    size = cache.size
+    with StoreWriter(folder / "oof", cache.classes, (size, size)) as store:
+        for i, probs in predict_cache(model, cache, positions, recipe, device, tta=recipe.infer.tta):
+            sample = dataset.samples[i]
+            store.write(sample.image_id, probs, dataset.image_shape(sample))
+    return folder / "oof"
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def train_fold(
+    recipe: Recipe,
+    dataset: SegmentationDataset,
+    cache: SampleCache,
+    fold: int,
+    folds: list[dict[str, list[str]]],
+    run_dir: Path,
+    resume: bool,
+    dist: DistInfo,
+    device: torch.device,
+    console: Console,
+) -> dict[str, Any]:
+    folder = run_dir / f"fold{fold}"
+    position = cache.position
+    missing = [i for i in folds[fold]["train"] + folds[fold]["val"] if i not in position]
+    if missing:
+        raise CompkitError(dataset.root / "splits.json", f"fold {fold} names {len(missing)} images the dataset lacks (first: {missing[0]}); rerun `compkit split --force`")
+    train_pos = [position[i] for i in folds[fold]["train"]]
+    val_pos = [position[i] for i in folds[fold]["val"]]
+    cfg = recipe.train
+
+    _seed_everything(cfg.seed)
+    model = create_model(recipe.model, len(dataset.classes)).to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = create_loss(recipe.loss).to(device)
+    optimizer = create_optimizer(model, recipe.optim)
+    per_rank = math.ceil(len(train_pos) / dist.world_size)
+    steps_per_epoch = max(1, math.ceil(math.ceil(per_rank / cfg.batch_size) / cfg.accumulate))
+    schedule = create_schedule(optimizer, recipe.sched, steps_per_epoch, cfg.epochs)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    state = FoldState()
+
+    if resume and (folder / CHECKPOINT_LAST).is_file():
+        ckpt = load_checkpoint(folder / CHECKPOINT_LAST)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state = FoldState(ckpt["epoch"], ckpt["best_dice"], ckpt["best_epoch"], ckpt["stale_epochs"])
+        state.rows = _read_results(folder, state.epoch)
+        if dist.is_main:
+            console.print(f"resuming fold {fold} after epoch {state.epoch} (best dice {state.best_dice:.4f})")
+    elif dist.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(folder / "recipe.yaml", "w", encoding="utf-8") as f:
+            f.write(recipe.to_yaml())
+
+    train_model: torch.nn.Module = model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    samples = CachedSamples(cache, train_pos, recipe, augment=True)
+    stop = state.epoch >= cfg.epochs
+    with _progress(console) as progress:
+        task = progress.add_task(f"fold {fold}", total=steps_per_epoch * cfg.epochs, completed=steps_per_epoch * state.epoch, stats="", visible=dist.is_main)
+        while not stop:
+            epoch = state.epoch + 1
+            started = time.time()
+            # Everything random in an epoch derives from (seed, epoch): a resumed run replays it exactly.
+            _seed_everything(cfg.seed * 1000 + epoch)
+            order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
+            order = order[dist.rank :: dist.world_size]
+            samples.epoch = epoch
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(samples, order),
+                batch_size=cfg.batch_size,
+                shuffle=False,
+                num_workers=cfg.workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+            )
+            train_model.train()
+            sums: dict[str, float] = {}
+            seen = 0
+            optimizer.zero_grad(set_to_none=True)
+            batches = len(loader)
+            for step, (x, y) in enumerate(loader, start=1):
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                if device.type == "cuda" and cfg.channels_last:
+                    x = x.to(memory_format=torch.channels_last)
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits = train_model(x)
+                loss = criterion(logits, y)
+                if any_rank(dist, not torch.isfinite(loss).item()):
+                    raise CompkitError(
+                        folder,
+                        f"loss became NaN/inf at epoch {epoch}, step {step}; stopped, {CHECKPOINT_LAST} holds epoch {state.epoch} "
+                        "(try a lower optim.lr, train.clip_grad, or train.amp=false)",
+                    )
+                scaler.scale(loss / cfg.accumulate).backward()
+                if step % cfg.accumulate == 0 or step == batches:
+                    if cfg.clip_grad:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    schedule.after_step()
+                    progress.advance(task)
+                n = x.shape[0]
+                seen += n
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+                for name, value in criterion.terms.items():
+                    sums[name] = sums.get(name, 0.0) + float(value) * n
+                elapsed = time.time() - started
+                progress.update(task, stats=f"epoch {epoch}/{cfg.epochs} loss {sums['loss'] / seen:.4f} lr {schedule.lr:.2e} {seen / max(elapsed, 1e-9):.1f} img/s")
+
+            row: dict[str, Any] = {"epoch": epoch, "train_loss": round(sums["loss"] / max(seen, 1), 6)}
+            row.update({f"train_{k}": round(v / max(seen, 1), 6) for k, v in sums.items() if k != "loss"})
+            row["lr"] = schedule.lr
+            validate_now = epoch % cfg.val_every == 0 or epoch == cfg.epochs
+            dice = np.full(len(dataset.classes), np.nan)
+            if validate_now and dist.is_main:
+                dice = validate(model, cache, val_pos, recipe, device)
+            mean_dice = float(np.mean(dice)) if validate_now else float("nan")
+            row.update({f"val_dice_{c}": (round(float(d), 6) if validate_now else "") for c, d in zip(dataset.classes, dice, strict=True)})
+            row["val_dice_mean"] = round(mean_dice, 6) if validate_now else ""
+            row["seconds"] = round(time.time() - started, 2)
+            state.epoch = epoch
+            state.rows.append(row)
+            improved = False
+            if validate_now and dist.is_main:
+                schedule.after_validation(mean_dice)
+                if mean_dice > state.best_dice:
+                    state.best_dice, state.best_epoch, state.stale_epochs, improved = mean_dice, epoch, 0, True
+                else:
+                    state.stale_epochs += 1
+            if dist.is_main:
+                payload = _checkpoint(model, optimizer, schedule, scaler, state)
+                if improved:
+                    save_checkpoint(folder / CHECKPOINT_BEST, payload)
+                save_checkpoint(folder / CHECKPOINT_LAST, payload)
+                _write_results(folder, state.rows)
+                plot_results(folder, state.rows)
+                if validate_now:
+                    progress.console.print(
+                        f"fold {fold} epoch {epoch}: loss {row['train_loss']:.4f}  val dice {mean_dice:.4f}"
+                        + ("  [green]best[/green]" if improved else "")
+                    )
+            early = cfg.early_stop is not None and state.stale_epochs >= cfg.early_stop
+            stop = broadcast_flag(dist, epoch >= cfg.epochs or early)
+            if early and dist.is_main:
+                progress.console.print(f"early stop: no improvement for {cfg.early_stop} validations")
+            barrier(dist)
+
+    result = {"fold": fold, "best_dice": state.best_dice, "best_epoch": state.best_epoch, "epochs": state.epoch, "folder": folder}
+    if dist.is_main:
+        best = load_checkpoint(folder / CHECKPOINT_BEST)
+        model.load_state_dict(best["model"])
+        write_oof(model, dataset, cache, val_pos, recipe, device, folder)
+    barrier(dist)
+    return result
+
+
+def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}", "-m", "compkit", "train", *args]
+    done = subprocess.run(command, check=False)
+    if done.returncode:
+        raise CompkitError(None, f"distributed training failed (exit code {done.returncode})")
+
+
+def train(
+    recipe: str | Path,
+    data: str | Path | None = None,
+    fold: str = "0",
+    overrides: list[str] | tuple[str, ...] = (),
+    name: str | None = None,
+    resume: bool = False,
+    devices: int = 1,
+    runs_dir: str | Path = "runs",
+    console: Console | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``); returns one summary per fold."""
+    console = console or Console()
+    if devices > 1 and not launched_by_torchrun():
+        args = ["--recipe", str(recipe), "--fold", str(fold), "--runs-dir", str(runs_dir)]
+        args += [a for o in overrides for a in ("--set", o)]
+        args += ["--data", str(data)] if data else []
+        args += ["--name", name] if name else []
+        args += ["--resume"] if resume else []
+        _relaunch_with_torchrun(devices, args)
+        return []
+
+    cfg = load_recipe(recipe, overrides)
+    root = data or cfg.data.root
+    if root is None:
+        raise CompkitError(cfg.name, "no dataset: pass --data DATA or set data.root in the recipe")
+    cfg.data.root = str(Path(root).absolute())
+    run_name = name or cfg.name or "run"
+    run_dir = Path(runs_dir) / run_name
+    device = resolve_device(cfg.train.device)
+    dist = init_distributed(device)
+    quiet = Console(quiet=True)
+    out = console if dist.is_main else quiet
+    try:
+        dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
+        folds = load_splits(cfg.data.root)["folds"]
+        if fold == "all":
+            fold_ids = list(range(len(folds)))
+        else:
+            try:
+                fold_ids = [int(fold)]
+            except ValueError:
+                raise CompkitError("--fold", f"{fold!r} is not a fold number or 'all'") from None
+            if not 0 <= fold_ids[0] < len(folds):
+                raise CompkitError(Path(cfg.data.root) / "splits.json", f"fold {fold_ids[0]} out of range: the splits file has folds 0..{len(folds) - 1}")
+        with torch.device("meta"):  # an incompatible arch/encoder pair fails now, before any real work
+            create_model(cfg.model, len(dataset.classes))
+        clahe = cfg.data.clahe.model_dump() if cfg.data.clahe else None
+        if dist.is_main:
+            cache = build_cache(dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
+        barrier(dist)
+        if not dist.is_main:
+            cache = build_cache(dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
+        results = []
+        for k in fold_ids:
+            try:
+                results.append(train_fold(cfg, dataset, cache, k, folds, run_dir, resume, dist, device, out))
+            except torch.OutOfMemoryError:
+                raise CompkitError(
+                    run_dir / f"fold{k}",
+                    f"CUDA out of memory: lower train.batch_size (now {cfg.train.batch_size}) and raise train.accumulate, "
+                    f"or lower data.image_size (now {cfg.data.image_size})",
+                ) from None
+        if dist.is_main:
+            table = Table(title=f"{run_name}: best validation dice")
+            for column in ("fold", "best dice", "best epoch", "epochs", "folder"):
+                table.add_column(column)
+            for r in results:
+                table.add_row(str(r["fold"]), f"{r['best_dice']:.4f}", str(r["best_epoch"]), str(r["epochs"]), str(r["folder"]))
+            out.print(table)
+        return results
+    finally:
+        cleanup(dist)
