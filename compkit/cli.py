@@ -108,6 +108,71 @@ def train(
     run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir)
 
 
+@app.command()
+def predict(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (runs/NAME) or fold folders (runs/NAME/fold0).")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,  # noqa: UP007
+    split: Annotated[str, typer.Option(help="test, or val (the fold's validation images -> oof/).")] = "test",
+    tta: Annotated[Optional[str], typer.Option(help="none, hflip, vflip, d4 or scales (default: the recipe's).")] = None,  # noqa: UP007
+    batch: Annotated[Optional[int], typer.Option(help="Images (or windows) per forward pass.")] = None,  # noqa: UP007
+    window: Annotated[Optional[int], typer.Option(help="Sliding-window size in pixels (default: the recipe's).")] = None,  # noqa: UP007
+    overlap: Annotated[Optional[float], typer.Option(help="Sliding-window overlap, 0..1.")] = None,  # noqa: UP007
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Predict the test (or validation) images of every fold -> a probability store per fold."""
+    from compkit.predict import predict as run
+
+    run(runs, data=data, split=split, tta=tta, batch=batch, window=window, overlap=overlap, device=device)
+
+
+@app.command()
+def ensemble(
+    paths: Annotated[list[Path], typer.Argument(help="Run, fold or ensemble folders, or submission CSVs (e.g. runs/*).")],
+    method: Annotated[str, typer.Option(help="soft (mean probability) or hard (votes).")] = "soft",
+    weights: Annotated[Optional[str], typer.Option(help="Comma-separated weight per member, e.g. 2,1,1.")] = None,  # noqa: UP007
+    votes: Annotated[Optional[int], typer.Option(help="Hard voting: votes needed to keep a pixel (default: majority).")] = None,  # noqa: UP007
+    name: Annotated[Optional[str], typer.Option(help="Ensemble name -> ensembles/NAME (default: the members' names).")] = None,  # noqa: UP007
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the members' recipe data.root).")] = None,  # noqa: UP007
+    out_dir: Annotated[Path, typer.Option(help="Folder that holds the ensembles.")] = Path("ensembles"),
+) -> None:
+    """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
+    from compkit.ensemble import ensemble as run
+
+    parsed = None
+    if weights:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"{weights!r} is not a comma-separated list of numbers", param_hint="--weights") from None
+    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir)
+
+
+@app.command()
+def submit(
+    source: Annotated[Optional[Path], typer.Argument(help="Ensemble or run folder (default: the newest ensemble).")] = None,  # noqa: UP007
+    out: Annotated[Optional[Path], typer.Option(help="CSV to write (default: submissions/NAME.csv).")] = None,  # noqa: UP007
+    threshold: Annotated[str, typer.Option(help="auto (tuned when available), tuned, or a number such as 0.5.")] = "auto",
+    sample: Annotated[Optional[Path], typer.Option(help="Sample submission whose rows ours must match.")] = None,  # noqa: UP007
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
+    ensembles_dir: Annotated[Path, typer.Option(help="Where to look for the newest ensemble.")] = Path("ensembles"),
+) -> None:
+    """Threshold, upsample and run-length encode test probabilities -> a validated submission CSV."""
+    from compkit.submit import submit as run
+
+    run(source, out=out, threshold=threshold, sample=sample, data=data, ensembles_dir=ensembles_dir)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs, ensembles and submission.")] = Path("demo"),
+    patients: Annotated[int, typer.Option(help="Synthetic training patients.")] = 40,
+) -> None:
+    """The whole pipeline on synthetic data: synth, split, train, predict, ensemble, submit, score."""
+    from compkit.demo import demo as run
+
+    run(workdir, patients=patients)
+
+
 def main() -> None:
     app(prog_name="compkit")
 

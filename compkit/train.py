@@ -28,14 +28,13 @@ from compkit.data.cache import SampleCache, build_cache
 from compkit.distributed import DistInfo, any_rank, barrier, broadcast_flag, cleanup, init_distributed, launched_by_torchrun
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write
-from compkit.inference import predict_logits
 from compkit.losses import create_loss
 from compkit.metrics import DiceMeter
 from compkit.models import create_model
 from compkit.optimization import create_optimizer, create_schedule
 from compkit.recipe import Recipe, load_recipe
 from compkit.split import load_splits
-from compkit.store import StoreWriter
+from compkit.predict import predict_cache, write_store
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
@@ -89,13 +88,6 @@ class CachedSamples(torch.utils.data.Dataset):
         x = torch.from_numpy(((image.astype(np.float32) - self.mean) / self.std).transpose(2, 0, 1).copy())
         y = torch.from_numpy(np.ascontiguousarray(mask))
         return x, y
-
-
-def normalise(images: np.ndarray, recipe: Recipe) -> torch.Tensor:
-    """(B, H, W, 3) uint8 RGB -> normalised (B, 3, H, W) float tensor, as in training."""
-    mean = np.array(recipe.data.mean, np.float32) * 255.0
-    std = np.array(recipe.data.std, np.float32) * 255.0
-    return torch.from_numpy(((images.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy())
 
 
 @dataclass
@@ -179,37 +171,12 @@ def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-@torch.no_grad()
-def predict_cache(
-    model: torch.nn.Module, cache: SampleCache, positions: list[int], recipe: Recipe, device: torch.device, tta: str = "none"
-):
-    """Yield (position, probabilities (C, S, S) float32) for cached images, batch by batch."""
-    model.eval()
-    batch = recipe.infer.batch_size
-    for start in range(0, len(positions), batch):
-        chunk = positions[start : start + batch]
-        x = normalise(np.stack([cache.image(i) for i in chunk]), recipe).to(device)
-        with torch.autocast(device.type, enabled=recipe.train.amp and device.type == "cuda"):
-            probs = torch.sigmoid(predict_logits(model, x, tta)).float().cpu().numpy()
-        yield from zip(chunk, probs, strict=True)
-
-
 def validate(model, cache: SampleCache, positions: list[int], recipe: Recipe, device: torch.device) -> np.ndarray:
-    """Per-class leaderboard dice on the validation images at the training size."""
+    """Per-class leaderboard dice on the validation images at the training size (no TTA: it is for model choice)."""
     meter = DiceMeter(cache.classes)
-    for i, probs in predict_cache(model, cache, positions, recipe, device):
+    for i, probs in predict_cache(model, cache, positions, recipe, device, window=recipe.infer.window, overlap=recipe.infer.overlap):
         meter.update(probs > recipe.infer.threshold, cache.mask(i))
     return meter.per_class()
-
-
-def write_oof(model, dataset: SegmentationDataset, cache: SampleCache, positions, recipe, device, folder: Path) -> Path:
-    """The fold's out-of-fold probabilities (recipe's TTA) into ``<fold>/oof``: the one writer of OOF stores."""
-    size = cache.size
-    with StoreWriter(folder / "oof", cache.classes, (size, size)) as store:
-        for i, probs in predict_cache(model, cache, positions, recipe, device, tta=recipe.infer.tta):
-            sample = dataset.samples[i]
-            store.write(sample.image_id, probs, dataset.image_shape(sample))
-    return folder / "oof"
 
 
 def _progress(console: Console) -> Progress:
@@ -236,6 +203,7 @@ def train_fold(
     dist: DistInfo,
     device: torch.device,
     console: Console,
+    test_data: tuple[SegmentationDataset, SampleCache] | None = None,
 ) -> dict[str, Any]:
     folder = run_dir / f"fold{fold}"
     position = cache.position
@@ -377,7 +345,11 @@ def train_fold(
     if dist.is_main:
         best = load_checkpoint(folder / CHECKPOINT_BEST)
         model.load_state_dict(best["model"])
-        write_oof(model, dataset, cache, val_pos, recipe, device, folder)
+        # Out-of-fold and test probabilities with the recipe's TTA, for `compkit ensemble runs/*`.
+        write_store(model, dataset, cache, val_pos, recipe, device, folder / "oof", console=console)
+        if test_data is not None:
+            test_dataset, test_cache = test_data
+            write_store(model, test_dataset, test_cache, list(range(len(test_dataset))), recipe, device, folder / "test", console=console)
     barrier(dist)
     return result
 
@@ -442,10 +414,14 @@ def train(
         barrier(dist)
         if not dist.is_main:
             cache = build_cache(dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
+        test_data = None
+        if dist.is_main and dataset.has_split("test"):
+            test_dataset = open_dataset(cfg.data.root, "test", cfg.data.format, classes=cfg.data.classes)
+            test_data = (test_dataset, build_cache(test_dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out))
         results = []
         for k in fold_ids:
             try:
-                results.append(train_fold(cfg, dataset, cache, k, folds, run_dir, resume, dist, device, out))
+                results.append(train_fold(cfg, dataset, cache, k, folds, run_dir, resume, dist, device, out, test_data))
             except torch.OutOfMemoryError:
                 raise CompkitError(
                     run_dir / f"fold{k}",

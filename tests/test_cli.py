@@ -111,3 +111,35 @@ def test_train_incompatible_model(data_copy):
     result = run("train", "--recipe", "tiny", "--data", data_copy, "--set", "model.arch=UnetPlusPlus", "--set", "model.encoder=mit_b0")
     assert_one_line_error(result, "UnetPlusPlus cannot be built with encoder mit_b0")
     assert not (data_copy / ".compkit-cache").exists(), "failed before any work"
+
+
+def test_predict_ensemble_submit_errors(tmp_path, data_copy):
+    assert_one_line_error(run("predict", tmp_path), "not a run or fold folder")
+    assert_one_line_error(run("ensemble", tmp_path / "runs" / "none"), "not found")
+    assert_one_line_error(run("submit", "--ensembles-dir", tmp_path / "nothing"), "no ensemble found")
+    result = run("ensemble", tmp_path / "a.csv", "--weights", "1,x")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_train_predict_ensemble_submit_commands(split_data_cli, tmp_path):
+    data, runs = split_data_cli
+    assert run("predict", runs / "tiny", "--tta", "d4").exit_code == 0
+    assert run("predict", runs / "tiny" / "fold0", "--split", "val", "--window", "32", "--overlap", "0.5").exit_code == 0
+    result = run("ensemble", runs / "tiny", "--name", "cli", "--out-dir", tmp_path / "ens")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "sub.csv"
+    result = run("submit", "--ensembles-dir", tmp_path / "ens", "--out", out, "--threshold", "0.5")
+    assert result.exit_code == 0, result.output
+    assert run("score", out, "--data", data).exit_code == 0
+
+
+@pytest.fixture
+def split_data_cli(data_copy, tmp_path):
+    from compkit.split import split
+    from compkit.train import train
+    from tests.conftest import quiet
+    from tests.test_train import FAST
+
+    split(data_copy, folds=2, seed=0, console=quiet())
+    train("tiny", data=data_copy, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())
+    return data_copy, tmp_path / "runs"

@@ -61,6 +61,8 @@ def test_training_lowers_loss_and_writes_the_run_folder(split_data, tmp_path):
     probs = store.read(val_ids[0])
     assert probs.shape == (29, 64, 64) and 0 <= probs.min() and probs.max() <= 1
     assert store.original_size(val_ids[0]) == (96, 96)
+    test_store = Store(folder / "test")
+    assert len(test_store.image_ids) == 4 and test_store.resolution == (64, 64)
 
 
 class Killed(Exception):
@@ -153,4 +155,4 @@ def test_ddp_two_gloo_processes(split_data, tmp_path):
     # 6 training images, batch 3: one process takes 2 steps an epoch; each of 2 ranks takes 1 (its half).
     assert ckpt["schedule"]["per_step"]["last_epoch"] == 2
     assert np.isfinite(float(table[-1]["val_dice_mean"]))
-    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "oof", "recipe.yaml", "results.csv", "results.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "oof", "recipe.yaml", "results.csv", "results.png", "test"]

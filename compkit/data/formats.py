@@ -50,6 +50,10 @@ class SegmentationDataset(ABC):
     ) -> SegmentationDataset:
         """Read the split's samples (and labels, where there are any)."""
 
+    def has_split(self, split: str) -> bool:
+        """Whether the dataset on disk has this split (e.g. a test set to predict)."""
+        return False
+
     @property
     def has_labels(self) -> bool:
         return any(s.label_path is not None for s in self.samples)

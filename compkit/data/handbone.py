@@ -114,6 +114,9 @@ class HandBoneDataset(SegmentationDataset):
         samples.sort(key=lambda s: s.image_id)
         return cls(root, split, classes, samples)
 
+    def has_split(self, split: str) -> bool:
+        return (self.root / split / "DCM").is_dir()
+
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         if sample.label_path is None:
             raise CompkitError(sample.image_path, "image has no labels")

@@ -1,0 +1,301 @@
+"""``compkit ensemble``: soft or hard voting of prediction artifacts -> ``ensembles/<name>/``.
+
+Members are fold, run or ensemble folders (a run's folds are averaged first, soft voting within a model family)
+or submission CSVs (hard-voted row by row, as teams vote across families). Everything streams image by image.
+When every member has out-of-fold stores for all training images, one threshold per class is tuned on the OOF
+ensemble and per-class postprocessing is kept where it raises OOF dice.
+
+Output: ``test/`` (a probability store), ``oof/`` (when available), ``members.json``, ``thresholds.json``,
+``postprocess.json``; for CSV members ``vote.csv`` instead of the stores.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from compkit import rle as rle_codec
+from compkit.data import SegmentationDataset, open_dataset
+from compkit.data.cache import build_cache
+from compkit.errors import CompkitError
+from compkit.fileio import atomic_write, write_json
+from compkit.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, open_member
+from compkit.metrics import dice_from_counts
+from compkit.postprocess import apply_rule, candidate_rules, median_component_area
+from compkit.store import StoreWriter
+from compkit.submission import HEADER, validate
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
+METHODS = ("soft", "hard")
+
+
+def _check_members(members: list[Member]) -> None:
+    first = members[0]
+    for m in members[1:]:
+        if m.classes != first.classes:
+            raise CompkitError(m.path, f"member's classes differ from {first.path}'s")
+        if sorted(m.image_ids) != sorted(first.image_ids):
+            raise CompkitError(m.path, f"member's test images differ from {first.path}'s ({len(m.image_ids)} vs {len(first.image_ids)})")
+        if m.resolution != first.resolution:
+            raise CompkitError(
+                m.path, f"member's store resolution {m.resolution} differs from {first.path}'s {first.resolution} (predict them at one size)"
+            )
+
+
+def _weights(weights: list[float] | None, members: list[Any], method: str) -> np.ndarray:
+    if weights is None:
+        return np.ones(len(members), np.float32)
+    if len(weights) != len(members):
+        raise CompkitError("--weights", f"{len(weights)} weights for {len(members)} members")
+    w = np.asarray(weights, np.float32)
+    if (w <= 0).any():
+        raise CompkitError("--weights", "weights must be positive")
+    if method == "hard" and not np.all(w == np.round(w)):
+        raise CompkitError("--weights", "hard voting counts votes: weights must be whole numbers")
+    return w
+
+
+def _vote_threshold(weights: np.ndarray, votes: int | None) -> float:
+    """Fraction of weighted votes above which a pixel is kept: at least ``votes`` (default: a majority)."""
+    total = float(weights.sum())
+    k = votes if votes is not None else int(total // 2) + 1
+    if not 1 <= k <= total:
+        raise CompkitError("--votes", f"must be between 1 and {int(total)}, got {k}")
+    return (k - 0.5) / total
+
+
+class Combiner:
+    """Soft: weighted mean of member probabilities. Hard: weighted fraction of members above their thresholds."""
+
+    def __init__(self, method: str, weights: np.ndarray, thresholds: list[np.ndarray]):
+        self.method, self.weights, self.thresholds = method, weights / weights.sum(), thresholds
+
+    def __call__(self, probs: list[np.ndarray]) -> np.ndarray:
+        total = np.zeros_like(probs[0], dtype=np.float32)
+        for w, p, t in zip(self.weights, probs, self.thresholds, strict=True):
+            total += w * ((p > t[:, None, None]) if self.method == "hard" else p)
+        return total
+
+
+class OofTuner:
+    """Per-image, per-class histograms of quantised OOF probabilities, inside and outside the truth: the dice of
+    any threshold then costs no pass over the pixels."""
+
+    def __init__(self, num_classes: int):
+        self.c = num_classes
+        self.all: list[np.ndarray] = []
+        self.pos: list[np.ndarray] = []
+
+    def add(self, q: np.ndarray, truth: np.ndarray) -> None:
+        offsets = (np.arange(self.c, dtype=np.int64) * 256)[:, None, None]
+        idx = (q.astype(np.int64) + offsets).ravel()
+        self.all.append(np.bincount(idx, minlength=256 * self.c).reshape(self.c, 256))
+        self.pos.append(np.bincount(idx, weights=truth.ravel().astype(np.float64), minlength=256 * self.c).reshape(self.c, 256))
+
+    def dice(self, thresholds: np.ndarray) -> np.ndarray:
+        """(images, classes) dice at one threshold per class (pixel kept where p > t)."""
+        allh, posh = np.stack(self.all), np.stack(self.pos)  # (N, C, 256)
+        above_all = np.cumsum(allh[..., ::-1], axis=-1)[..., ::-1]
+        above_pos = np.cumsum(posh[..., ::-1], axis=-1)[..., ::-1]
+        first = np.minimum(np.floor(thresholds * 255).astype(int) + 1, 255)  # q > 255 t  <=>  q >= floor(255 t) + 1
+        cls = np.arange(self.c)
+        pred = above_all[:, cls, first]
+        tp = above_pos[:, cls, first]
+        truth = posh.sum(axis=-1)
+        return dice_from_counts(tp, pred, truth)
+
+    def best_thresholds(self) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.stack([self.dice(np.full(self.c, t)).mean(axis=0) for t in THRESHOLD_GRID])  # (T, C)
+        best = scores.argmax(axis=0)
+        return THRESHOLD_GRID[best], scores[best, np.arange(self.c)]
+
+
+def _quantise(p: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(p, 0, 1) * 255).astype(np.uint8)
+
+
+def _tune(
+    oof_ids: list[str], read_oof, dataset: SegmentationDataset, resolution: tuple[int, int], method: str, fixed: np.ndarray | None, console: Console
+) -> tuple[Table, dict[str, float], dict[str, dict]]:
+    classes = list(dataset.classes)
+    if resolution[0] != resolution[1]:
+        raise CompkitError(None, f"OOF tuning needs square stores, got {resolution}")
+    cache = build_cache(dataset, resolution[0], console=console)
+    tuner = OofTuner(len(classes))
+    areas: list[list[float]] = [[] for _ in classes]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("tuning thresholds on OOF", total=len(oof_ids))
+        for image_id in oof_ids:
+            truth = cache.mask(cache.position[image_id])
+            tuner.add(_quantise(read_oof(image_id)), truth)
+            for c in range(len(classes)):
+                areas[c].append(median_component_area(truth[c]))
+            progress.advance(task)
+    before = tuner.dice(np.full(len(classes), 0.5)).mean(axis=0)
+    if fixed is not None:  # hard voting: the threshold is the vote rule
+        thresholds, tuned = fixed, tuner.dice(fixed).mean(axis=0)
+    else:
+        thresholds, tuned = tuner.best_thresholds()
+
+    # Postprocessing candidates, scored per class on the thresholded OOF masks.
+    median_area = np.array([np.median([a for a in col if a > 0]) if any(a > 0 for a in col) else 0.0 for col in areas])
+    candidates = [candidate_rules(a) for a in median_area]
+    sums = [np.zeros(len(c)) for c in candidates]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("choosing postprocessing on OOF", total=len(oof_ids))
+        for image_id in oof_ids:
+            truth = cache.mask(cache.position[image_id])
+            probs = read_oof(image_id)
+            for c in range(len(classes)):
+                pred = probs[c] > thresholds[c]
+                g = truth[c]
+                for r, rule in enumerate(candidates[c]):
+                    m = apply_rule(pred, rule)
+                    sums[c][r] += dice_from_counts(np.count_nonzero(m & g), np.count_nonzero(m), np.count_nonzero(g))
+            progress.advance(task)
+    rules: dict[str, dict] = {}
+    after = tuned.copy()
+    for c, name in enumerate(classes):
+        means = sums[c] / max(1, len(oof_ids))
+        best = int(np.argmax(means))
+        if best != 0 and means[best] > means[0] + 1e-9:
+            rules[name] = candidates[c][best]
+            after[c] = means[best]
+        else:
+            after[c] = means[0]
+
+    table = Table(title=f"OOF dice per class ({len(oof_ids)} images, {method} ensemble)")
+    for column in ("class", "at 0.5", "threshold", "tuned", "postprocess", "after"):
+        table.add_column(column, justify="right" if column != "class" else "left")
+    for c, name in enumerate(classes):
+        rule = rules.get(name, {}).get("rule", "-")
+        table.add_row(name, f"{before[c]:.4f}", f"{thresholds[c]:.3f}", f"{tuned[c]:.4f}", rule, f"{after[c]:.4f}")
+    table.add_row("[bold]mean", f"[bold]{before.mean():.4f}", "", f"[bold]{tuned.mean():.4f}", "", f"[bold]{after.mean():.4f}")
+    return table, {name: float(t) for name, t in zip(classes, thresholds, strict=True)}, rules
+
+
+def _csv_vote(members: list[Member], weights: np.ndarray, votes: int | None, dataset: SegmentationDataset, folder: Path, console: Console) -> None:
+    readers = [validate(m.path, dataset, check_rle=True) for m in members]
+    shapes = {dataset.submission_name(s): dataset.image_shape(s) for s in dataset.samples}
+    k = (votes if votes is not None else int(weights.sum() // 2) + 1)
+    if not 1 <= k <= weights.sum():
+        raise CompkitError("--votes", f"must be between 1 and {int(weights.sum())}, got {k}")
+    with atomic_write(folder / VOTE_CSV, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("hard-voting CSV rows", total=len(readers[0]))
+            for rows in zip(*readers, strict=True):
+                name, cls = rows[0].image_name, rows[0].class_name
+                shape = shapes[name]
+                total = np.zeros(shape, np.float32)
+                for w, row in zip(weights, rows, strict=True):
+                    total += w * rle_codec.decode(row.rle, shape, dataset.rle_order)
+                writer.writerow((name, cls, rle_codec.encode(total >= k, dataset.rle_order)))
+                progress.advance(task)
+        handle.flush()
+        validate(handle.name, dataset)
+
+
+def ensemble(
+    paths: list[str | Path],
+    method: str = "soft",
+    weights: list[float] | None = None,
+    votes: int | None = None,
+    name: str | None = None,
+    data: str | Path | None = None,
+    out_dir: str | Path = "ensembles",
+    console: Console | None = None,
+) -> Path:
+    """Combine ``paths`` into ``out_dir/<name>/``; returns that folder."""
+    console = console or Console()
+    if method not in METHODS:
+        raise CompkitError("--method", f"must be soft or hard, got {method!r}")
+    if not paths:
+        raise CompkitError(None, "no members given (e.g. `compkit ensemble runs/*`)")
+    members = [open_member(p) for p in paths]
+    w = _weights(weights, members, method)
+    name = name or "+".join(m.name for m in members)[:80]
+    folder = Path(out_dir) / name
+    data_root = data or next((m.data_root for m in members if m.data_root), None)
+    kinds = {m.kind for m in members}
+    if len(kinds) > 1:
+        csv_member = next(m for m in members if m.kind == "csv")
+        raise CompkitError(csv_member.path, "CSV members are hard-voted with other CSVs only (ensemble the runs' stores instead)")
+    if data_root is None:
+        raise CompkitError(None, "cannot tell which dataset the members predict: pass --data DATA")
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}.partial-"))
+    except OSError as e:
+        raise CompkitError(folder, f"cannot write: {e.strerror or e}") from None
+    try:
+        info: dict[str, Any] = {
+            "method": "hard" if kinds == {"csv"} else method,
+            "kind": "csv" if kinds == {"csv"} else "stores",
+            "members": [{"path": str(m.path), "weight": float(x), "folds": len(m.test_stores)} for m, x in zip(members, w, strict=True)],
+            "votes": votes,
+            "data_root": str(data_root),
+        }
+        if kinds == {"csv"}:
+            test = open_dataset(data_root, "test")
+            _csv_vote(members, w, votes, test, staging, console)
+            write_json(staging / MEMBERS_FILE, info)
+            _swap_in(staging, folder)
+            console.print(f"[green]wrote[/green] {folder / VOTE_CSV} (hard vote of {len(members)} CSVs)")
+            return folder
+
+        _check_members(members)
+        classes, resolution = members[0].classes, members[0].resolution
+        thresholds = [m.threshold_vector() for m in members]
+        combine = Combiner(method, w, thresholds)
+        info.update(classes=classes, resolution=list(resolution))
+        dtype = "float16" if method == "hard" else "uint8"
+        with StoreWriter(staging / "test", classes, resolution, dtype) as store, Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{method} ensemble of {len(members)} members", total=len(members[0].image_ids))
+            for image_id in members[0].image_ids:
+                store.write(image_id, combine([m.test_probs(image_id) for m in members]), members[0].original_size(image_id))
+                progress.advance(task)
+
+        oof_indexes = [m.oof_index() for m in members]
+        oof_ids = sorted(oof_indexes[0])
+        train = open_dataset(data_root, "train")
+        complete = bool(oof_ids) and all(sorted(ix) == oof_ids for ix in oof_indexes) and set(oof_ids) == {s.image_id for s in train.samples}
+        fixed = np.full(len(classes), _vote_threshold(w, votes), np.float32) if method == "hard" else None
+        if complete:
+            def read_oof(image_id: str) -> np.ndarray:
+                return combine([ix[image_id].read(image_id) for ix in oof_indexes])
+
+            with StoreWriter(staging / "oof", classes, resolution, dtype) as store:
+                for image_id in oof_ids:
+                    store.write(image_id, read_oof(image_id), oof_indexes[0][image_id].original_size(image_id))
+            table, tuned, rules = _tune(oof_ids, read_oof, train, resolution, method, fixed, console)
+            console.print(table)
+            write_json(staging / THRESHOLDS_FILE, tuned)
+            write_json(staging / POSTPROCESS_FILE, rules)
+            info["oof_images"] = len(oof_ids)
+        else:
+            console.print("[yellow]no complete out-of-fold predictions for every member: thresholds not tuned[/yellow]")
+            if fixed is not None:
+                write_json(staging / THRESHOLDS_FILE, {c: float(t) for c, t in zip(classes, fixed, strict=True)})
+        write_json(staging / MEMBERS_FILE, info)
+        _swap_in(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    console.print(f"[green]wrote[/green] {folder} ({method} vote of {len(members)} members: {', '.join(m.name for m in members)})")
+    return folder
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)

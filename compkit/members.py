@@ -1,0 +1,130 @@
+"""Reading prediction artifacts as ensemble members: a fold folder, a run folder (its folds averaged), an
+ensemble folder, a bare probability store, or a submission CSV. Used by ``compkit ensemble`` and ``compkit submit``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from compkit.errors import CompkitError
+from compkit.fileio import read_json
+from compkit.store import Store, quantise
+
+MEMBERS_FILE = "members.json"
+THRESHOLDS_FILE = "thresholds.json"
+POSTPROCESS_FILE = "postprocess.json"
+VOTE_CSV = "vote.csv"
+
+
+@dataclass
+class Member:
+    path: Path
+    kind: str  # "stores" or "csv"
+    test_stores: list[Store] = field(default_factory=list)  # averaged: the folds of one model family
+    oof_stores: list[Store] = field(default_factory=list)  # each fold's validation images: a union
+    thresholds: dict[str, float] | None = None
+    postprocess: dict[str, dict] | None = None
+    data_root: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.kind == "csv" else self.path.name
+
+    @property
+    def classes(self) -> list[str]:
+        return self.test_stores[0].classes
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.test_stores[0].resolution
+
+    @property
+    def image_ids(self) -> list[str]:
+        return self.test_stores[0].image_ids
+
+    def original_size(self, image_id: str) -> tuple[int, int]:
+        return self.test_stores[0].original_size(image_id)
+
+    def test_probs(self, image_id: str) -> np.ndarray:
+        """Mean probability over the member's test stores (C, h, w) float32."""
+        if len(self.test_stores) == 1:
+            return self.test_stores[0].read(image_id)
+        total = self.test_stores[0].read(image_id)
+        for store in self.test_stores[1:]:
+            total += store.read(image_id)
+        return total / len(self.test_stores)
+
+    def test_uint8(self, image_id: str) -> np.ndarray:
+        """The test probabilities quantised to uint8 (C, h, w); a single uint8 store is read as it is."""
+        if len(self.test_stores) == 1 and self.test_stores[0].dtype == "uint8":
+            return self.test_stores[0].read_raw(image_id)
+        return quantise(self.test_probs(image_id), "uint8")
+
+    def oof_index(self) -> dict[str, Store]:
+        index: dict[str, Store] = {}
+        for store in self.oof_stores:
+            for image_id in store.image_ids:
+                index[image_id] = store
+        return index
+
+    def threshold_vector(self) -> np.ndarray:
+        if not self.thresholds:
+            return np.full(len(self.classes), 0.5, np.float32)
+        return np.array([self.thresholds.get(c, 0.5) for c in self.classes], np.float32)
+
+
+def _check_consistent(path: Path, stores: list[Store]) -> None:
+    first = stores[0]
+    for store in stores[1:]:
+        for what, a, b in (
+            ("classes", first.classes, store.classes),
+            ("resolution", first.resolution, store.resolution),
+            ("images", sorted(first.image_ids), sorted(store.image_ids)),
+        ):
+            if a != b:
+                raise CompkitError(store.folder, f"{what} differ from {first.folder} within member {path}")
+
+
+def _data_root_of_fold(fold: Path) -> str | None:
+    try:
+        recipe = yaml.safe_load((fold / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return (recipe.get("data") or {}).get("root")
+
+
+def open_member(path: str | Path) -> Member:
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        if not path.is_file():
+            raise CompkitError(path, "submission CSV not found")
+        return Member(path, "csv")
+    if not path.is_dir():
+        raise CompkitError(path, "not found (expected a run, fold or ensemble folder, a store, or a submission CSV)")
+    if (path / MEMBERS_FILE).is_file():
+        info = read_json(path / MEMBERS_FILE)
+        if info.get("kind") == "csv":
+            return Member(path / VOTE_CSV, "csv", data_root=info.get("data_root"))
+        member = Member(path, "stores", [Store(path / "test")], data_root=info.get("data_root"))
+        if (path / "oof" / "index.json").is_file():
+            member.oof_stores = [Store(path / "oof")]
+        if (path / THRESHOLDS_FILE).is_file():
+            member.thresholds = read_json(path / THRESHOLDS_FILE)
+        if (path / POSTPROCESS_FILE).is_file():
+            member.postprocess = read_json(path / POSTPROCESS_FILE)
+        return member
+    if (path / "index.json").is_file():
+        return Member(path, "stores", [Store(path)])
+    from compkit.predict import fold_dirs
+
+    folds = fold_dirs(path)
+    missing = [f for f in folds if not (f / "test" / "index.json").is_file()]
+    if missing:
+        raise CompkitError(missing[0], "no test store: run `compkit predict` on it first")
+    member = Member(path, "stores", [Store(f / "test") for f in folds], data_root=_data_root_of_fold(folds[0]))
+    member.oof_stores = [Store(f / "oof") for f in folds if (f / "oof" / "index.json").is_file()]
+    _check_consistent(path, member.test_stores)
+    return member

@@ -1,0 +1,48 @@
+"""Per-class postprocessing chosen on out-of-fold predictions (nnU-Net's rule: keep a step only where it helps).
+
+Rules: ``{"rule": "largest"}`` keeps the largest connected component; ``{"rule": "min_size", "min_area": f}``
+removes components smaller than a fraction ``f`` of the image area (so a rule transfers across resolutions).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MIN_SIZE_FRACTIONS = (0.1, 0.3, 0.6)  # of the class's median component area in the ground truth
+
+
+def apply_rule(mask: np.ndarray, rule: dict | None) -> np.ndarray:
+    """Apply one class's rule to a binary (H, W) mask; returns uint8 0/1."""
+    mask = (mask > 0).astype(np.uint8)
+    if not rule or rule.get("rule", "none") == "none" or not mask.any():
+        return mask
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 2:  # background plus at most one component
+        if rule["rule"] == "largest":
+            return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if rule["rule"] == "largest":
+        keep = np.zeros(count, np.uint8)
+        keep[1 + int(np.argmax(areas))] = 1
+    elif rule["rule"] == "min_size":
+        min_pixels = rule["min_area"] * mask.size
+        keep = np.concatenate([[0], (areas >= min_pixels).astype(np.uint8)])
+    else:
+        raise ValueError(f"unknown postprocessing rule {rule['rule']!r}")
+    return keep[labels]
+
+
+def candidate_rules(median_area_fraction: float) -> list[dict]:
+    rules: list[dict] = [{"rule": "none"}, {"rule": "largest"}]
+    if median_area_fraction > 0:
+        rules += [{"rule": "min_size", "min_area": float(median_area_fraction * f)} for f in MIN_SIZE_FRACTIONS]
+    return rules
+
+
+def median_component_area(mask: np.ndarray) -> float:
+    """Median connected-component area of a binary mask as a fraction of its size (0 when empty)."""
+    mask = (mask > 0).astype(np.uint8)
+    if not mask.any():
+        return 0.0
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return float(np.median(stats[1:, cv2.CC_STAT_AREA])) / mask.size

@@ -1,0 +1,118 @@
+"""``compkit submit``: an ensemble's (or a run's) test probabilities -> a validated submission CSV.
+
+Each image's probabilities are upsampled to its original size one class at a time (memory stays flat),
+thresholded (tuned per class where the ensemble has thresholds), postprocessed, run-length encoded and written
+in the competition's row order. The CSV is validated before it is renamed into place.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.console import Console
+
+from compkit.data import Sample, open_dataset
+from compkit.errors import CompkitError
+from compkit.members import MEMBERS_FILE, Member, open_member
+from compkit.postprocess import apply_rule
+from compkit.submission import expected_keys, read_rows, validate, write_submission
+
+
+def newest_ensemble(ensembles_dir: str | Path) -> Path:
+    candidates = sorted(Path(ensembles_dir).glob(f"*/{MEMBERS_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CompkitError(ensembles_dir, "no ensemble found: run `compkit ensemble runs/*` first, or name a run folder")
+    return candidates[-1].parent
+
+
+def resolve_thresholds(member: Member, threshold: str, console: Console) -> np.ndarray:
+    """'auto': tuned where the ensemble has them, else 0.5; 'tuned': the same, warning when there are none; or a number."""
+    if threshold in ("auto", "tuned"):
+        if member.thresholds:
+            return member.threshold_vector()
+        if threshold == "tuned":
+            console.print(f"[yellow]warning:[/yellow] {member.path} has no tuned thresholds (no out-of-fold stores); using 0.5")
+        return np.full(len(member.classes), 0.5, np.float32)
+    try:
+        value = float(threshold)
+    except ValueError:
+        raise CompkitError("--threshold", f"must be a number, 'tuned' or 'auto', got {threshold!r}") from None
+    if not 0 < value < 1:
+        raise CompkitError("--threshold", f"must be between 0 and 1, got {value}")
+    return np.full(len(member.classes), value, np.float32)
+
+
+def upsample_mask(q: np.ndarray, size: tuple[int, int], threshold: float, out: np.ndarray | None = None) -> np.ndarray:
+    """One class's (h, w) uint8 probabilities -> (H, W) boolean mask: bilinear upsampling on uint8 (4x less
+    memory traffic than float32), then ``p > threshold``."""
+    if q.shape != size:
+        q = cv2.resize(q, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    out = np.empty(size, np.bool_) if out is None else out
+    np.greater(q, threshold * 255, out=out)
+    return out
+
+
+def check_sample(mine: list[tuple[str, str]], sample_csv: str | Path) -> None:
+    """Our rows (image_name, class) must match a sample submission's, in order."""
+    theirs = [(r.image_name, r.class_name) for r in read_rows(sample_csv)]
+    if len(mine) != len(theirs):
+        raise CompkitError(sample_csv, f"sample submission has {len(theirs)} rows, ours has {len(mine)}")
+    for line, (a, b) in enumerate(zip(mine, theirs, strict=True), start=2):
+        if a != b:
+            raise CompkitError(sample_csv, f"line {line}: sample has {b[0]} / {b[1]}, ours has {a[0]} / {a[1]}")
+
+
+def submit(
+    source: str | Path | None = None,
+    out: str | Path | None = None,
+    threshold: str = "auto",
+    sample: str | Path | None = None,
+    data: str | Path | None = None,
+    ensembles_dir: str | Path = "ensembles",
+    console: Console | None = None,
+) -> Path:
+    console = console or Console()
+    source = Path(source) if source else newest_ensemble(ensembles_dir)
+    member = open_member(source)
+    name = member.path.parent.name if member.kind == "csv" and member.path.name == "vote.csv" else member.name
+    out = Path(out) if out else Path("submissions") / f"{name}.csv"
+    data_root = data or member.data_root
+    if data_root is None:
+        raise CompkitError(source, "cannot tell which dataset it predicts: pass --data DATA")
+    dataset = open_dataset(data_root, "test")
+    if sample:
+        check_sample(expected_keys(dataset), sample)
+
+    if member.kind == "csv":  # a hard vote of CSVs is already a submission
+        validate(member.path, dataset)
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(member.path, tmp)
+            tmp.replace(out)
+        except OSError as e:
+            raise CompkitError(out, f"cannot write: {e.strerror or e}") from None
+    else:
+        if list(member.classes) != list(dataset.classes):
+            raise CompkitError(source, "the store's classes differ from the dataset's")
+        missing = [s.image_id for s in dataset.samples if s.image_id not in member.test_stores[0].entries]
+        if missing:
+            raise CompkitError(source, f"no probabilities for {len(missing)} test images (first: {missing[0]}); predict again")
+        thresholds = resolve_thresholds(member, threshold, console)
+        rules = member.postprocess or {}
+
+        def mask_for(sample: Sample) -> np.ndarray:
+            q = member.test_uint8(sample.image_id)
+            size = dataset.image_shape(sample)
+            mask = np.empty((len(dataset.classes), *size), np.bool_)
+            for c, name in enumerate(dataset.classes):
+                upsample_mask(q[c], size, thresholds[c], out=mask[c])
+                if name in rules:
+                    mask[c] = apply_rule(mask[c], rules[name])
+            return mask
+
+        write_submission(out, dataset, mask_for, console, description=f"submitting {member.name}")
+    console.print(f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes)")
+    return out

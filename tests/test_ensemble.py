@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from compkit.data import open_dataset
+from compkit.encode_labels import encode_labels
+from compkit.ensemble import OofTuner, ensemble
+from compkit.errors import CompkitError
+from compkit.fileio import read_json
+from compkit.score import open_labelled, score
+from compkit.store import Store, StoreWriter
+from compkit.submit import submit
+from tests.conftest import quiet
+
+
+def make_store(folder, dataset, probs_for, resolution=(96, 96), classes=None):
+    with StoreWriter(folder, classes or dataset.classes, resolution) as w:
+        for s in dataset.samples:
+            w.write(s.image_id, probs_for(s), dataset.image_shape(s))
+    return folder
+
+
+def constant(value, c=29, res=(96, 96)):
+    return lambda s: np.full((c, *res), value, np.float32)
+
+
+@pytest.fixture(scope="module")
+def test_set(synth_data):
+    return open_dataset(synth_data, "test")
+
+
+def test_soft_weighted_mean(tmp_path, synth_data, test_set):
+    a = make_store(tmp_path / "a", test_set, constant(0.2))
+    b = make_store(tmp_path / "b", test_set, constant(0.8))
+    out = ensemble([a, b], weights=[3, 1], name="e", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    store = Store(out / "test")
+    value = store.read(test_set.samples[0].image_id)
+    assert np.allclose(value, 0.75 * 0.2 + 0.25 * 0.8, atol=1 / 255)
+    info = read_json(out / "members.json")
+    assert info["method"] == "soft" and [m["weight"] for m in info["members"]] == [3, 1]
+
+
+def test_hard_vote_arithmetic(tmp_path, synth_data, test_set):
+    stores = [make_store(tmp_path / n, test_set, constant(v)) for n, v in (("a", 0.9), ("b", 0.6), ("c", 0.1))]
+    out = ensemble(stores, method="hard", name="h", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    fraction = Store(out / "test").read(test_set.samples[0].image_id)
+    assert np.allclose(fraction, 2 / 3, atol=1e-3)  # two of three members above 0.5
+    thresholds = read_json(out / "thresholds.json")
+    assert all(abs(t - (2 - 0.5) / 3) < 1e-6 for t in thresholds.values())  # majority: 2 votes
+    out3 = ensemble(stores, method="hard", votes=3, name="h3", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    assert all(abs(t - (3 - 0.5) / 3) < 1e-6 for t in read_json(out3 / "thresholds.json").values())
+
+
+def test_tuner_finds_a_planted_threshold():
+    rng = np.random.default_rng(0)
+    tuner = OofTuner(2)
+    for _ in range(5):
+        truth = rng.random((2, 32, 32)) > 0.5
+        # class 0: truth at 0.7, background at 0.6 -> any threshold in [0.6, 0.7) is perfect; class 1: at 0.3 / 0.2.
+        q = np.where(truth, [[[0.7]], [[0.3]]], [[[0.6]], [[0.2]]])
+        tuner.add(np.rint(q * 255).astype(np.uint8), truth.astype(np.uint8))
+    thresholds, dice = tuner.best_thresholds()
+    assert 0.6 <= thresholds[0] < 0.7 and 0.2 <= thresholds[1] < 0.3
+    assert np.allclose(dice, 1.0)
+    assert tuner.dice(np.array([0.5, 0.5]))[:, 1].max() < 0.01  # at 0.5, class 1 predicts nothing
+
+
+def test_mismatched_members_are_named(tmp_path, synth_data, test_set):
+    a = make_store(tmp_path / "a", test_set, constant(0.5))
+    b = make_store(tmp_path / "b", test_set, constant(0.5, res=(48, 48)), resolution=(48, 48))
+    with pytest.raises(CompkitError, match="resolution") as info:
+        ensemble([a, b], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    assert info.value.path == str(b)
+    c = make_store(tmp_path / "c", test_set, constant(0.5, c=2), classes=["x", "y"])
+    with pytest.raises(CompkitError, match="classes"):
+        ensemble([a, c], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    d = tmp_path / "d"
+    with StoreWriter(d, test_set.classes, (96, 96)) as w:
+        w.write(test_set.samples[0].image_id, np.zeros((29, 96, 96)), (96, 96))
+    with pytest.raises(CompkitError, match="test images differ"):
+        ensemble([a, d], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    with pytest.raises(CompkitError, match="2 weights for 1 members"):
+        ensemble([a], weights=[1, 2], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    assert not (tmp_path / "ens").exists() or not any((tmp_path / "ens").iterdir()), "nothing half-written"
+
+
+def test_streams_one_image_at_a_time(tmp_path, synth_data, test_set, monkeypatch):
+    stores = [make_store(tmp_path / n, test_set, constant(0.5)) for n in "abc"]
+    reads = []
+    original = Store.read
+
+    def spy(self, image_id):
+        reads.append(image_id)
+        return original(self, image_id)
+
+    monkeypatch.setattr(Store, "read", spy)
+    ensemble(stores, data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    ids = [s.image_id for s in test_set.samples]
+    assert reads == [i for i in ids for _ in range(3)], "each image read from every member before the next image"
+
+
+def test_perfect_stores_submit_and_score_one(tmp_path, synth_data):
+    labelled = open_labelled(synth_data, "test")
+    perfect = make_store(tmp_path / "perfect", labelled, lambda s: labelled.read_mask(s).astype(np.float32))
+    noisy = make_store(tmp_path / "noisy", labelled, lambda s: 0.3 + 0.4 * labelled.read_mask(s).astype(np.float32))
+    ens = ensemble([perfect, noisy], name="p", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    out = submit(ens, out=tmp_path / "sub.csv", console=quiet())
+    assert score(out, synth_data, console=quiet()) == pytest.approx(1.0)
+    # The newest ensemble is the default source.
+    again = submit(out=tmp_path / "again.csv", ensembles_dir=tmp_path / "ens", console=quiet())
+    assert again.read_text() == out.read_text()
+
+
+def test_csv_hard_vote(tmp_path, synth_data):
+    good = encode_labels(synth_data, tmp_path / "good.csv", console=quiet())
+    rows = list(csv.reader(open(good, newline="")))
+    empty = tmp_path / "empty.csv"
+    with open(empty, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [[r[0], r[1], ""] for r in rows[1:]])
+    ens = ensemble([good, good, empty], name="v", out_dir=tmp_path / "ens", data=synth_data, console=quiet())
+    out = submit(ens, out=tmp_path / "voted.csv", console=quiet())
+    assert score(out, synth_data, console=quiet()) == pytest.approx(1.0)
+    ens = ensemble([good, empty, empty], name="v2", out_dir=tmp_path / "ens", data=synth_data, console=quiet())
+    assert score(submit(ens, out=tmp_path / "v2.csv", console=quiet()), synth_data, console=quiet()) < 0.01
+
+
+def test_submit_threshold_and_sample_checks(tmp_path, synth_data, test_set, capsys):
+    from rich.console import Console
+
+    store = make_store(tmp_path / "s", test_set, constant(0.4))
+    warned = Console(file=open(tmp_path / "log.txt", "w"), width=200)
+    submit(store, out=tmp_path / "a.csv", threshold="tuned", data=synth_data, console=warned)
+    warned.file.close()
+    assert "no tuned thresholds" in (tmp_path / "log.txt").read_text()
+    low = submit(store, out=tmp_path / "low.csv", threshold="0.3", data=synth_data, console=quiet())
+    assert all(r[2] == "1 9216" for r in list(csv.reader(open(low)))[1:])
+    sample = tmp_path / "sample.csv"
+    rows = list(csv.reader(open(low)))
+    rows[5][1] = "Ulna"
+    with open(sample, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(CompkitError, match="line 6: sample has"):
+        submit(store, out=tmp_path / "b.csv", sample=sample, data=synth_data, console=quiet())
+    assert not (tmp_path / "b.csv").exists()
+    with pytest.raises(CompkitError, match="no ensemble found"):
+        submit(ensembles_dir=tmp_path / "none", console=quiet())

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import numpy as np
+
+from compkit.postprocess import apply_rule, candidate_rules, median_component_area
+
+
+def blobs():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[1:9, 1:9] = 1  # 64 px
+    mask[12:14, 12:14] = 1  # 4 px
+    mask[17, 17] = 1  # 1 px
+    return mask
+
+
+def test_largest_keeps_one_component():
+    out = apply_rule(blobs(), {"rule": "largest"})
+    assert out.sum() == 64 and out[1:9, 1:9].all()
+
+
+def test_min_size_drops_small_components():
+    out = apply_rule(blobs(), {"rule": "min_size", "min_area": 2 / 400})
+    assert out.sum() == 68 and out[17, 17] == 0
+
+
+def test_none_and_empty_are_unchanged():
+    assert np.array_equal(apply_rule(blobs(), None), blobs())
+    assert np.array_equal(apply_rule(blobs(), {"rule": "none"}), blobs())
+    assert apply_rule(np.zeros((5, 5)), {"rule": "largest"}).sum() == 0
+
+
+def test_candidates_scale_with_the_median_area():
+    area = median_component_area(blobs())
+    assert area == 4 / 400
+    rules = candidate_rules(area)
+    assert rules[:2] == [{"rule": "none"}, {"rule": "largest"}]
+    assert all(r["min_area"] < area for r in rules[2:])
