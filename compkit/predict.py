@@ -22,6 +22,7 @@ from compkit.models import create_model
 from compkit.recipe import Recipe, load_recipe
 from compkit.split import load_splits
 from compkit.store import StoreWriter
+from compkit.yolo import is_ultralytics_arch, load_yolo_fold, write_yolo_store
 
 SPLIT_STORES = {"test": "test", "val": "oof"}
 
@@ -132,7 +133,7 @@ def predict(
     written = []
     for run in runs:
         for folder in fold_dirs(run):
-            recipe, model = load_fold_model(folder, torch_device)
+            recipe = load_recipe(folder / "recipe.yaml")
             root = data or recipe.data.root
             clahe = recipe.data.clahe.model_dump() if recipe.data.clahe else None
             if split == "test":
@@ -144,9 +145,14 @@ def predict(
                 ids = set(load_splits(root)["folds"][k]["val"])
                 positions = [i for i, s in enumerate(dataset.samples) if s.image_id in ids]
             cache = build_cache(dataset, recipe.data.image_size, clahe, recipe.data.cache_dir, console)
-            store = write_store(
-                model, dataset, cache, positions, recipe, torch_device, folder / SPLIT_STORES[split], tta, window, overlap, batch, console
-            )
+            target = folder / SPLIT_STORES[split]
+            if is_ultralytics_arch(recipe.model.arch):
+                yolo = load_yolo_fold(folder, recipe, dataset.classes)
+                device_arg = "cpu" if torch_device.type == "cpu" else str(torch_device.index or 0)
+                store = write_yolo_store(yolo, dataset, cache, positions, recipe, device_arg, target, tta, console)
+            else:
+                _, model = load_fold_model(folder, torch_device)
+                store = write_store(model, dataset, cache, positions, recipe, torch_device, target, tta, window, overlap, batch, console)
             console.print(f"[green]wrote[/green] {store} ({len(positions)} images)")
             written.append(store)
     return written

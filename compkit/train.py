@@ -34,6 +34,7 @@ from compkit.models import create_model
 from compkit.optimization import create_optimizer, create_schedule
 from compkit.recipe import Recipe, load_recipe
 from compkit.split import load_splits
+from compkit.yolo import is_ultralytics_arch, train_yolo_fold
 from compkit.predict import predict_cache, write_store
 
 CHECKPOINT_LAST = "last.pt"
@@ -406,8 +407,13 @@ def train(
                 raise CompkitError("--fold", f"{fold!r} is not a fold number or 'all'") from None
             if not 0 <= fold_ids[0] < len(folds):
                 raise CompkitError(Path(cfg.data.root) / "splits.json", f"fold {fold_ids[0]} out of range: the splits file has folds 0..{len(folds) - 1}")
-        with torch.device("meta"):  # an incompatible arch/encoder pair fails now, before any real work
-            create_model(cfg.model, len(dataset.classes))
+        yolo_family = is_ultralytics_arch(cfg.model.arch)
+        if yolo_family and dist.enabled:
+            raise CompkitError("--devices", "ultralytics recipes train on one device here (ultralytics runs its own DDP)")
+        if not yolo_family:
+            with torch.device("meta"):  # an incompatible arch/encoder pair fails now, before any real work
+                create_model(cfg.model, len(dataset.classes))
+        create_augmentation(cfg.aug)  # so does an unknown transform
         clahe = cfg.data.clahe.model_dump() if cfg.data.clahe else None
         if dist.is_main:
             cache = build_cache(dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
@@ -421,7 +427,10 @@ def train(
         results = []
         for k in fold_ids:
             try:
-                results.append(train_fold(cfg, dataset, cache, k, folds, run_dir, resume, dist, device, out, test_data))
+                if yolo_family:
+                    results.append(train_yolo_fold(cfg, dataset, cache, k, folds, run_dir, device, out, test_data))
+                else:
+                    results.append(train_fold(cfg, dataset, cache, k, folds, run_dir, resume, dist, device, out, test_data))
             except torch.OutOfMemoryError:
                 raise CompkitError(
                     run_dir / f"fold{k}",

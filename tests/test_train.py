@@ -126,6 +126,19 @@ def test_nan_loss_stops_naming_epoch_and_step(split_data, tmp_path, monkeypatch)
     assert load_checkpoint(tmp_path / "runs" / "tiny" / "fold0" / "last.pt")["epoch"] == 1
 
 
+def test_early_stop(split_data, tmp_path, monkeypatch):
+    """Validation dice that never improves after epoch 1 stops training after `early_stop` more epochs."""
+    monkeypatch.setattr(train_module, "validate", lambda model, cache, positions, recipe, device: np.full(29, 0.5))
+    [result] = train("tiny", data=split_data, fold="0", overrides=[*FAST, "train.epochs=6", "train.early_stop=2"], runs_dir=tmp_path, console=quiet())
+    assert result["epochs"] == 3 and result["best_epoch"] == 1
+
+
+def test_unknown_transform_fails_before_work(split_data, tmp_path):
+    with pytest.raises(CompkitError, match="unknown albumentations transform 'Rotat'"):
+        train("tiny", data=split_data, overrides=[*FAST, "aug=[{name: Rotat}]"], runs_dir=tmp_path, console=quiet())
+    assert not (split_data / ".compkit-cache").exists()
+
+
 def test_bad_folds_and_missing_splits(data_copy, tmp_path):
     with pytest.raises(CompkitError, match="run `compkit split"):
         train("tiny", data=data_copy, overrides=FAST, runs_dir=tmp_path, console=quiet())
