@@ -44,11 +44,12 @@ def synth(
     size: Annotated[int, typer.Option(help="Image side in pixels (the real data is 2048).")] = 512,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace DATA and DATA_gt if they exist.")] = False,
+    kind: Annotated[str, typer.Option(help="handbone (X-rays, 29 bones), fundus (FGADR layout) or isic (skin lesions).")] = "handbone",
 ) -> None:
-    """Write a synthetic hand-bone X-ray dataset in the competition's exact layout."""
+    """Write a synthetic dataset in a real competition's exact layout (hand bones by default)."""
     from compkit.synth import synth as run
 
-    run(data, patients=patients, test_patients=test_patients, size=size, seed=seed, force=force)
+    run(data, patients=patients, test_patients=test_patients, size=size, seed=seed, force=force, kind=kind)
 
 
 @app.command()

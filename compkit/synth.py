@@ -256,6 +256,44 @@ def ground_truth_dir(data: str | Path) -> Path:
     return data.with_name(data.name + "_gt")
 
 
+def write_handbone(data: Path, gt: Path, patients: int, test_patients: int, size: int, seed: int, progress: Progress) -> str:
+    """The hand-bone layout into ``data`` (test labels into ``gt``); returns a one-line summary."""
+    rng = np.random.default_rng(seed)
+    total = patients + test_patients
+    ids = rng.permutation(np.arange(1, total + 1))  # test patients interleave with train ones, as in the real data
+    test_ids = set(ids[:test_patients].tolist())
+    meta_rows = []
+    task = progress.add_task("synthesising hands", total=total)
+    for pid in range(1, total + 1):
+        prng = np.random.default_rng([seed, pid])
+        sex = SEXES[int(prng.integers(2))]
+        male = sex == "남"
+        height = float(np.round(prng.normal(174 if male else 161, 6), 1))
+        weight = float(np.round(prng.normal(72 if male else 57, 9), 1))
+        meta_rows.append((pid, int(prng.integers(20, 71)), sex, weight, height))
+
+        split = "test" if pid in test_ids else "train"
+        folder = f"ID{pid:03d}"
+        stamp = 1661130000000 + pid * 100000 + int(prng.integers(0, 50000))
+        suffixed = prng.random() < 0.1  # a few real file names end in _R / _L
+        pose = _patient_pose(prng, male)
+        for hand, mirror in (("R", False), ("L", True)):
+            hand_pose = pose if hand == "R" else _hand_variant(pose, prng)
+            name = f"image{stamp + (0 if hand == 'R' else 7)}{'_' + hand if suffixed else ''}.png"
+            unit = hand_bones(hand_pose, prng)
+            bones = {k: _transform(v, hand_pose, mirror, size) for k, v in unit.items()}
+            _write_png(data / split / "DCM" / folder / name, render(bones, hand_pose, size, prng))
+            labels = _annotation_json(name, bones, prng)
+            label_root = data / "train" if split == "train" else gt
+            _write_label(label_root / "outputs_json" / folder / f"{Path(name).stem}.json", labels)
+        progress.advance(task)
+    _write_meta(data / "meta_data.xlsx", meta_rows)
+    return f"{2 * patients} train images, {2 * test_patients} test images (hand bones, 29 classes)"
+
+
+SYNTH_KINDS = {"handbone": write_handbone}
+
+
 def synth(
     data: str | Path,
     patients: int = 40,
@@ -263,12 +301,17 @@ def synth(
     size: int = 512,
     seed: int = 0,
     force: bool = False,
+    kind: str = "handbone",
     console: Console | None = None,
 ) -> Path:
-    """Write a synthetic dataset to ``data`` (and test labels to ``data``_gt). Returns ``data``."""
+    """Write a synthetic dataset of ``kind`` to ``data`` (and test labels to ``data``_gt). Returns ``data``."""
+    from compkit import synth_lesions  # noqa: F401  (registers the fundus and isic kinds)
+
     console = console or Console()
     data = Path(data).absolute()
     gt = ground_truth_dir(data)
+    if kind not in SYNTH_KINDS:
+        raise CompkitError(None, f"unknown --kind {kind!r} (known: {', '.join(SYNTH_KINDS)})")
     if patients < 1 or test_patients < 0:
         raise CompkitError(None, "--patients must be at least 1 and --test-patients at least 0")
     if size < 64:
@@ -282,37 +325,9 @@ def synth(
         raise CompkitError(data.parent, f"cannot write: {e.strerror or e}") from None
 
     try:
-        rng = np.random.default_rng(seed)
-        total = patients + test_patients
-        ids = rng.permutation(np.arange(1, total + 1))  # test patients interleave with train ones, as in the real data
-        test_ids = set(ids[:test_patients].tolist())
-        meta_rows = []
+        (staging / "data").mkdir()
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("synthesising hands", total=total)
-            for pid in range(1, total + 1):
-                prng = np.random.default_rng([seed, pid])
-                sex = SEXES[int(prng.integers(2))]
-                male = sex == "남"
-                height = float(np.round(prng.normal(174 if male else 161, 6), 1))
-                weight = float(np.round(prng.normal(72 if male else 57, 9), 1))
-                meta_rows.append((pid, int(prng.integers(20, 71)), sex, weight, height))
-
-                split = "test" if pid in test_ids else "train"
-                folder = f"ID{pid:03d}"
-                stamp = 1661130000000 + pid * 100000 + int(prng.integers(0, 50000))
-                suffixed = prng.random() < 0.1  # a few real file names end in _R / _L
-                pose = _patient_pose(prng, male)
-                for hand, mirror in (("R", False), ("L", True)):
-                    hand_pose = pose if hand == "R" else _hand_variant(pose, prng)
-                    name = f"image{stamp + (0 if hand == 'R' else 7)}{'_' + hand if suffixed else ''}.png"
-                    unit = hand_bones(hand_pose, prng)
-                    bones = {k: _transform(v, hand_pose, mirror, size) for k, v in unit.items()}
-                    _write_png(staging / "data" / split / "DCM" / folder / name, render(bones, hand_pose, size, prng))
-                    labels = _annotation_json(name, bones, prng)
-                    label_root = staging / "data" / "train" if split == "train" else staging / "gt"
-                    _write_label(label_root / "outputs_json" / folder / f"{Path(name).stem}.json", labels)
-                progress.advance(task)
-        _write_meta(staging / "data" / "meta_data.xlsx", meta_rows)
+            summary = SYNTH_KINDS[kind](staging / "data", staging / "gt", patients, test_patients, size, seed, progress)
         for target, built in ((data, staging / "data"), (gt, staging / "gt")):
             if target.exists():
                 shutil.rmtree(target)
@@ -322,8 +337,5 @@ def synth(
         raise CompkitError(data, f"cannot write: {e.strerror or e}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    console.print(
-        f"[green]synthetic dataset[/green] {data}: {2 * patients} train images, {2 * test_patients} test images, "
-        f"{size} px; test labels in {gt}"
-    )
+    console.print(f"[green]synthetic dataset[/green] {data}: {summary}, {size} px; test labels in {gt}")
     return data

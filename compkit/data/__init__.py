@@ -1,5 +1,7 @@
 """Reading datasets: formats, samples, rasterisation and meta data."""
-from compkit.data import handbone as _handbone  # noqa: F401  (registers the format)
+from compkit.data import coco as _coco  # noqa: F401  (each module registers its format)
+from compkit.data import handbone as _handbone  # noqa: F401
+from compkit.data import masks as _masks  # noqa: F401
 from compkit.data.classes import HANDBONE_CLASSES
 from compkit.data.formats import DATASET_FORMATS, SegmentationDataset, open_dataset, register_format
 from compkit.data.meta import patient_key, read_meta

@@ -1,0 +1,220 @@
+"""Mask-folder datasets (the FGADR Seg-set layout) and ISIC skin-lesion datasets: labels are mask images.
+
+FGADR::
+
+    <root>[/<split>]/Original_Images/0001_2.png
+    <root>[/<split>]/Microaneurysms_Masks/0001_2.png     # one folder per class, same file names;
+    <root>[/<split>]/HardExudate_Masks/...                # a class may lack an image's mask (= empty)
+    <root>/*.csv                                          # image-level values (e.g. the DR grade)
+
+ISIC 2018 / HAM10000::
+
+    <root>[/<split>]/.../ISIC_0024306.jpg
+    <root>[/<split>]/.../ISIC_0024306_segmentation.png    # 0/255
+    <root>/*metadata*.csv                                  # lesion_id, image_id, dx, age, sex, localization
+
+Masks are anti-aliased: a pixel belongs to the class where the mask is at least 128.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from compkit.data.formats import SegmentationDataset, register_format
+from compkit.data.sample import Sample
+from compkit.errors import CompkitError
+from compkit.fileio import read_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_THRESHOLD = 128
+
+
+def read_binary_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    mask = read_image(path, cv2.IMREAD_GRAYSCALE)
+    if mask.shape != shape:
+        raise CompkitError(path, f"mask is {mask.shape[1]}x{mask.shape[0]}, its image is {shape[1]}x{shape[0]}")
+    return (mask >= MASK_THRESHOLD).astype(np.uint8)
+
+
+def _number(value: str) -> Any:
+    try:
+        number = float(value)
+    except ValueError:
+        return value.strip() or None
+    return int(number) if number.is_integer() else number
+
+
+def read_image_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A CSV as (header, rows); a header-less file gets column names ``image``, ``value1``, ..."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise CompkitError(path, f"unreadable CSV ({e})") from None
+    if not rows:
+        return [], []
+    first = rows[0]
+    has_header = not any(Path(c).suffix.lower() in IMAGE_SUFFIXES for c in first) and not all(
+        isinstance(_number(c), (int, float)) for c in first[1:]
+    )
+    if has_header:
+        return [c.strip() for c in first], rows[1:]
+    width = len(first)
+    return ["image"] + (["grade"] if width == 2 else [f"value{i}" for i in range(1, width)]), rows
+
+
+def _split_base(root: Path, split: str, marker) -> Path:
+    if marker(root / split):
+        return root / split
+    if split == "train" and marker(root):
+        return root
+    raise CompkitError(root / split, f"missing {split} split")
+
+
+@register_format
+class MaskFolderDataset(SegmentationDataset):
+    format_name = "masks"
+    rle_order = "F"  # most Kaggle competitions flatten column-major
+    image_dir = "Original_Images"
+    mask_suffix = "_Masks"
+
+    def __init__(self, root, split, classes, samples, mask_files: dict[str, dict[int, Path]]):
+        super().__init__(root, split, classes, samples)
+        self.mask_files = mask_files
+
+    @classmethod
+    def _has_images(cls, folder: Path) -> bool:
+        return (folder / cls.image_dir).is_dir()
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return cls._has_images(root) or cls._has_images(root / "train")
+
+    def has_split(self, split: str) -> bool:
+        return self._has_images(self.root / split) or (split == "train" and self._has_images(self.root))
+
+    @classmethod
+    def open(cls, root: Path, split: str = "train", labels=None, classes: Sequence[str] | None = None):
+        base = _split_base(root, split, cls._has_images)
+        label_base = Path(labels) if labels is not None else base
+        mask_dirs = {p.name[: -len(cls.mask_suffix)]: p for p in label_base.iterdir() if p.is_dir() and p.name.endswith(cls.mask_suffix)} if label_base.is_dir() else {}
+        if classes is None:  # the training split's mask folders name the classes (a test set may lack some)
+            try:
+                train_base = _split_base(root, "train", cls._has_images)
+                classes = sorted(p.name[: -len(cls.mask_suffix)] for p in train_base.iterdir() if p.is_dir() and p.name.endswith(cls.mask_suffix))
+            except CompkitError:
+                classes = sorted(mask_dirs)
+        classes = tuple(classes)
+        if not classes:
+            raise CompkitError(base, f"no <Class>{cls.mask_suffix} folders: the class list is unknown")
+        unknown = [c for c in mask_dirs if c not in classes]
+        if unknown:
+            raise CompkitError(mask_dirs[unknown[0]], f"mask folder for unknown class {unknown[0]!r} (classes: {', '.join(classes)})")
+        image_dir = base / cls.image_dir
+        paths = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise CompkitError(image_dir, "no images found")
+        meta = cls._read_meta(root)
+        labelled = bool(mask_dirs)
+        samples, mask_files = [], {}
+        for path in paths:
+            image_id = path.relative_to(image_dir).as_posix()
+            files = {}
+            for c, name in enumerate(classes):
+                if name in mask_dirs:
+                    candidates = [mask_dirs[name] / image_id, *(mask_dirs[name] / Path(image_id).with_suffix(s) for s in IMAGE_SUFFIXES)]
+                    found = next((m for m in candidates if m.is_file()), None)
+                    if found is not None:
+                        files[c] = found
+            values = meta.get(path.stem, meta.get(path.name, {}))
+            label = label_base if labelled else None  # the masks are per class; this marks the sample as labelled
+            samples.append(Sample(image_id, str(values.get("patient", path.stem)), path, label, (), dict(values)))
+            mask_files[image_id] = files
+        return cls(root, split, classes, samples, mask_files)
+
+    @staticmethod
+    def _read_meta(root: Path) -> dict[str, dict[str, Any]]:
+        meta: dict[str, dict[str, Any]] = {}
+        for path in sorted(root.glob("*.csv")):
+            header, rows = read_image_table(path)
+            for row in rows:
+                key = row[0].strip()
+                values = {h: _number(v) for h, v in zip(header[1:], row[1:], strict=False)}
+                meta[key] = values
+                meta[Path(key).stem] = values
+        return meta
+
+    def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
+        if sample.label_path is None:
+            raise CompkitError(sample.image_path, "image has no labels")
+        shape = shape or self.image_shape(sample)
+        mask = np.zeros((len(self.classes), *shape), np.uint8)
+        for c, path in self.mask_files[sample.image_id].items():
+            mask[c] = read_binary_mask(path, shape)
+        return mask
+
+
+@register_format
+class IsicDataset(SegmentationDataset):
+    format_name = "isic"
+    rle_order = "F"
+    mask_suffix = "_segmentation"
+
+    def __init__(self, root, split, classes, samples, mask_files: dict[str, Path]):
+        super().__init__(root, split, classes, samples)
+        self.mask_files = mask_files
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return next(root.rglob(f"ISIC_*{cls.mask_suffix}.png"), None) is not None or next(root.rglob("ISIC_*.jpg"), None) is not None
+
+    def has_split(self, split: str) -> bool:
+        return (self.root / split).is_dir()
+
+    @classmethod
+    def open(cls, root: Path, split: str = "train", labels=None, classes: Sequence[str] | None = None):
+        base = _split_base(root, split, lambda p: p.is_dir() and next(p.rglob("ISIC_*.jpg"), None) is not None)
+        label_root = Path(labels) if labels is not None else base
+        masks = {p.name[: -len(cls.mask_suffix) - 4]: p for p in label_root.rglob(f"*{cls.mask_suffix}.png")}
+        images = sorted(p for p in base.rglob("ISIC_*.jpg") if p.is_file())
+        if split == "train" and root == base and (root / "test").is_dir():
+            images = [p for p in images if (root / "test") not in p.parents]
+        meta = cls._read_meta(root)
+        samples, files = [], {}
+        for path in images:
+            image_id = path.relative_to(base).as_posix()
+            mask = masks.get(path.stem)
+            if split == "train" and mask is None:
+                raise CompkitError(path, f"image has no {path.stem}{cls.mask_suffix}.png")
+            values = meta.get(path.stem, {})
+            samples.append(Sample(image_id, str(values.get("lesion_id") or path.stem), path, mask, (), dict(values)))
+            if mask is not None:
+                files[image_id] = mask
+        if not samples:
+            raise CompkitError(base, "no ISIC_*.jpg images found")
+        return cls(root, split, tuple(classes or ("lesion",)), samples, files)
+
+    @staticmethod
+    def _read_meta(root: Path) -> dict[str, dict[str, Any]]:
+        meta: dict[str, dict[str, Any]] = {}
+        for path in sorted(root.glob("*.csv")):
+            header, rows = read_image_table(path)
+            if "image_id" not in header:
+                continue
+            key = header.index("image_id")
+            for row in rows:
+                meta[row[key]] = {h: _number(v) for h, v in zip(header, row, strict=False) if h != "image_id"}
+        return meta
+
+    def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
+        if sample.label_path is None:
+            raise CompkitError(sample.image_path, "image has no labels")
+        return read_binary_mask(self.mask_files[sample.image_id], shape or self.image_shape(sample))[None]
+
+    def submission_name(self, sample: Sample) -> str:
+        return Path(sample.image_id).stem  # Kaggle-style ids: ISIC_0024306
