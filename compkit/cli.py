@@ -164,6 +164,21 @@ def submit(
 
 
 @app.command()
+def pseudo(
+    source: Annotated[Path, typer.Argument(help="Ensemble or run folder whose test probabilities to use.")],
+    out: Annotated[Path, typer.Option(help="Folder for the pseudo-labelled dataset (then set data.pseudo to it).")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
+    min_confidence: Annotated[float, typer.Option(help="Keep images whose least confident class reaches this (0..1).")] = 0.8,
+    max_images: Annotated[Optional[int], typer.Option(help="Keep at most this many (the most confident).")] = None,  # noqa: UP007
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Pseudo-labels from confident test predictions, written as a dataset in the same layout."""
+    from compkit.pseudo import pseudo as run
+
+    run(source, out, data=data, min_confidence=min_confidence, max_images=max_images, force=force)
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs, ensembles and submission.")] = Path("demo"),
     patients: Annotated[int, typer.Option(help="Synthetic training patients.")] = 40,

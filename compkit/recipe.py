@@ -40,6 +40,7 @@ class DataConfig(Section):
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     cache_dir: str | None = None  # default: <root>/.compkit-cache
+    pseudo: str | None = None  # a `compkit pseudo` dataset added to the training side of every fold
 
 
 class ModelConfig(Section):

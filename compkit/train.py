@@ -64,9 +64,8 @@ class CachedSamples(torch.utils.data.Dataset):
     """Samples of a cache (by position), augmented with a seed that depends only on (seed, epoch, sample), so an
     interrupted epoch replays exactly."""
 
-    def __init__(self, cache: SampleCache, positions: list[int], recipe: Recipe, augment: bool):
-        self.cache = cache
-        self.positions = positions
+    def __init__(self, items: list[tuple[SampleCache, int]], recipe: Recipe, augment: bool):
+        self.items = items  # (cache, position): the fold's training images, then any pseudo-labelled ones
         self.aug_items = recipe.aug if augment else []
         self.augmentation = None
         self.seed = recipe.train.seed
@@ -75,15 +74,15 @@ class CachedSamples(torch.utils.data.Dataset):
         self.std = np.array(recipe.data.std, np.float32) * 255.0
 
     def __len__(self) -> int:
-        return len(self.positions)
+        return len(self.items)
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        i = self.positions[k]
-        image, mask = self.cache.image(i), self.cache.mask(i)
+        cache, i = self.items[k]
+        image, mask = cache.image(i), cache.mask(i)
         if self.aug_items:
             if self.augmentation is None:  # built lazily: once per worker process
                 self.augmentation = create_augmentation(self.aug_items)
-            self.augmentation.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**31)
+            self.augmentation.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + k) % 2**31)
             out = self.augmentation(image=image, mask=np.ascontiguousarray(mask.transpose(1, 2, 0)))
             image, mask = out["image"], out["mask"].transpose(2, 0, 1)
         x = torch.from_numpy(((image.astype(np.float32) - self.mean) / self.std).transpose(2, 0, 1).copy())
@@ -205,6 +204,7 @@ def train_fold(
     device: torch.device,
     console: Console,
     test_data: tuple[SegmentationDataset, SampleCache] | None = None,
+    pseudo: SampleCache | None = None,
 ) -> dict[str, Any]:
     folder = run_dir / f"fold{fold}"
     position = cache.position
@@ -221,7 +221,11 @@ def train_fold(
         model = model.to(memory_format=torch.channels_last)
     criterion = create_loss(recipe.loss).to(device)
     optimizer = create_optimizer(model, recipe.optim)
-    per_rank = math.ceil(len(train_pos) / dist.world_size)
+    items = [(cache, i) for i in train_pos]
+    if pseudo is not None:  # pseudo-labelled images train every fold, never validate one
+        val_ids = set(folds[fold]["val"])
+        items += [(pseudo, j) for j, image_id in enumerate(pseudo.image_ids) if image_id not in val_ids]
+    per_rank = math.ceil(len(items) / dist.world_size)
     steps_per_epoch = max(1, math.ceil(math.ceil(per_rank / cfg.batch_size) / cfg.accumulate))
     schedule = create_schedule(optimizer, recipe.sched, steps_per_epoch, cfg.epochs)
     use_amp = cfg.amp and device.type == "cuda"
@@ -247,7 +251,7 @@ def train_fold(
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    samples = CachedSamples(cache, train_pos, recipe, augment=True)
+    samples = CachedSamples(items, recipe, augment=True)
     stop = state.epoch >= cfg.epochs
     with _progress(console) as progress:
         task = progress.add_task(f"fold {fold}", total=steps_per_epoch * cfg.epochs, completed=steps_per_epoch * state.epoch, stats="", visible=dist.is_main)
@@ -420,6 +424,12 @@ def train(
         barrier(dist)
         if not dist.is_main:
             cache = build_cache(dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
+        pseudo = None
+        if cfg.data.pseudo:
+            pseudo_set = open_dataset(cfg.data.pseudo, "train", classes=dataset.classes)
+            pseudo = build_cache(pseudo_set, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
+            if dist.is_main:
+                out.print(f"adding {len(pseudo_set)} pseudo-labelled images from {cfg.data.pseudo} to every fold's training side")
         test_data = None
         if dist.is_main and dataset.has_split("test"):
             test_dataset = open_dataset(cfg.data.root, "test", cfg.data.format, classes=cfg.data.classes)
@@ -430,7 +440,7 @@ def train(
                 if yolo_family:
                     results.append(train_yolo_fold(cfg, dataset, cache, k, folds, run_dir, device, out, test_data))
                 else:
-                    results.append(train_fold(cfg, dataset, cache, k, folds, run_dir, resume, dist, device, out, test_data))
+                    results.append(train_fold(cfg, dataset, cache, k, folds, run_dir, resume, dist, device, out, test_data, pseudo))
             except torch.OutOfMemoryError:
                 raise CompkitError(
                     run_dir / f"fold{k}",

@@ -1,0 +1,138 @@
+"""``compkit pseudo``: pseudo-labels from an ensemble's confident test predictions, written as a dataset.
+
+An image is kept when every class is confident: few pixels with probability between 0.1 and 0.9 compared
+with the pixels it predicts. Hand-bone datasets get polygons traced from the masks' contours (as the seed team
+did), so the result opens like the original labels; mask-based formats get one mask folder per class
+(the ``masks`` layout). A recipe's ``data.pseudo: DIR`` adds these samples to the training side of every fold.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from compkit.data import Sample, SegmentationDataset, open_dataset
+from compkit.data.handbone import find_meta_file
+from compkit.errors import CompkitError
+from compkit.members import open_member
+from compkit.submit import resolve_thresholds, upsample_mask
+
+UNCERTAIN = (0.1, 0.9)
+
+
+def confidence(probs: np.ndarray) -> np.ndarray:
+    """Per class: 1 - uncertain / (uncertain + predicted) pixels (1 for a class predicted confidently empty)."""
+    flat = probs.reshape(probs.shape[0], -1)
+    uncertain = np.count_nonzero((flat > UNCERTAIN[0]) & (flat < UNCERTAIN[1]), axis=1)
+    predicted = np.count_nonzero(flat >= UNCERTAIN[1], axis=1)
+    return 1.0 - uncertain / np.maximum(uncertain + predicted, 1)
+
+
+def trace_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[list[int]]]:
+    """Outer contours of a binary mask as [[x, y], ...] polygons."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [c[:, 0, :].tolist() for c in contours if len(c) >= min_points]
+
+
+def _write_handbone(out: Path, dataset: SegmentationDataset, sample: Sample, masks: np.ndarray) -> int:
+    rel = Path(sample.image_id)
+    target = out / "train" / "DCM" / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sample.image_path, target)
+    annotations = []
+    for c, name in enumerate(dataset.classes):
+        for n, points in enumerate(trace_polygons(masks[c])):
+            annotations.append({"id": f"pseudo-{c}-{n}", "type": "poly_seg", "attributes": {}, "points": points, "label": name})
+    label = out / "train" / "outputs_json" / rel.with_suffix(".json")
+    label.parent.mkdir(parents=True, exist_ok=True)
+    data = {"filename": rel.name, "metadata": {"pseudo": True}, "attributes": {}, "last_workers": {}, "annotations": annotations}
+    label.write_text(json.dumps(data), encoding="utf-8")
+    return len(annotations)
+
+
+def _write_mask_folders(out: Path, dataset: SegmentationDataset, sample: Sample, masks: np.ndarray) -> int:
+    name = Path(sample.image_id).with_suffix(".png").as_posix()
+    image = out / "train" / "Original_Images" / name
+    image.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(image), dataset.read_image(sample))
+    for c, cls in enumerate(dataset.classes):
+        target = out / "train" / f"{cls}_Masks" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), masks[c].astype(np.uint8) * 255)
+    return int(masks.any(axis=(1, 2)).sum())
+
+
+def pseudo(
+    source: str | Path,
+    out: str | Path,
+    data: str | Path | None = None,
+    min_confidence: float = 0.8,
+    max_images: int | None = None,
+    threshold: str = "auto",
+    force: bool = False,
+    console: Console | None = None,
+) -> Path:
+    """Write the confident test images of ``source`` (an ensemble or run) as a labelled dataset at ``out``."""
+    console = console or Console()
+    member = open_member(source)
+    if member.kind != "stores":
+        raise CompkitError(source, "pseudo-labels need probabilities: give an ensemble or run folder, not a CSV")
+    root = data or member.data_root
+    if root is None:
+        raise CompkitError(source, "cannot tell which dataset it predicts: pass --data DATA")
+    if not 0 <= min_confidence <= 1:
+        raise CompkitError("--min-confidence", f"must be between 0 and 1, got {min_confidence}")
+    out = Path(out).absolute()
+    if out.exists() and any(out.iterdir()) and not force:
+        raise CompkitError(out, "already exists and is not empty (use --force to replace it)")
+    test = open_dataset(root, "test")
+    thresholds = resolve_thresholds(member, threshold, console)
+
+    scored = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scoring confidence", total=len(test.samples))
+        for sample in test.samples:
+            scored.append((float(confidence(member.test_probs(sample.image_id)).min()), sample))
+            progress.advance(task)
+    chosen = sorted((s for s in scored if s[0] >= min_confidence), key=lambda s: -s[0])[: max_images or None]
+    if not chosen:
+        raise CompkitError(source, f"no test image reaches --min-confidence {min_confidence} (best: {max(s[0] for s in scored):.3f})")
+
+    writer = _write_handbone if test.format_name == "handbone" else _write_mask_folders
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    pixels = 0
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("writing pseudo-labels", total=len(chosen))
+            for _, sample in chosen:
+                q = member.test_uint8(sample.image_id)
+                size = test.image_shape(sample)
+                masks = np.stack([upsample_mask(q[c], size, thresholds[c]) for c in range(len(test.classes))])
+                pixels += int(masks.sum())
+                writer(staging, test, sample, masks)
+                progress.advance(task)
+        meta = find_meta_file(Path(root))
+        if meta is not None:
+            shutil.copyfile(meta, staging / meta.name)
+        (staging / "pseudo.json").write_text(
+            json.dumps({"source": str(source), "min_confidence": min_confidence, "images": [s.image_id for _, s in chosen]}, indent=1)
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    table = Table(title=f"pseudo-labels -> {out}")
+    for column in ("kept images", "of test images", "labelled pixels", "lowest confidence kept"):
+        table.add_column(column, justify="right")
+    table.add_row(str(len(chosen)), str(len(test.samples)), f"{pixels:,}", f"{chosen[-1][0]:.3f}")
+    console.print(table)
+    return out

@@ -1,0 +1,46 @@
+"""Pseudo-label round trip: train, ensemble, pseudo, retrain with data.pseudo."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from compkit.data import open_dataset
+from compkit.ensemble import ensemble
+from compkit.errors import CompkitError
+from compkit.pseudo import confidence, pseudo, trace_polygons
+from compkit.split import split
+from compkit.train import load_checkpoint, train
+from tests.conftest import quiet
+from tests.test_train import FAST
+
+
+def test_confidence_and_tracing():
+    probs = np.zeros((3, 10, 10), np.float32)
+    probs[0, 2:6, 2:6] = 0.95  # confident blob
+    probs[1, 2:6, 2:6] = 0.5  # all uncertain
+    c = confidence(probs)
+    assert c[0] == 1.0 and c[1] == 0.0 and c[2] == 1.0
+    polygons = trace_polygons(probs[0] > 0.5)
+    assert len(polygons) == 1 and sorted(map(tuple, polygons[0])) == [(2, 2), (2, 5), (5, 2), (5, 5)]
+
+
+def test_round_trip(data_copy, tmp_path):
+    split(data_copy, folds=2, seed=0, console=quiet())
+    runs = tmp_path / "runs"
+    train("tiny", data=data_copy, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=runs, console=quiet())
+    ens = ensemble([runs / "tiny"], name="e", out_dir=tmp_path / "ens", console=quiet())
+    with pytest.raises(CompkitError, match="no test image reaches"):
+        pseudo(ens, tmp_path / "none", min_confidence=1.0, console=quiet())
+    out = pseudo(ens, tmp_path / "pseudo", min_confidence=0.0, max_images=3, console=quiet())
+    labelled = open_dataset(out)
+    assert labelled.format_name == "handbone" and len(labelled) == 3
+    assert all(s.meta for s in labelled.samples), "meta travels with the pseudo set"
+    test_ids = {s.image_id for s in open_dataset(data_copy, "test").samples}
+    assert {s.image_id for s in labelled.samples} <= test_ids
+
+    # Retraining with data.pseudo: 6 fold images + 3 pseudo = 9, batch 3 -> 3 steps instead of 2.
+    train("tiny", data=data_copy, fold="0", overrides=[*FAST, "train.epochs=1", f"data.pseudo={out}"], runs_dir=tmp_path / "again", console=quiet())
+    ckpt = load_checkpoint(tmp_path / "again" / "tiny" / "fold0" / "last.pt")
+    assert ckpt["schedule"]["per_step"]["last_epoch"] == 3
