@@ -57,6 +57,11 @@ TTA_VIEWS: dict[str, list[View]] = {
 }
 
 
+def segmentation_logits(output):
+    """A model with an auxiliary classification head returns (masks, labels): keep the masks."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
 @torch.no_grad()
 def predict_logits(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tta: str = "none") -> torch.Tensor:
     """Mean logits over the TTA views. Views of one input size go through the model as one batch."""
@@ -67,7 +72,7 @@ def predict_logits(model: Callable[[torch.Tensor], torch.Tensor], images: torch.
     for i, x in enumerate(inputs):
         by_shape.setdefault(tuple(x.shape), []).append(i)
     for indices in by_shape.values():
-        out = model(torch.cat([inputs[i] for i in indices])).float()
+        out = segmentation_logits(model(torch.cat([inputs[i] for i in indices]))).float()
         for i, part in zip(indices, out.split(images.shape[0]), strict=True):
             outputs[i] = views[i][1](part)
     return torch.stack(outputs).mean(0)

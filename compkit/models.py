@@ -54,6 +54,8 @@ def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     check_encoder(cfg.encoder)
     weights = _weights_file(cfg)
     kwargs = dict(cfg.params)
+    if cfg.aux is not None:
+        kwargs["aux_params"] = {"classes": cfg.aux.classes, "dropout": cfg.aux.dropout}
     timm_encoder = cfg.encoder.startswith("tu-")
     if weights is not None and timm_encoder:
         # timm loads the file itself; a string would mean "download" to smp, so pass True plus the file.

@@ -43,12 +43,29 @@ class DataConfig(Section):
     pseudo: str | None = None  # a `compkit pseudo` dataset added to the training side of every fold
 
 
+class AuxConfig(Section):
+    """A classification head on the encoder (smp's aux_params), trained alongside the masks."""
+
+    classes: int = Field(ge=1)
+    weight: float = Field(0.2, ge=0)
+    target: str = "presence"  # presence (per-class present/absent, from the masks) or csv:COLUMN (an image-level label)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if v != "presence" and not (v.startswith("csv:") and len(v) > 4):
+            raise ValueError(f"must be 'presence' or 'csv:COLUMN', got {v!r}")
+        return v
+
+
 class ModelConfig(Section):
     arch: str = "UnetPlusPlus"
     encoder: str = "resnet34"
     encoder_weights: str | None = None  # null, or a local weights file: compkit never downloads
     in_channels: int = Field(3, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments of the smp architecture
+    aux: AuxConfig | None = None  # multi-task: a classification head on the encoder
 
 
 class OptimConfig(Section):

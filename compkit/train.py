@@ -35,7 +35,8 @@ from compkit.optimization import create_optimizer, create_schedule
 from compkit.recipe import Recipe, load_recipe
 from compkit.split import load_splits
 from compkit.yolo import is_ultralytics_arch, train_yolo_fold
-from compkit.predict import predict_cache, write_store
+from compkit.inference import segmentation_logits
+from compkit.predict import normalise, predict_cache, write_store
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
@@ -64,8 +65,9 @@ class CachedSamples(torch.utils.data.Dataset):
     """Samples of a cache (by position), augmented with a seed that depends only on (seed, epoch, sample), so an
     interrupted epoch replays exactly."""
 
-    def __init__(self, items: list[tuple[SampleCache, int]], recipe: Recipe, augment: bool):
+    def __init__(self, items: list[tuple[SampleCache, int]], recipe: Recipe, augment: bool, labels: list[int] | None = None):
         self.items = items  # (cache, position): the fold's training images, then any pseudo-labelled ones
+        self.labels = labels or [-1] * len(items)  # image-level labels for an auxiliary head (-1: none)
         self.aug_items = recipe.aug if augment else []
         self.augmentation = None
         self.seed = recipe.train.seed
@@ -76,7 +78,7 @@ class CachedSamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         cache, i = self.items[k]
         image, mask = cache.image(i), cache.mask(i)
         if self.aug_items:
@@ -87,7 +89,7 @@ class CachedSamples(torch.utils.data.Dataset):
             image, mask = out["image"], out["mask"].transpose(2, 0, 1)
         x = torch.from_numpy(((image.astype(np.float32) - self.mean) / self.std).transpose(2, 0, 1).copy())
         y = torch.from_numpy(np.ascontiguousarray(mask))
-        return x, y
+        return x, y, self.labels[k]
 
 
 @dataclass
@@ -171,6 +173,60 @@ def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def aux_labels(recipe: Recipe, dataset: SegmentationDataset, positions: list[int]) -> list[int]:
+    """Image-level labels of ``csv:COLUMN`` auxiliary targets (-1 where missing); presence needs none."""
+    aux = recipe.model.aux
+    if aux is None or aux.target == "presence":
+        return [-1] * len(positions)
+    column = aux.target.removeprefix("csv:")
+    labels = []
+    for i in positions:
+        value = dataset.samples[i].meta.get(column)
+        if value is None:
+            labels.append(-1)
+            continue
+        if not isinstance(value, (int, float)) or value != int(value) or not 0 <= value < aux.classes:
+            raise CompkitError(dataset.samples[i].image_path, f"model.aux: {column}={value!r} is not a class in 0..{aux.classes - 1}")
+        labels.append(int(value))
+    if all(v < 0 for v in labels):
+        raise CompkitError(dataset.root, f"model.aux: no image has a meta value '{column}'")
+    return labels
+
+
+def aux_loss(recipe: Recipe, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    aux = recipe.model.aux
+    if aux.target == "presence":
+        if logits.shape[1] != masks.shape[1]:
+            raise CompkitError("model.aux.classes", f"presence needs one output per mask class ({masks.shape[1]}), not {logits.shape[1]}")
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), masks.amax(dim=(2, 3)).float())
+    known = labels >= 0
+    if not known.any():
+        return logits.sum() * 0.0
+    return torch.nn.functional.cross_entropy(logits[known].float(), labels[known])
+
+
+@torch.no_grad()
+def aux_accuracy(model, cache: SampleCache, positions: list[int], labels: list[int], recipe: Recipe, device: torch.device) -> float:
+    """Presence: per-class accuracy of present/absent; csv: accuracy of the image label."""
+    model.eval()
+    hits, total = 0.0, 0
+    batch = recipe.infer.batch_size
+    for start in range(0, len(positions), batch):
+        chunk = positions[start : start + batch]
+        x = normalise(np.stack([cache.image(i) for i in chunk]), recipe).to(device)
+        logits = model(x)[1].float().cpu()
+        if recipe.model.aux.target == "presence":
+            truth = torch.from_numpy(np.stack([cache.mask(i).reshape(len(cache.classes), -1).max(axis=1) for i in chunk])).float()
+            hits += float(((logits > 0).float() == truth).float().sum())
+            total += truth.numel()
+        else:
+            y = torch.tensor(labels[start : start + batch])
+            known = y >= 0
+            hits += float((logits.argmax(1)[known] == y[known]).sum())
+            total += int(known.sum())
+    return hits / max(total, 1)
+
+
 def validate(model, cache: SampleCache, positions: list[int], recipe: Recipe, device: torch.device) -> np.ndarray:
     """Per-class leaderboard dice on the validation images at the training size (no TTA: it is for model choice)."""
     meter = DiceMeter(cache.classes)
@@ -251,7 +307,9 @@ def train_fold(
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    samples = CachedSamples(items, recipe, augment=True)
+    labels = aux_labels(recipe, dataset, train_pos) + [-1] * (len(items) - len(train_pos))
+    val_labels = aux_labels(recipe, dataset, val_pos)
+    samples = CachedSamples(items, recipe, augment=True, labels=labels)
     stop = state.epoch >= cfg.epochs
     with _progress(console) as progress:
         task = progress.add_task(f"fold {fold}", total=steps_per_epoch * cfg.epochs, completed=steps_per_epoch * state.epoch, stats="", visible=dist.is_main)
@@ -276,14 +334,19 @@ def train_fold(
             seen = 0
             optimizer.zero_grad(set_to_none=True)
             batches = len(loader)
-            for step, (x, y) in enumerate(loader, start=1):
+            for step, (x, y, label) in enumerate(loader, start=1):
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
                 if device.type == "cuda" and cfg.channels_last:
                     x = x.to(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=use_amp):
-                    logits = train_model(x)
+                    output = train_model(x)
+                logits = segmentation_logits(output)
                 loss = criterion(logits, y)
+                if recipe.model.aux is not None:
+                    extra = aux_loss(recipe, output[1], y, label.to(device))
+                    loss = loss + recipe.model.aux.weight * extra
+                    sums["aux"] = sums.get("aux", 0.0) + float(extra.detach()) * x.shape[0]
                 if any_rank(dist, not torch.isfinite(loss).item()):
                     raise CompkitError(
                         folder,
@@ -318,6 +381,9 @@ def train_fold(
             mean_dice = float(np.mean(dice)) if validate_now else float("nan")
             row.update({f"val_dice_{c}": (round(float(d), 6) if validate_now else "") for c, d in zip(dataset.classes, dice, strict=True)})
             row["val_dice_mean"] = round(mean_dice, 6) if validate_now else ""
+            if recipe.model.aux is not None:
+                accuracy = aux_accuracy(model, cache, val_pos, val_labels, recipe, device) if validate_now and dist.is_main else float("nan")
+                row["val_aux_acc"] = round(accuracy, 6) if validate_now else ""
             row["seconds"] = round(time.time() - started, 2)
             state.epoch = epoch
             state.rows.append(row)

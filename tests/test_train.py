@@ -169,3 +169,24 @@ def test_ddp_two_gloo_processes(split_data, tmp_path):
     assert ckpt["schedule"]["per_step"]["last_epoch"] == 2
     assert np.isfinite(float(table[-1]["val_dice_mean"]))
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "oof", "recipe.yaml", "results.csv", "results.png", "test"]
+
+
+def test_aux_presence_head_reports_accuracy(split_data, tmp_path):
+    train("tiny", data=split_data, fold="0", overrides=[*FAST, "train.epochs=2", "model.aux={classes: 29, weight: 0.5}"], runs_dir=tmp_path, console=quiet())
+    table = rows(tmp_path / "tiny" / "fold0")
+    assert {"train_aux", "val_aux_acc"} <= set(table[0])
+    assert all(0.0 <= float(r["val_aux_acc"]) <= 1.0 for r in table)
+    assert float(table[-1]["train_aux"]) > 0
+
+
+def test_aux_csv_target_on_fundus_grades(tmp_path):
+    from compkit.synth import synth
+
+    data = tmp_path / "fundus"
+    synth(data, patients=3, test_patients=1, size=96, kind="fundus", console=quiet())
+    split(data, folds=2, seed=0, console=quiet())
+    train("tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1", "model.aux={classes: 5, target: 'csv:grade'}"], runs_dir=tmp_path / "runs", console=quiet())
+    table = rows(tmp_path / "runs" / "tiny" / "fold0")
+    assert 0.0 <= float(table[-1]["val_aux_acc"]) <= 1.0
+    with pytest.raises(CompkitError, match="not a class in 0..1"):
+        train("tiny", data=data, fold="0", overrides=[*FAST, "model.aux={classes: 2, target: 'csv:grade'}"], runs_dir=tmp_path / "bad", console=quiet())
