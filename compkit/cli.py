@@ -179,6 +179,22 @@ def pseudo(
 
 
 @app.command()
+def augment(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Folder for the augmented dataset (originals + new samples).")],
+    mosaic: Annotated[int, typer.Option(help="RICAP-style mosaics of four images to add.")] = 0,
+    rotate: Annotated[Optional[list[float]], typer.Option(help="Rotation in degrees; repeat for several.")] = None,  # noqa: UP007
+    flip: Annotated[bool, typer.Option("--flip", help="Mirror the rotated copies (or add mirrored copies).")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed for the mosaics.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Offline augmentation (mosaics, rotations, flips) with exactly transformed labels -> a new dataset."""
+    from compkit.augment_offline import augment as run
+
+    run(data, out, mosaics=mosaic, rotations=rotate or [], flip=flip, seed=seed, force=force)
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs, ensembles and submission.")] = Path("demo"),
     patients: Annotated[int, typer.Option(help="Synthetic training patients.")] = 40,

@@ -57,17 +57,39 @@ def strata(dataset: SegmentationDataset, column: str) -> list[str]:
     return [MISSING if v is None else str(v) for v in values]
 
 
+def patient_groups(dataset: SegmentationDataset) -> list[str]:
+    """One group per sample: its patient, merged with every patient an augmented sample was made from
+    (a mosaic of four patients ties them into one group, so no patient is in two folds)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for s in dataset.samples:
+        sources = s.meta.get("source_patients") or []
+        if isinstance(sources, str):
+            sources = sources.split("|")
+        for other in sources:
+            parent[find(str(other))] = find(s.patient)
+        find(s.patient)
+    return [find(s.patient) for s in dataset.samples]
+
+
 def make_splits(dataset: SegmentationDataset, folds: int, seed: int, stratify: str | None) -> dict[str, Any]:
     """Fold assignment with scikit-learn's GroupKFold / StratifiedGroupKFold (shuffled, seeded)."""
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     samples = dataset.samples
-    patients = sorted({s.patient for s in samples})
+    patients = sorted(set(patient_groups(dataset)))
     if folds < 2:
         raise CompkitError(None, f"--folds must be at least 2, got {folds}")
     if len(patients) < folds:
         raise CompkitError(dataset.root, f"{len(patients)} patients cannot fill {folds} folds")
-    groups = [s.patient for s in samples]
+    groups = patient_groups(dataset)
     index = np.arange(len(samples))
     if stratify:
         labels = strata(dataset, stratify)

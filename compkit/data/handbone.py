@@ -28,6 +28,10 @@ META_FILES = ("meta_data.xlsx", "meta_data.csv")
 
 def read_annotations(path: Path, classes: Sequence[str]) -> tuple[Polygon, ...]:
     """The polygons of one label JSON, validated: known labels, at least 3 points each."""
+    return _read_label(path, classes)[0]
+
+
+def _read_label(path: Path, classes: Sequence[str]) -> tuple[tuple[Polygon, ...], dict]:
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise CompkitError(path, "label JSON has no 'annotations' list")
@@ -46,7 +50,8 @@ def read_annotations(path: Path, classes: Sequence[str]) -> tuple[Polygon, ...]:
         if len(points) < 3:
             raise CompkitError(path, f"annotation {n} ({label}): polygon has {len(points)} points, needs at least 3")
         polygons.append(Polygon(index[label], np.rint(points).astype(np.int32)))
-    return tuple(polygons)
+    metadata = data.get("metadata")
+    return tuple(polygons), metadata if isinstance(metadata, dict) else {}
 
 
 def find_meta_file(root: Path) -> Path | None:
@@ -96,11 +101,16 @@ class HandBoneDataset(SegmentationDataset):
             patient = rel.parts[0] if len(rel.parts) > 1 else image_path.stem
             label_path = None
             polygons: tuple[Polygon, ...] = ()
+            extra: dict = {}
             if label_dir is not None:
                 label_path = (label_dir / rel).with_suffix(".json")
                 if not label_path.is_file():
                     raise CompkitError(image_path, f"image has no label JSON (expected {label_path})")
-                polygons = read_annotations(label_path, classes)
+                polygons, metadata = _read_label(label_path, classes)
+                if metadata.get("source_patients"):  # `compkit augment` mosaics: several patients in one image
+                    extra = {"source_patients": list(metadata["source_patients"])}
+                else:
+                    extra = {}
             samples.append(
                 Sample(
                     image_id=image_id,
@@ -108,7 +118,7 @@ class HandBoneDataset(SegmentationDataset):
                     image_path=image_path,
                     label_path=label_path,
                     polygons=polygons,
-                    meta=dict(meta.get(patient_key(patient), {})),
+                    meta={**meta.get(patient_key(patient), {}), **extra},
                 )
             )
         samples.sort(key=lambda s: s.image_id)

@@ -1,0 +1,170 @@
+"""``compkit augment``: offline augmentation -> a new dataset with the originals plus transformed samples.
+
+RICAP-style mosaics (four images' patches around a random split point) and rotations (and mirrors), with labels
+transformed exactly as the pixels (masks warped, polygons traced back from them). Every new sample records its
+source patients; ``compkit split`` keeps all of a mosaic's patients in one fold, so folds never leak.
+Hand-bone datasets are written as polygon JSONs, other formats as mask folders (the ``masks`` layout).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from compkit.data import Sample, SegmentationDataset, open_dataset
+from compkit.data.handbone import find_meta_file
+from compkit.errors import CompkitError
+from compkit.pseudo import trace_polygons
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+class DatasetWriter:
+    """Writes samples (image array + multi-hot mask) in the source dataset's layout family."""
+
+    def __init__(self, out: Path, dataset: SegmentationDataset):
+        self.out, self.dataset = out, dataset
+        self.handbone = dataset.format_name == "handbone"
+
+    def original(self, sample: Sample) -> None:
+        if self.handbone:
+            _link_or_copy(sample.image_path, self.out / "train" / "DCM" / sample.image_id)
+            _link_or_copy(sample.label_path, self.out / "train" / "outputs_json" / Path(sample.image_id).with_suffix(".json"))
+        else:
+            self.new(sample.image_id, self.dataset.read_image(sample), self.dataset.read_mask(sample), [sample.patient], [sample.image_id])
+
+    def new(self, image_id: str, image: np.ndarray, mask: np.ndarray, patients: list[str], sources: list[str]) -> None:
+        if self.handbone:
+            path = self.out / "train" / "DCM" / image_id
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), image)
+            annotations = [
+                {"id": f"aug-{c}-{n}", "type": "poly_seg", "attributes": {}, "points": points, "label": name}
+                for c, name in enumerate(self.dataset.classes)
+                for n, points in enumerate(trace_polygons(mask[c]))
+            ]
+            label = self.out / "train" / "outputs_json" / Path(image_id).with_suffix(".json")
+            label.parent.mkdir(parents=True, exist_ok=True)
+            metadata = {"augmented": True, "sources": sources, "source_patients": patients}
+            label.write_text(json.dumps({"filename": Path(image_id).name, "metadata": metadata, "attributes": {}, "last_workers": {}, "annotations": annotations}))
+        else:
+            name = Path(image_id).with_suffix(".png").as_posix()
+            path = self.out / "train" / "Original_Images" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), image)
+            for c, cls in enumerate(self.dataset.classes):
+                target = self.out / "train" / f"{cls}_Masks" / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(target), mask[c].astype(np.uint8) * 255)
+            table = self.out / "augmented.csv"
+            with open(table, "a", encoding="utf-8") as f:
+                if f.tell() == 0:
+                    f.write("image,source_patients\n")
+                f.write(f"{name},{'|'.join(patients)}\n")
+
+
+def rotate(image: np.ndarray, mask: np.ndarray, degrees: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    mask = np.stack([cv2.warpAffine(m, matrix, (w, h), flags=cv2.INTER_NEAREST) for m in mask])
+    if flip:
+        image, mask = image[:, ::-1].copy(), mask[:, :, ::-1].copy()
+    return image, mask
+
+
+def mosaic(parts: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """RICAP: the output split at a random point into four rectangles, each cropped from one image at random."""
+    h, w = parts[0][0].shape[:2]
+    cy, cx = int(rng.uniform(0.3, 0.7) * h), int(rng.uniform(0.3, 0.7) * w)
+    image = np.zeros_like(parts[0][0])
+    mask = np.zeros_like(parts[0][1])
+    boxes = [(0, cy, 0, cx), (0, cy, cx, w), (cy, h, 0, cx), (cy, h, cx, w)]
+    for (y0, y1, x0, x1), (img, msk) in zip(boxes, parts, strict=True):
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            msk = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in msk])
+        ph, pw = y1 - y0, x1 - x0
+        sy, sx = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        image[y0:y1, x0:x1] = img[sy : sy + ph, sx : sx + pw]
+        mask[:, y0:y1, x0:x1] = msk[:, sy : sy + ph, sx : sx + pw]
+    return image, mask
+
+
+def augment(
+    data: str | Path,
+    out: str | Path,
+    mosaics: int = 0,
+    rotations: list[float] | tuple[float, ...] = (),
+    flip: bool = False,
+    seed: int = 0,
+    force: bool = False,
+    console: Console | None = None,
+) -> Path:
+    console = console or Console()
+    dataset = open_dataset(data, "train")
+    out = Path(out).absolute()
+    if out.exists() and any(out.iterdir()) and not force:
+        raise CompkitError(out, "already exists and is not empty (use --force to replace it)")
+    if not mosaics and not rotations and not flip:
+        raise CompkitError(None, "nothing to do: ask for --mosaic N, --rotate DEG or --flip")
+    rng = np.random.default_rng(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    writer = DatasetWriter(staging, dataset)
+    angles = list(rotations) or ([0.0] if flip else [])
+    made = 0
+    try:
+        total = len(dataset) * (1 + len(angles)) + mosaics
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("augmenting", total=total)
+            for sample in dataset.samples:
+                writer.original(sample)
+                progress.advance(task)
+                if angles:
+                    image, mask = dataset.read_image(sample), dataset.read_mask(sample)
+                    for degrees in angles:
+                        suffix = f"rot{int(round(degrees))}" + ("f" if flip else "")
+                        rotated = rotate(image, mask, degrees, flip)
+                        stem = Path(sample.image_id)
+                        new_id = stem.with_name(f"{stem.stem}_{suffix}{stem.suffix}").as_posix()
+                        writer.new(new_id, *rotated, [sample.patient], [sample.image_id])
+                        made += 1
+                        progress.advance(task)
+            for n in range(mosaics):
+                picks = [dataset.samples[i] for i in rng.choice(len(dataset), size=4, replace=len(dataset) < 4)]
+                parts = [(dataset.read_image(s), dataset.read_mask(s)) for s in picks]
+                image, mask = mosaic(parts, rng)
+                patients = sorted({s.patient for s in picks})
+                new_id = f"{picks[0].patient}/mosaic{n:05d}.png"
+                writer.new(new_id, image, mask, patients, [s.image_id for s in picks])
+                made += 1
+                progress.advance(task)
+        meta = find_meta_file(Path(data))
+        if meta is not None:
+            shutil.copyfile(meta, staging / meta.name)
+        test_dir = Path(data) / "test"
+        if test_dir.is_dir():  # the test set travels along (linked), so the new dataset predicts and submits as before
+            for path in test_dir.rglob("*"):
+                if path.is_file():
+                    _link_or_copy(path, staging / "test" / path.relative_to(test_dir))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    console.print(f"[green]wrote[/green] {out}: {len(dataset)} originals + {made} augmented samples")
+    return out
