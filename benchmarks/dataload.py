@@ -36,7 +36,7 @@ def main() -> None:
 
         start = time.perf_counter()
         for sample in dataset.samples:
-            image, mask = load_sample(dataset, sample, args.train_size)
+            image, mask, _ = load_sample(dataset, sample, args.train_size)
         baseline = n / (time.perf_counter() - start)
 
         start = time.perf_counter()
@@ -48,7 +48,7 @@ def main() -> None:
                 image, mask = cache.image(i), cache.mask(i)
         cached = args.epochs * n / (time.perf_counter() - start)
         for i, sample in enumerate(dataset.samples[:4]):
-            fresh_image, fresh_mask = load_sample(dataset, sample, args.train_size)
+            fresh_image, fresh_mask, _ = load_sample(dataset, sample, args.train_size)
             assert np.array_equal(cache.image(i), fresh_image) and np.array_equal(cache.mask(i), fresh_mask)
 
     table = Table(title=f"{n} samples of {args.size} px -> {args.train_size} px, 29 classes")

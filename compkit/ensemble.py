@@ -123,12 +123,19 @@ def _quantise(p: np.ndarray) -> np.ndarray:
 
 
 def _tune(
-    oof_ids: list[str], read_oof, dataset: SegmentationDataset, resolution: tuple[int, int], method: str, fixed: np.ndarray | None, console: Console
+    oof_ids: list[str],
+    read_oof,
+    dataset: SegmentationDataset,
+    resolution: tuple[int, int],
+    method: str,
+    fixed: np.ndarray | None,
+    console: Console,
+    cropped: bool = False,
 ) -> tuple[Table, dict[str, float], dict[str, dict]]:
     classes = list(dataset.classes)
     if resolution[0] != resolution[1]:
         raise CompkitError(None, f"OOF tuning needs square stores, got {resolution}")
-    cache = build_cache(dataset, resolution[0], console=console)
+    cache = build_cache(dataset, resolution[0], console=console, crop=cropped)  # truth framed as the stores are
     tuner = OofTuner(len(classes))
     areas: list[list[float]] = [[] for _ in classes]
     with Progress(console=console, transient=True) as progress:
@@ -263,7 +270,7 @@ def ensemble(
         with StoreWriter(staging / "test", classes, resolution, dtype) as store, Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"{method} ensemble of {len(members)} members", total=len(members[0].image_ids))
             for image_id in members[0].image_ids:
-                store.write(image_id, combine([m.test_probs(image_id) for m in members]), members[0].original_size(image_id))
+                store.write(image_id, combine([m.test_probs(image_id) for m in members]), members[0].original_size(image_id), members[0].box(image_id))
                 progress.advance(task)
 
         oof_indexes = [m.oof_index() for m in members]
@@ -277,8 +284,9 @@ def ensemble(
 
             with StoreWriter(staging / "oof", classes, resolution, dtype) as store:
                 for image_id in oof_ids:
-                    store.write(image_id, read_oof(image_id), oof_indexes[0][image_id].original_size(image_id))
-            table, tuned, rules = _tune(oof_ids, read_oof, train, resolution, method, fixed, console)
+                    store.write(image_id, read_oof(image_id), oof_indexes[0][image_id].original_size(image_id), oof_indexes[0][image_id].box(image_id))
+            cropped = any(oof_indexes[0][i].box(i) is not None for i in oof_ids)
+            table, tuned, rules = _tune(oof_ids, read_oof, train, resolution, method, fixed, console, cropped)
             console.print(table)
             write_json(staging / THRESHOLDS_FILE, tuned)
             write_json(staging / POSTPROCESS_FILE, rules)

@@ -48,6 +48,9 @@ class Member:
     def original_size(self, image_id: str) -> tuple[int, int]:
         return self.test_stores[0].original_size(image_id)
 
+    def box(self, image_id: str) -> tuple[int, int, int, int] | None:
+        return self.test_stores[0].box(image_id)
+
     def test_probs(self, image_id: str) -> np.ndarray:
         """Mean probability over the member's test stores (C, h, w) float32."""
         if len(self.test_stores) == 1:

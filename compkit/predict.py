@@ -27,6 +27,13 @@ from compkit.yolo import is_ultralytics_arch, load_yolo_fold, write_yolo_store
 SPLIT_STORES = {"test": "test", "val": "oof"}
 
 
+def cache_for(dataset: SegmentationDataset, recipe: Recipe, console: Console | None = None) -> SampleCache:
+    """The preprocessing cache of ``dataset`` under the recipe's data settings (size, CLAHE, border crop)."""
+    data = recipe.data
+    clahe = data.clahe.model_dump() if data.clahe else None
+    return build_cache(dataset, data.image_size, clahe, data.cache_dir, console, crop=data.crop_border)
+
+
 def normalise(images: np.ndarray, recipe: Recipe) -> torch.Tensor:
     """(B, H, W, 3) uint8 RGB -> normalised (B, 3, H, W) float tensor, as in training."""
     mean = np.array(recipe.data.mean, np.float32) * 255.0
@@ -81,7 +88,7 @@ def write_store(
         task = progress.add_task(f"predicting {folder.parent.name}/{folder.name} (tta {tta})", total=len(positions))
         for i, probs in predict_cache(model, cache, positions, recipe, device, tta, window, overlap, batch_size):
             sample = dataset.samples[i]
-            store.write(sample.image_id, probs, dataset.image_shape(sample))
+            store.write(sample.image_id, probs, dataset.image_shape(sample), cache.box(i))
             progress.advance(task)
     return folder
 
@@ -135,7 +142,6 @@ def predict(
         for folder in fold_dirs(run):
             recipe = load_recipe(folder / "recipe.yaml")
             root = data or recipe.data.root
-            clahe = recipe.data.clahe.model_dump() if recipe.data.clahe else None
             if split == "test":
                 dataset = open_dataset(root, "test", recipe.data.format, classes=recipe.data.classes)
                 positions = list(range(len(dataset)))
@@ -144,7 +150,7 @@ def predict(
                 k = int(folder.name.removeprefix("fold"))
                 ids = set(load_splits(root)["folds"][k]["val"])
                 positions = [i for i, s in enumerate(dataset.samples) if s.image_id in ids]
-            cache = build_cache(dataset, recipe.data.image_size, clahe, recipe.data.cache_dir, console)
+            cache = cache_for(dataset, recipe, console)
             target = folder / SPLIT_STORES[split]
             if is_ultralytics_arch(recipe.model.arch):
                 yolo = load_yolo_fold(folder, recipe, dataset.classes)

@@ -37,6 +37,7 @@ class DataConfig(Section):
     image_size: int = Field(1024, ge=32)
     classes: list[str] | None = None  # default: the dataset format's class list
     clahe: Clahe | None = None  # contrast-limited histogram equalisation before resizing
+    crop_border: bool = False  # crop the black border (a fundus photograph's eye disk) before resizing
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     cache_dir: str | None = None  # default: <root>/.compkit-cache

@@ -6,7 +6,8 @@ Layout of a store folder (``runs/<name>/fold<k>/oof/``, ``.../test/``, ``ensembl
                     "images": [{"id": "ID001/image1.png", "file": "ID001__image1.png.npy", "size": [H, W]}, ...]}
     <file>.npy     (C, h, w) probabilities at the store resolution; uint8 = round(p * 255), or float16
 
-``size`` is the image's original size (submissions upsample to it). A store is written into a hidden staging
+``size`` is the image's original size (submissions upsample to it); an optional ``box`` [y0, y1, x0, x1] says
+which part of the original image the probabilities cover (``data.crop_border``), the rest being background. A store is written into a hidden staging
 folder and renamed into place when complete, so a store with an ``index.json`` is always whole.
 """
 from __future__ import annotations
@@ -53,14 +54,18 @@ class StoreWriter:
         except OSError as e:
             raise CompkitError(self.folder, f"cannot write: {e.strerror or e}") from None
 
-    def write(self, image_id: str, probs: np.ndarray, original_size: tuple[int, int]) -> None:
+    def write(self, image_id: str, probs: np.ndarray, original_size: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> None:
+        """``box`` (y0, y1, x0, x1): the part of the original image the probabilities cover (default: all of it)."""
         if probs.shape != (len(self.classes), *self.resolution):
             raise ValueError(f"{image_id}: probabilities of shape {probs.shape}, store wants {(len(self.classes), *self.resolution)}")
         if not np.isfinite(probs).all():
             raise CompkitError(image_id, "probabilities contain NaN or infinity")
         name = file_name(image_id)
         np.save(self.staging / name, quantise(probs, self.dtype))
-        self.images.append({"id": image_id, "file": name, "size": [int(original_size[0]), int(original_size[1])]})
+        entry = {"id": image_id, "file": name, "size": [int(original_size[0]), int(original_size[1])]}
+        if box is not None:
+            entry["box"] = [int(v) for v in box]
+        self.images.append(entry)
 
     def close(self) -> Path:
         index = {
@@ -109,6 +114,10 @@ class Store:
     def original_size(self, image_id: str) -> tuple[int, int]:
         h, w = self.entries[image_id]["size"]
         return int(h), int(w)
+
+    def box(self, image_id: str) -> tuple[int, int, int, int] | None:
+        box = self.entries[image_id].get("box")
+        return tuple(box) if box else None
 
     def read_raw(self, image_id: str) -> np.ndarray:
         path = self.folder / self.entries[image_id]["file"]

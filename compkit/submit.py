@@ -107,8 +107,15 @@ def submit(
             q = member.test_uint8(sample.image_id)
             size = dataset.image_shape(sample)
             mask = np.empty((len(dataset.classes), *size), np.bool_)
+            box = member.box(sample.image_id)
+            if box is not None:  # the probabilities cover a crop of the image: outside it is background
+                mask[:] = False
+                y0, y1, x0, x1 = box
             for c, name in enumerate(dataset.classes):
-                upsample_mask(q[c], size, thresholds[c], out=mask[c])
+                if box is None:
+                    upsample_mask(q[c], size, thresholds[c], out=mask[c])
+                else:
+                    mask[c, y0:y1, x0:x1] = upsample_mask(q[c], (y1 - y0, x1 - x0), thresholds[c])
                 if name in rules:
                     mask[c] = apply_rule(mask[c], rules[name])
             return mask

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from compkit.augment import create_augmentation
 from compkit.data import SegmentationDataset, open_dataset
-from compkit.data.cache import SampleCache, build_cache
+from compkit.data.cache import SampleCache
 from compkit.distributed import DistInfo, any_rank, barrier, broadcast_flag, cleanup, init_distributed, launched_by_torchrun
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write
@@ -36,7 +36,7 @@ from compkit.recipe import Recipe, load_recipe
 from compkit.split import load_splits
 from compkit.yolo import is_ultralytics_arch, train_yolo_fold
 from compkit.inference import segmentation_logits
-from compkit.predict import normalise, predict_cache, write_store
+from compkit.predict import cache_for, normalise, predict_cache, write_store
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
@@ -484,22 +484,21 @@ def train(
             with torch.device("meta"):  # an incompatible arch/encoder pair fails now, before any real work
                 create_model(cfg.model, len(dataset.classes))
         create_augmentation(cfg.aug)  # so does an unknown transform
-        clahe = cfg.data.clahe.model_dump() if cfg.data.clahe else None
         if dist.is_main:
-            cache = build_cache(dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
+            cache = cache_for(dataset, cfg, out)
         barrier(dist)
         if not dist.is_main:
-            cache = build_cache(dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
+            cache = cache_for(dataset, cfg, out)
         pseudo = None
         if cfg.data.pseudo:
             pseudo_set = open_dataset(cfg.data.pseudo, "train", classes=dataset.classes)
-            pseudo = build_cache(pseudo_set, cfg.data.image_size, clahe, cfg.data.cache_dir, out)
+            pseudo = cache_for(pseudo_set, cfg, out)
             if dist.is_main:
                 out.print(f"adding {len(pseudo_set)} pseudo-labelled images from {cfg.data.pseudo} to every fold's training side")
         test_data = None
         if dist.is_main and dataset.has_split("test"):
             test_dataset = open_dataset(cfg.data.root, "test", cfg.data.format, classes=cfg.data.classes)
-            test_data = (test_dataset, build_cache(test_dataset, cfg.data.image_size, clahe, cfg.data.cache_dir, out))
+            test_data = (test_dataset, cache_for(test_dataset, cfg, out))
         results = []
         for k in fold_ids:
             try:

@@ -159,7 +159,7 @@ def write_yolo_store(yolo, dataset, cache, positions, recipe, device: str, folde
         task = p.add_task(f"predicting {folder.parent.name}/{folder.name} (yolo, tta {tta})", total=len(positions))
         for i, probs in predict_yolo_cache(yolo, cache, positions, recipe, device, tta):
             sample = dataset.samples[i]
-            store.write(sample.image_id, probs, dataset.image_shape(sample))
+            store.write(sample.image_id, probs, dataset.image_shape(sample), cache.box(i))
             p.advance(task)
     return folder
 

@@ -35,8 +35,21 @@ def apply_clahe(image: np.ndarray, clip_limit: float, tile_grid: int) -> np.ndar
     return cv2.merge([clahe.apply(np.ascontiguousarray(image[..., c])) for c in range(image.shape[2])])
 
 
-def prepare_image(image: np.ndarray, size: int, clahe: dict[str, Any] | None = None) -> np.ndarray:
-    """Original BGR image -> (size, size, 3) uint8 RGB, CLAHE (at full resolution) then area resizing."""
+def foreground_box(image: np.ndarray, level: int = 10) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the pixels brighter than ``level``: the eye disk of a fundus photograph without its
+    black border. The whole image when nothing is that bright."""
+    grey = image if image.ndim == 2 else image.max(axis=2)
+    rows = np.flatnonzero((grey > level).any(axis=1))
+    cols = np.flatnonzero((grey > level).any(axis=0))
+    if not len(rows) or not len(cols):
+        return 0, image.shape[0], 0, image.shape[1]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def prepare_image(image: np.ndarray, size: int, clahe: dict[str, Any] | None = None, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Original BGR image -> (size, size, 3) uint8 RGB: crop to ``box``, CLAHE, then area resizing."""
+    if box is not None:
+        image = image[box[0] : box[1], box[2] : box[3]]
     if clahe:
         image = apply_clahe(image, clahe["clip_limit"], clahe["tile_grid"])
     if image.shape[:2] != (size, size):
@@ -56,17 +69,21 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_sample(
-    dataset: SegmentationDataset, sample: Sample, size: int, clahe: dict[str, Any] | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The uncached path: decode, rasterise at the original size, resize. (image HWC, mask CHW or None)."""
+    dataset: SegmentationDataset, sample: Sample, size: int, clahe: dict[str, Any] | None = None, crop: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int] | None]:
+    """The uncached path: decode, rasterise at the original size, crop, resize. (image HWC, mask CHW or None, box)."""
     image = dataset.read_image(sample)
+    box = foreground_box(image) if crop else None
     mask = None
     if sample.label_path is not None:
-        mask = resize_mask(dataset.read_mask(sample, image.shape[:2]), size)
-    return prepare_image(image, size, clahe), mask
+        mask = dataset.read_mask(sample, image.shape[:2])
+        if box is not None:
+            mask = mask[:, box[0] : box[1], box[2] : box[3]]
+        mask = resize_mask(mask, size)
+    return prepare_image(image, size, clahe, box), mask, box
 
 
-def _fingerprint(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] | None) -> str:
+def _fingerprint(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] | None, crop: bool) -> str:
     files = []
     for s in dataset.samples:
         for path in (s.image_path, s.label_path):
@@ -74,7 +91,7 @@ def _fingerprint(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] 
                 stat = path.stat()
                 files.append((str(path), stat.st_size, stat.st_mtime_ns))
     key = json.dumps(
-        {"v": CACHE_VERSION, "format": dataset.format_name, "classes": dataset.classes, "size": size, "clahe": clahe, "files": files},
+        {"v": CACHE_VERSION, "format": dataset.format_name, "classes": dataset.classes, "size": size, "clahe": clahe, "crop": crop, "files": files},
         sort_keys=True,
     )
     return hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -90,12 +107,17 @@ class SampleCache:
         self.classes: list[str] = index["classes"]
         self.size: int = index["size"]
         self.has_masks: bool = index["has_masks"]
+        self.boxes: list[list[int] | None] = index.get("boxes") or [None] * len(self.image_ids)
         self.position = {image_id: i for i, image_id in enumerate(self.image_ids)}
         self.images = np.load(folder / "images.npy", mmap_mode="r")
         self.masks = np.load(folder / "masks.npy", mmap_mode="r") if self.has_masks else None
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def box(self, i: int) -> tuple[int, int, int, int] | None:
+        """The crop (y0, y1, x0, x1) of the original image that the cached image shows, or None for all of it."""
+        return tuple(self.boxes[i]) if self.boxes[i] is not None else None
 
     def image(self, i: int) -> np.ndarray:
         return np.asarray(self.images[i])
@@ -117,11 +139,12 @@ def build_cache(
     clahe: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     console: Console | None = None,
+    crop: bool = False,
 ) -> SampleCache:
     """Open the cache for these settings, building it first if needed (atomically: a temp folder renamed)."""
     console = console or Console()
     root = cache_root(dataset, cache_dir)
-    folder = root / f"{dataset.split}-{size}px-{_fingerprint(dataset, size, clahe)}"
+    folder = root / f"{dataset.split}-{size}px-{_fingerprint(dataset, size, clahe, crop)}"
     if (folder / "index.json").is_file():
         return SampleCache(folder)
     try:
@@ -139,8 +162,10 @@ def build_cache(
             masks = np.lib.format.open_memmap(staging / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, c, packed))
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"caching {dataset.split} at {size}px", total=n)
+            boxes = []
             for i, sample in enumerate(dataset.samples):
-                image, mask = load_sample(dataset, sample, size, clahe)
+                image, mask, box = load_sample(dataset, sample, size, clahe, crop)
+                boxes.append(list(box) if box is not None else None)
                 images[i] = image
                 if masks is not None:
                     masks[i] = np.packbits(mask.reshape(c, -1), axis=-1)
@@ -157,6 +182,7 @@ def build_cache(
             "size": size,
             "clahe": clahe,
             "has_masks": has_masks,
+            "boxes": boxes if crop else None,
         }
         (staging / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
         if folder.exists():

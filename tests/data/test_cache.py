@@ -12,7 +12,7 @@ def test_cached_sample_equals_freshly_decoded(data_copy):
     cache = build_cache(dataset, 48, console=quiet())
     assert len(cache) == len(dataset) and cache.size == 48
     for i, sample in enumerate(dataset.samples):
-        image, mask = load_sample(dataset, sample, 48)
+        image, mask, _ = load_sample(dataset, sample, 48)
         assert np.array_equal(cache.image(i), image)
         assert np.array_equal(cache.mask(i), mask)
         assert mask.shape == (29, 48, 48) and image.shape == (48, 48, 3)
