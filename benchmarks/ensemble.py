@@ -22,13 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def baseline_encode(mask: np.ndarray) -> str:
-    pixels = mask.flatten()
-    pixels = np.concatenate([[0], pixels, [0]])
-    runs = np.where(pixels[1:] != pixels[:-1])[0] + 1
-    runs[1::2] -= runs[::2]
-    return " ".join(str(x) for x in runs)
+from baselines import baseline_encode  # benchmarks/ is on sys.path when run as a script
 
 
 def build(root: Path, images: int, members: int, size: int, image_size: int) -> None:

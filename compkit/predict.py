@@ -22,7 +22,7 @@ from compkit.models import create_model
 from compkit.recipe import Recipe, load_recipe
 from compkit.split import load_splits
 from compkit.store import StoreWriter
-from compkit.yolo import is_ultralytics_arch, load_yolo_fold, write_yolo_store
+from compkit.yolo import is_ultralytics_arch, load_yolo_fold, ultralytics_device, write_yolo_store
 
 SPLIT_STORES = {"test": "test", "val": "oof"}
 
@@ -154,8 +154,7 @@ def predict(
             target = folder / SPLIT_STORES[split]
             if is_ultralytics_arch(recipe.model.arch):
                 yolo = load_yolo_fold(folder, recipe, dataset.classes)
-                device_arg = "cpu" if torch_device.type == "cpu" else str(torch_device.index or 0)
-                store = write_yolo_store(yolo, dataset, cache, positions, recipe, device_arg, target, tta, console)
+                store = write_yolo_store(yolo, dataset, cache, positions, recipe, ultralytics_device(torch_device), target, tta, console)
             else:
                 _, model = load_fold_model(folder, torch_device)
                 store = write_store(model, dataset, cache, positions, recipe, torch_device, target, tta, window, overlap, batch, console)

@@ -170,7 +170,7 @@ def load_yolo_fold(folder: Path, recipe: Recipe, classes) -> Any:
     return build_yolo(recipe, classes, load_checkpoint(folder / "best.pt")["model"])
 
 
-def _device_arg(device: torch.device) -> str:
+def ultralytics_device(device: torch.device) -> str:
     return "cpu" if device.type == "cpu" else str(device.index or 0)
 
 
@@ -208,7 +208,7 @@ def train_yolo_fold(
         epochs=cfg.epochs,
         imgsz=recipe.data.image_size,
         batch=cfg.batch_size,
-        device=_device_arg(device),
+        device=ultralytics_device(device),
         workers=cfg.workers,
         seed=cfg.seed,
         deterministic=True,
@@ -238,7 +238,7 @@ def train_yolo_fold(
     position = cache.position
     val_pos = [position[i] for i in folds[fold]["val"]]
     meter = DiceMeter(dataset.classes)
-    dev = _device_arg(device)
+    dev = ultralytics_device(device)
     for i, probs in predict_yolo_cache(yolo, cache, val_pos, recipe, dev, "none"):
         meter.update(probs > recipe.infer.threshold, cache.mask(i))
     dice = meter.per_class()
