@@ -170,12 +170,13 @@ def pseudo(
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
     min_confidence: Annotated[float, typer.Option(help="Keep images whose least confident class reaches this (0..1).")] = 0.8,
     max_images: Annotated[Optional[int], typer.Option(help="Keep at most this many (the most confident).")] = None,  # noqa: UP007
+    soft: Annotated[bool, typer.Option("--soft", help="Mark uncertain pixels (0.1 < p < 0.9) to be ignored by the loss.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Pseudo-labels from confident test predictions, written as a dataset in the same layout."""
     from compkit.pseudo import pseudo as run
 
-    run(source, out, data=data, min_confidence=min_confidence, max_images=max_images, force=force)
+    run(source, out, data=data, min_confidence=min_confidence, max_images=max_images, soft=soft, force=force)
 
 
 @app.command()
@@ -192,6 +193,32 @@ def augment(
     from compkit.augment_offline import augment as run
 
     run(data, out, mosaics=mosaic, rotations=rotate or [], flip=flip, seed=seed, force=force)
+
+
+@app.command()
+def eda(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Report folder: fingerprint.json and eda.html.")] = Path("reports/eda"),
+    gallery: Annotated[int, typer.Option(help="Images with their labels drawn in the gallery.")] = 8,
+) -> None:
+    """Dataset report: class areas, overlaps, intensities, meta data, outliers and plots (HTML)."""
+    from compkit.eda import eda as run
+
+    run(data, out, gallery=gallery)
+
+
+@app.command()
+def inspect(
+    source: Annotated[Path, typer.Argument(help="Run, fold or ensemble folder.")],
+    split: Annotated[str, typer.Option(help="val (out-of-fold predictions) or test (needs ground truth).")] = "val",
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
+    gt: Annotated[Optional[Path], typer.Option(help="Ground truth for --split test (default: DATA_gt).")] = None,  # noqa: UP007
+    out: Annotated[Path, typer.Option(help="Report folder: inspect.json and inspect.html.")] = Path("reports/inspect"),
+) -> None:
+    """Error analysis: dice per class, worst images with missed/extra pixels drawn, confused classes (HTML)."""
+    from compkit.inspect_errors import inspect as run
+
+    run(source, split=split, data=data, gt=gt, out=out)
 
 
 @app.command()

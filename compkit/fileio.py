@@ -29,6 +29,9 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Itera
     except OSError as e:
         raise CompkitError(path, f"cannot write: {e.strerror or e}") from None
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs should read like any other file
     try:
         # Opened by name so that ``handle.name`` is the temp path (callers may validate it before the rename).
         with open(tmp, mode, **open_kwargs) as handle:

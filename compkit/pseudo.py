@@ -19,6 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import Sample, SegmentationDataset, open_dataset
+from compkit.data.formats import IGNORE_DIR
 from compkit.data.handbone import find_meta_file
 from compkit.errors import CompkitError
 from compkit.members import open_member
@@ -76,10 +77,15 @@ def pseudo(
     min_confidence: float = 0.8,
     max_images: int | None = None,
     threshold: str = "auto",
+    soft: bool = False,
     force: bool = False,
     console: Console | None = None,
 ) -> Path:
-    """Write the confident test images of ``source`` (an ensemble or run) as a labelled dataset at ``out``."""
+    """Write the confident test images of ``source`` (an ensemble or run) as a labelled dataset at ``out``.
+
+    ``soft``: also write each image's uncertain pixels (probability between 0.1 and 0.9) as an ignore mask,
+    which training leaves out of the loss.
+    """
     console = console or Console()
     member = open_member(source)
     if member.kind != "stores":
@@ -108,7 +114,7 @@ def pseudo(
     writer = _write_handbone if test.format_name == "handbone" else _write_mask_folders
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    pixels = 0
+    pixels = ignored = 0
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("writing pseudo-labels", total=len(chosen))
@@ -118,6 +124,14 @@ def pseudo(
                 masks = np.stack([upsample_mask(q[c], size, thresholds[c]) for c in range(len(test.classes))])
                 pixels += int(masks.sum())
                 writer(staging, test, sample, masks)
+                if soft:
+                    uncertain = np.stack(
+                        [upsample_mask(q[c], size, UNCERTAIN[0]) & ~upsample_mask(q[c], size, UNCERTAIN[1]) for c in range(len(test.classes))]
+                    )
+                    ignored += int(uncertain.sum())
+                    target = staging / IGNORE_DIR / (sample.image_id.replace("/", "__") + ".npy")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(target, np.packbits(uncertain.reshape(len(test.classes), -1), axis=-1))
                 progress.advance(task)
         meta = find_meta_file(Path(root))
         if meta is not None:
@@ -131,8 +145,8 @@ def pseudo(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     table = Table(title=f"pseudo-labels -> {out}")
-    for column in ("kept images", "of test images", "labelled pixels", "lowest confidence kept"):
+    for column in ("kept images", "of test images", "labelled pixels", "ignored pixels", "lowest confidence kept"):
         table.add_column(column, justify="right")
-    table.add_row(str(len(chosen)), str(len(test.samples)), f"{pixels:,}", f"{chosen[-1][0]:.3f}")
+    table.add_row(str(len(chosen)), str(len(test.samples)), f"{pixels:,}", f"{ignored:,}" if soft else "-", f"{chosen[-1][0]:.3f}")
     console.print(table)
     return out

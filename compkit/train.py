@@ -78,18 +78,24 @@ class CachedSamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
         cache, i = self.items[k]
         image, mask = cache.image(i), cache.mask(i)
+        ignore = cache.ignore(i)
+        if ignore is None:
+            ignore = np.zeros_like(mask)
         if self.aug_items:
             if self.augmentation is None:  # built lazily: once per worker process
                 self.augmentation = create_augmentation(self.aug_items)
             self.augmentation.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + k) % 2**31)
-            out = self.augmentation(image=image, mask=np.ascontiguousarray(mask.transpose(1, 2, 0)))
-            image, mask = out["image"], out["mask"].transpose(2, 0, 1)
+            # Labels and ignored pixels move together: one stacked mask.
+            stacked = np.ascontiguousarray(np.concatenate([mask, ignore]).transpose(1, 2, 0))
+            out = self.augmentation(image=image, mask=stacked)
+            image, stacked = out["image"], out["mask"].transpose(2, 0, 1)
+            mask, ignore = stacked[: len(mask)], stacked[len(mask) :]
         x = torch.from_numpy(((image.astype(np.float32) - self.mean) / self.std).transpose(2, 0, 1).copy())
         y = torch.from_numpy(np.ascontiguousarray(mask))
-        return x, y, self.labels[k]
+        return x, y, self.labels[k], torch.from_numpy(np.ascontiguousarray(ignore))
 
 
 @dataclass
@@ -334,7 +340,7 @@ def train_fold(
             seen = 0
             optimizer.zero_grad(set_to_none=True)
             batches = len(loader)
-            for step, (x, y, label) in enumerate(loader, start=1):
+            for step, (x, y, label, ignore) in enumerate(loader, start=1):
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
                 if device.type == "cuda" and cfg.channels_last:
@@ -342,6 +348,10 @@ def train_fold(
                 with torch.autocast(device.type, enabled=use_amp):
                     output = train_model(x)
                 logits = segmentation_logits(output)
+                if ignore.any():  # soft pseudo-labels: uncertain pixels become confident background, without gradient
+                    ignored = ignore.to(device, non_blocking=True).bool()
+                    logits = torch.where(ignored, torch.full_like(logits, -30.0), logits)
+                    y = torch.where(ignored, torch.zeros_like(y), y)
                 loss = criterion(logits, y)
                 if recipe.model.aux is not None:
                     extra = aux_loss(recipe, output[1], y, label.to(device))

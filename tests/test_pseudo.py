@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from compkit.data import open_dataset
+from compkit.data.cache import build_cache
 from compkit.ensemble import ensemble
 from compkit.errors import CompkitError
 from compkit.pseudo import confidence, pseudo, trace_polygons
@@ -39,6 +40,17 @@ def test_round_trip(data_copy, tmp_path):
     assert all(s.meta for s in labelled.samples), "meta travels with the pseudo set"
     test_ids = {s.image_id for s in open_dataset(data_copy, "test").samples}
     assert {s.image_id for s in labelled.samples} <= test_ids
+
+    # --soft: uncertain pixels are written as ignore masks, cached, and left out of the loss.
+    soft = pseudo(ens, tmp_path / "soft", min_confidence=0.0, max_images=3, soft=True, console=quiet())
+    soft_set = open_dataset(soft)
+    sample = soft_set.samples[0]
+    ignore = soft_set.read_ignore(sample, soft_set.image_shape(sample))
+    assert ignore is not None and ignore.shape == (29, 96, 96) and ignore.any()
+    cache = build_cache(soft_set, 64, console=quiet())
+    assert cache.ignore(0) is not None and cache.ignore(0).shape == (29, 64, 64)
+    assert open_dataset(out).read_ignore(labelled.samples[0], (96, 96)) is None
+    train("tiny", data=data_copy, fold="1", overrides=[*FAST, "train.epochs=1", f"data.pseudo={soft}"], runs_dir=tmp_path / "soft-run", console=quiet())
 
     # Retraining with data.pseudo: 6 fold images + 3 pseudo = 9, batch 3 -> 3 steps instead of 2.
     train("tiny", data=data_copy, fold="0", overrides=[*FAST, "train.epochs=1", f"data.pseudo={out}"], runs_dir=tmp_path / "again", console=quiet())

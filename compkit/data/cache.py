@@ -83,6 +83,16 @@ def load_sample(
     return prepare_image(image, size, clahe, box), mask, box
 
 
+def load_ignore(dataset: SegmentationDataset, sample: Sample, size: int, box: tuple[int, int, int, int] | None) -> np.ndarray | None:
+    """The sample's ignore mask (soft pseudo-labels), framed and resized like its labels, or None."""
+    ignore = dataset.read_ignore(sample, dataset.image_shape(sample))
+    if ignore is None:
+        return None
+    if box is not None:
+        ignore = ignore[:, box[0] : box[1], box[2] : box[3]]
+    return resize_mask(ignore, size)
+
+
 def _fingerprint(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] | None, crop: bool) -> str:
     files = []
     for s in dataset.samples:
@@ -90,6 +100,9 @@ def _fingerprint(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] 
             if path is not None:
                 stat = path.stat()
                 files.append((str(path), stat.st_size, stat.st_mtime_ns))
+    ignore_dir = dataset.root / "ignore"
+    if ignore_dir.is_dir():
+        files.append((str(ignore_dir), 0, ignore_dir.stat().st_mtime_ns))
     key = json.dumps(
         {"v": CACHE_VERSION, "format": dataset.format_name, "classes": dataset.classes, "size": size, "clahe": clahe, "crop": crop, "files": files},
         sort_keys=True,
@@ -111,6 +124,7 @@ class SampleCache:
         self.position = {image_id: i for i, image_id in enumerate(self.image_ids)}
         self.images = np.load(folder / "images.npy", mmap_mode="r")
         self.masks = np.load(folder / "masks.npy", mmap_mode="r") if self.has_masks else None
+        self.ignores = np.load(folder / "ignore.npy", mmap_mode="r") if (folder / "ignore.npy").is_file() else None
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -121,6 +135,13 @@ class SampleCache:
 
     def image(self, i: int) -> np.ndarray:
         return np.asarray(self.images[i])
+
+    def ignore(self, i: int) -> np.ndarray | None:
+        """(C, S, S) uint8 pixels the loss ignores, or None when the dataset has no ignore masks."""
+        if self.ignores is None:
+            return None
+        bits = np.unpackbits(self.ignores[i], axis=-1, count=self.size * self.size)
+        return bits.reshape(len(self.classes), self.size, self.size)
 
     def mask(self, i: int) -> np.ndarray:
         if self.masks is None:
@@ -163,15 +184,25 @@ def build_cache(
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"caching {dataset.split} at {size}px", total=n)
             boxes = []
+            ignores = None
             for i, sample in enumerate(dataset.samples):
                 image, mask, box = load_sample(dataset, sample, size, clahe, crop)
                 boxes.append(list(box) if box is not None else None)
                 images[i] = image
+                ignore = load_ignore(dataset, sample, size, box) if has_masks else None
+                if ignore is not None:
+                    if ignores is None:
+                        shape = (n, c, (size * size + 7) // 8)
+                        ignores = np.lib.format.open_memmap(staging / "ignore.npy", mode="w+", dtype=np.uint8, shape=shape)
+                    ignores[i] = np.packbits(ignore.reshape(c, -1), axis=-1)
                 if masks is not None:
                     masks[i] = np.packbits(mask.reshape(c, -1), axis=-1)
                 progress.advance(task)
         images.flush()
         del images
+        if ignores is not None:
+            ignores.flush()
+            del ignores
         if masks is not None:
             masks.flush()
             del masks

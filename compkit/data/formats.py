@@ -18,6 +18,7 @@ from compkit.errors import CompkitError
 from compkit.fileio import image_size, read_image
 
 DATASET_FORMATS: dict[str, type[SegmentationDataset]] = {}
+IGNORE_DIR = "ignore"
 
 
 def register_format(cls: type[SegmentationDataset]) -> type[SegmentationDataset]:
@@ -77,6 +78,17 @@ class SegmentationDataset(ABC):
     @abstractmethod
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         """(C, H, W) uint8 multi-hot mask at the image's original size (or ``shape``)."""
+
+    def read_ignore(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
+        """(C, H, W) uint8 pixels the loss must ignore (soft pseudo-labels: uncertain pixels), or None.
+
+        Stored beside any layout as ``<root>/ignore/<image id with / as __>.npy``: ``np.packbits`` of the mask.
+        """
+        path = self.root / IGNORE_DIR / (sample.image_id.replace("/", "__") + ".npy")
+        if not path.is_file():
+            return None
+        packed = np.load(path, allow_pickle=False)
+        return np.unpackbits(packed, axis=-1, count=shape[0] * shape[1]).reshape(len(self.classes), *shape)
 
     def submission_name(self, sample: Sample) -> str:
         """How the submission CSV names this image."""
