@@ -19,7 +19,7 @@ from compkit.data.cache import build_cache
 from compkit.eda import _array_png
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write, write_json
-from compkit.members import open_member
+from compkit.members import dataset_root, open_stores_member
 from compkit.metrics import DiceMeter
 from compkit.score import dice_table, open_labelled
 
@@ -46,12 +46,8 @@ def inspect(
     console: Console | None = None,
 ) -> Path:
     console = console or Console()
-    member = open_member(source)
-    if member.kind != "stores":
-        raise CompkitError(source, "inspect needs probabilities: give a run, fold or ensemble folder")
-    root = data or member.data_root
-    if root is None:
-        raise CompkitError(source, "cannot tell which dataset it predicts: pass --data DATA")
+    member = open_stores_member(source, "inspect")
+    root = dataset_root(member, data)
     if split == "val":
         index = member.oof_index()
         if not index:

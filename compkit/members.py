@@ -131,3 +131,19 @@ def open_member(path: str | Path) -> Member:
     member.oof_stores = [Store(f / "oof") for f in folds if (f / "oof" / "index.json").is_file()]
     _check_consistent(path, member.test_stores)
     return member
+
+
+def open_stores_member(source: str | Path, purpose: str) -> Member:
+    """A member that has probabilities (not a CSV), for steps that need them."""
+    member = open_member(source)
+    if member.kind != "stores":
+        raise CompkitError(source, f"{purpose} needs probabilities: give a run, fold or ensemble folder, not a CSV")
+    return member
+
+
+def dataset_root(member: Member, data: str | Path | None) -> str | Path:
+    """The dataset a member predicts: ``--data`` if given, else the one its recipe or ensemble recorded."""
+    root = data or member.data_root
+    if root is None:
+        raise CompkitError(member.path, "cannot tell which dataset it predicts: pass --data DATA")
+    return root

@@ -22,7 +22,7 @@ from compkit.data import Sample, SegmentationDataset, open_dataset
 from compkit.data.formats import IGNORE_DIR
 from compkit.data.handbone import find_meta_file
 from compkit.errors import CompkitError
-from compkit.members import open_member
+from compkit.members import dataset_root, open_stores_member
 from compkit.submit import resolve_thresholds, upsample_mask
 
 UNCERTAIN = (0.1, 0.9)
@@ -87,12 +87,8 @@ def pseudo(
     which training leaves out of the loss.
     """
     console = console or Console()
-    member = open_member(source)
-    if member.kind != "stores":
-        raise CompkitError(source, "pseudo-labels need probabilities: give an ensemble or run folder, not a CSV")
-    root = data or member.data_root
-    if root is None:
-        raise CompkitError(source, "cannot tell which dataset it predicts: pass --data DATA")
+    member = open_stores_member(source, "pseudo-labelling")
+    root = dataset_root(member, data)
     if not 0 <= min_confidence <= 1:
         raise CompkitError("--min-confidence", f"must be between 0 and 1, got {min_confidence}")
     out = Path(out).absolute()

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from compkit.data import Sample, open_dataset
 from compkit.errors import CompkitError
-from compkit.members import MEMBERS_FILE, Member, open_member
+from compkit.members import MEMBERS_FILE, Member, dataset_root, open_member
 from compkit.postprocess import apply_rule
 from compkit.submission import expected_keys, read_rows, validate, write_submission
 
@@ -78,10 +78,7 @@ def submit(
     member = open_member(source)
     name = member.path.parent.name if member.kind == "csv" and member.path.name == "vote.csv" else member.name
     out = Path(out) if out else Path("submissions") / f"{name}.csv"
-    data_root = data or member.data_root
-    if data_root is None:
-        raise CompkitError(source, "cannot tell which dataset it predicts: pass --data DATA")
-    dataset = open_dataset(data_root, "test")
+    dataset = open_dataset(dataset_root(member, data), "test")
     if sample:
         check_sample(expected_keys(dataset), sample)
 
