@@ -10,7 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from baselines import baseline_encode, baseline_decode  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console

@@ -11,7 +11,6 @@ Output: ``test/`` (a probability store), ``oof/`` (when available), ``members.js
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import tempfile
 from pathlib import Path

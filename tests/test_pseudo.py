@@ -1,7 +1,6 @@
 """Pseudo-label round trip: train, ensemble, pseudo, retrain with data.pseudo."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
