@@ -7,8 +7,6 @@ Hand-bone datasets are written as polygon JSONs, other formats as mask folders (
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,62 +16,10 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from compkit.data import Sample, SegmentationDataset, open_dataset
+from compkit.data import open_dataset
 from compkit.data.handbone import find_meta_file
+from compkit.data.writer import DatasetWriter, link_or_copy
 from compkit.errors import CompkitError
-from compkit.pseudo import trace_polygons
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-class DatasetWriter:
-    """Writes samples (image array + multi-hot mask) in the source dataset's layout family."""
-
-    def __init__(self, out: Path, dataset: SegmentationDataset):
-        self.out, self.dataset = out, dataset
-        self.handbone = dataset.format_name == "handbone"
-
-    def original(self, sample: Sample) -> None:
-        if self.handbone:
-            _link_or_copy(sample.image_path, self.out / "train" / "DCM" / sample.image_id)
-            _link_or_copy(sample.label_path, self.out / "train" / "outputs_json" / Path(sample.image_id).with_suffix(".json"))
-        else:
-            self.new(sample.image_id, self.dataset.read_image(sample), self.dataset.read_mask(sample), [sample.patient], [sample.image_id])
-
-    def new(self, image_id: str, image: np.ndarray, mask: np.ndarray, patients: list[str], sources: list[str]) -> None:
-        if self.handbone:
-            path = self.out / "train" / "DCM" / image_id
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), image)
-            annotations = [
-                {"id": f"aug-{c}-{n}", "type": "poly_seg", "attributes": {}, "points": points, "label": name}
-                for c, name in enumerate(self.dataset.classes)
-                for n, points in enumerate(trace_polygons(mask[c]))
-            ]
-            label = self.out / "train" / "outputs_json" / Path(image_id).with_suffix(".json")
-            label.parent.mkdir(parents=True, exist_ok=True)
-            metadata = {"augmented": True, "sources": sources, "source_patients": patients}
-            label.write_text(json.dumps({"filename": Path(image_id).name, "metadata": metadata, "attributes": {}, "last_workers": {}, "annotations": annotations}))
-        else:
-            name = Path(image_id).with_suffix(".png").as_posix()
-            path = self.out / "train" / "Original_Images" / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), image)
-            for c, cls in enumerate(self.dataset.classes):
-                target = self.out / "train" / f"{cls}_Masks" / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(target), mask[c].astype(np.uint8) * 255)
-            table = self.out / "augmented.csv"
-            with open(table, "a", encoding="utf-8") as f:
-                if f.tell() == 0:
-                    f.write("image,source_patients\n")
-                f.write(f"{name},{'|'.join(patients)}\n")
 
 
 def rotate(image: np.ndarray, mask: np.ndarray, degrees: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +87,7 @@ def augment(
                         rotated = rotate(image, mask, degrees, flip)
                         stem = Path(sample.image_id)
                         new_id = stem.with_name(f"{stem.stem}_{suffix}{stem.suffix}").as_posix()
-                        writer.new(new_id, *rotated, [sample.patient], [sample.image_id])
+                        writer.new(new_id, *rotated, {"augmented": True, "sources": [sample.image_id], "source_patients": [sample.patient]})
                         made += 1
                         progress.advance(task)
             for n in range(mosaics):
@@ -150,7 +96,7 @@ def augment(
                 image, mask = mosaic(parts, rng)
                 patients = sorted({s.patient for s in picks})
                 new_id = f"{picks[0].patient}/mosaic{n:05d}.png"
-                writer.new(new_id, image, mask, patients, [s.image_id for s in picks])
+                writer.new(new_id, image, mask, {"augmented": True, "sources": [s.image_id for s in picks], "source_patients": patients})
                 made += 1
                 progress.advance(task)
         meta = find_meta_file(Path(data))
@@ -160,7 +106,7 @@ def augment(
         if test_dir.is_dir():  # the test set travels along (linked), so the new dataset predicts and submits as before
             for path in test_dir.rglob("*"):
                 if path.is_file():
-                    _link_or_copy(path, staging / "test" / path.relative_to(test_dir))
+                    link_or_copy(path, staging / "test" / path.relative_to(test_dir))
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

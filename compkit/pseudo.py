@@ -12,15 +12,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from compkit.data import Sample, SegmentationDataset, open_dataset
+from compkit.data import open_dataset
 from compkit.data.formats import IGNORE_DIR
 from compkit.data.handbone import find_meta_file
+from compkit.data.writer import DatasetWriter, trace_polygons  # noqa: F401  (trace_polygons: part of this module's surface)
 from compkit.errors import CompkitError
 from compkit.members import dataset_root, open_stores_member
 from compkit.submit import resolve_thresholds, upsample_mask
@@ -34,40 +34,6 @@ def confidence(probs: np.ndarray) -> np.ndarray:
     uncertain = np.count_nonzero((flat > UNCERTAIN[0]) & (flat < UNCERTAIN[1]), axis=1)
     predicted = np.count_nonzero(flat >= UNCERTAIN[1], axis=1)
     return 1.0 - uncertain / np.maximum(uncertain + predicted, 1)
-
-
-def trace_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[list[int]]]:
-    """Outer contours of a binary mask as [[x, y], ...] polygons."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [c[:, 0, :].tolist() for c in contours if len(c) >= min_points]
-
-
-def _write_handbone(out: Path, dataset: SegmentationDataset, sample: Sample, masks: np.ndarray) -> int:
-    rel = Path(sample.image_id)
-    target = out / "train" / "DCM" / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(sample.image_path, target)
-    annotations = []
-    for c, name in enumerate(dataset.classes):
-        for n, points in enumerate(trace_polygons(masks[c])):
-            annotations.append({"id": f"pseudo-{c}-{n}", "type": "poly_seg", "attributes": {}, "points": points, "label": name})
-    label = out / "train" / "outputs_json" / rel.with_suffix(".json")
-    label.parent.mkdir(parents=True, exist_ok=True)
-    data = {"filename": rel.name, "metadata": {"pseudo": True}, "attributes": {}, "last_workers": {}, "annotations": annotations}
-    label.write_text(json.dumps(data), encoding="utf-8")
-    return len(annotations)
-
-
-def _write_mask_folders(out: Path, dataset: SegmentationDataset, sample: Sample, masks: np.ndarray) -> int:
-    name = Path(sample.image_id).with_suffix(".png").as_posix()
-    image = out / "train" / "Original_Images" / name
-    image.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(image), dataset.read_image(sample))
-    for c, cls in enumerate(dataset.classes):
-        target = out / "train" / f"{cls}_Masks" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(target), masks[c].astype(np.uint8) * 255)
-    return int(masks.any(axis=(1, 2)).sum())
 
 
 def pseudo(
@@ -107,9 +73,9 @@ def pseudo(
     if not chosen:
         raise CompkitError(source, f"no test image reaches --min-confidence {min_confidence} (best: {max(s[0] for s in scored):.3f})")
 
-    writer = _write_handbone if test.format_name == "handbone" else _write_mask_folders
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    writer = DatasetWriter(staging, test)
     pixels = ignored = 0
     try:
         with Progress(console=console, transient=True) as progress:
@@ -119,7 +85,7 @@ def pseudo(
                 size = test.image_shape(sample)
                 masks = np.stack([upsample_mask(q[c], size, thresholds[c]) for c in range(len(test.classes))])
                 pixels += int(masks.sum())
-                writer(staging, test, sample, masks)
+                writer.labelled(sample, masks, {"pseudo": True})
                 if soft:
                     uncertain = np.stack(
                         [upsample_mask(q[c], size, UNCERTAIN[0]) & ~upsample_mask(q[c], size, UNCERTAIN[1]) for c in range(len(test.classes))]
