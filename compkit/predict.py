@@ -104,17 +104,14 @@ def fold_dirs(path: str | Path) -> list[Path]:
     return folds
 
 
-def load_fold_model(folder: Path, device: torch.device) -> tuple[Recipe, torch.nn.Module]:
+def load_fold_model(folder: Path, recipe: Recipe, classes, device: torch.device) -> torch.nn.Module:
+    """The fold's best (else last) checkpoint in its recipe's model, for the dataset's classes."""
     from compkit.train import load_checkpoint  # checkpoints are the training stage's artifact format
 
-    recipe = load_recipe(folder / "recipe.yaml")
     checkpoint = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
-    classes = recipe.data.classes
-    state = load_checkpoint(checkpoint)
-    num_classes = len(classes) if classes else state["model"][next(k for k in reversed(state["model"]) if k.endswith("weight"))].shape[0]
-    model = create_model(recipe.model, num_classes)
-    model.load_state_dict(state["model"])
-    return recipe, model.to(device).eval()
+    model = create_model(recipe.model, len(classes))
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    return model.to(device).eval()
 
 
 def predict(
@@ -156,7 +153,7 @@ def predict(
                 yolo = load_yolo_fold(folder, recipe, dataset.classes)
                 store = write_yolo_store(yolo, dataset, cache, positions, recipe, ultralytics_device(torch_device), target, tta, console)
             else:
-                _, model = load_fold_model(folder, torch_device)
+                model = load_fold_model(folder, recipe, dataset.classes, torch_device)
                 store = write_store(model, dataset, cache, positions, recipe, torch_device, target, tta, window, overlap, batch, console)
             console.print(f"[green]wrote[/green] {store} ({len(positions)} images)")
             written.append(store)

@@ -143,3 +143,19 @@ def split_data_cli(data_copy, tmp_path):
     split(data_copy, folds=2, seed=0, console=quiet())
     train("tiny", data=data_copy, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())
     return data_copy, tmp_path / "runs"
+
+
+def test_predict_a_run_with_an_aux_head(tmp_path):
+    """A classification head's weights come last in the state dict: the model is still rebuilt for the masks."""
+    from compkit.split import split
+    from compkit.synth import synth
+    from compkit.train import train
+    from tests.conftest import quiet
+    from tests.test_train import FAST
+
+    data = tmp_path / "fundus"
+    synth(data, patients=3, test_patients=1, size=96, kind="fundus", console=quiet())
+    split(data, folds=2, seed=0, console=quiet())
+    aux = "model.aux={classes: 5, target: 'csv:grade'}"
+    train("tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1", aux], runs_dir=tmp_path / "runs", console=quiet())
+    assert run("predict", tmp_path / "runs" / "tiny" / "fold0", "--tta", "none").exit_code == 0
