@@ -29,7 +29,7 @@ from compkit.fileio import atomic_write, write_json
 from compkit.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, open_member
 from compkit.metrics import dice_from_counts
 from compkit.postprocess import apply_rule, candidate_rules, median_component_area
-from compkit.store import StoreWriter
+from compkit.store import Store, StoreWriter
 from compkit.submission import HEADER, validate
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
@@ -285,7 +285,10 @@ def ensemble(
                 for image_id in oof_ids:
                     store.write(image_id, read_oof(image_id), oof_indexes[0][image_id].original_size(image_id), oof_indexes[0][image_id].box(image_id))
             cropped = any(oof_indexes[0][i].box(i) is not None for i in oof_ids)
-            table, tuned, rules = _tune(oof_ids, read_oof, train, resolution, method, fixed, console, cropped)
+            # Tune on the store just written: one read per image instead of combining every member again,
+            # and the same quantised values that `compkit submit` thresholds.
+            oof_store = Store(staging / "oof")
+            table, tuned, rules = _tune(oof_ids, oof_store.read, train, resolution, method, fixed, console, cropped)
             console.print(table)
             write_json(staging / THRESHOLDS_FILE, tuned)
             write_json(staging / POSTPROCESS_FILE, rules)
