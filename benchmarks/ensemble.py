@@ -30,7 +30,7 @@ def build(root: Path, images: int, members: int, size: int, image_size: int) -> 
     from rich.console import Console
 
     from compkit.data.cache import resize_mask
-    from compkit.score import open_labelled
+    from compkit.data.labelled import open_labelled
     from compkit.store import StoreWriter
     from compkit.synth import synth
 

@@ -7,8 +7,6 @@ Hand-bone datasets are written as polygon JSONs, other formats as mask folders (
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -17,9 +15,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from compkit.data import open_dataset
-from compkit.data.handbone import find_meta_file
-from compkit.data.writer import DatasetWriter, link_or_copy
+from compkit.data.writer import link_or_copy
 from compkit.errors import CompkitError
+from compkit.fileio import AtomicFolder
 
 
 def rotate(image: np.ndarray, mask: np.ndarray, degrees: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -68,12 +66,10 @@ def augment(
     if not mosaics and not rotations and not flip:
         raise CompkitError(None, "nothing to do: ask for --mosaic N, --rotate DEG or --flip")
     rng = np.random.default_rng(seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    writer = DatasetWriter(staging, dataset)
     angles = list(rotations) or ([0.0] if flip else [])
     made = 0
-    try:
+    with AtomicFolder(out) as staging:
+        writer = dataset.writer(staging)
         total = len(dataset) * (1 + len(angles)) + mosaics
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("augmenting", total=total)
@@ -99,18 +95,11 @@ def augment(
                 writer.new(new_id, image, mask, {"augmented": True, "sources": [s.image_id for s in picks], "source_patients": patients})
                 made += 1
                 progress.advance(task)
-        meta = find_meta_file(Path(data))
-        if meta is not None:
-            shutil.copyfile(meta, staging / meta.name)
+        writer.finish()
         test_dir = Path(data) / "test"
         if test_dir.is_dir():  # the test set travels along (linked), so the new dataset predicts and submits as before
             for path in test_dir.rglob("*"):
                 if path.is_file():
                     link_or_copy(path, staging / "test" / path.relative_to(test_dir))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     console.print(f"[green]wrote[/green] {out}: {len(dataset)} originals + {made} augmented samples")
     return out

@@ -135,6 +135,7 @@ def ensemble(
     name: Annotated[Optional[str], typer.Option(help="Ensemble name -> ensembles/NAME (default: the members' names).")] = None,  # noqa: UP007
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the members' recipe data.root).")] = None,  # noqa: UP007
     out_dir: Annotated[Path, typer.Option(help="Folder that holds the ensembles.")] = Path("ensembles"),
+    resolution: Annotated[Optional[int], typer.Option(help="Side in pixels where members meet (default: the largest member's store resolution).")] = None,  # noqa: UP007
 ) -> None:
     """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
     from compkit.ensemble import ensemble as run
@@ -145,7 +146,7 @@ def ensemble(
             parsed = [float(w) for w in weights.split(",")]
         except ValueError:
             raise typer.BadParameter(f"{weights!r} is not a comma-separated list of numbers", param_hint="--weights") from None
-    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir)
+    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir, resolution=resolution)
 
 
 @app.command()

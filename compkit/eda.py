@@ -8,15 +8,14 @@ the HTML; the terminal gets a rich summary.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import cv2
+import matplotlib
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.fileio import atomic_write, write_json
+from compkit.plots import array_png, figure_png, plt
 
 SMALL_AREA_PIXELS = 100  # a class smaller than this at the training size is hard to segment
 CANDIDATE_SIZES = (256, 384, 512, 768, 1024, 1536, 2048)
@@ -33,8 +33,6 @@ OUTLIER_Z = 2.5
 
 
 def class_colours(n: int) -> np.ndarray:
-    import matplotlib
-
     cmap = matplotlib.colormaps["tab20"]
     return (np.array([cmap(i % 20)[:3] for i in range(n)]) * 255).astype(np.uint8)
 
@@ -184,26 +182,7 @@ def summarise_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _array_png(rgb: np.ndarray) -> str:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return base64.b64encode(buf.tobytes()).decode()
-
-
 def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = {}
     names = fp["classes"]
     areas = [fp["per_class"][n]["area_mean"] for n in names]
@@ -213,7 +192,7 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
     ax.set_xticks(range(len(names)), names, rotation=70, fontsize=8)
     ax.set_ylabel("mean area (pixels)")
     ax.set_title("mean area per class (smallest in red)")
-    out["areas"] = _png(fig)
+    out["areas"] = figure_png(fig)
 
     matrix = np.array(fp["overlap_matrix"], np.float64)
     np.fill_diagonal(matrix, 0)
@@ -223,7 +202,7 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_title("class overlap (log10 pixels in both classes)")
     fig.colorbar(im, ax=ax, shrink=0.8)
-    out["overlap"] = _png(fig)
+    out["overlap"] = figure_png(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     hist = np.array(fp["intensity"]["histogram"], np.float64)
@@ -231,7 +210,7 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
     ax.set_yscale("log")
     ax.set_xlabel("intensity")
     ax.set_title("intensity histogram (all images)")
-    out["intensity"] = _png(fig)
+    out["intensity"] = figure_png(fig)
 
     numeric = [c for c, s in fp["meta"].items() if s["type"] == "numeric"]
     if numeric:
@@ -244,7 +223,7 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
             ax.set_title(col)
         axes[0][0].legend(fontsize=7)
         fig.suptitle("meta data by sex", y=1.04)
-        out["meta"] = _png(fig)
+        out["meta"] = figure_png(fig)
     return out
 
 
@@ -293,7 +272,7 @@ def eda(data: str | Path, out: str | Path = "reports/eda", gallery: int = GALLER
             mask = dataset.read_mask(sample, image.shape[:2])
             fp.add(sample.image_id, image, mask)
             if i in picks:
-                thumbs.append((sample.image_id, _array_png(overlay(image, mask, colours))))
+                thumbs.append((sample.image_id, array_png(overlay(image, mask, colours))))
             progress.advance(task)
     metas = [s.meta for s in dataset.samples]
     result = fp.result(dataset, metas)
@@ -302,7 +281,7 @@ def eda(data: str | Path, out: str | Path = "reports/eda", gallery: int = GALLER
     for o in result["outliers"][:6]:  # outliers read again: only a handful
         s = by_id[o["image"]]
         image = dataset.read_image(s)
-        odd.append((f"{o['image']} ({o['kind']} z={o['z']:+.1f})", _array_png(overlay(image, dataset.read_mask(s, image.shape[:2]), colours))))
+        odd.append((f"{o['image']} ({o['kind']} z={o['z']:+.1f})", array_png(overlay(image, dataset.read_mask(s, image.shape[:2]), colours))))
     write_json(out / "fingerprint.json", {k: v for k, v in result.items()})
     page = render_html(f"compkit eda: {Path(data).name}", result, plots(result, metas), thumbs, odd)
     with atomic_write(out / "eda.html", "w", encoding="utf-8") as f:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from compkit.score import open_labelled
+from compkit.data.labelled import open_labelled
 from compkit.submission import write_submission
 
 

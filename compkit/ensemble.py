@@ -11,8 +11,6 @@ Output: ``test/`` (a probability store), ``oof/`` (when available), ``members.js
 from __future__ import annotations
 
 import csv
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +23,14 @@ from compkit import rle as rle_codec
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.cache import build_cache
 from compkit.errors import CompkitError
-from compkit.fileio import atomic_write, write_json
+from compkit.fileio import AtomicFolder, atomic_write, write_json
 from compkit.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, open_member
 from compkit.metrics import dice_from_counts
 from compkit.postprocess import apply_rule, candidate_rules, median_component_area
-from compkit.store import Store, StoreWriter
+from compkit.store import Store, StoreWriter, quantise
+from compkit.thresholds import OofTuner
 from compkit.submission import HEADER, validate
 
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
 METHODS = ("soft", "hard")
 
 
@@ -43,10 +41,28 @@ def _check_members(members: list[Member]) -> None:
             raise CompkitError(m.path, f"member's classes differ from {first.path}'s")
         if sorted(m.image_ids) != sorted(first.image_ids):
             raise CompkitError(m.path, f"member's test images differ from {first.path}'s ({len(m.image_ids)} vs {len(first.image_ids)})")
-        if m.resolution != first.resolution:
-            raise CompkitError(
-                m.path, f"member's store resolution {m.resolution} differs from {first.path}'s {first.resolution} (predict them at one size)"
-            )
+        image_id = first.image_ids[0]
+        if m.box(image_id) != first.box(image_id):
+            raise CompkitError(m.path, f"member's stores cover another part of the images than {first.path}'s (data.crop_border differs)")
+
+
+def common_resolution(members: list[Member], resolution: int | None) -> tuple[int, int]:
+    """Where members meet: ``--resolution N`` (N x N), else the largest member's store resolution."""
+    if resolution is not None:
+        if resolution < 8:
+            raise CompkitError("--resolution", f"must be at least 8 pixels, got {resolution}")
+        return (resolution, resolution)
+    return max((m.resolution for m in members), key=lambda r: r[0] * r[1])
+
+
+def members_table(members: list[Member], weights: np.ndarray, resolution: tuple[int, int]) -> Table:
+    table = Table(title=f"members (combined at {resolution[0]}x{resolution[1]})")
+    for column in ("member", "family", "folds", "resolution", "weight"):
+        table.add_column(column, justify="right" if column in ("folds", "weight") else "left")
+    for m, w in zip(members, weights, strict=True):
+        r = m.resolution
+        table.add_row(m.name, m.description, str(len(m.test_stores)), f"{r[0]}x{r[1]}" + ("" if r == resolution else " (resampled)"), f"{w:g}")
+    return table
 
 
 def _weights(weights: list[float] | None, members: list[Any], method: str) -> np.ndarray:
@@ -84,43 +100,6 @@ class Combiner:
         return total
 
 
-class OofTuner:
-    """Per-image, per-class histograms of quantised OOF probabilities, inside and outside the truth: the dice of
-    any threshold then costs no pass over the pixels."""
-
-    def __init__(self, num_classes: int):
-        self.c = num_classes
-        self.all: list[np.ndarray] = []
-        self.pos: list[np.ndarray] = []
-
-    def add(self, q: np.ndarray, truth: np.ndarray) -> None:
-        offsets = (np.arange(self.c, dtype=np.int64) * 256)[:, None, None]
-        idx = (q.astype(np.int64) + offsets).ravel()
-        self.all.append(np.bincount(idx, minlength=256 * self.c).reshape(self.c, 256))
-        self.pos.append(np.bincount(idx, weights=truth.ravel().astype(np.float64), minlength=256 * self.c).reshape(self.c, 256))
-
-    def dice(self, thresholds: np.ndarray) -> np.ndarray:
-        """(images, classes) dice at one threshold per class (pixel kept where p > t)."""
-        allh, posh = np.stack(self.all), np.stack(self.pos)  # (N, C, 256)
-        above_all = np.cumsum(allh[..., ::-1], axis=-1)[..., ::-1]
-        above_pos = np.cumsum(posh[..., ::-1], axis=-1)[..., ::-1]
-        first = np.minimum(np.floor(thresholds * 255).astype(int) + 1, 255)  # q > 255 t  <=>  q >= floor(255 t) + 1
-        cls = np.arange(self.c)
-        pred = above_all[:, cls, first]
-        tp = above_pos[:, cls, first]
-        truth = posh.sum(axis=-1)
-        return dice_from_counts(tp, pred, truth)
-
-    def best_thresholds(self) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.stack([self.dice(np.full(self.c, t)).mean(axis=0) for t in THRESHOLD_GRID])  # (T, C)
-        best = scores.argmax(axis=0)
-        return THRESHOLD_GRID[best], scores[best, np.arange(self.c)]
-
-
-def _quantise(p: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(p, 0, 1) * 255).astype(np.uint8)
-
-
 def _tune(
     oof_ids: list[str],
     read_oof,
@@ -141,7 +120,7 @@ def _tune(
         task = progress.add_task("tuning thresholds on OOF", total=len(oof_ids))
         for image_id in oof_ids:
             truth = cache.mask(cache.position[image_id])
-            tuner.add(_quantise(read_oof(image_id)), truth)
+            tuner.add(quantise(read_oof(image_id), "uint8"), truth)
             for c in range(len(classes)):
                 areas[c].append(median_component_area(truth[c]))
             progress.advance(task)
@@ -219,9 +198,11 @@ def ensemble(
     name: str | None = None,
     data: str | Path | None = None,
     out_dir: str | Path = "ensembles",
+    resolution: int | None = None,
     console: Console | None = None,
 ) -> Path:
-    """Combine ``paths`` into ``out_dir/<name>/``; returns that folder."""
+    """Combine ``paths`` into ``out_dir/<name>/``; returns that folder. Members stored at different resolutions
+    are resampled image by image to ``resolution`` (default: the largest member's)."""
     console = console or Console()
     if method not in METHODS:
         raise CompkitError("--method", f"must be soft or hard, got {method!r}")
@@ -239,16 +220,17 @@ def ensemble(
     if data_root is None:
         raise CompkitError(None, "cannot tell which dataset the members predict: pass --data DATA")
 
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}.partial-"))
-    except OSError as e:
-        raise CompkitError(folder, f"cannot write: {e.strerror or e}") from None
+    atomic = AtomicFolder(folder)
+    staging = atomic.staging
     try:
         info: dict[str, Any] = {
             "method": "hard" if kinds == {"csv"} else method,
             "kind": "csv" if kinds == {"csv"} else "stores",
-            "members": [{"path": str(m.path), "weight": float(x), "folds": len(m.test_stores)} for m, x in zip(members, w, strict=True)],
+            "members": [
+                {"path": str(m.path), "weight": float(x), "folds": len(m.test_stores), "families": m.families}
+                for m, x in zip(members, w, strict=True)
+            ],
+            "families": sorted({f for m in members for f in m.families}),
             "votes": votes,
             "data_root": str(data_root),
         }
@@ -256,20 +238,23 @@ def ensemble(
             test = open_dataset(data_root, "test")
             _csv_vote(members, w, votes, test, staging, console)
             write_json(staging / MEMBERS_FILE, info)
-            _swap_in(staging, folder)
+            atomic.commit()
             console.print(f"[green]wrote[/green] {folder / VOTE_CSV} (hard vote of {len(members)} CSVs)")
             return folder
 
         _check_members(members)
-        classes, resolution = members[0].classes, members[0].resolution
+        classes = members[0].classes
+        target = common_resolution(members, resolution)
+        console.print(members_table(members, w, target))
         thresholds = [m.threshold_vector() for m in members]
         combine = Combiner(method, w, thresholds)
-        info.update(classes=classes, resolution=list(resolution))
+        info.update(classes=classes, resolution=list(target), member_resolutions=[list(m.resolution) for m in members])
         dtype = "float16" if method == "hard" else "uint8"
-        with StoreWriter(staging / "test", classes, resolution, dtype) as store, Progress(console=console, transient=True) as progress:
+        with StoreWriter(staging / "test", classes, target, dtype) as store, Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"{method} ensemble of {len(members)} members", total=len(members[0].image_ids))
             for image_id in members[0].image_ids:
-                store.write(image_id, combine([m.test_probs(image_id) for m in members]), members[0].original_size(image_id), members[0].box(image_id))
+                probs = combine([m.test_probs(image_id, target) for m in members])
+                store.write(image_id, probs, members[0].original_size(image_id), members[0].box(image_id))
                 progress.advance(task)
 
         oof_indexes = [m.oof_index() for m in members]
@@ -279,16 +264,16 @@ def ensemble(
         fixed = np.full(len(classes), _vote_threshold(w, votes), np.float32) if method == "hard" else None
         if complete:
             def read_oof(image_id: str) -> np.ndarray:
-                return combine([ix[image_id].read(image_id) for ix in oof_indexes])
+                return combine([ix[image_id].read(image_id, target) for ix in oof_indexes])
 
-            with StoreWriter(staging / "oof", classes, resolution, dtype) as store:
+            with StoreWriter(staging / "oof", classes, target, dtype) as store:
                 for image_id in oof_ids:
                     store.write(image_id, read_oof(image_id), oof_indexes[0][image_id].original_size(image_id), oof_indexes[0][image_id].box(image_id))
             cropped = any(oof_indexes[0][i].box(i) is not None for i in oof_ids)
             # Tune on the store just written: one read per image instead of combining every member again,
             # and the same quantised values that `compkit submit` thresholds.
             oof_store = Store(staging / "oof")
-            table, tuned, rules = _tune(oof_ids, oof_store.read, train, resolution, method, fixed, console, cropped)
+            table, tuned, rules = _tune(oof_ids, oof_store.read, train, target, method, fixed, console, cropped)
             console.print(table)
             write_json(staging / THRESHOLDS_FILE, tuned)
             write_json(staging / POSTPROCESS_FILE, rules)
@@ -298,14 +283,8 @@ def ensemble(
             if fixed is not None:
                 write_json(staging / THRESHOLDS_FILE, {c: float(t) for c, t in zip(classes, fixed, strict=True)})
         write_json(staging / MEMBERS_FILE, info)
-        _swap_in(staging, folder)
+        atomic.commit()
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        atomic.abort()
     console.print(f"[green]wrote[/green] {folder} ({method} vote of {len(members)} members: {', '.join(m.name for m in members)})")
     return folder
-
-
-def _swap_in(staging: Path, folder: Path) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -73,6 +76,16 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         f.write(buf.tobytes())
 
 
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """A PNG written fast (compression level 1), for files inside a folder that is itself written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise CompkitError(path, "could not encode image")
+    path.write_bytes(buf.tobytes())
+
+
 def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Read an image with OpenCV (as the competition does); BGR for colour. Bad files raise CompkitError."""
     path = Path(path)
@@ -98,3 +111,91 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return int(height), int(width)
     image = read_image(path, cv2.IMREAD_UNCHANGED)
     return int(image.shape[0]), int(image.shape[1])
+
+
+PARTIAL_MARK = ".partial-"
+_RENAME_EXCHANGE = 2  # renameat2 flag: swap two paths atomically (Linux)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), ctypes.c_uint(_RENAME_EXCHANGE))
+    return done == 0
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(target: Path) -> None:
+    """Delete ``.<name>.partial-<pid>-*`` folders that killed runs left beside ``target`` (live writers' are kept)."""
+    for leftover in target.parent.glob(f".{target.name}{PARTIAL_MARK}*"):
+        pid = leftover.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
+        if not (pid.isdigit() and _process_alive(int(pid)) and int(pid) != os.getpid()):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+class AtomicFolder:
+    """Build a folder in a hidden staging folder beside ``target`` and swap it in whole on success.
+
+    There is no moment where neither the old nor the new folder exists (Linux swaps the two with one
+    ``renameat2(RENAME_EXCHANGE)``; elsewhere the old one is renamed aside just before). On failure the staging
+    folder is removed and the old folder is untouched; leftovers of killed runs are removed by the next run::
+
+        with AtomicFolder(out) as staging:
+            write_everything_into(staging)
+    """
+
+    def __init__(self, target: str | Path):
+        self.target = Path(target)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(self.target)
+            self.staging = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}{PARTIAL_MARK}{os.getpid()}-"))
+        except OSError as e:
+            raise CompkitError(self.target, f"cannot write: {e.strerror or e}") from None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.staging, 0o777 & ~umask)  # mkdtemp makes 0700 folders; outputs should read like any other
+
+    def commit(self) -> Path:
+        try:
+            if self.target.exists() or self.target.is_symlink():
+                if not _exchange(self.staging, self.target):
+                    aside = self.staging.with_name(self.staging.name + "-old")
+                    os.rename(self.target, aside)
+                    os.rename(self.staging, self.target)
+                    self.staging = aside
+                shutil.rmtree(self.staging, ignore_errors=True)  # now the old folder
+            else:
+                os.rename(self.staging, self.target)
+        except OSError as e:
+            self.abort()
+            raise CompkitError(self.target, f"cannot write: {e.strerror or e}") from None
+        return self.target
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.staging
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise CompkitError(self.target, f"cannot write: {exc.strerror or exc}") from None

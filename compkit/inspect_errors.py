@@ -16,12 +16,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data.cache import build_cache
-from compkit.eda import _array_png
+from compkit.data.labelled import open_labelled
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write, write_json
 from compkit.members import dataset_root, open_stores_member
-from compkit.metrics import DiceMeter
-from compkit.score import dice_table, open_labelled
+from compkit.metrics import DiceMeter, dice_table
+from compkit.plots import array_png
 
 MISSED = np.array([255, 220, 0], np.float32)  # yellow
 EXTRA = np.array([0, 200, 70], np.float32)  # green
@@ -89,7 +89,7 @@ def inspect(
     for dice, image_id in worst:
         i = cache.position[image_id]
         pred = read[image_id]() > thresholds
-        gallery.append((f"{image_id}: dice {dice:.3f}", _array_png(error_overlay(cache.image(i), pred, cache.mask(i).astype(bool)))))
+        gallery.append((f"{image_id}: dice {dice:.3f}", array_png(error_overlay(cache.image(i), pred, cache.mask(i).astype(bool)))))
 
     per_class = meter.per_class()
     report = {

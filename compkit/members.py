@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from rich.console import Console
 
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
+from compkit.runs import RECIPE_FILE, fold_dirs
 from compkit.store import Store, quantise
 
 MEMBERS_FILE = "members.json"
@@ -28,6 +30,7 @@ class Member:
     thresholds: dict[str, float] | None = None
     postprocess: dict[str, dict] | None = None
     data_root: str | None = None
+    families: list[str] = field(default_factory=list)  # the model families behind it (from recipes or members.json)
 
     @property
     def name(self) -> str:
@@ -39,7 +42,12 @@ class Member:
 
     @property
     def resolution(self) -> tuple[int, int]:
-        return self.test_stores[0].resolution
+        """The store resolution (the largest, where its folds were predicted at different sizes)."""
+        return max((s.resolution for s in self.test_stores), key=lambda r: r[0] * r[1])
+
+    @property
+    def description(self) -> str:
+        return "/".join(self.families) if self.families else "stores"
 
     @property
     def image_ids(self) -> list[str]:
@@ -51,14 +59,14 @@ class Member:
     def box(self, image_id: str) -> tuple[int, int, int, int] | None:
         return self.test_stores[0].box(image_id)
 
-    def test_probs(self, image_id: str) -> np.ndarray:
-        """Mean probability over the member's test stores (C, h, w) float32."""
-        if len(self.test_stores) == 1:
-            return self.test_stores[0].read(image_id)
-        total = self.test_stores[0].read(image_id)
+    def test_probs(self, image_id: str, resolution: tuple[int, int] | None = None) -> np.ndarray:
+        """Mean probability over the member's test stores (C, h, w) float32, at ``resolution`` (default: the
+        member's), each store resampled image by image where its resolution differs."""
+        resolution = resolution or self.resolution
+        total = self.test_stores[0].read(image_id, resolution)
         for store in self.test_stores[1:]:
-            total += store.read(image_id)
-        return total / len(self.test_stores)
+            total += store.read(image_id, resolution)
+        return total / len(self.test_stores) if len(self.test_stores) > 1 else total
 
     def test_uint8(self, image_id: str) -> np.ndarray:
         """The test probabilities quantised to uint8 (C, h, w); a single uint8 store is read as it is."""
@@ -84,19 +92,21 @@ def _check_consistent(path: Path, stores: list[Store]) -> None:
     for store in stores[1:]:
         for what, a, b in (
             ("classes", first.classes, store.classes),
-            ("resolution", first.resolution, store.resolution),
             ("images", sorted(first.image_ids), sorted(store.image_ids)),
         ):
             if a != b:
                 raise CompkitError(store.folder, f"{what} differ from {first.folder} within member {path}")
 
 
-def _data_root_of_fold(fold: Path) -> str | None:
+def _fold_facts(fold: Path) -> tuple[str | None, str | None]:
+    """(data root, model family) a fold's recipe recorded; read leniently (a store may outlive its recipe's schema)."""
     try:
-        recipe = yaml.safe_load((fold / "recipe.yaml").read_text(encoding="utf-8")) or {}
+        recipe = yaml.safe_load((fold / RECIPE_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
-        return None
-    return (recipe.get("data") or {}).get("root")
+        return None, None
+    if not isinstance(recipe, dict):
+        return None, None
+    return (recipe.get("data") or {}).get("root"), (recipe.get("model") or {}).get("family")
 
 
 def open_member(path: str | Path) -> Member:
@@ -111,7 +121,7 @@ def open_member(path: str | Path) -> Member:
         info = read_json(path / MEMBERS_FILE)
         if info.get("kind") == "csv":
             return Member(path / VOTE_CSV, "csv", data_root=info.get("data_root"))
-        member = Member(path, "stores", [Store(path / "test")], data_root=info.get("data_root"))
+        member = Member(path, "stores", [Store(path / "test")], data_root=info.get("data_root"), families=list(info.get("families") or []))
         if (path / "oof" / "index.json").is_file():
             member.oof_stores = [Store(path / "oof")]
         if (path / THRESHOLDS_FILE).is_file():
@@ -121,13 +131,12 @@ def open_member(path: str | Path) -> Member:
         return member
     if (path / "index.json").is_file():
         return Member(path, "stores", [Store(path)])
-    from compkit.predict import fold_dirs
-
     folds = fold_dirs(path)
     missing = [f for f in folds if not (f / "test" / "index.json").is_file()]
     if missing:
         raise CompkitError(missing[0], "no test store: run `compkit predict` on it first")
-    member = Member(path, "stores", [Store(f / "test") for f in folds], data_root=_data_root_of_fold(folds[0]))
+    root, family = _fold_facts(folds[0])
+    member = Member(path, "stores", [Store(f / "test") for f in folds], data_root=root, families=[family] if family else [])
     member.oof_stores = [Store(f / "oof") for f in folds if (f / "oof" / "index.json").is_file()]
     _check_consistent(path, member.test_stores)
     return member
@@ -147,3 +156,20 @@ def dataset_root(member: Member, data: str | Path | None) -> str | Path:
     if root is None:
         raise CompkitError(member.path, "cannot tell which dataset it predicts: pass --data DATA")
     return root
+
+
+def resolve_thresholds(member: Member, threshold: str, console: Console) -> np.ndarray:
+    """'auto': tuned where the ensemble has them, else 0.5; 'tuned': the same, warning when there are none; or a number."""
+    if threshold in ("auto", "tuned"):
+        if member.thresholds:
+            return member.threshold_vector()
+        if threshold == "tuned":
+            console.print(f"[yellow]warning:[/yellow] {member.path} has no tuned thresholds (no out-of-fold stores); using 0.5")
+        return np.full(len(member.classes), 0.5, np.float32)
+    try:
+        value = float(threshold)
+    except ValueError:
+        raise CompkitError("--threshold", f"must be a number, 'tuned' or 'auto', got {threshold!r}") from None
+    if not 0 < value < 1:
+        raise CompkitError("--threshold", f"must be between 0 and 1, got {value}")
+    return np.full(len(member.classes), value, np.float32)

@@ -3,6 +3,7 @@ then mean over classes. One implementation for scoring, validation and threshold
 from __future__ import annotations
 
 import numpy as np
+from rich.table import Table
 
 DICE_SMOOTH = 1e-4
 
@@ -49,3 +50,14 @@ class DiceMeter:
 
     def mean(self) -> float:
         return float(self.per_class().mean())
+
+
+def dice_table(classes: tuple[str, ...], dice: np.ndarray, title: str = "Dice per class") -> Table:
+    """A rich table of per-class dice, the weakest classes marked."""
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("dice", justify="right")
+    weakest = set(np.argsort(dice)[:3].tolist())
+    for i, (name, value) in enumerate(zip(classes, dice, strict=True)):
+        table.add_row(name, f"[red]{value:.4f}[/red]" if i in weakest else f"{value:.4f}")
+    return table

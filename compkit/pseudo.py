@@ -8,8 +8,6 @@ did), so the result opens like the original labels; mask-based formats get one m
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +16,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import open_dataset
-from compkit.data.formats import IGNORE_DIR
-from compkit.data.handbone import find_meta_file
-from compkit.data.writer import DatasetWriter, trace_polygons  # noqa: F401  (trace_polygons: part of this module's surface)
 from compkit.errors import CompkitError
-from compkit.members import dataset_root, open_stores_member
-from compkit.submit import resolve_thresholds, upsample_mask
+from compkit.fileio import AtomicFolder
+from compkit.members import dataset_root, open_stores_member, resolve_thresholds
+from compkit.postprocess import upsample_mask
 
 UNCERTAIN = (0.1, 0.9)
 
@@ -73,11 +69,9 @@ def pseudo(
     if not chosen:
         raise CompkitError(source, f"no test image reaches --min-confidence {min_confidence} (best: {max(s[0] for s in scored):.3f})")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    writer = DatasetWriter(staging, test)
     pixels = ignored = 0
-    try:
+    with AtomicFolder(out) as staging:
+        writer = test.writer(staging)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("writing pseudo-labels", total=len(chosen))
             for _, sample in chosen:
@@ -91,21 +85,12 @@ def pseudo(
                         [upsample_mask(q[c], size, UNCERTAIN[0]) & ~upsample_mask(q[c], size, UNCERTAIN[1]) for c in range(len(test.classes))]
                     )
                     ignored += int(uncertain.sum())
-                    target = staging / IGNORE_DIR / (sample.image_id.replace("/", "__") + ".npy")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    np.save(target, np.packbits(uncertain.reshape(len(test.classes), -1), axis=-1))
+                    writer.ignore(sample.image_id, uncertain)
                 progress.advance(task)
-        meta = find_meta_file(Path(root))
-        if meta is not None:
-            shutil.copyfile(meta, staging / meta.name)
+        writer.finish()
         (staging / "pseudo.json").write_text(
             json.dumps({"source": str(source), "min_confidence": min_confidence, "images": [s.image_id for _, s in chosen]}, indent=1)
         )
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     table = Table(title=f"pseudo-labels -> {out}")
     for column in ("kept images", "of test images", "labelled pixels", "ignored pixels", "lowest confidence kept"):
         table.add_column(column, justify="right")

@@ -61,6 +61,7 @@ class AuxConfig(Section):
 
 
 class ModelConfig(Section):
+    family: str | None = None  # smp or ultralytics (compkit.families); null: inferred from arch for older recipes
     arch: str = "UnetPlusPlus"
     encoder: str = "resnet34"
     encoder_weights: str | None = None  # null, or a local weights file: compkit never downloads
@@ -157,6 +158,13 @@ def _choice(what: str, value: str, known: tuple[str, ...]) -> str:
     if value not in known:
         raise ValueError(f"unknown {what} {value!r}{did_you_mean(value, known)} (known: {', '.join(known)})")
     return value
+
+
+def defaults(section: str) -> Any:
+    """The schema's default value of a recipe section (``loss``, ``sched``, ...), to tell what a recipe changed."""
+    field = Recipe.model_fields[section]
+    value = field.default_factory() if field.default_factory is not None else field.default
+    return value.model_dump() if isinstance(value, BaseModel) else value
 
 
 def did_you_mean(value: str, known) -> str:

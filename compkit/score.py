@@ -6,38 +6,12 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from compkit import rle as rle_codec
-from compkit.data import SegmentationDataset, open_dataset
+from compkit.data.labelled import open_labelled
 from compkit.errors import CompkitError
-from compkit.metrics import DiceMeter
+from compkit.metrics import DiceMeter, dice_table
 from compkit.submission import validate
-from compkit.synth import ground_truth_dir
-
-
-def open_labelled(data: str | Path, split: str = "test", gt: str | Path | None = None) -> SegmentationDataset:
-    """A split with labels: train labels live in the dataset, test labels in ``--gt`` (default ``DATA_gt``)."""
-    if split == "test" and gt is None:
-        default = ground_truth_dir(data)
-        if not default.is_dir():
-            raise CompkitError(data, f"no ground truth for the test images: pass --gt (looked for {default})")
-        gt = default
-    dataset = open_dataset(data, split, labels=gt)
-    if not dataset.has_labels:
-        raise CompkitError(data, f"the {split} split has no labels to score against")
-    return dataset
-
-
-def dice_table(classes: tuple[str, ...], dice: np.ndarray, title: str = "Dice per class") -> Table:
-    """A rich table of per-class dice, the weakest classes marked."""
-    table = Table(title=title)
-    table.add_column("class")
-    table.add_column("dice", justify="right")
-    weakest = set(np.argsort(dice)[:3].tolist())
-    for i, (name, value) in enumerate(zip(classes, dice, strict=True)):
-        table.add_row(name, f"[red]{value:.4f}[/red]" if i in weakest else f"{value:.4f}")
-    return table
 
 
 def score(

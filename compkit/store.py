@@ -13,15 +13,14 @@ folder and renamed into place when complete, so a store with an ``index.json`` i
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from compkit.errors import CompkitError
-from compkit.fileio import read_json
+from compkit.fileio import AtomicFolder, read_json
 
 STORE_VERSION = 1
 DTYPES = ("uint8", "float16")
@@ -48,11 +47,8 @@ class StoreWriter:
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.dtype = dtype
         self.images: list[dict[str, Any]] = []
-        try:
-            self.folder.parent.mkdir(parents=True, exist_ok=True)
-            self.staging = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.folder.name}.partial-"))
-        except OSError as e:
-            raise CompkitError(self.folder, f"cannot write: {e.strerror or e}") from None
+        self.atomic = AtomicFolder(self.folder)
+        self.staging = self.atomic.staging
 
     def write(self, image_id: str, probs: np.ndarray, original_size: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> None:
         """``box`` (y0, y1, x0, x1): the part of the original image the probabilities cover (default: all of it)."""
@@ -61,7 +57,11 @@ class StoreWriter:
         if not np.isfinite(probs).all():
             raise CompkitError(image_id, "probabilities contain NaN or infinity")
         name = file_name(image_id)
-        np.save(self.staging / name, quantise(probs, self.dtype))
+        try:
+            np.save(self.staging / name, quantise(probs, self.dtype))
+        except OSError as e:
+            self.abort()
+            raise CompkitError(self.folder / name, f"cannot write: {e.strerror or e}") from None
         entry = {"id": image_id, "file": name, "size": [int(original_size[0]), int(original_size[1])]}
         if box is not None:
             entry["box"] = [int(v) for v in box]
@@ -75,14 +75,15 @@ class StoreWriter:
             "dtype": self.dtype,
             "images": self.images,
         }
-        (self.staging / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False), encoding="utf-8")
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
-        self.staging.rename(self.folder)
-        return self.folder
+        try:
+            (self.staging / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False), encoding="utf-8")
+        except OSError as e:
+            self.abort()
+            raise CompkitError(self.folder / "index.json", f"cannot write: {e.strerror or e}") from None
+        return self.atomic.commit()
 
     def abort(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.atomic.abort()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -129,9 +130,24 @@ class Store:
             raise CompkitError(path, f"store file has shape {data.shape}, index says {(len(self.classes), *self.resolution)}")
         return data
 
-    def read(self, image_id: str) -> np.ndarray:
+    def read(self, image_id: str, resolution: tuple[int, int] | None = None) -> np.ndarray:
+        """Probabilities at the store's resolution, or resampled (bilinear) to ``resolution``."""
         data = self.read_raw(image_id)
         probs = data.astype(np.float32) / 255.0 if data.dtype == np.uint8 else data.astype(np.float32)
         if not np.isfinite(probs).all():
             raise CompkitError(self.folder / self.entries[image_id]["file"], "probabilities contain NaN or infinity")
+        return resample(probs, resolution) if resolution is not None else probs
+
+
+def resample(probs: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) float32 -> (C, *resolution), bilinear, one image at a time (members of an ensemble predicted at
+    different sizes meet at one resolution)."""
+    height, width = int(resolution[0]), int(resolution[1])
+    if probs.shape[1:] == (height, width):
         return probs
+    out = np.empty((probs.shape[0], height, width), np.float32)
+    for start in range(0, probs.shape[0], 512):  # OpenCV resizes at most 512 channels at once
+        chunk = np.ascontiguousarray(probs[start : start + 512].transpose(1, 2, 0))
+        resized = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_LINEAR)
+        out[start : start + 512] = resized.reshape(height, width, -1).transpose(2, 0, 1)
+    return out

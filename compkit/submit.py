@@ -9,14 +9,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rich.console import Console
 
 from compkit.data import Sample, open_dataset
 from compkit.errors import CompkitError
-from compkit.members import MEMBERS_FILE, Member, dataset_root, open_member
-from compkit.postprocess import apply_rule
+from compkit.members import MEMBERS_FILE, dataset_root, open_member, resolve_thresholds
+from compkit.postprocess import apply_rule, upsample_mask
 from compkit.submission import expected_keys, read_rows, validate, write_submission
 
 
@@ -25,33 +24,6 @@ def newest_ensemble(ensembles_dir: str | Path) -> Path:
     if not candidates:
         raise CompkitError(ensembles_dir, "no ensemble found: run `compkit ensemble runs/*` first, or name a run folder")
     return candidates[-1].parent
-
-
-def resolve_thresholds(member: Member, threshold: str, console: Console) -> np.ndarray:
-    """'auto': tuned where the ensemble has them, else 0.5; 'tuned': the same, warning when there are none; or a number."""
-    if threshold in ("auto", "tuned"):
-        if member.thresholds:
-            return member.threshold_vector()
-        if threshold == "tuned":
-            console.print(f"[yellow]warning:[/yellow] {member.path} has no tuned thresholds (no out-of-fold stores); using 0.5")
-        return np.full(len(member.classes), 0.5, np.float32)
-    try:
-        value = float(threshold)
-    except ValueError:
-        raise CompkitError("--threshold", f"must be a number, 'tuned' or 'auto', got {threshold!r}") from None
-    if not 0 < value < 1:
-        raise CompkitError("--threshold", f"must be between 0 and 1, got {value}")
-    return np.full(len(member.classes), value, np.float32)
-
-
-def upsample_mask(q: np.ndarray, size: tuple[int, int], threshold: float, out: np.ndarray | None = None) -> np.ndarray:
-    """One class's (h, w) uint8 probabilities -> (H, W) boolean mask: bilinear upsampling on uint8 (4x less
-    memory traffic than float32), then ``p > threshold``."""
-    if q.shape != size:
-        q = cv2.resize(q, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    out = np.empty(size, np.bool_) if out is None else out
-    np.greater(q, threshold * 255, out=out)
-    return out
 
 
 def check_sample(mine: list[tuple[str, str]], sample_csv: str | Path) -> None:

@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import csv
 
+import cv2
 import numpy as np
 import pytest
 
 from compkit.data import open_dataset
 from compkit.encode_labels import encode_labels
-from compkit.ensemble import OofTuner, ensemble
+from compkit.ensemble import ensemble
+from compkit.thresholds import OofTuner
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
-from compkit.score import open_labelled, score
+from compkit.data.labelled import open_labelled
+from compkit.score import score
 from compkit.store import Store, StoreWriter
 from compkit.submit import submit
 from tests.conftest import quiet
@@ -68,12 +71,29 @@ def test_tuner_finds_a_planted_threshold():
     assert tuner.dice(np.array([0.5, 0.5]))[:, 1].max() < 0.01  # at 0.5, class 1 predicts nothing
 
 
+def test_members_at_different_resolutions_meet_at_the_largest(tmp_path, synth_data, test_set):
+    """A 96 px member and a 48 px member (a left-right ramp): the 48 px one is resampled image by image."""
+    ramp = np.tile(np.linspace(0.0, 1.0, 48, dtype=np.float32), (29, 48, 1))
+    a = make_store(tmp_path / "a", test_set, constant(0.2))
+    b = make_store(tmp_path / "b", test_set, lambda s: ramp, resolution=(48, 48))
+    out = ensemble([a, b], name="mixed", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    store = Store(out / "test")
+    assert store.resolution == (96, 96)
+    value = store.read(test_set.samples[0].image_id)
+    expected = 0.5 * 0.2 + 0.5 * cv2.resize(ramp[0], (96, 96), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(value[3] - expected).max() <= 1 / 255 + 1e-6
+    assert value[3, :, 0].mean() < 0.12 and value[3, :, -1].mean() > 0.58  # the ramp survived, left to right
+    info = read_json(out / "members.json")
+    assert info["resolution"] == [96, 96] and info["member_resolutions"] == [[96, 96], [48, 48]]
+    small = ensemble([a, b], name="small", data=synth_data, out_dir=tmp_path / "ens", resolution=48, console=quiet())
+    assert Store(small / "test").resolution == (48, 48)
+    hard = ensemble([a, b], method="hard", name="hard", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    votes = Store(hard / "test").read(test_set.samples[0].image_id)
+    assert votes.shape == (29, 96, 96) and set(np.unique(np.round(votes * 2))) <= {0.0, 1.0}
+
+
 def test_mismatched_members_are_named(tmp_path, synth_data, test_set):
     a = make_store(tmp_path / "a", test_set, constant(0.5))
-    b = make_store(tmp_path / "b", test_set, constant(0.5, res=(48, 48)), resolution=(48, 48))
-    with pytest.raises(CompkitError, match="resolution") as info:
-        ensemble([a, b], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
-    assert info.value.path == str(b)
     c = make_store(tmp_path / "c", test_set, constant(0.5, c=2), classes=["x", "y"])
     with pytest.raises(CompkitError, match="classes"):
         ensemble([a, c], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
@@ -92,9 +112,9 @@ def test_streams_one_image_at_a_time(tmp_path, synth_data, test_set, monkeypatch
     reads = []
     original = Store.read
 
-    def spy(self, image_id):
+    def spy(self, image_id, resolution=None):
         reads.append(image_id)
-        return original(self, image_id)
+        return original(self, image_id, resolution)
 
     monkeypatch.setattr(Store, "read", spy)
     ensemble(stores, data=synth_data, out_dir=tmp_path / "ens", console=quiet())

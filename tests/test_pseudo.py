@@ -9,9 +9,11 @@ from compkit.data import open_dataset
 from compkit.data.cache import build_cache
 from compkit.ensemble import ensemble
 from compkit.errors import CompkitError
-from compkit.pseudo import confidence, pseudo, trace_polygons
+from compkit.data.writer import trace_polygons
+from compkit.pseudo import confidence, pseudo
 from compkit.split import split
-from compkit.train import load_checkpoint, train
+from compkit.checkpoint import load_checkpoint
+from compkit.train import train
 from tests.conftest import quiet
 from tests.test_train import FAST
 

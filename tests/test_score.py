@@ -11,7 +11,8 @@ from compkit.data import HANDBONE_CLASSES
 from compkit.encode_labels import encode_labels
 from compkit.errors import CompkitError
 from compkit.metrics import DICE_SMOOTH, DiceMeter, dice_per_class
-from compkit.score import open_labelled, score
+from compkit.data.labelled import open_labelled
+from compkit.score import score
 from tests.conftest import quiet
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compkit.errors import CompkitError
-from compkit.score import open_labelled
+from compkit.data.labelled import open_labelled
 from compkit.submission import HEADER, expected_keys, validate, write_submission
 from tests.conftest import quiet
 

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-import compkit.train as train_module
+import compkit.families.smp as smp_module
 from compkit.errors import CompkitError
 from compkit.recipe import load_recipe
 from compkit.split import split
 from compkit.store import Store
-from compkit.train import CachedSamples, load_checkpoint, train
+from compkit.checkpoint import load_checkpoint
+from compkit.families.smp import CachedSamples
+from compkit.prediction import ValidationDice
+from compkit.train import train
 from tests.conftest import quiet
 
 FAST = [
@@ -105,7 +108,7 @@ def test_same_seed_same_curve(split_data, tmp_path):
 
 
 def test_nan_loss_stops_naming_epoch_and_step(split_data, tmp_path, monkeypatch):
-    real = train_module.create_loss
+    real = smp_module.create_loss
     steps = {"n": 0}
 
     def poisoned(weights):
@@ -120,7 +123,7 @@ def test_nan_loss_stops_naming_epoch_and_step(split_data, tmp_path, monkeypatch)
         loss.forward = nan_after_two_steps
         return loss
 
-    monkeypatch.setattr(train_module, "create_loss", poisoned)
+    monkeypatch.setattr(smp_module, "create_loss", poisoned)
     with pytest.raises(CompkitError, match=r"NaN/inf at epoch 2, step 1; stopped, last.pt holds epoch 1"):
         train("tiny", data=split_data, fold="0", overrides=FAST, runs_dir=tmp_path / "runs", console=quiet())
     assert load_checkpoint(tmp_path / "runs" / "tiny" / "fold0" / "last.pt")["epoch"] == 1
@@ -128,7 +131,7 @@ def test_nan_loss_stops_naming_epoch_and_step(split_data, tmp_path, monkeypatch)
 
 def test_early_stop(split_data, tmp_path, monkeypatch):
     """Validation dice that never improves after epoch 1 stops training after `early_stop` more epochs."""
-    monkeypatch.setattr(train_module, "validate", lambda model, cache, positions, recipe, device: np.full(29, 0.5))
+    monkeypatch.setattr(smp_module, "validation_dice", lambda *args, **kwargs: ValidationDice(np.full(29, 0.5)))
     [result] = train("tiny", data=split_data, fold="0", overrides=[*FAST, "train.epochs=6", "train.early_stop=2"], runs_dir=tmp_path, console=quiet())
     assert result["epochs"] == 3 and result["best_epoch"] == 1
 

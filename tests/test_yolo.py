@@ -11,7 +11,8 @@ from compkit.fileio import read_json
 from compkit.split import split
 from compkit.store import Store
 from compkit.submit import submit
-from compkit.train import load_checkpoint, train
+from compkit.checkpoint import load_checkpoint
+from compkit.train import train
 from tests.conftest import quiet
 from tests.test_train import FAST
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from rich.progress import Progress
 from compkit.data.formats import SegmentationDataset
 from compkit.data.sample import Sample
 from compkit.errors import CompkitError
-from compkit.fileio import read_json
+from compkit.fileio import AtomicFolder, read_json
 
 CACHE_VERSION = 1
 
@@ -169,11 +167,10 @@ def build_cache(
     if (folder / "index.json").is_file():
         return SampleCache(folder)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder.name}."))
-    except OSError as e:
-        raise CompkitError(root, f"cannot write the preprocessing cache: {e.strerror or e} (set data.cache_dir)") from None
-    try:
+        atomic = AtomicFolder(folder)
+    except CompkitError as e:
+        raise CompkitError(root, f"cannot write the preprocessing cache: {e.problem.removeprefix('cannot write: ')} (set data.cache_dir)") from None
+    with atomic as staging:
         n, c = len(dataset.samples), len(dataset.classes)
         has_masks = all(s.label_path is not None for s in dataset.samples)
         images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
@@ -216,9 +213,4 @@ def build_cache(
             "boxes": boxes if crop else None,
         }
         (staging / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return SampleCache(folder)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -17,8 +17,15 @@ from compkit.data.sample import Sample
 from compkit.errors import CompkitError
 from compkit.fileio import image_size, read_image
 
+if TYPE_CHECKING:  # the writers import this module
+    from compkit.data.writer import DatasetWriter
+
 DATASET_FORMATS: dict[str, type[SegmentationDataset]] = {}
 IGNORE_DIR = "ignore"
+
+
+def ignore_file_name(image_id: str) -> str:
+    return image_id.replace("/", "__") + ".npy"
 
 
 def register_format(cls: type[SegmentationDataset]) -> type[SegmentationDataset]:
@@ -32,6 +39,9 @@ class SegmentationDataset(ABC):
     format_name: ClassVar[str]
     #: Flattening order of the submission's run-length encoding ("C": row-major, "F": column-major).
     rle_order: ClassVar[str] = "C"
+    #: The writer of this format's own layout; formats without one are written in ``written_as``'s layout.
+    writer_class: ClassVar[type[DatasetWriter] | None] = None
+    written_as: ClassVar[str] = "masks"
 
     def __init__(self, root: Path, split: str, classes: Sequence[str], samples: Sequence[Sample]):
         self.root = root
@@ -84,11 +94,20 @@ class SegmentationDataset(ABC):
 
         Stored beside any layout as ``<root>/ignore/<image id with / as __>.npy``: ``np.packbits`` of the mask.
         """
-        path = self.root / IGNORE_DIR / (sample.image_id.replace("/", "__") + ".npy")
+        path = self.root / IGNORE_DIR / ignore_file_name(sample.image_id)
         if not path.is_file():
             return None
         packed = np.load(path, allow_pickle=False)
         return np.unpackbits(packed, axis=-1, count=shape[0] * shape[1]).reshape(len(self.classes), *shape)
+
+    def writer(self, out: Path) -> DatasetWriter:
+        """A writer of new samples like these (``compkit augment``, ``compkit pseudo``) into ``out``."""
+        cls = type(self).writer_class or DATASET_FORMATS[self.written_as].writer_class
+        return cls(out, self)
+
+    def meta_files(self) -> list[Path]:
+        """Files of image-level values that a written copy of these samples should carry (e.g. a meta table)."""
+        return []
 
     def submission_name(self, sample: Sample) -> str:
         """How the submission CSV names this image."""

@@ -9,9 +9,11 @@
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from compkit.data.classes import HANDBONE_CLASSES
@@ -19,6 +21,7 @@ from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.meta import patient_key, read_meta
 from compkit.data.raster import rasterize
 from compkit.data.sample import Polygon, Sample
+from compkit.data.writer import DatasetWriter, link_or_copy, trace_polygons
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
 
@@ -61,9 +64,40 @@ def find_meta_file(root: Path) -> Path | None:
     return None
 
 
+class HandBoneWriter(DatasetWriter):
+    """The hand-bone layout: images under ``train/DCM``, polygons traced from the masks into ``train/outputs_json``;
+    originals are linked, not rewritten."""
+
+    def original(self, sample: Sample) -> None:
+        link_or_copy(sample.image_path, self.out / "train" / "DCM" / sample.image_id)
+        link_or_copy(sample.label_path, self.out / "train" / "outputs_json" / Path(sample.image_id).with_suffix(".json"))
+
+    def labelled(self, sample: Sample, mask: np.ndarray, metadata: dict | None = None) -> None:
+        link_or_copy(sample.image_path, self.out / "train" / "DCM" / sample.image_id)
+        self._labels(sample.image_id, mask, metadata or {})
+
+    def new(self, image_id: str, image: np.ndarray, mask: np.ndarray, metadata: dict | None = None) -> None:
+        path = self.out / "train" / "DCM" / image_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), image)
+        self._labels(image_id, mask, metadata or {})
+
+    def _labels(self, image_id: str, mask: np.ndarray, metadata: dict) -> None:
+        annotations = [
+            {"id": f"{c}-{n}", "type": "poly_seg", "attributes": {}, "points": points, "label": name}
+            for c, name in enumerate(self.dataset.classes)
+            for n, points in enumerate(trace_polygons(mask[c]))
+        ]
+        label = self.out / "train" / "outputs_json" / Path(image_id).with_suffix(".json")
+        label.parent.mkdir(parents=True, exist_ok=True)
+        data = {"filename": Path(image_id).name, "metadata": metadata, "attributes": {}, "last_workers": {}, "annotations": annotations}
+        label.write_text(json.dumps(data), encoding="utf-8")
+
+
 @register_format
 class HandBoneDataset(SegmentationDataset):
     format_name = "handbone"
+    writer_class = HandBoneWriter
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -126,6 +160,10 @@ class HandBoneDataset(SegmentationDataset):
 
     def has_split(self, split: str) -> bool:
         return (self.root / split / "DCM").is_dir()
+
+    def meta_files(self) -> list[Path]:
+        meta = find_meta_file(self.root)
+        return [meta] if meta is not None else []
 
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         if sample.label_path is None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.sample import Sample
+from compkit.data.writer import DatasetWriter
 from compkit.errors import CompkitError
 from compkit.fileio import read_image
 
@@ -76,9 +77,31 @@ def _split_base(root: Path, split: str, marker) -> Path:
     raise CompkitError(root / split, f"missing {split} split")
 
 
+class MaskFolderWriter(DatasetWriter):
+    """The ``masks`` layout: ``train/Original_Images/<id>.png`` and one ``train/<Class>_Masks/<id>.png`` per class
+    (0/255); source patients in ``augmented.csv`` so that folds still group by them."""
+
+    def new(self, image_id: str, image: np.ndarray, mask: np.ndarray, metadata: dict | None = None) -> None:
+        metadata = metadata or {}
+        image_id = Path(image_id).with_suffix(".png").as_posix()
+        path = self.out / "train" / MaskFolderDataset.image_dir / image_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), image)
+        for c, cls in enumerate(self.dataset.classes):
+            target = self.out / "train" / f"{cls}{MaskFolderDataset.mask_suffix}" / image_id
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), mask[c].astype(np.uint8) * 255)
+        if metadata.get("source_patients"):  # the masks layout keeps image-level values in a CSV
+            with open(self.out / "augmented.csv", "a", encoding="utf-8") as f:
+                if f.tell() == 0:
+                    f.write("image,source_patients\n")
+                f.write(f"{image_id},{'|'.join(metadata['source_patients'])}\n")
+
+
 @register_format
 class MaskFolderDataset(SegmentationDataset):
     format_name = "masks"
+    writer_class = MaskFolderWriter
     rle_order = "F"  # most Kaggle competitions flatten column-major
     image_dir = "Original_Images"
     mask_suffix = "_Masks"

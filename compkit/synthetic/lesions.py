@@ -1,5 +1,5 @@
 """Synthetic fundus-lesion (FGADR Seg-set layout) and skin-lesion (ISIC / HAM10000 layout) datasets, so the
-``masks`` and ``isic`` formats can be tried without the real data. Registered as ``compkit synth --kind``."""
+``masks`` and ``isic`` formats can be tried without the real data. Kinds of ``compkit synth --kind``."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from rich.progress import Progress
 
-from compkit.synth import SYNTH_KINDS, _write_png
+from compkit.fileio import write_png
 
 FUNDUS_LESIONS = ("Microaneurysms", "Hemohedge", "HardExudate", "SoftExudate", "IRMA", "Neovascularization")
 # (count range, radius range in px at 512, colour BGR delta, drawn as: dot/blob/line)
@@ -78,12 +78,12 @@ def write_fundus(data: Path, gt: Path, patients: int, test_patients: int, size: 
             rng = np.random.default_rng([seed, pid, eye])
             image, masks = _fundus(size, rng)
             name = f"{pid:04d}_{eye}.png"
-            _write_png(data / split / "Original_Images" / name, image)
+            write_png(data / split / "Original_Images" / name, image)
             label_root = data / split if split == "train" else gt
             for lesion in FUNDUS_LESIONS:
                 (label_root / f"{lesion}_Masks").mkdir(parents=True, exist_ok=True)
                 if masks[lesion].any():
-                    _write_png(label_root / f"{lesion}_Masks" / name, masks[lesion])
+                    write_png(label_root / f"{lesion}_Masks" / name, masks[lesion])
             grade = min(4, sum(int(masks[n].any()) for n in FUNDUS_LESIONS))
             rows.append((name, f"P{pid:04d}", grade))
         progress.advance(task)
@@ -136,7 +136,7 @@ def write_isic(data: Path, gt: Path, patients: int, test_patients: int, size: in
             (data / split / "images").mkdir(parents=True, exist_ok=True)
             (data / split / "images" / f"{image_id}.jpg").write_bytes(buf.tobytes())
             label_root = data / split / "masks" if split == "train" else gt / "masks"
-            _write_png(label_root / f"{image_id}_segmentation.png", mask)
+            write_png(label_root / f"{image_id}_segmentation.png", mask)
             rows.append((f"HAM_{lid:07d}", image_id, dx, "histo", age, sex, site))
         progress.advance(task)
     with open(data / "HAM10000_metadata.csv", "w", newline="") as f:
@@ -145,5 +145,3 @@ def write_isic(data: Path, gt: Path, patients: int, test_patients: int, size: in
         writer.writerows(rows)
     return f"{sum(r[1] and 1 for r in rows)} images of {patients + test_patients} lesions (skin, 1 class)"
 
-
-SYNTH_KINDS.update(fundus=write_fundus, isic=write_isic)

@@ -1,0 +1,21 @@
+"""Model families: one interface (:class:`ModelFamily`) that every kind of model implements, and a registry.
+
+``smp`` (segmentation-models-pytorch, compkit's own training loop) and ``ultralytics`` (YOLO-seg) are built in;
+a recipe picks one with ``model.family``. Adding a family is adding a module that calls :func:`register_family`.
+"""
+from compkit.families import smp as _smp  # noqa: F401  (each module registers its family)
+from compkit.families import ultralytics as _ultralytics  # noqa: F401
+from compkit.families.base import FAMILIES, FoldJob, FoldOutcome, ModelFamily, create_family, register_family, resolve_family
+from compkit.families.loading import FoldModel, load_fold
+
+__all__ = [
+    "FAMILIES",
+    "FoldJob",
+    "FoldModel",
+    "FoldOutcome",
+    "ModelFamily",
+    "create_family",
+    "load_fold",
+    "register_family",
+    "resolve_family",
+]

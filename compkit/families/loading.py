@@ -1,0 +1,35 @@
+"""A trained fold folder back as a predictor: its recipe, its family (from the recipe and the checkpoint)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from compkit.checkpoint import fold_checkpoint, load_checkpoint
+from compkit.errors import CompkitError
+from compkit.families.base import ModelFamily, resolve_family
+from compkit.prediction import Predictor
+from compkit.recipe import Recipe
+from compkit.runs import fold_recipe
+
+
+@dataclass
+class FoldModel:
+    folder: Path
+    recipe: Recipe
+    family: ModelFamily
+    predictor: Predictor
+
+
+def load_fold(folder: Path, classes, device: torch.device, console: Console | None = None) -> FoldModel:
+    """The fold's best (else last) checkpoint in its recipe's family, for ``classes`` (the dataset's)."""
+    recipe = fold_recipe(folder)
+    family = resolve_family(recipe, console)
+    path = fold_checkpoint(folder)
+    checkpoint = load_checkpoint(path)
+    stored = checkpoint.get("family", family.name)  # checkpoints from before families were recorded
+    if stored != family.name:
+        raise CompkitError(path, f"checkpoint of the {stored!r} family, but the fold's recipe says {family.name!r}")
+    return FoldModel(folder, recipe, family, family.load(recipe, classes, checkpoint, device))

@@ -1,0 +1,321 @@
+"""YOLO-seg through ultralytics, fully offline, as a compkit model family.
+
+Each fold's split is exported to ultralytics' format inside the fold folder (normalised polygons, one line per
+class polygon; reused while unchanged) and trained with ``overlap_mask=False`` so overlapping bones survive.
+The recipe's albumentations transforms are handed to ultralytics as they are (``augmentations=``), and every
+augmentation ultralytics would add on its own (HSV jitter, translate/scale, mosaic, erasing, its flips) is
+switched off, so the recipe says exactly what happens. Settings ultralytics cannot honour are refused by
+:meth:`UltralyticsFamily.check`, naming the setting.
+
+Probabilities: per class and pixel, the maximum over that class's instances of mask x confidence, averaged
+over the TTA views (any of compkit's views: flips, rotations, scales). Mask x confidence is poorly calibrated
+for weak models, so validation also reports the dice at the best threshold per class (``val_dice_mean_tuned``).
+
+Offline: ``YOLO_OFFLINE=1``, ``ULTRALYTICS_SAFE_LOAD=1`` (no unpickling of code, no ``eval`` of a model yaml's
+activation), telemetry off, a configuration folder compkit owns with a font copied from matplotlib (ultralytics
+otherwise downloads Arial.ttf), no AMP check (``amp=False``), no pretrained download. Ultralytics' own files
+stay in ``fold<k>/ultralytics/``; compkit's ``best.pt`` holds the best weights as a state dict.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import matplotlib
+import numpy as np
+import torch
+from rich.console import Console
+
+from compkit.augment import create_augmentation
+from compkit.checkpoint import CHECKPOINT_BEST, save_checkpoint
+from compkit.data import SegmentationDataset
+from compkit.data.cache import SampleCache
+from compkit.errors import CompkitError
+from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
+from compkit.fileio import AtomicFolder
+from compkit.inference import TTA_VIEWS
+from compkit.prediction import InferenceSettings, validation_dice
+from compkit.recipe import Recipe, defaults
+from compkit.results import read_results, validation_columns, write_results
+
+ULTRALYTICS_SUBDIR = "ultralytics"
+EXPORT_SUBDIR = "yolo_data"
+FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSProp"}
+PREDICT_CONF = 0.05  # low: the per-pixel map is mask x confidence, thresholding happens later
+ULTRALYTICS_CLIP_GRAD = 10.0  # ultralytics clips gradients at this norm, always
+# Augmentations ultralytics adds by default: all off, the recipe's albumentations list is the augmentation.
+NO_BUILTIN_AUGMENTATION = dict(
+    hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, degrees=0.0, translate=0.0, scale=0.0, shear=0.0, perspective=0.0,
+    flipud=0.0, fliplr=0.0, mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, erasing=0.0, close_mosaic=0,
+)  # fmt: skip
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("COMPKIT_CONFIG_DIR", Path.home() / ".config" / "compkit")) / "ultralytics"
+
+
+def prepare_offline() -> None:
+    """Everything ultralytics would fetch, set or probe, settled before it is imported."""
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir()))
+    font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+    font_dir.mkdir(parents=True, exist_ok=True)
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in FONTS:
+        if not (font_dir / name).exists():
+            shutil.copyfile(source, font_dir / name)
+    from ultralytics import settings  # imported only now: the environment above must be set first
+
+    if settings.get("sync", True):
+        settings.update({"sync": False})
+
+
+def _model_source(recipe: Recipe) -> str:
+    arch = recipe.model.arch
+    return arch if arch.endswith((".yaml", ".yml")) else f"{arch}.yaml"
+
+
+def export_fold(dataset: SegmentationDataset, cache: SampleCache, train_ids: list[str], val_ids: list[str], folder: Path) -> Path:
+    """Write the fold in ultralytics' segmentation layout under ``folder/yolo_data``; reuse it while unchanged."""
+    root = folder / EXPORT_SUBDIR
+    key = hashlib.sha1(json.dumps([cache.folder.name, train_ids, val_ids, list(dataset.classes)]).encode()).hexdigest()
+    marker = root / "export.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+        return root / "dataset.yaml"
+    by_id = {s.image_id: s for s in dataset.samples}
+    with AtomicFolder(root) as staging:
+        for part, ids in (("train", train_ids), ("val", val_ids)):
+            (staging / "images" / part).mkdir(parents=True, exist_ok=True)
+            (staging / "labels" / part).mkdir(parents=True, exist_ok=True)
+            for image_id in ids:
+                sample = by_id[image_id]
+                stem = image_id.replace("/", "__").rsplit(".", 1)[0]
+                image = cache.image(cache.position[image_id])
+                cv2.imwrite(str(staging / "images" / part / f"{stem}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                lines = [f"{c} {coords}" for c, coords in _polygon_lines(cache.mask(cache.position[image_id]))]
+                (staging / "labels" / part / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+        names = "\n".join(f"  {i}: {json.dumps(name)}" for i, name in enumerate(dataset.classes))
+        (staging / "dataset.yaml").write_text(f"path: {root.absolute()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+        (staging / "export.json").write_text(json.dumps({"key": key}))
+    return root / "dataset.yaml"
+
+
+def _polygon_lines(mask: np.ndarray) -> list[tuple[int, str]]:
+    """(class, normalised polygon) per outer contour of each class's cached mask: any dataset format works."""
+    size = mask.shape[-1]
+    lines = []
+    for c in range(mask.shape[0]):
+        contours, _ = cv2.findContours(mask[c].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for contour in contours:
+            if len(contour) >= 3:
+                points = np.clip(contour[:, 0, :].astype(np.float64) / size, 0, 1)
+                lines.append((c, " ".join(f"{v:.6f}" for v in points.ravel())))
+    return lines
+
+
+def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | None = None):
+    """An ultralytics YOLO object for ``recipe.model.arch`` with ``len(classes)`` classes (weights from a state dict)."""
+    prepare_offline()
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import SegmentationModel
+
+    try:
+        yolo = YOLO(_model_source(recipe), task="segment")
+        network = SegmentationModel(cfg=_model_source(recipe), nc=len(classes), verbose=False)
+    except Exception as e:  # a yaml ultralytics refuses (unsafe activation, unknown module)
+        raise CompkitError("model.arch", f"ultralytics cannot build {recipe.model.arch!r}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    if state_dict is not None:
+        network.load_state_dict(state_dict)
+    network.names = dict(enumerate(classes))
+    yolo.model = network
+    return yolo
+
+
+def ultralytics_device(device: torch.device) -> str:
+    return "cpu" if device.type == "cpu" else str(device.index or 0)
+
+
+class YoloPredictor:
+    """Per-class maps of a YOLO-seg model: max over a class's instances of mask x confidence, per TTA view."""
+
+    def __init__(self, yolo, num_classes: int, device: torch.device):
+        self.yolo, self.num_classes, self.device = yolo, num_classes, ultralytics_device(device)
+
+    def _class_maps(self, images_rgb: list[np.ndarray]) -> np.ndarray:
+        height, width = images_rgb[0].shape[:2]
+        batch = [cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2BGR) for im in images_rgb]
+        results = self.yolo.predict(batch, imgsz=max(height, width), conf=PREDICT_CONF, retina_masks=True, verbose=False, device=self.device, max_det=300)
+        out = np.zeros((len(batch), self.num_classes, height, width), np.float32)
+        for b, result in enumerate(results):
+            if result.masks is None:
+                continue
+            masks = result.masks.data.float().cpu().numpy()
+            confs = result.boxes.conf.float().cpu().numpy()
+            classes = result.boxes.cls.int().cpu().numpy()
+            for mask, conf, cls in zip(masks, confs, classes, strict=True):
+                if mask.shape != (height, width):
+                    mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+                np.maximum(out[b, cls], mask * conf, out=out[b, cls])
+        return out
+
+    def predict(self, images: np.ndarray, settings: InferenceSettings) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+        views = TTA_VIEWS[settings.tta]
+        total = None
+        for forward, inverse in views:
+            view = forward(x).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            probs = inverse(torch.from_numpy(self._class_maps(list(view))))
+            total = probs if total is None else total + probs
+        return (total / len(views)).numpy()
+
+
+@register_family
+class UltralyticsFamily(ModelFamily):
+    name: ClassVar[str] = "ultralytics"
+    calibrated: ClassVar[bool] = False
+    supports_distributed: ClassVar[bool] = False  # ultralytics runs its own DDP; compkit trains it on one device
+
+    @classmethod
+    def claims(cls, arch: str) -> bool:
+        return "yolo" in arch.lower()
+
+    def check(self, recipe: Recipe, num_classes: int, console: Console) -> None:
+        def refuse(setting: str, why: str) -> None:
+            raise CompkitError(setting, f"the ultralytics family cannot honour it: {why}")
+
+        def substitute(setting: str, instead: str) -> None:
+            console.print(f"[yellow]warning:[/yellow] {setting}: ultralytics uses {instead} instead")
+
+        model, optim, sched, train = recipe.model, recipe.optim, recipe.sched, recipe.train
+        if model.encoder not in ("none", defaults("model")["encoder"]):
+            refuse("model.encoder", f"ultralytics models have no separate encoder (set it to none, not {model.encoder!r})")
+        if model.params:
+            refuse("model.params", f"architecture arguments {sorted(model.params)} are smp's; ultralytics reads them from the model yaml")
+        if model.aux is not None:
+            refuse("model.aux", "ultralytics models have no auxiliary classification head")
+        if model.in_channels != 3:
+            refuse("model.in_channels", "ultralytics models take 3-channel images")
+        if recipe.loss != defaults("loss"):
+            refuse("loss", "ultralytics trains with its own box, segmentation, class and DFL losses (remove the loss section)")
+        if optim.name not in OPTIMIZERS:
+            refuse("optim.name", f"{optim.name!r} is not an ultralytics optimizer ({', '.join(OPTIMIZERS)})")
+        if sched.name not in ("cosine", "none"):
+            refuse("sched.name", f"{sched.name!r}: ultralytics schedules are cosine (cos_lr) or linear decay; use cosine or none")
+        if train.accumulate != 1:
+            substitute(f"train.accumulate={train.accumulate}", f"its nominal batch size nbs={train.batch_size * train.accumulate}")
+        if train.clip_grad != ULTRALYTICS_CLIP_GRAD:
+            substitute(f"train.clip_grad={train.clip_grad}", f"gradient clipping at {ULTRALYTICS_CLIP_GRAD} (set train.clip_grad: {ULTRALYTICS_CLIP_GRAD})")
+        if train.amp:
+            substitute("train.amp=true", "fp32 (its AMP check downloads weights; set train.amp: false)")
+        if train.val_every != 1:
+            substitute(f"train.val_every={train.val_every}", "validation after every epoch")
+        if recipe.data.pseudo:
+            refuse("data.pseudo", "pseudo-labelled images are added by the smp family only")
+        if recipe.infer.window is not None:
+            refuse("infer.window", "ultralytics models predict whole images (no sliding window)")
+        if tuple(recipe.data.mean) != tuple(defaults("data")["mean"]) or tuple(recipe.data.std) != tuple(defaults("data")["std"]):
+            substitute("data.mean/data.std", "its own scaling of pixels to 0..1")
+        create_augmentation(recipe.aug)  # an unknown transform fails now
+        prepare_offline()
+        build_yolo(recipe, [str(i) for i in range(num_classes)])  # an unknown or unsafe model yaml fails now
+
+    def check_inference(self, settings: InferenceSettings, console: Console) -> InferenceSettings:
+        if settings.window is not None:
+            raise CompkitError("--window", "the ultralytics family predicts whole images (no sliding window)")
+        return settings
+
+    def load(self, recipe: Recipe, classes, checkpoint: dict[str, Any], device: torch.device) -> YoloPredictor:
+        return YoloPredictor(build_yolo(recipe, classes, checkpoint["model"]), len(classes), device)
+
+    def train_fold(self, job: FoldJob) -> FoldOutcome:
+        recipe, dataset, cache, folder, console = job.recipe, job.dataset, job.cache, job.folder, job.console
+        if job.resume:
+            raise CompkitError("--resume", "ultralytics folds train from the start (resume is an smp-family feature)")
+        data_yaml = export_fold(dataset, cache, job.train_ids, job.val_ids, folder)
+        prepare_offline()
+        from ultralytics import YOLO
+
+        weights = recipe.model.encoder_weights
+        if weights is not None and not Path(weights).is_file():
+            raise CompkitError(weights, "model.encoder_weights must be null or a local .pt file (compkit never downloads weights)")
+        cfg = recipe.train
+        started = time.time()
+        yolo = YOLO(_model_source(recipe), task="segment")
+        if weights:
+            try:
+                yolo = yolo.load(weights)  # a local file; ultralytics reads its own checkpoint format (safely)
+            except Exception as e:
+                raise CompkitError(weights, f"cannot load weights: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+        augmentation = create_augmentation(recipe.aug)
+        console.print(f"fold {job.fold}: training {recipe.model.arch} with ultralytics (its files in {folder / ULTRALYTICS_SUBDIR})")
+        yolo.train(
+            data=str(data_yaml.absolute()),
+            epochs=cfg.epochs,
+            imgsz=recipe.data.image_size,
+            batch=cfg.batch_size,
+            nbs=cfg.batch_size * cfg.accumulate,
+            device=ultralytics_device(job.device),
+            workers=cfg.workers,
+            seed=cfg.seed,
+            deterministic=True,
+            project=str(folder.absolute()),
+            name=ULTRALYTICS_SUBDIR,
+            exist_ok=True,
+            overlap_mask=False,
+            amp=False,
+            plots=False,
+            pretrained=bool(weights),
+            optimizer=OPTIMIZERS[recipe.optim.name],
+            lr0=recipe.optim.lr,
+            lrf=1.0 if recipe.sched.name == "none" else max(recipe.sched.min_lr / recipe.optim.lr, 1e-6),
+            cos_lr=recipe.sched.name == "cosine",
+            warmup_epochs=recipe.sched.warmup_epochs,
+            momentum=recipe.optim.momentum,
+            weight_decay=recipe.optim.weight_decay,
+            patience=cfg.early_stop or cfg.epochs,
+            augmentations=list(augmentation.transforms) if augmentation is not None else [],
+            **NO_BUILTIN_AUGMENTATION,
+            verbose=False,
+        )
+        best_file = folder / ULTRALYTICS_SUBDIR / "weights" / "best.pt"
+        if not best_file.is_file():
+            best_file = folder / ULTRALYTICS_SUBDIR / "weights" / "last.pt"
+        trained = YOLO(str(best_file), task="segment")  # ultralytics reads the file it just wrote
+        state = {k: v.float() for k, v in trained.model.state_dict().items()}
+        predictor = YoloPredictor(build_yolo(recipe, dataset.classes, state), len(dataset.classes), job.device)
+
+        # The leaderboard metric on the validation fold, as for every family (also at the best threshold).
+        settings = InferenceSettings("none", None, 0.5, recipe.infer.batch_size)
+        dice = validation_dice(predictor, cache, job.val_positions, recipe.infer.threshold, settings, tuned=not self.calibrated)
+        rows = _results_rows(read_results(folder / ULTRALYTICS_SUBDIR))
+        rows[-1].update(validation_columns(dataset.classes, dice), seconds=round(time.time() - started, 2))
+        write_results(folder, rows)
+        epochs = len(rows)
+        save_checkpoint(folder / CHECKPOINT_BEST, {"family": self.name, "model": state, "epoch": epochs, "best_dice": dice.mean})
+        console.print(f"fold {job.fold}: val dice {dice.mean:.4f} at threshold {recipe.infer.threshold}, {float(dice.tuned.mean()):.4f} at the best threshold per class (yolo)")
+        return FoldOutcome(dice.mean, epochs, epochs)
+
+
+def _results_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """compkit's results rows from ultralytics' ``results.csv`` records: per-epoch losses and learning rate."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        record = {k.strip(): (v or "").strip() for k, v in record.items() if k}
+        losses = {k: float(v) for k, v in record.items() if k.startswith("train/") and v}
+        rows.append(
+            {
+                "epoch": int(float(record.get("epoch") or len(rows) + 1)),
+                "train_loss": round(sum(losses.values()), 6),
+                **{f"train_{k.removeprefix('train/')}": round(v, 6) for k, v in losses.items()},
+                "lr": float(record.get("lr/pg0") or "nan"),
+            }
+        )
+    return rows or [{"epoch": 1, "train_loss": float("nan"), "lr": float("nan")}]
