@@ -13,12 +13,12 @@ from rich.console import Console
 from compkit.data import open_dataset
 from compkit.device import resolve_device
 from compkit.errors import CompkitError
-from compkit.families import load_fold
+from compkit.families import load_fold, resolve_family
 from compkit.inference import TTA_VIEWS
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
 from compkit.runs import fold_dirs, fold_number, fold_recipe
-from compkit.split import load_splits
+from compkit.data.splits import load_splits
 
 SPLIT_STORES = {"test": "test", "val": "oof"}
 
@@ -45,6 +45,8 @@ def predict(
     for run in runs:
         for folder in fold_dirs(run):
             recipe = fold_recipe(folder)
+            family = resolve_family(recipe, console)
+            settings = family.check_inference(inference_settings(recipe, tta, window, overlap, batch), console)  # before any work
             root = data or recipe.data.root
             if split == "test":
                 dataset = open_dataset(root, "test", recipe.data.format, classes=recipe.data.classes)
@@ -53,8 +55,7 @@ def predict(
                 dataset = open_dataset(root, "train", recipe.data.format, classes=recipe.data.classes)
                 ids = set(load_splits(root)["folds"][fold_number(folder)]["val"])
                 positions = [i for i, s in enumerate(dataset.samples) if s.image_id in ids]
-            fold = load_fold(folder, dataset.classes, torch_device, console)
-            settings = fold.family.check_inference(inference_settings(fold.recipe, tta, window, overlap, batch), console)
+            fold = load_fold(folder, dataset.classes, torch_device, console, recipe)
             cache = cache_for(dataset, fold.recipe, console)
             store = write_store(fold.predictor, dataset, cache, positions, folder / SPLIT_STORES[split], settings, console, f"{fold.family.name}, ")
             console.print(f"[green]wrote[/green] {store} ({len(positions)} images, {fold.family.name})")

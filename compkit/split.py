@@ -15,26 +15,10 @@ from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.errors import CompkitError
-from compkit.fileio import read_json, write_json
+from compkit.data.splits import SPLITS_VERSION, load_splits, splits_path
+from compkit.fileio import write_json
 
-SPLITS_FILE = "splits.json"
-SPLITS_VERSION = 1
 MISSING = "unknown"
-
-
-def splits_path(data: str | Path) -> Path:
-    return Path(data) / SPLITS_FILE
-
-
-def load_splits(data: str | Path) -> dict[str, Any]:
-    """The splits file of a dataset; a clear error when there is none yet."""
-    path = splits_path(data)
-    if not path.is_file():
-        raise CompkitError(path, "no splits file: run `compkit split DATA` first")
-    splits = read_json(path)
-    if not isinstance(splits, dict) or not isinstance(splits.get("folds"), list):
-        raise CompkitError(path, "not a compkit splits file (no 'folds' list)")
-    return splits
 
 
 def strata(dataset: SegmentationDataset, column: str) -> list[str]:

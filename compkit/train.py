@@ -27,7 +27,7 @@ from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
 from compkit.recipe import load_recipe
 from compkit.runs import RECIPE_FILE
-from compkit.split import load_splits
+from compkit.data.splits import load_splits
 
 
 def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:

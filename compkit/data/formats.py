@@ -9,16 +9,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from compkit.data.sample import Sample
 from compkit.errors import CompkitError
 from compkit.fileio import image_size, read_image
-
-if TYPE_CHECKING:  # the writers import this module
-    from compkit.data.writer import DatasetWriter
 
 DATASET_FORMATS: dict[str, type[SegmentationDataset]] = {}
 IGNORE_DIR = "ignore"
@@ -40,7 +37,7 @@ class SegmentationDataset(ABC):
     #: Flattening order of the submission's run-length encoding ("C": row-major, "F": column-major).
     rle_order: ClassVar[str] = "C"
     #: The writer of this format's own layout; formats without one are written in ``written_as``'s layout.
-    writer_class: ClassVar[type[DatasetWriter] | None] = None
+    writer_class: ClassVar[type | None] = None  # a compkit.data.writer.DatasetWriter
     written_as: ClassVar[str] = "masks"
 
     def __init__(self, root: Path, split: str, classes: Sequence[str], samples: Sequence[Sample]):
@@ -100,7 +97,7 @@ class SegmentationDataset(ABC):
         packed = np.load(path, allow_pickle=False)
         return np.unpackbits(packed, axis=-1, count=shape[0] * shape[1]).reshape(len(self.classes), *shape)
 
-    def writer(self, out: Path) -> DatasetWriter:
+    def writer(self, out: Path) -> Any:
         """A writer of new samples like these (``compkit augment``, ``compkit pseudo``) into ``out``."""
         cls = type(self).writer_class or DATASET_FORMATS[self.written_as].writer_class
         return cls(out, self)

@@ -23,9 +23,10 @@ class FoldModel:
     predictor: Predictor
 
 
-def load_fold(folder: Path, classes, device: torch.device, console: Console | None = None) -> FoldModel:
-    """The fold's best (else last) checkpoint in its recipe's family, for ``classes`` (the dataset's)."""
-    recipe = fold_recipe(folder)
+def load_fold(folder: Path, classes, device: torch.device, console: Console | None = None, recipe: Recipe | None = None) -> FoldModel:
+    """The fold's best (else last) checkpoint in its recipe's family, for ``classes`` (the dataset's); ``recipe``:
+    the fold's recipe where the caller has already read it."""
+    recipe = recipe or fold_recipe(folder)
     family = resolve_family(recipe, console)
     path = fold_checkpoint(folder)
     checkpoint = load_checkpoint(path)

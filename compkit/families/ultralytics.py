@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -126,12 +127,17 @@ def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | No
     prepare_offline()
     from ultralytics import YOLO
     from ultralytics.nn.tasks import SegmentationModel
+    from ultralytics.utils import LOGGER
 
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # building is not news ("Overriding model.yaml nc=80 ...")
     try:
         yolo = YOLO(_model_source(recipe), task="segment")
         network = SegmentationModel(cfg=_model_source(recipe), nc=len(classes), verbose=False)
     except Exception as e:  # a yaml ultralytics refuses (unsafe activation, unknown module)
         raise CompkitError("model.arch", f"ultralytics cannot build {recipe.model.arch!r}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    finally:
+        LOGGER.setLevel(level)
     if state_dict is not None:
         network.load_state_dict(state_dict)
     network.names = dict(enumerate(classes))

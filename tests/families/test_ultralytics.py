@@ -1,0 +1,156 @@
+"""The ultralytics (YOLO-seg) family: what it honours and refuses, and a real training inside the test suite with every
+network connection refused, ensembled with an smp run stored at another resolution."""
+from __future__ import annotations
+
+import csv
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rich.console import Console
+
+from compkit.data import open_dataset
+from compkit.ensemble import ensemble
+from compkit.errors import CompkitError
+from compkit.families.ultralytics import UltralyticsFamily
+from compkit.prediction import InferenceSettings
+from compkit.recipe import load_recipe
+from compkit.score import score
+from compkit.submission import validate
+from compkit.fileio import read_json
+from compkit.split import split
+from compkit.store import Store
+from compkit.submit import submit
+from compkit.checkpoint import load_checkpoint
+from compkit.train import train
+from tests.conftest import quiet
+from tests.test_train import FAST
+
+
+class NetworkAttempt(AssertionError):
+    pass
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection attempt or DNS lookup fails the test."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise NetworkAttempt(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    yield attempts
+    assert not attempts, f"network access attempted: {attempts}"
+
+
+@pytest.fixture
+def yolo_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPKIT_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("YOLO_CONFIG_DIR", raising=False)
+
+
+def test_yolo_trains_offline_and_ensembles_with_smp_at_another_resolution(data_copy, tmp_path, no_network, yolo_env):
+    split(data_copy, folds=2, seed=0, console=quiet())
+    runs = tmp_path / "runs"
+    yolo_overrides = ["data.image_size=128", "train.epochs=1", "train.batch_size=4", "train.workers=0", "infer.batch_size=4"]
+    [result] = train("yolov8-seg", data=data_copy, fold="0", overrides=yolo_overrides, runs_dir=runs, console=quiet())
+    folder = runs / "yolov8-seg" / "fold0"
+    assert (folder / "ultralytics" / "weights").is_dir(), "ultralytics' own files in a subfolder"
+    assert (folder / "yolo_data" / "dataset.yaml").is_file()
+    label = next((folder / "yolo_data" / "labels" / "train").glob("*.txt")).read_text().splitlines()
+    assert {int(line.split()[0]) for line in label} == set(range(29)), "every bone exported as a polygon"
+    assert all(0 <= float(v) <= 1 for line in label for v in line.split()[1:]), "normalised coordinates"
+    table = list(csv.DictReader(open(folder / "results.csv")))
+    assert "val_dice_Pisiform" in table[-1]
+    measured, tuned = float(table[-1]["val_dice_mean"]), float(table[-1]["val_dice_mean_tuned"])
+    assert result["best_dice"] == pytest.approx(measured, abs=1e-6)
+    assert tuned >= measured, "the best threshold per class is at least as good as the recipe's"
+    checkpoint = load_checkpoint(folder / "best.pt")
+    assert checkpoint["family"] == "ultralytics" and set(checkpoint) >= {"model", "epoch"}
+    assert load_recipe(folder / "recipe.yaml").model.family == "ultralytics"
+    test_store = Store(folder / "test")
+    assert test_store.resolution == (128, 128) and len(test_store.image_ids) == 4
+
+    # An smp run stored at 64 px, then both families in one ensemble (at 128 px) and one submission.
+    train("tiny", data=data_copy, fold="0", overrides=[*FAST, "data.image_size=64", "train.epochs=1"], runs_dir=runs, console=quiet())
+    assert Store(runs / "tiny" / "fold0" / "test").resolution == (64, 64)
+    for method in ("soft", "hard"):
+        ens = ensemble([runs / "tiny", runs / "yolov8-seg"], method=method, name=method, out_dir=tmp_path / "ens", console=quiet())
+        info = read_json(ens / "members.json")
+        assert info["method"] == method and info["resolution"] == [128, 128] and info["families"] == ["smp", "ultralytics"]
+        assert Store(ens / "test").resolution == (128, 128)
+        out = submit(ens, out=tmp_path / f"{method}.csv", console=quiet())
+        validate(out, open_dataset(data_copy, "test"))
+        assert np.isfinite(score(out, data_copy, console=quiet()))
+    # The soft vote is the mean of the YOLO maps and the U-Net's maps resampled to 128 px, image by image.
+    image_id = test_store.image_ids[0]
+    tiny = Store(runs / "tiny" / "fold0" / "test").read(image_id, (128, 128))
+    expected = (tiny + test_store.read(image_id)) / 2
+    assert np.abs(Store(tmp_path / "ens" / "soft" / "test").read(image_id) - expected).max() <= 1 / 255 + 1e-6
+
+
+def check(overrides: list[str], console=None):
+    recipe = load_recipe("yolov8-seg", overrides)
+    UltralyticsFamily().check(recipe, 29, console or quiet())
+
+
+@pytest.mark.parametrize(
+    "override, setting",
+    [
+        ("optim.name=lion", "optim.name"),
+        ("loss={focal: 1.0}", "loss"),
+        ("model.aux={classes: 29}", "model.aux"),
+        ("model.params={decoder_channels: [8]}", "model.params"),
+        ("infer.window=64", "infer.window"),
+        ("sched.name=plateau", "sched.name"),
+        ("data.pseudo=/somewhere", "data.pseudo"),
+        ("model.in_channels=1", "model.in_channels"),
+        ("aug=[{name: Rotat}]", "aug"),
+    ],
+)
+def test_settings_ultralytics_cannot_honour_are_refused_by_name(override, setting, yolo_env):
+    with pytest.raises(CompkitError) as info:
+        check([override])
+    assert info.value.path == setting
+
+
+def test_close_substitutes_are_printed_naming_both(yolo_env):
+    console = Console(record=True, width=200)
+    check(["train.clip_grad=1.0", "train.accumulate=2"], console)
+    text = console.export_text()
+    assert "train.clip_grad=1.0: ultralytics uses gradient clipping at 10.0" in text
+    assert "train.accumulate=2: ultralytics uses its nominal batch size nbs=16" in text
+    quiet_console = Console(record=True)
+    check([], quiet_console)
+    assert "warning" not in quiet_console.export_text(), "the shipped recipe asks only for what ultralytics does"
+
+
+def test_prediction_settings(yolo_env):
+    family = UltralyticsFamily()
+    with pytest.raises(CompkitError, match="whole images") as info:
+        family.check_inference(InferenceSettings("hflip", 64, 0.5, 2), quiet())
+    assert info.value.path == "--window"
+    assert family.check_inference(InferenceSettings("d4", None, 0.5, 2), quiet()).tta == "d4"
+
+
+def test_a_model_yaml_cannot_run_code(tmp_path, yolo_env):
+    """ultralytics evals a model yaml's activation string unless safe loading is on; compkit always turns it on."""
+    marker = tmp_path / "ran"
+    source = Path(__file__).parent.parent.parent / ".venv"  # any yolov8n-seg.yaml will do: take ultralytics' own
+    import ultralytics
+
+    base = next(Path(ultralytics.__file__).parent.rglob("yolov8-seg.yaml")).read_text()
+    evil = tmp_path / "evil-seg.yaml"
+    evil.write_text(base + f"\nactivation: __import__('pathlib').Path({str(marker)!r}).touch() or torch.nn.SiLU()\n")
+    with pytest.raises(CompkitError) as info:
+        check([f"model.arch={evil}"])
+    assert info.value.path == "model.arch"
+    assert not marker.exists(), "the model yaml's activation string ran"
+    del source
