@@ -2,7 +2,8 @@
 
 RICAP-style mosaics (four images' patches around a random split point) and rotations (and mirrors), with labels
 transformed exactly as the pixels (masks warped, polygons traced back from them). Every new sample records its
-source patients; ``compkit split`` keeps all of a mosaic's patients in one fold, so folds never leak.
+source patients, and the output carries the source's folds: new images train only where their sources train,
+and never validate (:mod:`compkit.data.splits`).
 Hand-bone datasets are written as polygon JSONs, other formats as mask folders (the ``masks`` layout).
 """
 from __future__ import annotations
@@ -15,9 +16,21 @@ from rich.console import Console
 from rich.progress import Progress
 
 from compkit.data import open_dataset
+from compkit.data.splits import (
+    DEFAULT_FOLDS,
+    DEFAULT_SEED,
+    assign_folds,
+    check_current,
+    fold_of_patients,
+    is_augmented,
+    load_splits,
+    make_splits,
+    patient_of,
+    splits_path,
+)
 from compkit.data.writer import link_or_copy
 from compkit.errors import CompkitError
-from compkit.fileio import AtomicFolder
+from compkit.fileio import AtomicFolder, write_json
 
 
 def rotate(image: np.ndarray, mask: np.ndarray, degrees: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -58,13 +71,32 @@ def augment(
     force: bool = False,
     console: Console | None = None,
 ) -> Path:
+    """Write the originals of ``data`` plus augmented samples to ``out``, with folds that cannot leak.
+
+    The source's folds (its ``splits.json``, or a 5-fold split made now) decide everything: a mosaic takes its four
+    images from one fold's validation images, every new image trains only in the folds its sources train in, and
+    ``out/splits.json`` carries those folds over, so validation stays originals only.
+    """
     console = console or Console()
+    if mosaics < 0:
+        raise CompkitError("--mosaic", f"must be 0 or more, got {mosaics}")
+    if not mosaics and not rotations and not flip:
+        raise CompkitError(None, "nothing to do: ask for --mosaic N, --rotate DEG or --flip")
     dataset = open_dataset(data, "train")
     out = Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not force:
         raise CompkitError(out, "already exists and is not empty (use --force to replace it)")
-    if not mosaics and not rotations and not flip:
-        raise CompkitError(None, "nothing to do: ask for --mosaic N, --rotate DEG or --flip")
+    if any(is_augmented(s) for s in dataset.samples):
+        raise CompkitError(data, "is itself augmented: augment the original dataset instead")
+    if splits_path(data).is_file():
+        splits = load_splits(data)
+        check_current(splits, dataset, splits_path(data))
+    else:
+        folds = min(DEFAULT_FOLDS, len({patient_of(s) for s in dataset.samples}))
+        splits = make_splits(dataset, folds, DEFAULT_SEED, None)
+        console.print(f"{data} has no splits.json: new images follow a {folds}-fold split (seed {DEFAULT_SEED}), written to the output")
+    by_id = {s.image_id: s for s in dataset.samples}
+    fold_images = [[by_id[i] for i in fold["val"]] for fold in splits["folds"]]
     rng = np.random.default_rng(seed)
     angles = list(rotations) or ([0.0] if flip else [])
     made = 0
@@ -87,7 +119,8 @@ def augment(
                         made += 1
                         progress.advance(task)
             for n in range(mosaics):
-                picks = [dataset.samples[i] for i in rng.choice(len(dataset), size=4, replace=len(dataset) < 4)]
+                pool = fold_images[n % len(fold_images)]  # one fold's images: the mosaic stays out of that fold's training
+                picks = [pool[i] for i in rng.choice(len(pool), size=4, replace=len(pool) < 4)]
                 parts = [(dataset.read_image(s), dataset.read_mask(s)) for s in picks]
                 image, mask = mosaic(parts, rng)
                 patients = sorted({s.patient for s in picks})
@@ -101,5 +134,9 @@ def augment(
             for path in test_dir.rglob("*"):
                 if path.is_file():
                     link_or_copy(path, staging / "test" / path.relative_to(test_dir))
-    console.print(f"[green]wrote[/green] {out}: {len(dataset)} originals + {made} augmented samples")
+        written = open_dataset(staging, "train")
+        carried = {**splits, "augmented": made, "folds": assign_folds(written, fold_of_patients(dataset, splits), len(splits["folds"]))}
+        write_json(splits_path(staging), carried)
+    console.print(f"[green]wrote[/green] {out}: {len(dataset)} originals + {made} augmented samples, with {out / 'splits.json'} (the source's folds)")
+    console.print(f"next: compkit train --recipe tiny --data {out} --fold all")
     return out

@@ -13,7 +13,8 @@ from compkit.errors import CompkitError
 
 
 class _CompkitGroup(TyperGroup):
-    """Turns CompkitError (bad input) into one line on stderr and exit code 2, with no traceback."""
+    """Turns CompkitError (bad input) and command-line mistakes (an unknown option, a value of the wrong type) into
+    one line on stderr and exit code 2, with no traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -21,6 +22,14 @@ class _CompkitGroup(TyperGroup):
         except CompkitError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             raise typer.Exit(e.exit_code) from None
+        except Exception as e:
+            # typer may bundle its own copy of click, so usage errors are recognised by their class names.
+            names = {cls.__name__ for cls in type(e).__mro__}
+            if "UsageError" not in names or "NoArgsIsHelpError" in names:
+                raise
+            command = f"compkit {e.ctx.info_name} --help" if e.ctx is not None and e.ctx.parent is not None else "compkit --help"
+            print(f"error: {' '.join(e.format_message().split())} (see {command})", file=sys.stderr, flush=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(

@@ -22,6 +22,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
+from compkit.errors import CompkitError
 from compkit.fileio import atomic_write, write_json
 from compkit.plots import array_png, figure_png, plt
 
@@ -259,6 +260,8 @@ multi-label pixels: {fp['multilabel_pixel_fraction']:.2%} of labelled pixels.</p
 def eda(data: str | Path, out: str | Path = "reports/eda", gallery: int = GALLERY_SIZE, console: Console | None = None) -> Path:
     """Write ``fingerprint.json`` and ``eda.html`` for the dataset's training split; returns the HTML path."""
     console = console or Console()
+    if gallery < 0:
+        raise CompkitError("--gallery", f"must be 0 or more, got {gallery}")
     dataset = open_dataset(data, "train")
     out = Path(out)
     fp = Fingerprint(dataset.classes)

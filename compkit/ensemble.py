@@ -24,7 +24,8 @@ from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.cache import build_cache
 from compkit.errors import CompkitError
 from compkit.fileio import AtomicFolder, atomic_write, write_json
-from compkit.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, open_member
+from compkit.data.splits import fingerprint, load_splits, splits_path
+from compkit.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, check_member_split, open_member
 from compkit.metrics import dice_from_counts
 from compkit.postprocess import apply_rule, candidate_rules, median_component_area
 from compkit.store import Store, StoreWriter, quantise
@@ -263,6 +264,11 @@ def ensemble(
         complete = bool(oof_ids) and all(sorted(ix) == oof_ids for ix in oof_indexes) and set(oof_ids) == {s.image_id for s in train.samples}
         fixed = np.full(len(classes), _vote_threshold(w, votes), np.float32) if method == "hard" else None
         if complete:
+            for m in members:
+                check_member_split(m, data_root)
+            if splits_path(data_root).is_file():
+                info["splits_fingerprint"] = fingerprint(load_splits(data_root))
+
             def read_oof(image_id: str) -> np.ndarray:
                 return combine([ix[image_id].read(image_id, target) for ix in oof_indexes])
 

@@ -1,6 +1,7 @@
 """The one exception type that means "the user's input is wrong" (exit code 2, one line, no traceback)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -13,3 +14,16 @@ class CompkitError(Exception):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+def warn(path: str | Path | None, problem: str) -> None:
+    """A suspicious input that still has one right reading: one line on stderr, ``warning: <path>: <problem>``."""
+    print(f"warning: {path}: {problem}" if path else f"warning: {problem}", file=sys.stderr, flush=True)
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first non-empty line, or its type where it has no message (some libraries raise bare ones)."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,19 @@ import cv2
 import numpy as np
 
 from compkit.errors import CompkitError
+
+
+def write_problem(path: str | Path, error: BaseException) -> str:
+    """What went wrong writing ``path``, in words: "cannot write: No space left on device" and the like (numpy
+    and torch report a full disk without an errno)."""
+    reason = getattr(error, "strerror", None)
+    if not reason:
+        try:
+            full = shutil.disk_usage(Path(path).parent if not Path(path).is_dir() else path).free < 1024 * 1024
+        except OSError:
+            full = False
+        reason = "No space left on device" if full else (str(error).strip() or type(error).__name__)
+    return f"cannot write: {reason}"
 
 
 @contextlib.contextmanager
@@ -44,7 +58,7 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Itera
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise CompkitError(path, f"cannot write: {e.strerror or e}") from None
+            raise CompkitError(path, write_problem(path, e)) from None
         raise
 
 
@@ -86,13 +100,32 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     path.write_bytes(buf.tobytes())
 
 
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence what C libraries write straight to file descriptor 2 (OpenCV's codecs) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Read an image with OpenCV (as the competition does); BGR for colour. Bad files raise CompkitError."""
     path = Path(path)
     if not path.is_file():
         raise CompkitError(path, "image not found")
     # np.fromfile + imdecode copes with non-ASCII paths, which cv2.imread does not on every platform.
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), flags)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
+    with quiet_stderr():  # libpng/libjpeg print "corrupt data" warnings of their own; compkit's one line says it
+        image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise CompkitError(path, "unreadable image (not a valid image file)")
     return image

@@ -19,7 +19,7 @@ from compkit.data.cache import build_cache
 from compkit.data.labelled import open_labelled
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write, write_json
-from compkit.members import dataset_root, open_stores_member
+from compkit.members import check_member_split, dataset_root, open_stores_member
 from compkit.metrics import DiceMeter, dice_table
 from compkit.plots import array_png
 
@@ -52,6 +52,7 @@ def inspect(
         index = member.oof_index()
         if not index:
             raise CompkitError(source, "no out-of-fold stores (oof/): train with compkit or `compkit predict --split val`")
+        check_member_split(member, root)
         read = {i: (lambda i=i: index[i].read(i)) for i in index}
         box_of = {i: index[i].box(i) for i in index}
         dataset = open_labelled(root, "train")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -12,7 +13,10 @@ from rich.console import Console
 
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
-from compkit.runs import RECIPE_FILE, fold_dirs
+from compkit.data.splits import fingerprint, load_splits, splits_path
+from compkit.postprocess import RULES
+from compkit.recipe import did_you_mean
+from compkit.runs import RECIPE_FILE, fold_dirs, read_run_record
 from compkit.store import Store, quantise
 
 MEMBERS_FILE = "members.json"
@@ -31,6 +35,7 @@ class Member:
     postprocess: dict[str, dict] | None = None
     data_root: str | None = None
     families: list[str] = field(default_factory=list)  # the model families behind it (from recipes or members.json)
+    splits_fingerprints: list[str] = field(default_factory=list)  # the splits its out-of-fold stores belong to
 
     @property
     def name(self) -> str:
@@ -109,6 +114,45 @@ def _fold_facts(fold: Path) -> tuple[str | None, str | None]:
     return (recipe.get("data") or {}).get("root"), (recipe.get("model") or {}).get("family")
 
 
+def read_members_file(path: Path) -> dict[str, Any]:
+    info = read_json(path)
+    if not isinstance(info, dict) or info.get("kind") not in ("csv", "stores"):
+        raise CompkitError(path, "not a compkit members file (needs an object with kind 'stores' or 'csv')")
+    for key, kind in (("data_root", str), ("families", list), ("members", list), ("splits_fingerprint", str)):
+        if info.get(key) is not None and not isinstance(info[key], kind):
+            raise CompkitError(path, f"'{key}' must be a {kind.__name__}, got {type(info[key]).__name__}")
+    return info
+
+
+def read_thresholds(path: Path, classes: list[str]) -> dict[str, float]:
+    """``{class: threshold}``, every threshold a number strictly between 0 and 1, every class known."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CompkitError(path, "must be an object {class: threshold}")
+    for name, value in data.items():
+        if name not in classes:
+            raise CompkitError(path, f"unknown class {name!r}{did_you_mean(name, classes)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise CompkitError(path, f"{name}: threshold {value!r} is not a number between 0 and 1")
+    return {name: float(value) for name, value in data.items()}
+
+
+def read_postprocess(path: Path, classes: list[str]) -> dict[str, dict]:
+    """``{class: {"rule": "largest"}}`` or ``{"rule": "min_size", "min_area": fraction}``."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CompkitError(path, "must be an object {class: rule}")
+    for name, rule in data.items():
+        if name not in classes:
+            raise CompkitError(path, f"unknown class {name!r}{did_you_mean(name, classes)}")
+        if not isinstance(rule, dict) or rule.get("rule") not in RULES:
+            raise CompkitError(path, f"{name}: rule must be one of {', '.join(RULES)}, got {rule!r}")
+        area = rule.get("min_area")
+        if rule["rule"] == "min_size" and (isinstance(area, bool) or not isinstance(area, (int, float)) or not 0 < area < 1):
+            raise CompkitError(path, f"{name}: min_area {area!r} is not a fraction of the image between 0 and 1")
+    return data
+
+
 def open_member(path: str | Path) -> Member:
     path = Path(path)
     if path.suffix.lower() == ".csv":
@@ -118,16 +162,17 @@ def open_member(path: str | Path) -> Member:
     if not path.is_dir():
         raise CompkitError(path, "not found (expected a run, fold or ensemble folder, a store, or a submission CSV)")
     if (path / MEMBERS_FILE).is_file():
-        info = read_json(path / MEMBERS_FILE)
-        if info.get("kind") == "csv":
+        info = read_members_file(path / MEMBERS_FILE)
+        if info["kind"] == "csv":
             return Member(path / VOTE_CSV, "csv", data_root=info.get("data_root"))
         member = Member(path, "stores", [Store(path / "test")], data_root=info.get("data_root"), families=list(info.get("families") or []))
+        member.splits_fingerprints = [info["splits_fingerprint"]] if info.get("splits_fingerprint") else []
         if (path / "oof" / "index.json").is_file():
             member.oof_stores = [Store(path / "oof")]
         if (path / THRESHOLDS_FILE).is_file():
-            member.thresholds = read_json(path / THRESHOLDS_FILE)
+            member.thresholds = read_thresholds(path / THRESHOLDS_FILE, member.classes)
         if (path / POSTPROCESS_FILE).is_file():
-            member.postprocess = read_json(path / POSTPROCESS_FILE)
+            member.postprocess = read_postprocess(path / POSTPROCESS_FILE, member.classes)
         return member
     if (path / "index.json").is_file():
         return Member(path, "stores", [Store(path)])
@@ -138,8 +183,29 @@ def open_member(path: str | Path) -> Member:
     root, family = _fold_facts(folds[0])
     member = Member(path, "stores", [Store(f / "test") for f in folds], data_root=root, families=[family] if family else [])
     member.oof_stores = [Store(f / "oof") for f in folds if (f / "oof" / "index.json").is_file()]
+    member.splits_fingerprints = sorted({r["splits_fingerprint"] for r in map(read_run_record, folds) if r.get("splits_fingerprint")})
     _check_consistent(path, member.test_stores)
     return member
+
+
+def check_covers(member: Member, dataset) -> None:
+    """The member must have probabilities for every image of ``dataset`` (a stale store lacks new ones)."""
+    missing = [s.image_id for s in dataset.samples if s.image_id not in member.test_stores[0].entries]
+    if missing:
+        raise CompkitError(member.path, f"no probabilities for {len(missing)} test images (first: {missing[0]}); predict again")
+
+
+def check_member_split(member: Member, data_root: str | Path) -> None:
+    """A member's OOF stores are out-of-fold only for the split they were made with: refuse when the dataset's
+    splits file has changed since (its images would have trained the folds that predicted them)."""
+    path = splits_path(data_root)
+    if not member.splits_fingerprints or not path.is_file():
+        return
+    current = fingerprint(load_splits(data_root))
+    if any(f != current for f in member.splits_fingerprints):
+        raise CompkitError(
+            member.path, f"its out-of-fold predictions were made with another split than {path} holds now: they are not out-of-fold (retrain, or restore that splits file)"
+        )
 
 
 def open_stores_member(source: str | Path, purpose: str) -> Member:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import traceback
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, first_line
 from compkit.recipe import ModelConfig, did_you_mean
 
 
@@ -71,8 +72,10 @@ def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         raise CompkitError("model", f"{arch} cannot be built with encoder {cfg.encoder}: {detail}") from None
     if weights is not None and not timm_encoder:
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's warnings about a foreign file would precede compkit's one line
+                warnings.simplefilter("ignore")
+                state = torch.load(weights, map_location="cpu", weights_only=True)
             model.encoder.load_state_dict(state)
         except Exception as e:  # wrong keys, not a state dict, unpicklable
-            raise CompkitError(weights, f"cannot load encoder weights: {str(e).splitlines()[0]}") from None
+            raise CompkitError(weights, f"cannot load encoder weights: {first_line(e)}") from None
     return model

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 MIN_SIZE_FRACTIONS = (0.1, 0.3, 0.6)  # of the class's median component area in the ground truth
+RULES = ("none", "largest", "min_size")
 
 
 def apply_rule(mask: np.ndarray, rule: dict | None) -> np.ndarray:

@@ -17,8 +17,8 @@ from compkit.families import load_fold, resolve_family
 from compkit.inference import TTA_VIEWS
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
-from compkit.runs import fold_dirs, fold_number, fold_recipe
-from compkit.data.splits import load_splits
+from compkit.runs import check_fold_split, fold_dirs, fold_number, fold_recipe
+from compkit.data.splits import check_current, load_splits, splits_path
 
 SPLIT_STORES = {"test": "test", "val": "oof"}
 
@@ -40,6 +40,12 @@ def predict(
         raise CompkitError("--split", f"must be one of {', '.join(SPLIT_STORES)}, got {split!r}")
     if tta is not None and tta not in TTA_VIEWS:
         raise CompkitError("--tta", f"must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
+    if batch is not None and batch < 1:
+        raise CompkitError("--batch", f"must be at least 1, got {batch}")
+    if window is not None and window < 32:
+        raise CompkitError("--window", f"must be at least 32 pixels, got {window}")
+    if overlap is not None and not 0 <= overlap < 1:
+        raise CompkitError("--overlap", f"must be at least 0 and below 1, got {overlap}")
     torch_device = resolve_device(device, "--device")
     written = []
     for run in runs:
@@ -53,7 +59,13 @@ def predict(
                 positions = list(range(len(dataset)))
             else:
                 dataset = open_dataset(root, "train", recipe.data.format, classes=recipe.data.classes)
-                ids = set(load_splits(root)["folds"][fold_number(folder)]["val"])
+                splits = load_splits(root)
+                check_current(splits, dataset, splits_path(root))
+                check_fold_split(folder, splits, splits_path(root))  # else the "out-of-fold" store would have trained on them
+                k = fold_number(folder)
+                if k >= len(splits["folds"]):
+                    raise CompkitError(folder, f"fold {k} is not in {splits_path(root)} (folds 0..{len(splits['folds']) - 1})")
+                ids = set(splits["folds"][k]["val"])
                 positions = [i for i, s in enumerate(dataset.samples) if s.image_id in ids]
             fold = load_fold(folder, dataset.classes, torch_device, console, recipe)
             cache = cache_for(dataset, fold.recipe, console)

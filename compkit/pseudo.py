@@ -18,7 +18,7 @@ from rich.table import Table
 from compkit.data import open_dataset
 from compkit.errors import CompkitError
 from compkit.fileio import AtomicFolder
-from compkit.members import dataset_root, open_stores_member, resolve_thresholds
+from compkit.members import check_covers, dataset_root, open_stores_member, resolve_thresholds
 from compkit.postprocess import upsample_mask
 
 UNCERTAIN = (0.1, 0.9)
@@ -53,10 +53,13 @@ def pseudo(
     root = dataset_root(member, data)
     if not 0 <= min_confidence <= 1:
         raise CompkitError("--min-confidence", f"must be between 0 and 1, got {min_confidence}")
+    if max_images is not None and max_images < 1:
+        raise CompkitError("--max-images", f"must be at least 1, got {max_images}")
     out = Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not force:
         raise CompkitError(out, "already exists and is not empty (use --force to replace it)")
     test = open_dataset(root, "test")
+    check_covers(member, test)
     thresholds = resolve_thresholds(member, threshold, console)
 
     scored = []

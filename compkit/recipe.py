@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, first_line
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 LOSS_TERMS = ("bce", "dice", "jaccard", "focal", "tversky", "lovasz")
@@ -209,7 +209,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CompkitError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+        raise CompkitError(path, f"not valid YAML ({first_line(e)})") from None
+    except UnicodeDecodeError as e:
+        raise CompkitError(path, f"not a text file in UTF-8 (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     except OSError as e:
         raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
     if data is None:

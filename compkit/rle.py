@@ -54,6 +54,9 @@ def parse(rle: str) -> np.ndarray:
     except ValueError:
         bad = next(t for t in tokens if not t.lstrip("-").isdigit())
         raise ValueError(f"not an integer: {bad!r}") from None
+    except OverflowError:
+        bad = max(tokens, key=len)
+        raise ValueError(f"value too large for a pixel index: {bad[:24]}{'...' if len(bad) > 24 else ''}") from None
     return values.reshape(-1, 2)
 
 
@@ -67,6 +70,7 @@ def validate(rle: str, shape: tuple[int, int]) -> np.ndarray:
     for check, what in (
         (starts < 1, "start {s} is not positive (starts are 1-based)"),
         (lengths < 1, "run at {s} has non-positive length {l}"),
+        ((starts > size) | (lengths > size), "run {s}+{l} ends past the image ({size} pixels)"),
         (starts + lengths - 1 > size, "run {s}+{l} ends past the image ({size} pixels)"),
     ):
         bad = np.flatnonzero(check)

@@ -1,7 +1,8 @@
 """``compkit split``: patient-grouped (optionally stratified) K-fold -> ``DATA/splits.json``.
 
-Both hands of a patient always land in the same fold. The file records how it was made, so it is reused
-as long as the settings and the image list are unchanged.
+Both hands of a patient always land in the same fold; augmented images never validate and train only in folds
+none of whose patients they were made from (:mod:`compkit.data.splits`). The file records how it was made, so it
+is reused as long as the settings and the image list are unchanged.
 """
 from __future__ import annotations
 
@@ -9,105 +10,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.errors import CompkitError
-from compkit.data.splits import SPLITS_VERSION, load_splits, splits_path
+from compkit.data.splits import DEFAULT_FOLDS, DEFAULT_SEED, load_splits, make_splits, splits_path, strata
 from compkit.fileio import write_json
-
-MISSING = "unknown"
-
-
-def strata(dataset: SegmentationDataset, column: str) -> list[str]:
-    """One stratum label per sample from a meta column; numeric columns with many values go into quartiles."""
-    values = [s.meta.get(column) for s in dataset.samples]
-    if all(v is None for v in values):
-        known = sorted({k for s in dataset.samples for k in s.meta})
-        raise CompkitError(dataset.root, f"no meta column '{column}' to stratify by (meta columns: {', '.join(known) or 'none'})")
-    numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if len(numeric) == sum(v is not None for v in values) and len(set(numeric)) > 6:
-        edges = np.quantile(numeric, [0.25, 0.5, 0.75])
-        labels = []
-        for v in values:
-            if v is None:
-                labels.append(MISSING)
-            else:
-                q = int(np.searchsorted(edges, v, side="right"))
-                labels.append(f"Q{q + 1}")
-        return labels
-    return [MISSING if v is None else str(v) for v in values]
-
-
-def patient_groups(dataset: SegmentationDataset) -> list[str]:
-    """One group per sample: its patient, merged with every patient an augmented sample was made from
-    (a mosaic of four patients ties them into one group, so no patient is in two folds)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for s in dataset.samples:
-        sources = s.meta.get("source_patients") or []
-        if isinstance(sources, str):
-            sources = sources.split("|")
-        for other in sources:
-            parent[find(str(other))] = find(s.patient)
-        find(s.patient)
-    return [find(s.patient) for s in dataset.samples]
-
-
-def make_splits(dataset: SegmentationDataset, folds: int, seed: int, stratify: str | None) -> dict[str, Any]:
-    """Fold assignment with scikit-learn's GroupKFold / StratifiedGroupKFold (shuffled, seeded)."""
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
-
-    samples = dataset.samples
-    patients = sorted(set(patient_groups(dataset)))
-    if folds < 2:
-        raise CompkitError(None, f"--folds must be at least 2, got {folds}")
-    if len(patients) < folds:
-        raise CompkitError(dataset.root, f"{len(patients)} patients cannot fill {folds} folds")
-    groups = patient_groups(dataset)
-    index = np.arange(len(samples))
-    if stratify:
-        labels = strata(dataset, stratify)
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        parts = splitter.split(index, labels, groups)
-        method = "StratifiedGroupKFold"
-    else:
-        splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        parts = splitter.split(index, groups=groups)
-        method = "GroupKFold"
-    fold_list = [
-        {
-            "train": sorted(samples[i].image_id for i in train),
-            "val": sorted(samples[i].image_id for i in val),
-        }
-        for train, val in parts
-    ]
-    return {
-        "version": SPLITS_VERSION,
-        "method": method,
-        "group": "patient",
-        "seed": seed,
-        "stratify": stratify,
-        "num_folds": folds,
-        "folds": fold_list,
-    }
-
 
 def _same_settings(old: dict[str, Any], folds: int, seed: int, stratify: str | None, image_ids: set[str]) -> str | None:
     """None when ``old`` was made with these settings for these images, else what differs."""
     for key, value in (("num_folds", folds), ("seed", seed), ("stratify", stratify)):
         if old.get(key) != value:
             return f"it was made with {key}={old.get(key)!r}, not {value!r}"
-    old_ids = {i for fold in old["folds"] for i in fold.get("val", [])}
+    old_ids = {i for fold in old["folds"] for part in ("train", "val") for i in fold[part]}
     if old_ids != image_ids:
         return f"its images differ from the dataset's ({len(old_ids ^ image_ids)} added or removed)"
     return None
@@ -116,7 +32,7 @@ def _same_settings(old: dict[str, Any], folds: int, seed: int, stratify: str | N
 def fold_table(dataset: SegmentationDataset, splits: dict[str, Any]) -> Table:
     by_id = {s.image_id: s for s in dataset.samples}
     column = splits.get("stratify")
-    labels = dict(zip((s.image_id for s in dataset.samples), strata(dataset, column), strict=True)) if column else {}
+    labels = dict(zip((s.image_id for s in dataset.samples), strata(dataset.samples, column, dataset.root), strict=True)) if column else {}
     table = Table(title=f"{splits['method']} folds (seed {splits['seed']})")
     for name in ("fold", "train images", "val images", "val patients"):
         table.add_column(name, justify="right")
@@ -138,8 +54,8 @@ def fold_table(dataset: SegmentationDataset, splits: dict[str, Any]) -> Table:
 
 def split(
     data: str | Path,
-    folds: int = 5,
-    seed: int = 21,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = DEFAULT_SEED,
     stratify: str | None = None,
     force: bool = False,
     console: Console | None = None,

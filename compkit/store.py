@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from compkit.errors import CompkitError
-from compkit.fileio import AtomicFolder, read_json
+from compkit.fileio import AtomicFolder, read_json, write_problem
 
 STORE_VERSION = 1
 DTYPES = ("uint8", "float16")
@@ -60,8 +60,9 @@ class StoreWriter:
         try:
             np.save(self.staging / name, quantise(probs, self.dtype))
         except OSError as e:
+            problem = write_problem(self.staging / name, e)  # before the staging folder (and its space) is gone
             self.abort()
-            raise CompkitError(self.folder / name, f"cannot write: {e.strerror or e}") from None
+            raise CompkitError(self.folder / name, problem) from None
         entry = {"id": image_id, "file": name, "size": [int(original_size[0]), int(original_size[1])]}
         if box is not None:
             entry["box"] = [int(v) for v in box]

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from compkit.data import Sample, open_dataset
 from compkit.errors import CompkitError
-from compkit.members import MEMBERS_FILE, dataset_root, open_member, resolve_thresholds
+from compkit.members import MEMBERS_FILE, check_covers, dataset_root, open_member, resolve_thresholds
 from compkit.postprocess import apply_rule, upsample_mask
 from compkit.submission import expected_keys, read_rows, validate, write_submission
 
@@ -66,9 +66,7 @@ def submit(
     else:
         if list(member.classes) != list(dataset.classes):
             raise CompkitError(source, "the store's classes differ from the dataset's")
-        missing = [s.image_id for s in dataset.samples if s.image_id not in member.test_stores[0].entries]
-        if missing:
-            raise CompkitError(source, f"no probabilities for {len(missing)} test images (first: {missing[0]}); predict again")
+        check_covers(member, dataset)
         thresholds = resolve_thresholds(member, threshold, console)
         rules = member.postprocess or {}
 

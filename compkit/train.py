@@ -16,18 +16,17 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from compkit.checkpoint import fold_checkpoint, load_checkpoint
 from compkit.data import open_dataset
 from compkit.device import resolve_device
 from compkit.distributed import barrier, cleanup, init_distributed, launched_by_torchrun
 from compkit.errors import CompkitError
-from compkit.families import FoldJob, resolve_family
+from compkit.families import FoldJob, load_fold, resolve_family
 from compkit.fileio import atomic_write
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
 from compkit.recipe import load_recipe
-from compkit.runs import RECIPE_FILE
-from compkit.data.splits import load_splits
+from compkit.runs import RECIPE_FILE, check_fold_split, write_run_record
+from compkit.data.splits import check_current, fingerprint, load_splits, splits_path
 
 
 def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
@@ -62,6 +61,8 @@ def train(
 ) -> list[dict[str, Any]]:
     """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``); returns one summary per fold."""
     console = console or Console()
+    if devices < 1:
+        raise CompkitError("--devices", f"must be at least 1, got {devices}")
     if devices > 1 and not launched_by_torchrun():
         args = ["--recipe", str(recipe), "--fold", str(fold), "--runs-dir", str(runs_dir)]
         args += [a for o in overrides for a in ("--set", o)]
@@ -85,8 +86,11 @@ def train(
         if dist.enabled and not family.supports_distributed:
             raise CompkitError("--devices", f"{family.name} recipes train on one device here")
         dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
-        folds = load_splits(cfg.data.root)["folds"]
-        fold_ids = _fold_ids(fold, len(folds), Path(cfg.data.root) / "splits.json")
+        splits_file = splits_path(cfg.data.root)
+        splits = load_splits(cfg.data.root)
+        check_current(splits, dataset, splits_file)  # images added after `compkit split` would silently not train
+        folds = splits["folds"]
+        fold_ids = _fold_ids(fold, len(folds), splits_file)
         family.check(cfg, len(dataset.classes), out)  # every setting the family cannot honour fails before any work
         if dist.is_main:
             cache = cache_for(dataset, cfg, out)
@@ -108,12 +112,15 @@ def train(
         results = []
         for k in fold_ids:
             folder = run_dir / f"fold{k}"
-            missing = [i for i in folds[k]["train"] + folds[k]["val"] if i not in cache.position]
-            if missing:
-                raise CompkitError(Path(cfg.data.root) / "splits.json", f"fold {k} names {len(missing)} images the dataset lacks (first: {missing[0]}); rerun `compkit split --force`")
-            if dist.is_main and not (resume and (folder / RECIPE_FILE).is_file()):
+            resuming = resume and (folder / RECIPE_FILE).is_file()
+            if resume and not resuming and dist.is_main:
+                out.print(f"note: nothing to resume in {folder}: training fold {k} from the start")
+            if resuming:
+                check_fold_split(folder, splits, splits_file)
+            if dist.is_main and not resuming:
                 with atomic_write(folder / RECIPE_FILE, "w", encoding="utf-8") as f:
                     f.write(cfg.to_yaml())
+                write_run_record(folder, {"fold": k, "family": family.name, "splits_file": str(splits_file), "splits_fingerprint": fingerprint(splits), "val_images": len(folds[k]["val"])})
             job = FoldJob(cfg, dataset, cache, k, folds[k]["train"], folds[k]["val"], folder, resume, dist, device, out, pseudo)
             try:
                 outcome = family.train_fold(job)
@@ -125,7 +132,7 @@ def train(
                 ) from None
             if dist.is_main:
                 # Out-of-fold and test probabilities of the best checkpoint, for `compkit ensemble runs/*`.
-                predictor = family.load(cfg, dataset.classes, load_checkpoint(fold_checkpoint(folder)), device)
+                predictor = load_fold(folder, dataset.classes, device, recipe=cfg).predictor
                 write_store(predictor, dataset, cache, job.val_positions, folder / "oof", settings, out, f"{family.name}, ")
                 if test is not None:
                     test_dataset, test_cache = test

@@ -8,11 +8,11 @@ from compkit.augment_offline import augment, mosaic, rotate
 from compkit.data import open_dataset
 from compkit.errors import CompkitError
 from compkit.metrics import dice_per_class
-from compkit.split import make_splits, patient_groups
+from compkit.data.splits import load_splits
+from compkit.split import split
 from compkit.synth import synth
 from compkit.train import train
-from tests.conftest import quiet
-from tests.test_train import FAST
+from tests.conftest import FAST, quiet
 
 
 def test_rotation_moves_pixels_and_labels_together():
@@ -46,34 +46,55 @@ def test_augmented_handbone_dataset(data_copy, tmp_path):
     dice = dice_per_class(augmented.read_mask(rotated), expected)
     assert dice.mean() > 0.95
     assert rotated.patient == original.patient
-    # A mosaic ties its patients into one group: none of them is ever in two folds.
-    mosaics = [s for s in augmented.samples if "mosaic" in s.image_id]
-    groups = dict(zip((s.image_id for s in augmented.samples), patient_groups(augmented), strict=True))
-    splits = make_splits(augmented, 2, 0, None)
-    for m in mosaics:
-        members = {groups[s.image_id] for s in augmented.samples if s.patient in m.meta["source_patients"]}
-        assert len(members) == 1
+    assert all(s.meta.get("augmented") for s in augmented.samples if "rot10f" in s.image_id or "mosaic" in s.image_id)
+    assert_no_leak(augmented, load_splits(out))
+
+
+def assert_no_leak(dataset, splits):
+    """No fold trains on an image made from one of its validation patients, and only originals validate."""
+    by_id = {s.image_id: s for s in dataset.samples}
+    originals = {s.image_id for s in dataset.samples if not s.meta.get("augmented")}
+    assert sorted(i for fold in splits["folds"] for i in fold["val"]) == sorted(originals), "every original validates once"
     for fold in splits["folds"]:
-        val_patients = {s.patient for s in augmented.samples if s.image_id in set(fold["val"])}
-        train_patients = {s.patient for s in augmented.samples if s.image_id in set(fold["train"])}
-        assert not val_patients & train_patients
+        val_patients = {by_id[i].patient for i in fold["val"]}
+        for image_id in fold["train"]:
+            sources = by_id[image_id].meta.get("source_patients") or [by_id[image_id].patient]
+            sources = sources.split("|") if isinstance(sources, str) else sources
+            assert not set(sources) & val_patients, f"{image_id} trains in the fold that validates {sources}"
+
+
+def test_mosaics_respect_folds_on_a_realistic_patient_count(tmp_path):
+    """100 patients, 200 mosaics: before, mosaics tied every patient into one group and `split --folds 2` failed."""
+    data = tmp_path / "data"
+    synth(data, patients=100, test_patients=0, size=64, seed=3, console=quiet())
+    split(data, folds=5, seed=0, console=quiet())
+    out = augment(data, tmp_path / "aug", mosaics=200, console=quiet())
+    augmented = open_dataset(out)
+    carried = load_splits(out)
+    assert carried["num_folds"] == 5 and carried["augmented"] == 200
+    assert_no_leak(augmented, carried)
+    for k, fold in enumerate(load_splits(data)["folds"]):
+        assert set(carried["folds"][k]["val"]) == set(fold["val"]), "the source's folds carry over"
+        mosaics_here = [i for i in carried["folds"][k]["train"] if "mosaic" in i]
+        assert 150 <= len(mosaics_here) <= 170, "about 4/5 of the mosaics train in each fold (each comes from one fold)"
+    split(out, folds=5, seed=0, console=quiet())  # the same settings: reused as carried
+    assert load_splits(out) == carried
+    split(out, folds=2, seed=1, force=True, console=quiet())  # other folds: regrouped by patient, still no leak
+    assert_no_leak(augmented, load_splits(out))
 
 
 def test_augmented_dataset_trains(data_copy, tmp_path):
-    from compkit.split import split
-
     out = augment(data_copy, tmp_path / "aug", mosaics=1, console=quiet())
-    split(out, folds=2, seed=0, console=quiet())
+    split(out, folds=2, seed=0, force=True, console=quiet())
     [result] = train("tiny", data=out, fold="0", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())
     assert result["epochs"] == 1
 
 
-def test_masks_format_and_errors(tmp_path):
-    data = tmp_path / "fundus"
-    synth(data, patients=2, test_patients=1, size=64, kind="fundus", console=quiet())
+def test_masks_format_and_errors(fundus_data, tmp_path):
+    data = fundus_data  # 3 patients, 6 eyes; read-only (augment writes elsewhere)
     out = augment(data, tmp_path / "aug", rotations=[90], console=quiet())
     augmented = open_dataset(out)
-    assert augmented.format_name == "masks" and len(augmented) == 8
+    assert augmented.format_name == "masks" and len(augmented) == 2 * 6, "each original and its rotation"
     rotated = next(s for s in augmented.samples if "rot90" in s.image_id)
     assert rotated.meta["source_patients"].startswith("P000")
     with pytest.raises(CompkitError, match="nothing to do"):

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from compkit.cli import app
+from tests.conftest import copy_run
 
 runner = CliRunner()
 
@@ -121,11 +122,13 @@ def test_predict_ensemble_submit_errors(tmp_path, data_copy):
     assert result.exit_code == 2 and "Traceback" not in result.output
 
 
-def test_train_predict_ensemble_submit_commands(split_data_cli, tmp_path):
-    data, runs = split_data_cli
-    assert run("predict", runs / "tiny", "--tta", "d4").exit_code == 0
-    assert run("predict", runs / "tiny" / "fold0", "--split", "val", "--window", "32", "--overlap", "0.5").exit_code == 0
-    result = run("ensemble", runs / "tiny", "--name", "cli", "--out-dir", tmp_path / "ens")
+def test_train_predict_ensemble_submit_commands(trained_tiny_run, tmp_path):
+    """On a copy of the session's trained run (predicting rewrites its stores)."""
+    data = trained_tiny_run.data
+    tiny = copy_run(trained_tiny_run.run, tmp_path / "runs" / "tiny")
+    assert run("predict", tiny, "--tta", "d4").exit_code == 0
+    assert run("predict", tiny / "fold0", "--split", "val", "--window", "32", "--overlap", "0.5").exit_code == 0
+    result = run("ensemble", tiny, "--name", "cli", "--out-dir", tmp_path / "ens")
     assert result.exit_code == 0, result.output
     out = tmp_path / "sub.csv"
     result = run("submit", "--ensembles-dir", tmp_path / "ens", "--out", out, "--threshold", "0.5")
@@ -133,29 +136,7 @@ def test_train_predict_ensemble_submit_commands(split_data_cli, tmp_path):
     assert run("score", out, "--data", data).exit_code == 0
 
 
-@pytest.fixture
-def split_data_cli(data_copy, tmp_path):
-    from compkit.split import split
-    from compkit.train import train
-    from tests.conftest import quiet
-    from tests.test_train import FAST
-
-    split(data_copy, folds=2, seed=0, console=quiet())
-    train("tiny", data=data_copy, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())
-    return data_copy, tmp_path / "runs"
-
-
-def test_predict_a_run_with_an_aux_head(tmp_path):
+def test_predict_a_run_with_an_aux_head(trained_fundus_aux, tmp_path):
     """A classification head's weights come last in the state dict: the model is still rebuilt for the masks."""
-    from compkit.split import split
-    from compkit.synth import synth
-    from compkit.train import train
-    from tests.conftest import quiet
-    from tests.test_train import FAST
-
-    data = tmp_path / "fundus"
-    synth(data, patients=3, test_patients=1, size=96, kind="fundus", console=quiet())
-    split(data, folds=2, seed=0, console=quiet())
-    aux = "model.aux={classes: 5, target: 'csv:grade'}"
-    train("tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1", aux], runs_dir=tmp_path / "runs", console=quiet())
-    assert run("predict", tmp_path / "runs" / "tiny" / "fold0", "--tta", "none").exit_code == 0
+    fold = copy_run(trained_fundus_aux.run / "fold0", tmp_path / "runs" / "tiny" / "fold0")
+    assert run("predict", fold, "--tta", "none").exit_code == 0

@@ -9,7 +9,6 @@ import pytest
 from compkit.data import open_dataset
 from compkit.encode_labels import encode_labels
 from compkit.ensemble import ensemble
-from compkit.thresholds import OofTuner
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
 from compkit.data.labelled import open_labelled
@@ -55,20 +54,6 @@ def test_hard_vote_arithmetic(tmp_path, synth_data, test_set):
     assert all(abs(t - (2 - 0.5) / 3) < 1e-6 for t in thresholds.values())  # majority: 2 votes
     out3 = ensemble(stores, method="hard", votes=3, name="h3", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
     assert all(abs(t - (3 - 0.5) / 3) < 1e-6 for t in read_json(out3 / "thresholds.json").values())
-
-
-def test_tuner_finds_a_planted_threshold():
-    rng = np.random.default_rng(0)
-    tuner = OofTuner(2)
-    for _ in range(5):
-        truth = rng.random((2, 32, 32)) > 0.5
-        # class 0: truth at 0.7, background at 0.6 -> any threshold in [0.6, 0.7) is perfect; class 1: at 0.3 / 0.2.
-        q = np.where(truth, [[[0.7]], [[0.3]]], [[[0.6]], [[0.2]]])
-        tuner.add(np.rint(q * 255).astype(np.uint8), truth.astype(np.uint8))
-    thresholds, dice = tuner.best_thresholds()
-    assert 0.6 <= thresholds[0] < 0.7 and 0.2 <= thresholds[1] < 0.3
-    assert np.allclose(dice, 1.0)
-    assert tuner.dice(np.array([0.5, 0.5]))[:, 1].max() < 0.01  # at 0.5, class 1 predicts nothing
 
 
 def test_members_at_different_resolutions_meet_at_the_largest(tmp_path, synth_data, test_set):
@@ -145,25 +130,3 @@ def test_csv_hard_vote(tmp_path, synth_data):
     assert score(out, synth_data, console=quiet()) == pytest.approx(1.0)
     ens = ensemble([good, empty, empty], name="v2", out_dir=tmp_path / "ens", data=synth_data, console=quiet())
     assert score(submit(ens, out=tmp_path / "v2.csv", console=quiet()), synth_data, console=quiet()) < 0.01
-
-
-def test_submit_threshold_and_sample_checks(tmp_path, synth_data, test_set, capsys):
-    from rich.console import Console
-
-    store = make_store(tmp_path / "s", test_set, constant(0.4))
-    warned = Console(file=open(tmp_path / "log.txt", "w"), width=200)
-    submit(store, out=tmp_path / "a.csv", threshold="tuned", data=synth_data, console=warned)
-    warned.file.close()
-    assert "no tuned thresholds" in (tmp_path / "log.txt").read_text()
-    low = submit(store, out=tmp_path / "low.csv", threshold="0.3", data=synth_data, console=quiet())
-    assert all(r[2] == "1 9216" for r in list(csv.reader(open(low)))[1:])
-    sample = tmp_path / "sample.csv"
-    rows = list(csv.reader(open(low)))
-    rows[5][1] = "Ulna"
-    with open(sample, "w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    with pytest.raises(CompkitError, match="line 6: sample has"):
-        submit(store, out=tmp_path / "b.csv", sample=sample, data=synth_data, console=quiet())
-    assert not (tmp_path / "b.csv").exists()
-    with pytest.raises(CompkitError, match="no ensemble found"):
-        submit(ensembles_dir=tmp_path / "none", console=quiet())

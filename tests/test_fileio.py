@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+import compkit.fileio as fileio
 from compkit.errors import CompkitError
-from compkit.fileio import atomic_write, image_size, read_image, read_json, write_json
+from compkit.fileio import AtomicFolder, atomic_write, image_size, read_image, read_json, write_json
 
 
 def test_atomic_write_renames_only_on_success(tmp_path):
@@ -48,3 +53,111 @@ def test_images(tmp_path, synth_data):
         image_size(bad)
     with pytest.raises(CompkitError, match="image not found"):
         read_image(tmp_path / "missing.png")
+
+
+def tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def hidden(parent):
+    """Staging folders (and anything else hidden) left beside the targets."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_atomic_folder_appears_whole(tmp_path):
+    target = tmp_path / "out"
+    with AtomicFolder(target) as staging:
+        (staging / "a.txt").write_text("a")
+        (staging / "sub").mkdir()
+        (staging / "sub" / "b.txt").write_text("b")
+        assert not target.exists(), "nothing at the target until the block ends"
+        assert staging.parent == tmp_path and staging.name.startswith(f".out{fileio.PARTIAL_MARK}{os.getpid()}-")
+    assert tree(target) == {"a.txt": "a", "sub/b.txt": "b"}
+    assert hidden(tmp_path) == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask, "an ordinary folder, not mkdtemp's private 0700"
+
+
+def test_atomic_folder_replaces_an_existing_folder(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with AtomicFolder(target) as staging:
+        (staging / "new.txt").write_text("new")
+        assert tree(target) == {"old.txt": "old"}, "the old folder stays readable while the new one is written"
+    assert tree(target) == {"new.txt": "new"}
+    assert hidden(tmp_path) == []
+
+
+def test_atomic_folder_failure_keeps_the_old_folder(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="crash"):
+        with AtomicFolder(target) as staging:
+            (staging / "half.txt").write_text("half")
+            raise RuntimeError("crash")
+    assert tree(target) == {"old.txt": "old"}
+    assert hidden(tmp_path) == []
+    with pytest.raises(CompkitError, match="cannot write") as info:  # an OSError inside becomes one clear error
+        with AtomicFolder(tmp_path / "new"):
+            raise PermissionError(13, "Permission denied")
+    assert info.value.path == str(tmp_path / "new")
+    assert not (tmp_path / "new").exists() and hidden(tmp_path) == []
+
+
+def dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(child.stdout)
+
+
+def test_leftovers_of_killed_runs_are_removed_live_ones_kept(tmp_path):
+    target = tmp_path / "out"
+    dead = tmp_path / f".out{fileio.PARTIAL_MARK}{dead_pid()}-xyz"
+    alive = tmp_path / f".out{fileio.PARTIAL_MARK}{os.getppid()}-abc"  # another process still writing it
+    other = tmp_path / f".other{fileio.PARTIAL_MARK}{dead_pid()}-xyz"  # another target's: not ours to remove
+    for folder in (dead, alive, other):
+        folder.mkdir()
+        (folder / "part.txt").write_text("part")
+    with AtomicFolder(target) as staging:
+        (staging / "a.txt").write_text("a")
+        assert not dead.exists() and alive.is_dir() and other.is_dir()
+    assert tree(target) == {"a.txt": "a"}
+    assert hidden(tmp_path) == sorted([alive.name, other.name])
+
+
+def test_atomic_folder_without_the_atomic_exchange(tmp_path, monkeypatch):
+    """Where renameat2 is unavailable the old folder is renamed aside first: same result, nothing left over."""
+    calls = []
+
+    def unavailable(a, b):
+        calls.append((a, b))
+        return False
+
+    monkeypatch.setattr(fileio, "_exchange", unavailable)
+    target = tmp_path / "out"
+    with AtomicFolder(target) as staging:  # a new folder needs no exchange
+        (staging / "one.txt").write_text("1")
+    assert tree(target) == {"one.txt": "1"} and calls == []
+    with AtomicFolder(target) as staging:
+        (staging / "two.txt").write_text("2")
+    assert len(calls) == 1
+    assert tree(target) == {"two.txt": "2"}
+    assert hidden(tmp_path) == []
+    with pytest.raises(RuntimeError):
+        with AtomicFolder(target) as staging:
+            (staging / "three.txt").write_text("3")
+            raise RuntimeError("crash")
+    assert tree(target) == {"two.txt": "2"} and hidden(tmp_path) == []
+
+
+def test_the_atomic_exchange_swaps_two_folders(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("in a")
+    (b / "y").write_text("in b")
+    if not fileio._exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    assert tree(a) == {"y": "in b"} and tree(b) == {"x": "in a"}

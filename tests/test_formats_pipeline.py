@@ -11,14 +11,30 @@ from compkit.split import split
 from compkit.submit import submit
 from compkit.synth import synth
 from compkit.train import train
-from tests.conftest import quiet
-from tests.test_train import FAST
+from tests.conftest import FAST, quiet
+
+# Test mean dice after 1 epoch, measured: fundus 0.084 (an empty submission scores 0.083 there: most lesion
+# classes are absent from most eyes), isic 0.33 (an empty submission scores 0.0). Measured floors, comfortably below.
+SCORE_FLOORS = {"fundus": 0.05, "isic": 0.15}
 
 
-@pytest.mark.parametrize(("kind", "classes", "first_name"), [("fundus", 6, "0004_1.png"), ("isic", 1, "ISIC_")])
-def test_pipeline(tmp_path, kind, classes, first_name):
+@pytest.fixture
+def dataset_of_kind(request, tmp_path, fundus_copy):
+    """A private dataset of the kind: the session's fundus dataset copied, or a fresh skin-lesion one."""
+    if request.param == "fundus":
+        return fundus_copy
     data = tmp_path / "data"
-    synth(data, patients=3, test_patients=1, size=96, kind=kind, console=quiet())
+    synth(data, patients=3, test_patients=1, size=96, kind=request.param, console=quiet())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("dataset_of_kind", "kind", "classes", "first_name"),
+    [("fundus", "fundus", 6, "0004_1.png"), ("isic", "isic", 1, "ISIC_")],
+    indirect=["dataset_of_kind"],
+)
+def test_pipeline(tmp_path, dataset_of_kind, kind, classes, first_name):
+    data = dataset_of_kind
     split(data, folds=2, seed=0, console=quiet())
     train("tiny", data=data, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())
     ens = ensemble([tmp_path / "runs" / "tiny"], name=kind, out_dir=tmp_path / "ens", console=quiet())
@@ -26,4 +42,4 @@ def test_pipeline(tmp_path, kind, classes, first_name):
     rows = list(csv.reader(open(out)))
     assert len({r[1] for r in rows[1:]}) == classes
     assert rows[1][0].startswith(first_name)
-    assert 0.0 <= score(out, data, console=quiet()) <= 1.0
+    assert score(out, data, console=quiet()) > SCORE_FLOORS[kind]

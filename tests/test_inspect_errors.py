@@ -6,10 +6,7 @@ import json
 import numpy as np
 
 from compkit.inspect_errors import error_overlay, inspect
-from compkit.split import split
-from compkit.train import train
 from tests.conftest import quiet
-from tests.test_train import FAST
 
 
 def test_error_colours():
@@ -22,15 +19,14 @@ def test_error_colours():
     assert tuple(out[0, 0]) == (0, 0, 0) and tuple(out[1, 1]) == (0, 0, 0)
 
 
-def test_inspect_a_run(data_copy, tmp_path):
-    split(data_copy, folds=2, seed=0, console=quiet())
-    train("tiny", data=data_copy, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())
-    page = inspect(tmp_path / "runs" / "tiny", out=tmp_path / "report", console=quiet())
+def test_inspect_a_run(trained_tiny_run, tmp_path):
+    run = trained_tiny_run.run  # read-only: the reports go to tmp_path
+    page = inspect(run, out=tmp_path / "report", console=quiet())
     report = json.loads((tmp_path / "report" / "inspect.json").read_text())
     assert report["images"] == 12 and len(report["per_class"]) == 29
     assert len(report["worst_images"]) == 12
     assert report["worst_images"][0]["dice"] <= report["worst_images"][-1]["dice"]
     assert page.read_text().count("data:image/png;base64,") == 12
-    test_page = inspect(tmp_path / "runs" / "tiny", split="test", out=tmp_path / "test-report", console=quiet())
+    test_page = inspect(run, split="test", out=tmp_path / "test-report", console=quiet())
     assert json.loads((tmp_path / "test-report" / "inspect.json").read_text())["images"] == 4
     assert test_page.is_file()

@@ -11,11 +11,9 @@ from compkit.ensemble import ensemble
 from compkit.errors import CompkitError
 from compkit.data.writer import trace_polygons
 from compkit.pseudo import confidence, pseudo
-from compkit.split import split
 from compkit.checkpoint import load_checkpoint
 from compkit.train import train
-from tests.conftest import quiet
-from tests.test_train import FAST
+from tests.conftest import FAST, quiet
 
 
 def test_confidence_and_tracing():
@@ -28,18 +26,16 @@ def test_confidence_and_tracing():
     assert len(polygons) == 1 and sorted(map(tuple, polygons[0])) == [(2, 2), (2, 5), (5, 2), (5, 5)]
 
 
-def test_round_trip(data_copy, tmp_path):
-    split(data_copy, folds=2, seed=0, console=quiet())
-    runs = tmp_path / "runs"
-    train("tiny", data=data_copy, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=runs, console=quiet())
-    ens = ensemble([runs / "tiny"], name="e", out_dir=tmp_path / "ens", console=quiet())
+def test_round_trip(trained_tiny_run, tmp_path):
+    data = trained_tiny_run.data  # read-only: everything below writes under tmp_path
+    ens = ensemble([trained_tiny_run.run], name="e", out_dir=tmp_path / "ens", console=quiet())
     with pytest.raises(CompkitError, match="no test image reaches"):
         pseudo(ens, tmp_path / "none", min_confidence=1.0, console=quiet())
     out = pseudo(ens, tmp_path / "pseudo", min_confidence=0.0, max_images=3, console=quiet())
     labelled = open_dataset(out)
     assert labelled.format_name == "handbone" and len(labelled) == 3
     assert all(s.meta for s in labelled.samples), "meta travels with the pseudo set"
-    test_ids = {s.image_id for s in open_dataset(data_copy, "test").samples}
+    test_ids = {s.image_id for s in open_dataset(data, "test").samples}
     assert {s.image_id for s in labelled.samples} <= test_ids
 
     # --soft: uncertain pixels are written as ignore masks, cached, and left out of the loss.
@@ -51,9 +47,9 @@ def test_round_trip(data_copy, tmp_path):
     cache = build_cache(soft_set, 64, console=quiet())
     assert cache.ignore(0) is not None and cache.ignore(0).shape == (29, 64, 64)
     assert open_dataset(out).read_ignore(labelled.samples[0], (96, 96)) is None
-    train("tiny", data=data_copy, fold="1", overrides=[*FAST, "train.epochs=1", f"data.pseudo={soft}"], runs_dir=tmp_path / "soft-run", console=quiet())
+    train("tiny", data=data, fold="1", overrides=[*FAST, "train.epochs=1", f"data.pseudo={soft}"], runs_dir=tmp_path / "soft-run", console=quiet())
 
     # Retraining with data.pseudo: 6 fold images + 3 pseudo = 9, batch 3 -> 3 steps instead of 2.
-    train("tiny", data=data_copy, fold="0", overrides=[*FAST, "train.epochs=1", f"data.pseudo={out}"], runs_dir=tmp_path / "again", console=quiet())
+    train("tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1", f"data.pseudo={out}"], runs_dir=tmp_path / "again", console=quiet())
     ckpt = load_checkpoint(tmp_path / "again" / "tiny" / "fold0" / "last.pt")
     assert ckpt["schedule"]["per_step"]["last_epoch"] == 3

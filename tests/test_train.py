@@ -1,34 +1,32 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
+import json
 
 import numpy as np
 import pytest
 import torch
 
 import compkit.families.smp as smp_module
+from compkit.checkpoint import load_checkpoint
+from compkit.data import open_dataset
+from compkit.data.cache import build_cache
 from compkit.errors import CompkitError
+from compkit.families.smp import CachedSamples
+from compkit.families import load_fold
+from compkit.prediction import ValidationDice, inference_settings, predict_cached
 from compkit.recipe import load_recipe
 from compkit.split import split
 from compkit.store import Store
-from compkit.checkpoint import load_checkpoint
-from compkit.families.smp import CachedSamples
-from compkit.prediction import ValidationDice
 from compkit.train import train
-from tests.conftest import quiet
+from tests.conftest import FAST, TRAINED_TINY_OVERRIDES, quiet
 
-FAST = [
-    "data.image_size=64",
-    "train.epochs=3",
-    "train.batch_size=3",
-    "train.workers=0",
-    "model.params.decoder_channels=[32, 16, 16, 8, 8]",
-    "optim.lr=0.005",
-    "infer.batch_size=8",
-]
+__all__ = ["FAST"]  # other test modules import FAST from here
+
+# Validation accuracies of the auxiliary heads, measured: presence (29 classes, 2 epochs) 1.0 at both epochs,
+# the CSV grade (5 classes, 1 epoch, 4 validation eyes) 1.0. Measured floors, comfortably below.
+AUX_PRESENCE_FLOOR = 0.9
+AUX_CSV_FLOOR = 0.5
 
 
 @pytest.fixture
@@ -59,11 +57,18 @@ def test_training_lowers_loss_and_writes_the_run_folder(split_data, tmp_path):
         assert {"model", "optimizer", "schedule", "scaler", "epoch"} <= set(ckpt)
     assert load_checkpoint(folder / "last.pt")["epoch"] == 3
     store = Store(folder / "oof")
-    val_ids = sorted(__import__("json").loads((split_data / "splits.json").read_text())["folds"][1]["val"])
+    val_ids = sorted(json.loads((split_data / "splits.json").read_text())["folds"][1]["val"])
     assert sorted(store.image_ids) == val_ids
     probs = store.read(val_ids[0])
-    assert probs.shape == (29, 64, 64) and 0 <= probs.min() and probs.max() <= 1
+    assert probs.shape == (29, 64, 64)
     assert store.original_size(val_ids[0]) == (96, 96)
+    # The OOF store holds the best checkpoint's probabilities (with the recipe's TTA), up to uint8 rounding.
+    dataset = open_dataset(split_data)
+    fold = load_fold(folder, dataset.classes, torch.device("cpu"))
+    cache = build_cache(dataset, 64, console=quiet())
+    positions = [cache.position[i] for i in val_ids]
+    for position, probs in predict_cached(fold.predictor, cache, positions, inference_settings(fold.recipe)):
+        assert np.abs(store.read(cache.image_ids[position]) - probs).max() <= 1 / 255 + 1e-6
     test_store = Store(folder / "test")
     assert len(test_store.image_ids) == 4 and test_store.resolution == (64, 64)
 
@@ -72,6 +77,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_matches_uninterrupted(split_data, tmp_path, monkeypatch):
     overrides = [*FAST, "aug=[{name: HorizontalFlip, p: 0.5}, {name: Rotate, limit: 10, p: 0.5}]"]
     train("tiny", data=split_data, fold="0", overrides=overrides, runs_dir=tmp_path / "a", console=quiet())
@@ -101,10 +107,16 @@ def test_killed_and_resumed_run_matches_uninterrupted(split_data, tmp_path, monk
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_same_seed_same_curve(split_data, tmp_path):
-    for run in ("x", "y"):
-        train("tiny", data=split_data, fold="0", overrides=[*FAST, "train.epochs=2"], runs_dir=tmp_path / run, console=quiet())
-    assert [r["train_loss"] for r in rows(tmp_path / "x" / "tiny" / "fold0")] == [r["train_loss"] for r in rows(tmp_path / "y" / "tiny" / "fold0")]
+def test_same_seed_same_curve(trained_tiny_run, tmp_path):
+    """Fold 0 trained again with the session run's recipe and overrides (alone this time, not as part of
+    ``--fold all``) repeats its curve and its weights exactly."""
+    data, run = trained_tiny_run  # read-only: the run goes to tmp_path, the preprocessing cache is already there
+    train("tiny", data=data, fold="0", overrides=TRAINED_TINY_OVERRIDES, runs_dir=tmp_path, console=quiet())
+    strip = lambda table: [{k: v for k, v in r.items() if k != "seconds"} for r in table]  # noqa: E731
+    assert strip(rows(tmp_path / "tiny" / "fold0")) == strip(rows(run / "fold0"))
+    again = load_checkpoint(tmp_path / "tiny" / "fold0" / "last.pt")["model"]
+    before = load_checkpoint(run / "fold0" / "last.pt")["model"]
+    assert all(torch.equal(again[k], before[k]) for k in before)
 
 
 def test_nan_loss_stops_naming_epoch_and_step(split_data, tmp_path, monkeypatch):
@@ -155,41 +167,21 @@ def test_bad_folds_and_missing_splits(data_copy, tmp_path):
     assert not (tmp_path / "tiny").exists()
 
 
-def test_ddp_two_gloo_processes(split_data, tmp_path):
-    """--devices 2 on CPU: torchrun starts two gloo processes; rank 0 alone writes the run folder."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "compkit", "train", "--recipe", "tiny", "--data", str(split_data), "--fold", "0", "--devices", "2", "--runs-dir", str(tmp_path / "runs")]
-    for o in [*FAST, "train.epochs=2"]:
-        args += ["--set", o]
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    folder = tmp_path / "runs" / "tiny" / "fold0"
-    table = rows(folder)
-    assert [int(r["epoch"]) for r in table] == [1, 2]
-    ckpt = load_checkpoint(folder / "last.pt")
-    assert ckpt["epoch"] == 2
-    # 6 training images, batch 3: one process takes 2 steps an epoch; each of 2 ranks takes 1 (its half).
-    assert ckpt["schedule"]["per_step"]["last_epoch"] == 2
-    assert np.isfinite(float(table[-1]["val_dice_mean"]))
-    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "oof", "recipe.yaml", "results.csv", "results.png", "test"]
-
-
 def test_aux_presence_head_reports_accuracy(split_data, tmp_path):
     train("tiny", data=split_data, fold="0", overrides=[*FAST, "train.epochs=2", "model.aux={classes: 29, weight: 0.5}"], runs_dir=tmp_path, console=quiet())
     table = rows(tmp_path / "tiny" / "fold0")
     assert {"train_aux", "val_aux_acc"} <= set(table[0])
-    assert all(0.0 <= float(r["val_aux_acc"]) <= 1.0 for r in table)
+    assert all(float(r["val_aux_acc"]) > AUX_PRESENCE_FLOOR for r in table)
     assert float(table[-1]["train_aux"]) > 0
 
 
-def test_aux_csv_target_on_fundus_grades(tmp_path):
-    from compkit.synth import synth
-
-    data = tmp_path / "fundus"
-    synth(data, patients=3, test_patients=1, size=96, kind="fundus", console=quiet())
-    split(data, folds=2, seed=0, console=quiet())
-    train("tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1", "model.aux={classes: 5, target: 'csv:grade'}"], runs_dir=tmp_path / "runs", console=quiet())
-    table = rows(tmp_path / "runs" / "tiny" / "fold0")
-    assert 0.0 <= float(table[-1]["val_aux_acc"]) <= 1.0
+def test_aux_csv_target_on_fundus_grades(trained_fundus_aux, tmp_path):
+    data, run = trained_fundus_aux
+    table = rows(run / "fold0")
+    val_ids = json.loads((data / "splits.json").read_text())["folds"][0]["val"]
+    accuracy = float(table[-1]["val_aux_acc"])
+    # An accuracy over the fold's validation images: a whole number of them right.
+    assert accuracy * len(val_ids) == pytest.approx(round(accuracy * len(val_ids)), abs=1e-4)
+    assert accuracy >= AUX_CSV_FLOOR
     with pytest.raises(CompkitError, match="not a class in 0..1"):
         train("tiny", data=data, fold="0", overrides=[*FAST, "model.aux={classes: 2, target: 'csv:grade'}"], runs_dir=tmp_path / "bad", console=quiet())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,19 @@ class SampleCache:
         return bits.reshape(len(self.classes), self.size, self.size)
 
 
+def reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A uint8 ``.npy`` memory map whose disk space is reserved first: writing through a map onto a full disk
+    kills the process with SIGBUS, so a full disk must fail here, as an ordinary error, before any data."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        del array
+        raise CompkitError(path, f"cannot write the preprocessing cache: {e.strerror or e} (set data.cache_dir to a disk with room)") from None
+    return array
+
+
 def cache_root(dataset: SegmentationDataset, cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir) if cache_dir else dataset.root / ".compkit-cache"
 
@@ -173,11 +187,11 @@ def build_cache(
     with atomic as staging:
         n, c = len(dataset.samples), len(dataset.classes)
         has_masks = all(s.label_path is not None for s in dataset.samples)
-        images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        images = reserved_memmap(staging / "images.npy", (n, size, size, 3))
         masks = None
         if has_masks:
             packed = (size * size + 7) // 8
-            masks = np.lib.format.open_memmap(staging / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, c, packed))
+            masks = reserved_memmap(staging / "masks.npy", (n, c, packed))
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"caching {dataset.split} at {size}px", total=n)
             boxes = []
@@ -190,7 +204,7 @@ def build_cache(
                 if ignore is not None:
                     if ignores is None:
                         shape = (n, c, (size * size + 7) // 8)
-                        ignores = np.lib.format.open_memmap(staging / "ignore.npy", mode="w+", dtype=np.uint8, shape=shape)
+                        ignores = reserved_memmap(staging / "ignore.npy", shape)
                     ignores[i] = np.packbits(ignore.reshape(c, -1), axis=-1)
                 if masks is not None:
                     masks[i] = np.packbits(mask.reshape(c, -1), axis=-1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from compkit.data.formats import SegmentationDataset, register_format
-from compkit.data.raster import rasterize
+from compkit.data.raster import check_inside, check_points, rasterize
 from compkit.data.sample import Polygon, Sample
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
@@ -57,10 +57,14 @@ class CocoDataset(SegmentationDataset):
             if not isinstance(segmentation, list):
                 raise CompkitError(ann_path, f"annotation {n}: only polygon segmentations are supported (found RLE)")
             for flat in segmentation:
-                points = np.asarray(flat, dtype=np.float64).reshape(-1, 2)
+                try:
+                    points = np.asarray(flat, dtype=np.float64).reshape(-1, 2)
+                except (TypeError, ValueError):
+                    raise CompkitError(ann_path, f"annotation {n}: a polygon is not a flat list of x, y numbers") from None
+                check_points(points, ann_path, f"annotation {n}")
                 if len(points) < 3:
                     raise CompkitError(ann_path, f"annotation {n}: polygon has {len(points)} points, needs at least 3")
-                polygons.setdefault(ann["image_id"], []).append(Polygon(index[ann["category_id"]], np.rint(points).astype(np.int32)))
+                polygons.setdefault(ann["image_id"], []).append(Polygon(index[ann["category_id"]], np.rint(points).astype(np.int32), n))
         samples = []
         for image in sorted(data["images"], key=lambda i: i["file_name"]):
             path = image_dir / image["file_name"]
@@ -83,4 +87,6 @@ class CocoDataset(SegmentationDataset):
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         if sample.label_path is None:
             raise CompkitError(sample.image_path, "image has no labels")
-        return rasterize(sample.polygons, len(self.classes), shape or self.image_shape(sample))
+        shape = shape or self.image_shape(sample)
+        check_inside(sample.polygons, shape, self.classes, sample.label_path)
+        return rasterize(sample.polygons, len(self.classes), shape)

@@ -19,10 +19,10 @@ import numpy as np
 from compkit.data.classes import HANDBONE_CLASSES
 from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.meta import patient_key, read_meta
-from compkit.data.raster import rasterize
+from compkit.data.raster import check_inside, check_points, rasterize
 from compkit.data.sample import Polygon, Sample
 from compkit.data.writer import DatasetWriter, link_or_copy, trace_polygons
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, warn
 from compkit.fileio import read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -50,9 +50,10 @@ def _read_label(path: Path, classes: Sequence[str]) -> tuple[tuple[Polygon, ...]
             raise CompkitError(path, f"annotation {n} ({label}): points are not [x, y] pairs") from None
         if points.ndim != 2 or points.shape[1] != 2:
             raise CompkitError(path, f"annotation {n} ({label}): points are not [x, y] pairs")
+        check_points(points, path, f"annotation {n} ({label})")
         if len(points) < 3:
             raise CompkitError(path, f"annotation {n} ({label}): polygon has {len(points)} points, needs at least 3")
-        polygons.append(Polygon(index[label], np.rint(points).astype(np.int32)))
+        polygons.append(Polygon(index[label], np.rint(points).astype(np.int32), n))
     metadata = data.get("metadata")
     return tuple(polygons), metadata if isinstance(metadata, dict) else {}
 
@@ -141,10 +142,8 @@ class HandBoneDataset(SegmentationDataset):
                 if not label_path.is_file():
                     raise CompkitError(image_path, f"image has no label JSON (expected {label_path})")
                 polygons, metadata = _read_label(label_path, classes)
-                if metadata.get("source_patients"):  # `compkit augment` mosaics: several patients in one image
-                    extra = {"source_patients": list(metadata["source_patients"])}
-                else:
-                    extra = {}
+                # `compkit augment`: what an image was made from, so that folds never leak.
+                extra = {key: metadata[key] for key in ("augmented", "source_patients") if metadata.get(key)}
             samples.append(
                 Sample(
                     image_id=image_id,
@@ -155,6 +154,11 @@ class HandBoneDataset(SegmentationDataset):
                     meta={**meta.get(patient_key(patient), {}), **extra},
                 )
             )
+        if label_dir is not None:
+            stems = {Path(s.image_id).with_suffix("").as_posix() for s in samples}
+            orphans = sorted(p for p in label_dir.rglob("*.json") if p.relative_to(label_dir).with_suffix("").as_posix() not in stems)
+            if orphans:
+                warn(label_dir, f"{len(orphans)} label JSONs have no image and are not used (first: {orphans[0].relative_to(label_dir)})")
         samples.sort(key=lambda s: s.image_id)
         return cls(root, split, classes, samples)
 
@@ -168,4 +172,6 @@ class HandBoneDataset(SegmentationDataset):
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         if sample.label_path is None:
             raise CompkitError(sample.image_path, "image has no labels")
-        return rasterize(sample.polygons, len(self.classes), shape or self.image_shape(sample))
+        shape = shape or self.image_shape(sample)
+        check_inside(sample.polygons, shape, self.classes, sample.label_path)
+        return rasterize(sample.polygons, len(self.classes), shape)

@@ -94,8 +94,8 @@ class MaskFolderWriter(DatasetWriter):
         if metadata.get("source_patients"):  # the masks layout keeps image-level values in a CSV
             with open(self.out / "augmented.csv", "a", encoding="utf-8") as f:
                 if f.tell() == 0:
-                    f.write("image,source_patients\n")
-                f.write(f"{image_id},{'|'.join(metadata['source_patients'])}\n")
+                    f.write("image,source_patients,augmented\n")
+                f.write(f"{image_id},{'|'.join(metadata['source_patients'])},{int(bool(metadata.get('augmented')))}\n")
 
 
 @register_format

@@ -10,10 +10,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Polygon:
-    """One labelled polygon: a class index and (N, 2) integer (x, y) pixel points."""
+    """One labelled polygon: a class index and (N, 2) integer (x, y) pixel points; ``index``: its annotation's
+    position in the label file (for error messages)."""
 
     class_index: int
     points: np.ndarray
+    index: int = -1
 
 
 @dataclass(frozen=True)

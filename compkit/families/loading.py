@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from compkit.checkpoint import fold_checkpoint, load_checkpoint
+from compkit.checkpoint import check_classes, fold_checkpoint, load_checkpoint
 from compkit.errors import CompkitError
 from compkit.families.base import ModelFamily, resolve_family
 from compkit.prediction import Predictor
@@ -33,4 +33,5 @@ def load_fold(folder: Path, classes, device: torch.device, console: Console | No
     stored = checkpoint.get("family", family.name)  # checkpoints from before families were recorded
     if stored != family.name:
         raise CompkitError(path, f"checkpoint of the {stored!r} family, but the fold's recipe says {family.name!r}")
+    check_classes(checkpoint, classes, path)
     return FoldModel(folder, recipe, family, family.load(recipe, classes, checkpoint, device))

@@ -18,7 +18,7 @@ from compkit.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
 from compkit.distributed import any_rank, barrier, broadcast_flag
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, first_line
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
 from compkit.inference import segmentation_logits, sliding_window_logits
 from compkit.losses import create_loss
@@ -180,7 +180,10 @@ class SmpFamily(ModelFamily):
 
     def load(self, recipe: Recipe, classes, checkpoint: dict[str, Any], device: torch.device) -> SmpPredictor:
         model = create_model(recipe.model, len(classes))
-        model.load_state_dict(checkpoint["model"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except RuntimeError as e:  # keys or shapes of another model
+            raise CompkitError("model", f"the checkpoint does not fit {recipe.model.arch}/{recipe.model.encoder} with {len(classes)} classes: {first_line(e)}") from None
         return SmpPredictor(model.to(device).eval(), recipe, device)
 
     def train_fold(self, job: FoldJob) -> FoldOutcome:
@@ -210,6 +213,7 @@ class SmpFamily(ModelFamily):
         def checkpoint() -> dict[str, Any]:
             return {
                 "family": self.name,
+                "classes": list(dataset.classes),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,7 +38,7 @@ from compkit.augment import create_augmentation
 from compkit.checkpoint import CHECKPOINT_BEST, save_checkpoint
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, first_line
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
 from compkit.fileio import AtomicFolder
 from compkit.inference import TTA_VIEWS
@@ -135,11 +136,14 @@ def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | No
         yolo = YOLO(_model_source(recipe), task="segment")
         network = SegmentationModel(cfg=_model_source(recipe), nc=len(classes), verbose=False)
     except Exception as e:  # a yaml ultralytics refuses (unsafe activation, unknown module)
-        raise CompkitError("model.arch", f"ultralytics cannot build {recipe.model.arch!r}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+        raise CompkitError("model.arch", f"ultralytics cannot build {recipe.model.arch!r}: {first_line(e)}") from None
     finally:
         LOGGER.setLevel(level)
     if state_dict is not None:
-        network.load_state_dict(state_dict)
+        try:
+            network.load_state_dict(state_dict)
+        except RuntimeError as e:  # keys or shapes of another model
+            raise CompkitError("model", f"the checkpoint does not fit {recipe.model.arch} with {len(classes)} classes: {first_line(e)}") from None
     network.names = dict(enumerate(classes))
     yolo.model = network
     return yolo
@@ -257,9 +261,11 @@ class UltralyticsFamily(ModelFamily):
         yolo = YOLO(_model_source(recipe), task="segment")
         if weights:
             try:
-                yolo = yolo.load(weights)  # a local file; ultralytics reads its own checkpoint format (safely)
+                with warnings.catch_warnings():  # torch's warnings about a foreign file would precede compkit's line
+                    warnings.simplefilter("ignore")
+                    yolo = yolo.load(weights)  # a local file; ultralytics reads its own checkpoint format (safely)
             except Exception as e:
-                raise CompkitError(weights, f"cannot load weights: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+                raise CompkitError(weights, f"cannot load weights: {first_line(e)}") from None
         augmentation = create_augmentation(recipe.aug)
         console.print(f"fold {job.fold}: training {recipe.model.arch} with ultralytics (its files in {folder / ULTRALYTICS_SUBDIR})")
         yolo.train(
@@ -305,7 +311,7 @@ class UltralyticsFamily(ModelFamily):
         rows[-1].update(validation_columns(dataset.classes, dice), seconds=round(time.time() - started, 2))
         write_results(folder, rows)
         epochs = len(rows)
-        save_checkpoint(folder / CHECKPOINT_BEST, {"family": self.name, "model": state, "epoch": epochs, "best_dice": dice.mean})
+        save_checkpoint(folder / CHECKPOINT_BEST, {"family": self.name, "classes": list(dataset.classes), "model": state, "epoch": epochs, "best_dice": dice.mean})
         console.print(f"fold {job.fold}: val dice {dice.mean:.4f} at threshold {recipe.infer.threshold}, {float(dice.tuned.mean()):.4f} at the best threshold per class (yolo)")
         return FoldOutcome(dice.mean, epochs, epochs)
 

@@ -6,22 +6,18 @@ import pytest
 from compkit.data import open_dataset
 from compkit.errors import CompkitError
 from compkit.fileio import write_image
-from compkit.synth import synth
-from tests.conftest import quiet
 
 
-@pytest.fixture(scope="module")
-def fundus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fundus") / "data"
-    synth(root, patients=3, test_patients=1, size=96, kind="fundus", console=quiet())
-    return root
+@pytest.fixture
+def fundus(fundus_data):
+    """The session's fundus dataset, read-only."""
+    return fundus_data
 
 
-@pytest.fixture(scope="module")
-def skin(tmp_path_factory):
-    root = tmp_path_factory.mktemp("isic") / "data"
-    synth(root, patients=4, test_patients=1, size=96, kind="isic", console=quiet())
-    return root
+@pytest.fixture
+def skin(isic_data):
+    """The session's skin-lesion dataset, read-only."""
+    return isic_data
 
 
 def test_fundus_layout_is_detected(fundus):

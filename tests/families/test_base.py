@@ -9,6 +9,7 @@ import yaml
 from rich.console import Console
 
 from compkit.checkpoint import load_checkpoint, save_checkpoint
+from compkit.data import HANDBONE_CLASSES
 from compkit.errors import CompkitError
 from compkit.families import FAMILIES, create_family, load_fold, resolve_family
 from compkit.recipe import load_recipe
@@ -55,7 +56,7 @@ def test_an_architecture_no_family_builds_is_refused():
 def test_the_family_is_recorded_in_the_run_folder_and_read_back(tiny_fold, tmp_path):
     assert load_checkpoint(tiny_fold / "best.pt")["family"] == "smp"
     assert yaml.safe_load((tiny_fold / "recipe.yaml").read_text())["model"]["family"] == "smp"
-    fold = load_fold(tiny_fold, load_recipe(tiny_fold / "recipe.yaml").data.classes or [str(i) for i in range(29)], torch.device("cpu"))
+    fold = load_fold(tiny_fold, HANDBONE_CLASSES, torch.device("cpu"))
     assert fold.family.name == "smp" and fold.recipe.model.family == "smp"
 
     # A run folder from before families were recorded: the family is inferred from the architecture.
@@ -68,11 +69,11 @@ def test_the_family_is_recorded_in_the_run_folder_and_read_back(tiny_fold, tmp_p
     del checkpoint["family"]
     save_checkpoint(old / "best.pt", checkpoint)
     console = Console(record=True, width=200)
-    assert load_fold(old, [str(i) for i in range(29)], torch.device("cpu"), console).family.name == "smp"
+    assert load_fold(old, HANDBONE_CLASSES, torch.device("cpu"), console).family.name == "smp"
     assert "inferred from model.arch 'Unet'" in console.export_text()
 
     # A checkpoint of another family than its recipe's is refused.
     checkpoint["family"] = "ultralytics"
     save_checkpoint(old / "best.pt", checkpoint)
     with pytest.raises(CompkitError, match="checkpoint of the 'ultralytics' family, but the fold's recipe says 'smp'"):
-        load_fold(old, [str(i) for i in range(29)], torch.device("cpu"))
+        load_fold(old, HANDBONE_CLASSES, torch.device("cpu"))
