@@ -111,11 +111,12 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from last.pt of each fold.")] = False,
     devices: Annotated[int, typer.Option(help="GPUs (or CPU processes) for DDP; re-runs itself under torchrun.")] = 1,
     runs_dir: Annotated[Path, typer.Option(help="Folder that holds the run folders.")] = Path("runs"),
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Train into --name even if its folds were trained with another recipe or split.")] = False,
 ) -> None:
     """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/."""
     from compkit.train import train as run
 
-    run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir)
+    run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir, exist_ok=exist_ok)
 
 
 @app.command()

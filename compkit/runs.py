@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from compkit.data.splits import fingerprint
 from compkit.errors import CompkitError
 from compkit.fileio import read_json, write_json
@@ -62,3 +64,65 @@ def check_fold_split(folder: Path, splits: dict[str, Any], splits_file: Path) ->
             f"was trained on another split than {splits_file} holds now: its validation images are not out-of-fold "
             "(retrain it, or restore the splits file it was trained on)",
         )
+
+
+def recipe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str | None:
+    """The first dotted key whose value differs between two resolved recipes (``train.epochs: 3 -> 4``), or None."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = recipe_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key}: {a!r} -> {b!r}"
+    return None
+
+
+def saved_recipe(folder: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load((folder / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CompkitError(folder / RECIPE_FILE, f"unreadable recipe ({e})") from None
+    if not isinstance(data, dict):
+        raise CompkitError(folder / RECIPE_FILE, "not a resolved recipe")
+    return data
+
+
+def run_conflict(run_dir: Path, recipe: dict[str, Any], splits_fingerprint: str, ignore: tuple[str, ...] = ()) -> str | None:
+    """Why training ``recipe`` into ``run_dir`` would change what its existing folds mean, or None."""
+    for folder in sorted(run_dir.glob("fold*")):
+        if not (folder / RECIPE_FILE).is_file():
+            continue
+        old, new = saved_recipe(folder), dict(recipe)
+        for dotted in ignore:
+            section, key = dotted.split(".")
+            old.get(section, {}).pop(key, None)
+            new[section] = {k: v for k, v in new.get(section, {}).items() if k != key}
+        difference = recipe_difference(old, new)
+        if difference:
+            return f"{folder.name} was trained with another recipe ({difference})"
+        trained_on = read_run_record(folder).get("splits_fingerprint")
+        if trained_on is not None and trained_on != splits_fingerprint:
+            return f"{folder.name} was trained on another split"
+    return None
+
+
+def next_free(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... whichever does not exist yet (as ultralytics names its runs)."""
+    if not path.exists():
+        return path
+    n = 2
+    while path.with_name(f"{path.name}-{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}-{n}")
+
+
+def output_folder(path: Path, explicit: bool, exist_ok: bool, option: str = "--out") -> Path:
+    """Where a command writes a folder: never silently over an existing one. A default location that is taken
+    moves on to ``name-2``; an explicit one is refused unless ``exist_ok``."""
+    if not path.exists() or exist_ok:
+        return path
+    if not explicit:
+        return next_free(path)
+    raise CompkitError(path, f"already exists: pass --exist-ok to replace it, or another {option}")

@@ -7,6 +7,10 @@ Run folder: ``recipe.yaml`` (fully resolved, with ``model.family``), ``results.c
 """
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compkit.data import open_dataset
+from compkit.data.splits import check_current, fingerprint, load_splits, splits_path
 from compkit.device import resolve_device
 from compkit.distributed import barrier, cleanup, init_distributed, launched_by_torchrun
 from compkit.errors import CompkitError
@@ -25,8 +30,7 @@ from compkit.fileio import atomic_write
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
 from compkit.recipe import load_recipe
-from compkit.runs import RECIPE_FILE, check_fold_split, write_run_record
-from compkit.data.splits import check_current, fingerprint, load_splits, splits_path
+from compkit.runs import RECIPE_FILE, check_fold_split, run_conflict, saved_recipe, write_run_record
 
 
 def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
@@ -48,6 +52,55 @@ def _fold_ids(fold: str, count: int, splits_file: Path) -> list[int]:
     return [k]
 
 
+TRAIN_LOG = "train.log"
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["compkit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("compkit", "__main__.py") else "python"
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for package in ("compkit", "torch", "segmentation-models-pytorch", "timm", "ultralytics", "albumentations"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    found["cuda"] = torch.version.cuda
+    return found
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_log(folder: Path, console: Console) -> None:
+    """The command's console output so far, as plain text, in the fold folder."""
+    with atomic_write(folder / TRAIN_LOG, "w", encoding="utf-8") as f:
+        f.write(console.export_text(clear=False))
+
+
+def choose_run_dir(runs_dir: Path, name: str | None, cfg, splits_fingerprint: str, resume: bool, exist_ok: bool, console: Console) -> Path:
+    """The run folder to train into, never one whose folds mean something else (see :func:`train`)."""
+    base = runs_dir / (name or cfg.name or "run")
+    resolved = cfg.model_dump(mode="json")
+    conflict = run_conflict(base, resolved, splits_fingerprint, ("train.epochs",) if resume else ())
+    if conflict is None:
+        return base
+    if resume:
+        raise CompkitError(base, f"cannot resume: {conflict} (only train.epochs may change with --resume)")
+    if exist_ok:
+        console.print(f"[yellow]warning:[/yellow] {base}: {conflict}; training over it (--exist-ok)")
+        return base
+    if name:
+        raise CompkitError(base, f"{conflict}: pass --exist-ok to train over it, or choose another --name")
+    n = 2
+    while (candidate := base.with_name(f"{base.name}-{n}")).exists() and run_conflict(candidate, resolved, splits_fingerprint):
+        n += 1
+    console.print(f"note: {base} holds another experiment ({conflict}); this one is {candidate}")
+    return candidate
+
+
 def train(
     recipe: str | Path,
     data: str | Path | None = None,
@@ -57,10 +110,17 @@ def train(
     resume: bool = False,
     devices: int = 1,
     runs_dir: str | Path = "runs",
+    exist_ok: bool = False,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``); returns one summary per fold."""
+    """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``); returns one summary per fold.
+
+    A run folder never silently changes meaning: without ``name``, a run whose folds were trained with another
+    resolved recipe or split moves on to ``<name>-2``; with ``name`` it is refused unless ``exist_ok``. ``resume``
+    continues each fold from ``last.pt``; only ``train.epochs`` may differ (the schedule continues on the longer
+    curve)."""
     console = console or Console()
+    console.record = True  # the console output is kept as each fold's train.log
     if devices < 1:
         raise CompkitError("--devices", f"must be at least 1, got {devices}")
     if devices > 1 and not launched_by_torchrun():
@@ -69,6 +129,7 @@ def train(
         args += ["--data", str(data)] if data else []
         args += ["--name", name] if name else []
         args += ["--resume"] if resume else []
+        args += ["--exist-ok"] if exist_ok else []
         _relaunch_with_torchrun(devices, args)
         return []
 
@@ -77,7 +138,6 @@ def train(
     if root is None:
         raise CompkitError(cfg.name, "no dataset: pass --data DATA or set data.root in the recipe")
     cfg.data.root = str(Path(root).absolute())
-    run_dir = Path(runs_dir) / (name or cfg.name or "run")
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)
     out = console if dist.is_main else Console(quiet=True)
@@ -91,6 +151,7 @@ def train(
         check_current(splits, dataset, splits_file)  # images added after `compkit split` would silently not train
         folds = splits["folds"]
         fold_ids = _fold_ids(fold, len(folds), splits_file)
+        run_dir = choose_run_dir(Path(runs_dir), name, cfg, fingerprint(splits), resume, exist_ok, out)
         family.check(cfg, len(dataset.classes), out)  # every setting the family cannot honour fails before any work
         if dist.is_main:
             cache = cache_for(dataset, cfg, out)
@@ -117,10 +178,30 @@ def train(
                 out.print(f"note: nothing to resume in {folder}: training fold {k} from the start")
             if resuming:
                 check_fold_split(folder, splits, splits_file)
-            if dist.is_main and not resuming:
+                before = saved_recipe(folder)["train"]["epochs"]
+                if before != cfg.train.epochs and dist.is_main:
+                    out.print(f"fold {k}: train.epochs {before} -> {cfg.train.epochs}: the {cfg.sched.name} schedule continues on the {cfg.train.epochs}-epoch curve")
+            record = {
+                "fold": k,
+                "family": family.name,
+                "command": command_line(),
+                "overrides": list(overrides),
+                "recipe": cfg.model_dump(mode="json"),
+                "data_root": cfg.data.root,
+                "data_root_relative": os.path.relpath(cfg.data.root, folder.absolute()),
+                "splits_file": str(splits_file),
+                "splits_fingerprint": fingerprint(splits),
+                "val_images": len(folds[k]["val"]),
+                "versions": versions(),
+                "device": str(device),
+                "resumed": resuming,
+                "started": now(),
+                "ended": None,
+            }
+            if dist.is_main:
                 with atomic_write(folder / RECIPE_FILE, "w", encoding="utf-8") as f:
                     f.write(cfg.to_yaml())
-                write_run_record(folder, {"fold": k, "family": family.name, "splits_file": str(splits_file), "splits_fingerprint": fingerprint(splits), "val_images": len(folds[k]["val"])})
+                write_run_record(folder, record)
             job = FoldJob(cfg, dataset, cache, k, folds[k]["train"], folds[k]["val"], folder, resume, dist, device, out, pseudo)
             try:
                 outcome = family.train_fold(job)
@@ -137,6 +218,9 @@ def train(
                 if test is not None:
                     test_dataset, test_cache = test
                     write_store(predictor, test_dataset, test_cache, list(range(len(test_dataset))), folder / "test", settings, out, f"{family.name}, ")
+            if dist.is_main:
+                write_run_record(folder, {**record, "ended": now(), "best_dice": outcome.best_dice, "epochs": outcome.epochs})
+                write_log(folder, out)
             barrier(dist)
             results.append({"fold": k, "best_dice": outcome.best_dice, "best_epoch": outcome.best_epoch, "epochs": outcome.epochs, "folder": folder})
         if dist.is_main:
@@ -146,6 +230,11 @@ def train(
             for r in results:
                 table.add_row(str(r["fold"]), f"{r['best_dice']:.4f}", str(r["best_epoch"]), str(r["epochs"]), str(r["folder"]))
             out.print(table)
+            for r in results:
+                write_log(r["folder"], out)
+            next_step = f"compkit ensemble {run_dir}" if len(results) == len(folds) else f"compkit train --recipe {recipe} --fold all" + (f" --name {run_dir.name}" if name else "")
+            trained = ", ".join(f"fold{r['fold']}" for r in results)
+            out.print(f"wrote {run_dir} ({trained}); next: {next_step}")
         return results
     finally:
         cleanup(dist)

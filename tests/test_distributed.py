@@ -90,7 +90,7 @@ def test_ddp_two_gloo_processes(data_copy, trained_tiny_run, tmp_path):
     ckpt = load_checkpoint(folder / "last.pt")
     assert ckpt["epoch"] == 2
     # 6 training images, batch 3: one process takes 2 steps an epoch; each of 2 ranks takes 1 (its half).
-    assert ckpt["schedule"]["per_step"]["last_epoch"] == 2
+    assert ckpt["schedule"]["step"] == 2
     assert np.isfinite(float(table[-1]["val_dice_mean"]))
     written = sorted(p.name for p in folder.iterdir())
     assert {"best.pt", "last.pt", "oof", "recipe.yaml", "results.csv", "results.png", "test"} <= set(written)

@@ -52,4 +52,4 @@ def test_round_trip(trained_tiny_run, tmp_path):
     # Retraining with data.pseudo: 6 fold images + 3 pseudo = 9, batch 3 -> 3 steps instead of 2.
     train("tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1", f"data.pseudo={out}"], runs_dir=tmp_path / "again", console=quiet())
     ckpt = load_checkpoint(tmp_path / "again" / "tiny" / "fold0" / "last.pt")
-    assert ckpt["schedule"]["per_step"]["last_epoch"] == 3
+    assert ckpt["schedule"]["step"] == 3
