@@ -10,7 +10,6 @@ Output: ``test/`` (a probability store), ``oof/`` (when available), ``members.js
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from compkit import rle as rle_codec
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.cache import build_cache
 from compkit.errors import CompkitError
@@ -29,7 +27,7 @@ from compkit.metrics import dice_from_counts
 from compkit.postprocess import apply_rule, candidate_rules, median_component_area
 from compkit.store import Store, StoreWriter, quantise
 from compkit.thresholds import OofTuner
-from compkit.submission import HEADER, validate
+from compkit.submission import RowWriter, submission_layout, validate
 
 METHODS = ("soft", "hard")
 
@@ -100,6 +98,15 @@ class Combiner:
         return total
 
 
+def _truth(cache, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """An OOF image's cached truth and the pixels that count (all, or those inside the field of view)."""
+    i = cache.position[image_id]
+    truth = cache.mask(i)
+    ignore = cache.ignore(i)
+    keep = np.ones_like(truth) if ignore is None else (ignore == 0).astype(np.uint8)
+    return truth * keep, keep
+
+
 def _tune(
     oof_ids: list[str],
     read_oof,
@@ -119,8 +126,8 @@ def _tune(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("tuning thresholds on OOF", total=len(oof_ids))
         for image_id in oof_ids:
-            truth = cache.mask(cache.position[image_id])
-            tuner.add(quantise(read_oof(image_id), "uint8"), truth)
+            truth, keep = _truth(cache, image_id)
+            tuner.add(quantise(read_oof(image_id) * keep, "uint8"), truth)
             for c in range(len(classes)):
                 areas[c].append(median_component_area(truth[c]))
             progress.advance(task)
@@ -137,8 +144,8 @@ def _tune(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("choosing postprocessing on OOF", total=len(oof_ids))
         for image_id in oof_ids:
-            truth = cache.mask(cache.position[image_id])
-            probs = read_oof(image_id)
+            truth, keep = _truth(cache, image_id)
+            probs = read_oof(image_id) * keep
             for c in range(len(classes)):
                 pred = probs[c] > thresholds[c]
                 g = truth[c]
@@ -168,14 +175,14 @@ def _tune(
 
 
 def _csv_vote(members: list[Member], weights: np.ndarray, votes: int | None, dataset: SegmentationDataset, folder: Path, console: Console) -> None:
-    readers = [validate(m.path, dataset, check_rle=True) for m in members]
-    shapes = {dataset.submission_name(s): dataset.image_shape(s) for s in dataset.samples}
+    layout = submission_layout(dataset)
+    readers = [validate(m.path, dataset, check_rle=True, layout=layout) for m in members]
+    shapes = {layout.names[s.image_id]: dataset.image_shape(s) for s in dataset.samples}
     k = (votes if votes is not None else int(weights.sum() // 2) + 1)
     if not 1 <= k <= weights.sum():
         raise CompkitError("--votes", f"must be between 1 and {int(weights.sum())}, got {k}")
     with atomic_write(folder / VOTE_CSV, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
+        writer = RowWriter(handle, layout)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("hard-voting CSV rows", total=len(readers[0]))
             for rows in zip(*readers, strict=True):
@@ -183,11 +190,11 @@ def _csv_vote(members: list[Member], weights: np.ndarray, votes: int | None, dat
                 shape = shapes[name]
                 total = np.zeros(shape, np.float32)
                 for w, row in zip(weights, rows, strict=True):
-                    total += w * rle_codec.decode(row.rle, shape, dataset.rle_order)
-                writer.writerow((name, cls, rle_codec.encode(total >= k, dataset.rle_order)))
+                    total += w * layout.decode(row.rle, shape)
+                writer.add(name, cls, layout.encode(total >= k))
                 progress.advance(task)
         handle.flush()
-        validate(handle.name, dataset)
+        validate(handle.name, dataset, layout=layout)
 
 
 def ensemble(

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from compkit.errors import CompkitError
+from compkit.imageio import INTENSITY_RULES
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 LOSS_TERMS = ("bce", "dice", "jaccard", "focal", "tversky", "lovasz")
@@ -42,6 +43,12 @@ class DataConfig(Section):
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     cache_dir: str | None = None  # default: <root>/.compkit-cache
     pseudo: str | None = None  # a `compkit pseudo` dataset added to the training side of every fold
+    intensity: str | None = None  # 16-bit and DICOM images to 8 bits: auto, full, percentile, minmax, window (default: the dataset's)
+
+    @field_validator("intensity")
+    @classmethod
+    def _intensity(cls, v: str | None) -> str | None:
+        return None if v is None else _choice("intensity rule", v, INTENSITY_RULES)
 
 
 class AuxConfig(Section):

@@ -27,7 +27,7 @@ from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
 from compkit.recipe import load_recipe
 from compkit.runs import RECIPE_FILE
-from compkit.data.splits import load_splits
+from compkit.data.splits import load_splits, splits_path
 
 
 def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
@@ -86,7 +86,7 @@ def train(
             raise CompkitError("--devices", f"{family.name} recipes train on one device here")
         dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
         folds = load_splits(cfg.data.root)["folds"]
-        fold_ids = _fold_ids(fold, len(folds), Path(cfg.data.root) / "splits.json")
+        fold_ids = _fold_ids(fold, len(folds), splits_path(cfg.data.root))
         family.check(cfg, len(dataset.classes), out)  # every setting the family cannot honour fails before any work
         if dist.is_main:
             cache = cache_for(dataset, cfg, out)
@@ -110,7 +110,7 @@ def train(
             folder = run_dir / f"fold{k}"
             missing = [i for i in folds[k]["train"] + folds[k]["val"] if i not in cache.position]
             if missing:
-                raise CompkitError(Path(cfg.data.root) / "splits.json", f"fold {k} names {len(missing)} images the dataset lacks (first: {missing[0]}); rerun `compkit split --force`")
+                raise CompkitError(splits_path(cfg.data.root), f"fold {k} names {len(missing)} images the dataset lacks (first: {missing[0]}); rerun `compkit split --force`")
             if dist.is_main and not (resume and (folder / RECIPE_FILE).is_file()):
                 with atomic_write(folder / RECIPE_FILE, "w", encoding="utf-8") as f:
                     f.write(cfg.to_yaml())

@@ -29,17 +29,21 @@ from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.sample import Sample
 from compkit.data.writer import DatasetWriter
 from compkit.errors import CompkitError
-from compkit.fileio import read_image
+from compkit.imageio import read_label_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_THRESHOLD = 128
 
 
-def read_binary_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    mask = read_image(path, cv2.IMREAD_GRAYSCALE)
+def read_binary_mask(path: Path, shape: tuple[int, int], threshold: int = MASK_THRESHOLD) -> np.ndarray:
+    """A binary mask file (any image kind: PNG, GIF, 1-bit BMP, JPEG with compression noise) as 0/1 uint8:
+    foreground where the grey value is at least ``threshold``."""
+    mask = read_label_image(path)
+    if mask.ndim == 3:
+        mask = cv2.cvtColor(mask, cv2.COLOR_BGR2GRAY)
     if mask.shape != shape:
         raise CompkitError(path, f"mask is {mask.shape[1]}x{mask.shape[0]}, its image is {shape[1]}x{shape[0]}")
-    return (mask >= MASK_THRESHOLD).astype(np.uint8)
+    return (mask >= threshold).astype(np.uint8)
 
 
 def _number(value: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compkit.data.formats import dataset_folder
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
 
@@ -12,7 +13,8 @@ SPLITS_VERSION = 1
 
 
 def splits_path(data: str | Path) -> Path:
-    return Path(data) / SPLITS_FILE
+    """``splits.json`` in the dataset's folder (for a ``dataset.yaml``: the folder it describes)."""
+    return dataset_folder(data) / SPLITS_FILE
 
 
 def load_splits(data: str | Path) -> dict[str, Any]:
