@@ -33,7 +33,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DataArg = Annotated[Path, typer.Argument(help="Dataset folder (e.g. with train/DCM, train/outputs_json, test/DCM).")]
+DataArg = Annotated[Path, typer.Argument(help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")]
 
 
 @app.command()
@@ -50,6 +50,34 @@ def synth(
     from compkit.synth import synth as run
 
     run(data, patients=patients, test_patients=test_patients, size=size, seed=seed, force=force, kind=kind)
+
+
+@app.command("check-data")
+def check_data(
+    data: DataArg,
+    write: Annotated[bool, typer.Option("--write", help="Write the proposed (or detected) description to DATA/dataset.yaml.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="With --write: replace an existing dataset.yaml.")] = False,
+    limit: Annotated[int, typer.Option(help="Read the masks of at most this many images per split for the statistics.")] = 500,
+) -> None:
+    """How compkit reads a dataset: format, splits, labels per class, unmatched files, mask values, sizes; proposes a dataset.yaml."""
+    from compkit.check_data import check_data as run
+
+    run(data, write=write, force=force, limit=limit)
+
+
+@app.command()
+def export(
+    target: Annotated[str, typer.Argument(help="Layout to write: nnunet (nnU-Net v2 raw 2D).")],
+    data: DataArg,
+    out: Annotated[Path, typer.Argument(help="Folder to write Dataset<ID>_<Name>/ into (e.g. $nnUNet_raw).")],
+    id_: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (per-class mode: the first of consecutive ids).")] = 501,
+    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: the data folder's).")] = None,  # noqa: UP007
+    mode: Annotated[str, typer.Option(help="auto, labels, regions (overlapping classes) or per-class (one binary dataset per class).")] = "auto",
+) -> None:
+    """Export a dataset in nnU-Net v2's raw layout (imagesTr, labelsTr, imagesTs, dataset.json, splits_final.json)."""
+    from compkit.export import export as run
+
+    run(target, data, out, dataset_id=id_, name=name, mode=mode)
 
 
 @app.command()
@@ -128,7 +156,7 @@ def predict(
 
 @app.command()
 def ensemble(
-    paths: Annotated[list[Path], typer.Argument(help="Run, fold or ensemble folders, or submission CSVs (e.g. runs/*).")],
+    paths: Annotated[list[Path], typer.Argument(help="Run, fold or ensemble folders, nnU-Net --save_probabilities folders, or submission CSVs (e.g. runs/*).")],
     method: Annotated[str, typer.Option(help="soft (mean probability) or hard (votes).")] = "soft",
     weights: Annotated[Optional[str], typer.Option(help="Comma-separated weight per member, e.g. 2,1,1.")] = None,  # noqa: UP007
     votes: Annotated[Optional[int], typer.Option(help="Hard voting: votes needed to keep a pixel (default: majority).")] = None,  # noqa: UP007
@@ -154,7 +182,7 @@ def submit(
     source: Annotated[Optional[Path], typer.Argument(help="Ensemble or run folder (default: the newest ensemble).")] = None,  # noqa: UP007
     out: Annotated[Optional[Path], typer.Option(help="CSV to write (default: submissions/NAME.csv).")] = None,  # noqa: UP007
     threshold: Annotated[str, typer.Option(help="auto (tuned when available), tuned, or a number such as 0.5.")] = "auto",
-    sample: Annotated[Optional[Path], typer.Option(help="Sample submission whose rows ours must match.")] = None,  # noqa: UP007
+    sample: Annotated[Optional[Path], typer.Option(help="Sample submission to follow: its header, rows, order and id form (default: the dataset's sample_submission.csv).")] = None,  # noqa: UP007
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
     ensembles_dir: Annotated[Path, typer.Option(help="Where to look for the newest ensemble.")] = Path("ensembles"),
 ) -> None:

@@ -1,5 +1,12 @@
 """Reading prediction artifacts as ensemble members: a fold folder, a run folder (its folds averaged), an
-ensemble folder, a bare probability store, or a submission CSV. Used by ``compkit ensemble`` and ``compkit submit``.
+ensemble folder, a bare probability store, a folder of nnU-Net probabilities, or a submission CSV. Used by
+``compkit ensemble`` and ``compkit submit``.
+
+nnU-Net: ``nnUNetv2_predict --save_probabilities`` writes ``<case>.npz`` (key ``probabilities``, (C, 1, H, W) at the
+image's original size) and ``<case>.pkl`` beside each segmentation, and copies the model's ``dataset.json``. Only the
+``.npz`` files are read (``np.load(allow_pickle=False)``; the ``.pkl`` never is: unpickling runs code). The
+``dataset.json`` written by ``compkit export nnunet`` maps cases back to image ids and channels to classes: label
+values (softmax channels, one per value) or regions (sigmoid channels, one per class).
 """
 from __future__ import annotations
 
@@ -13,9 +20,10 @@ from rich.console import Console
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
 from compkit.runs import RECIPE_FILE, fold_dirs
-from compkit.store import Store, quantise
+from compkit.store import Store, quantise, resample
 
 MEMBERS_FILE = "members.json"
+NNUNET_KEY = "compkit"  # compkit's entry in an exported nnU-Net dataset.json: classes, mode, case -> image id
 THRESHOLDS_FILE = "thresholds.json"
 POSTPROCESS_FILE = "postprocess.json"
 VOTE_CSV = "vote.csv"
@@ -87,6 +95,74 @@ class Member:
         return np.array([self.thresholds.get(c, 0.5) for c in self.classes], np.float32)
 
 
+class NnunetStore:
+    """A folder of nnU-Net ``--save_probabilities`` outputs, read like a :class:`~compkit.store.Store`."""
+
+    dtype = "float16"
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        info_path = folder / "dataset.json"
+        if not info_path.is_file():
+            raise CompkitError(folder, "nnU-Net predictions without dataset.json (nnUNetv2_predict copies it): cannot tell classes and cases")
+        info = read_json(info_path)
+        ours = info.get(NNUNET_KEY) if isinstance(info, dict) else None
+        if not isinstance(ours, dict) or not isinstance(ours.get("cases"), dict):
+            raise CompkitError(info_path, "no compkit entry: predict with a model trained on a `compkit export nnunet` dataset (its dataset.json maps cases to images)")
+        labels = info.get("labels") or {}
+        self.classes: list[str] = list(ours["classes"])
+        self.data_root: str | None = ours.get("data_root")
+        if ours.get("mode") == "regions":
+            regions = [k for k, v in labels.items() if k not in ("background", "ignore")]
+            self.channels = [regions.index(c) for c in self.classes]
+        else:
+            values = sorted(int(v) for k, v in labels.items() if k != "ignore")
+            self.channels = [values.index(int(labels[c])) for c in self.classes]
+        found = {p.stem: p for p in sorted(folder.glob("*.npz"))}
+        self.entries = {ours["cases"][case]: {"file": path.name} for case, path in found.items() if case in ours["cases"]}
+        unknown = sorted(set(found) - set(ours["cases"]))
+        if unknown:
+            raise CompkitError(folder / f"{unknown[0]}.npz", "a case that dataset.json's compkit entry does not know")
+        if not self.entries:
+            raise CompkitError(folder, "no <case>.npz files (run nnUNetv2_predict with --save_probabilities)")
+        self.image_ids = list(self.entries)
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self.resolution: tuple[int, int] = self.original_size(self.image_ids[0])
+
+    def read_raw(self, image_id: str) -> np.ndarray:
+        """(C, H, W) float32 probabilities of compkit's classes, at the image's original size."""
+        path = self.folder / self.entries[image_id]["file"]
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                probs = npz["probabilities"]
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise CompkitError(path, f"unreadable nnU-Net probabilities ({e})") from None
+        if probs.ndim == 4 and probs.shape[1] == 1:
+            probs = probs[:, 0]
+        if probs.ndim != 3 or probs.shape[0] <= max(self.channels):
+            raise CompkitError(path, f"probabilities of shape {probs.shape}: expected (C, 1, H, W) with {max(self.channels) + 1}+ channels")
+        self._sizes[image_id] = (int(probs.shape[1]), int(probs.shape[2]))
+        return np.clip(probs[self.channels].astype(np.float32), 0.0, 1.0)
+
+    def read(self, image_id: str, resolution: tuple[int, int] | None = None) -> np.ndarray:
+        probs = self.read_raw(image_id)
+        if not np.isfinite(probs).all():
+            raise CompkitError(self.folder / self.entries[image_id]["file"], "probabilities contain NaN or infinity")
+        return resample(probs, resolution) if resolution is not None else probs
+
+    def original_size(self, image_id: str) -> tuple[int, int]:
+        if image_id not in self._sizes:
+            self.read_raw(image_id)
+        return self._sizes[image_id]
+
+    def box(self, image_id: str) -> None:
+        return None
+
+
+def is_nnunet_output(path: Path) -> bool:
+    return path.is_dir() and not (path / "index.json").is_file() and next(path.glob("*.npz"), None) is not None
+
+
 def _check_consistent(path: Path, stores: list[Store]) -> None:
     first = stores[0]
     for store in stores[1:]:
@@ -131,6 +207,9 @@ def open_member(path: str | Path) -> Member:
         return member
     if (path / "index.json").is_file():
         return Member(path, "stores", [Store(path)])
+    if is_nnunet_output(path):
+        store = NnunetStore(path)
+        return Member(path, "stores", [store], data_root=store.data_root, families=["nnunet"])
     folds = fold_dirs(path)
     missing = [f for f in folds if not (f / "test" / "index.json").is_file()]
     if missing:

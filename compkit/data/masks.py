@@ -46,7 +46,8 @@ def read_binary_mask(path: Path, shape: tuple[int, int], threshold: int = MASK_T
     return (mask >= threshold).astype(np.uint8)
 
 
-def _number(value: str) -> Any:
+def parse_number(value: str) -> Any:
+    """A CSV cell as int, float, None (empty) or the stripped string."""
     try:
         number = float(value)
     except ValueError:
@@ -65,7 +66,7 @@ def read_image_table(path: Path) -> tuple[list[str], list[list[str]]]:
         return [], []
     first = rows[0]
     has_header = not any(Path(c).suffix.lower() in IMAGE_SUFFIXES for c in first) and not all(
-        isinstance(_number(c), (int, float)) for c in first[1:]
+        isinstance(parse_number(c), (int, float)) for c in first[1:]
     )
     if has_header:
         return [c.strip() for c in first], rows[1:]
@@ -171,7 +172,7 @@ class MaskFolderDataset(SegmentationDataset):
             header, rows = read_image_table(path)
             for row in rows:
                 key = row[0].strip()
-                values = {h: _number(v) for h, v in zip(header[1:], row[1:], strict=False)}
+                values = {h: parse_number(v) for h, v in zip(header[1:], row[1:], strict=False)}
                 meta[key] = values
                 meta[Path(key).stem] = values
         return meta
@@ -235,7 +236,7 @@ class IsicDataset(SegmentationDataset):
                 continue
             key = header.index("image_id")
             for row in rows:
-                meta[row[key]] = {h: _number(v) for h, v in zip(header, row, strict=False) if h != "image_id"}
+                meta[row[key]] = {h: parse_number(v) for h, v in zip(header, row, strict=False) if h != "image_id"}
         return meta
 
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
