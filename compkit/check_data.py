@@ -111,9 +111,10 @@ def _print_split(console: Console, split: str, report: dict[str, Any]) -> None:
     console.print(facts)
 
 
-def _open(found: Survey, spec: dict[str, Any] | None, split: str) -> SegmentationDataset:
-    if spec is not None:
-        return DescribedDataset.from_spec(found.root, validate_spec(spec, found.root), split, source=found.root)
+def _open(found: Survey, split: str) -> SegmentationDataset:
+    spec = found.spec
+    if spec is not None:  # a description (written or proposed): unlabelled images are listed, not refused
+        return DescribedDataset.from_spec(found.root, validate_spec(spec, found.description or found.root), split, source=found.description or found.root, lenient=True)
     return open_dataset(found.description or found.root, split)
 
 
@@ -146,17 +147,21 @@ def check_data(
             console.print("two or more readings are possible: the proposal below takes the first; edit it if that is not your data")
 
     report: dict[str, Any] = {"format": found.format, "sure": found.sure, "splits": {}, "proposal": None, "written": None}
-    spec = proposal.spec if use_proposal else None
-    train = _open(found, spec, "train")
+    train = _open(found, "train")
     datasets = {"train": train}
     if train.has_split("test"):
-        datasets["test"] = _open(found, spec, "test")
+        datasets["test"] = _open(found, "test")
     for split, dataset in datasets.items():
         report["splits"][split] = split_report(dataset, limit, console)
         _print_split(console, split, report["splits"][split])
 
     described = train.describe()
-    doubts = proposal.doubts if use_proposal else []
+    doubts = list(proposal.doubts) if use_proposal else []
+    unlabelled = report["splits"]["train"]["unlabelled"]
+    if unlabelled and isinstance(train, DescribedDataset) and train.spec.missing == "error":
+        problem = f"{len(unlabelled)} training images have no labels: training stops until the description says missing: empty or missing: skip"
+        console.print(f"[yellow]{problem}[/yellow]")
+        doubts.append(problem)
     text = f"# compkit check-data: how to read {found.root.name} (edit freely)\n"
     text += "".join(f"# unsure: {d}\n" for d in doubts) + spec_to_yaml(described)
     if use_proposal:

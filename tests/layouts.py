@@ -138,8 +138,8 @@ def kvasir(root: Path, train: int = 5, test: int = 2) -> Path:
         mask = blob(rng, 80, 96)
         base = root if k < train else root / "test"
         write(base / "images" / name, photo(rng, mask, lesion=(90, 110, 200), skin=(60, 60, 140)), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if k < train:
-            write_jpeg_mask(base / "masks" / name, mask)
+        # test masks go to <root>_gt (held out, for local scoring), in the same relative place
+        write_jpeg_mask((base if k < train else root.with_name(root.name + "_gt") / "test") / "masks" / name, mask)
     return root
 
 
@@ -152,8 +152,7 @@ def kaggle_long(root: Path, cases: int = 3, slices: int = 2, test_cases: int = 1
     column-major RLE and empty cells, ``test/``, and a ``sample_submission.csv`` (``id,class,predicted``, ids without
     extension) whose rows go class by class (not image by image)."""
     height, width = size
-    rows, sample = [], []
-    test_ids = []
+    rows, held_out, test_ids = [], [], []
     for case in range(1, cases + test_cases + 1):
         for s in range(1, slices + 1):
             image_id = f"case{case + 10}_day{case + 2}_slice_{s:04d}"
@@ -166,12 +165,18 @@ def kaggle_long(root: Path, cases: int = 3, slices: int = 2, test_cases: int = 1
                 masks[name] = mask
             folder = "train" if case <= cases else "test"
             write(root / folder / f"{image_id}.png", np.clip(image, 0, 65535).astype(np.uint16))
+            labels = [(image_id, name, rle.encode(masks[name], "F")) for name in UW_CLASSES]
             if case <= cases:
-                rows += [(image_id, name, rle.encode(masks[name], "F")) for name in UW_CLASSES]
+                rows += labels
             else:
                 test_ids.append(image_id)
+                held_out += labels
     with open(root / "train.csv", "w", newline="") as f:
         csv.writer(f).writerows([("id", "class", "segmentation"), *rows])
+    gt = root.with_name(root.name + "_gt")  # the test labels, held out for local scoring, as the same kind of CSV
+    gt.mkdir(exist_ok=True)
+    with open(gt / "train.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("id", "class", "segmentation"), *held_out])
     sample = [(i, c, "") for c in UW_CLASSES for i in reversed(test_ids)]
     with open(root / "sample_submission.csv", "w", newline="") as f:
         csv.writer(f).writerows([("id", "class", "predicted"), *sample])
@@ -182,7 +187,7 @@ def kaggle_wide_dicom(root: Path, train: int = 6, test: int = 2, size: int = 64)
     """A Kaggle X-ray competition shipping DICOM: ``train_images/<uid>.dcm`` (12-bit MONOCHROME1), ``train.csv`` in the
     wide form (``ImageId,opacity,effusion``: one RLE column per class, row-major, ``-1`` for empty), several rows for
     one image (instances, to be merged), ``test_images/``, and a wide ``sample_submission.csv`` with ``-1``."""
-    rows, test_ids = [], []
+    rows, held_out, test_ids = [], [], []
     for k in range(train + test):
         rng = _rng(5, k)
         uid = f"1.2.276.0.7230010.3.1.4.{8323329 + k}"
@@ -194,6 +199,7 @@ def kaggle_wide_dicom(root: Path, train: int = 6, test: int = 2, size: int = 64)
         write_dicom(root / folder / f"{uid}.dcm", np.clip(values, 0, 4095))
         if k >= train:
             test_ids.append(uid)
+            held_out.append((uid, rle.encode(masks["opacity"], "C") or "-1", rle.encode(masks["effusion"], "C") or "-1"))
             continue
         if k == 0:  # two instances of one image: two rows, merged
             top, bottom = masks["opacity"].copy(), masks["opacity"].copy()
@@ -206,4 +212,8 @@ def kaggle_wide_dicom(root: Path, train: int = 6, test: int = 2, size: int = 64)
         csv.writer(f).writerows([("ImageId", "opacity", "effusion"), *rows])
     with open(root / "sample_submission.csv", "w", newline="") as f:
         csv.writer(f).writerows([("ImageId", "opacity", "effusion"), *((u, "-1", "-1") for u in test_ids)])
+    gt = root.with_name(root.name + "_gt")
+    gt.mkdir(exist_ok=True)
+    with open(gt / "train.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("ImageId", "opacity", "effusion"), *held_out])
     return root

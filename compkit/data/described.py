@@ -330,7 +330,10 @@ class DescribedDataset(SegmentationDataset):
         labels: str | Path | None = None,
         classes: Sequence[str] | None = None,
         source: Path | None = None,
+        lenient: bool = False,
     ) -> DescribedDataset:
+        """Read a split through ``spec``. ``lenient`` (for `compkit check-data`): training images without labels
+        are kept as unlabelled samples whatever ``missing`` says, so that they can be listed."""
         source = source or root / DESCRIPTION_FILE
         globs = spec.split_globs(split)
         if not globs:
@@ -363,7 +366,7 @@ class DescribedDataset(SegmentationDataset):
         if table is not None:
             dataset._match_csv(infos, source)
         unlabelled = [i for i in infos if not i[3]["labelled"]]
-        if split == "train" and unlabelled:
+        if split == "train" and unlabelled and not lenient:
             if spec.missing == "error":
                 path = unlabelled[0][0]
                 raise CompkitError(
@@ -393,7 +396,7 @@ class DescribedDataset(SegmentationDataset):
                 dataset.notes += table.notes
                 dataset.rle_order = dataset._csv_order(source)
             else:  # the order is a property of the CSV: decided on the training images it labels
-                dataset.rle_order = cls.from_spec(root, spec, "train", labels, classes, source).rle_order
+                dataset.rle_order = cls.from_spec(root, spec, "train", None, classes, source).rle_order
         if spec.submission.rle_order is not None:
             dataset.rle_order = spec.submission.rle_order
         return dataset

@@ -371,7 +371,7 @@ def _rle_readings(root: Path) -> list[Reading]:
     return [Reading(spec, "rlecsv", summary, not doubts, doubts)]
 
 
-_CACHE: dict[tuple[str, int], list[Reading]] = {}
+_CACHE: dict[tuple, list[Reading]] = {}
 
 
 def infer_readings(root: str | Path) -> list[Reading]:
@@ -379,7 +379,8 @@ def infer_readings(root: str | Path) -> list[Reading]:
     root = Path(root)
     if not root.is_dir():
         return []
-    key = (str(root.resolve()), root.stat().st_mtime_ns)
+    # Keyed by the folder's and its sub-folders' times: a file added or removed there is seen.
+    key = (str(root.resolve()), root.stat().st_mtime_ns, tuple(p.stat().st_mtime_ns for p in sorted(root.iterdir()) if p.is_dir()))
     if key not in _CACHE:
         _CACHE[key] = _rle_readings(root) + _pair_readings(root)
     return _CACHE[key]
@@ -444,6 +445,18 @@ class Survey:
     @property
     def proposal(self) -> Reading | None:
         return self.readings[0] if self.readings else None
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        """The description the folder is (or would be) read through; None for a registered fixed layout."""
+        if self.description is not None:
+            from compkit.data.described import read_spec_file
+
+            data = read_spec_file(self.description)
+            return None if data.get("format") else {k: v for k, v in data.items() if k != "root"}
+        if self.format is not None and self.proposal is not None and self.format == self.proposal.format:
+            return self.proposal.spec
+        return None
 
 
 def survey(data: str | Path) -> Survey:
