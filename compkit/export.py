@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
@@ -199,6 +198,7 @@ def export(
         with AtomicFolder(folder) as staging:
             info = _write_dataset(staging, train, test, classes, job_combos, grey, ignored, Path(data).absolute(), console)
         written.append(folder)
-        kind = "regions (overlapping classes)" if "regions_class_order" in info else "labels"
-        console.print(f"[green]wrote[/green] {folder} ({info['numTraining']} training cases, {kind}, {len(info['labels']) - 1} labels)")
+        kind = "as regions (overlapping classes)" if "regions_class_order" in info else "as labels"
+        ignore = ", ignored pixels as nnU-Net's ignore label" if "ignore" in info["labels"] else ""
+        console.print(f"[green]wrote[/green] {folder}: {info['numTraining']} training cases, {len(info['compkit']['classes'])} classes {kind}{ignore}")
     return written

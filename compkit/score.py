@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.progress import Progress
 
 from compkit.data.labelled import open_labelled
-from compkit.errors import CompkitError
 from compkit.metrics import DiceMeter, dice_table
 from compkit.submission import submission_layout, validate
 

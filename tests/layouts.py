@@ -12,7 +12,7 @@ from PIL import Image
 from compkit import rle
 
 
-def _rng(*seed: int) -> np.random.Generator:
+def seeded(*seed: int) -> np.random.Generator:
     return np.random.default_rng(list(seed))
 
 
@@ -100,7 +100,7 @@ def drive(root: Path, train: int = 4, test: int = 2, size: tuple[int, int] = (72
     for split, folder, first, count in (("training", "training", 21, train), ("test", "test", 1, test)):
         for k in range(count):
             n = f"{first + k:02d}"
-            image, vessels, fov = fundus(_rng(first, k), height, width)
+            image, vessels, fov = fundus(seeded(first, k), height, width)
             write(root / folder / "images" / f"{n}_{split}.tif", image, [cv2.IMWRITE_TIFF_COMPRESSION, 5])
             write_gif(root / folder / "1st_manual" / f"{n}_manual1.gif", vessels)
             write_gif(root / folder / "mask" / f"{n}_{split}_mask.gif", fov)
@@ -117,7 +117,7 @@ def ph2(root: Path, cases: int = 5, test: int = 2) -> Path:
         case = f"IMD{k + 2:03d}"
         base = (root / "PH2 Dataset images") if k < cases else (root / "test")
         height, width = 64 + 2 * (k % 2), 76
-        rng = _rng(2, k)
+        rng = seeded(2, k)
         mask = blob(rng, height, width)
         write(base / case / f"{case}_Dermoscopic_Image" / f"{case}.bmp", photo(rng, mask))
         lesion = base / case / f"{case}_lesion" / f"{case}_lesion.bmp"
@@ -131,9 +131,10 @@ def ph2(root: Path, cases: int = 5, test: int = 2) -> Path:
 
 
 def kvasir(root: Path, train: int = 5, test: int = 2) -> Path:
-    """The Kvasir-SEG polyp layout: ``images/<id>.jpg`` + ``masks/<id>.jpg`` (JPEG masks with noise); a ``test/images``."""
+    """The Kvasir-SEG polyp layout: ``images/<id>.jpg`` + ``masks/<id>.jpg`` (JPEG masks with noise); a ``test/images``
+    whose masks are held out in ``<root>_gt/test/masks`` (for local scoring with ``--gt``)."""
     for k in range(train + test):
-        rng = _rng(3, k)
+        rng = seeded(3, k)
         name = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), 12)) + ".jpg"
         mask = blob(rng, 80, 96)
         base = root if k < train else root / "test"
@@ -150,13 +151,14 @@ def kaggle_long(root: Path, cases: int = 3, slices: int = 2, test_cases: int = 1
     """A Kaggle RLE competition, long format (UW-Madison GI style): 16-bit grey PNG slices ``train/<id>.png`` with ids
     ``case<N>_day<D>_slice_<S>`` (the patient is the case prefix), ``train.csv`` of ``id,class,segmentation`` with
     column-major RLE and empty cells, ``test/``, and a ``sample_submission.csv`` (``id,class,predicted``, ids without
-    extension) whose rows go class by class (not image by image)."""
+    extension) whose rows go class by class (not image by image). The test labels are held out in
+    ``<root>_gt/train.csv`` (the same kind of CSV), for local scoring with ``--gt``."""
     height, width = size
     rows, held_out, test_ids = [], [], []
     for case in range(1, cases + test_cases + 1):
         for s in range(1, slices + 1):
             image_id = f"case{case + 10}_day{case + 2}_slice_{s:04d}"
-            rng = _rng(4, case, s)
+            rng = seeded(4, case, s)
             image = rng.normal(9000, 300, (height, width))
             masks = {}
             for c, name in enumerate(UW_CLASSES):
@@ -186,10 +188,11 @@ def kaggle_long(root: Path, cases: int = 3, slices: int = 2, test_cases: int = 1
 def kaggle_wide_dicom(root: Path, train: int = 6, test: int = 2, size: int = 64) -> Path:
     """A Kaggle X-ray competition shipping DICOM: ``train_images/<uid>.dcm`` (12-bit MONOCHROME1), ``train.csv`` in the
     wide form (``ImageId,opacity,effusion``: one RLE column per class, row-major, ``-1`` for empty), several rows for
-    one image (instances, to be merged), ``test_images/``, and a wide ``sample_submission.csv`` with ``-1``."""
+    one image (instances, to be merged), ``test_images/``, and a wide ``sample_submission.csv`` with ``-1``; test labels
+    held out in ``<root>_gt/train.csv``."""
     rows, held_out, test_ids = [], [], []
     for k in range(train + test):
-        rng = _rng(5, k)
+        rng = seeded(5, k)
         uid = f"1.2.276.0.7230010.3.1.4.{8323329 + k}"
         values = rng.normal(1800, 40, (size, size))
         masks = {"opacity": blob(rng, size, size), "effusion": blob(rng, size, size) if k % 2 else np.zeros((size, size), np.uint8)}

@@ -85,7 +85,6 @@ def test_polyps_with_jpeg_masks_and_held_out_labels(tmp_path):
 def test_kaggle_rle_csv_with_sample_submission(tmp_path):
     data = kaggle_long(tmp_path / "comp")
     gt = tmp_path / "comp_gt"
-    folds = None
     rows, dice, _ = pipeline(data, tmp_path, gt=gt)
     with open(data / "sample_submission.csv", newline="") as f:
         sample = list(csv.reader(f))

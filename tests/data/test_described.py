@@ -58,6 +58,9 @@ def test_description_as_data_path_with_root(vessels, tmp_path):
     train = open_dataset(elsewhere)
     assert train.root == vessels and len(train) == 4
     assert splits_path(elsewhere) == vessels / "splits.json", "splits live in the data folder"
+    split(elsewhere, folds=2, seed=0, console=quiet())
+    assert (vessels / "splits.json").is_file()
+    (vessels / "splits.json").unlink()
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 from compkit.data import open_dataset
 from compkit.data.layouts import class_name, infer_readings, survey
 from compkit.errors import CompkitError
-from tests.layouts import blob, drive, kaggle_long, kvasir, ph2, photo, write, write_gif, _rng
+from tests.layouts import blob, drive, kaggle_long, kvasir, ph2, photo, write, write_gif, seeded
 
 
 def test_drive_is_read_but_not_without_asking(tmp_path):
@@ -55,7 +55,7 @@ def test_images_and_masks_folders_with_jpeg_masks(tmp_path):
 def test_mask_suffixes_beside_or_parallel(tmp_path, suffix, parallel):
     root = tmp_path / "d"
     for k in range(4):
-        rng = _rng(7, k)
+        rng = seeded(7, k)
         mask = blob(rng, 40, 48)
         write(root / "data" / f"img{k}.png", photo(rng, mask))
         write(root / ("labels" if parallel else "data") / f"img{k}{suffix}.png", mask * 255)
@@ -70,7 +70,7 @@ def test_two_readings_ask_for_a_description(tmp_path):
     root = tmp_path / "d"
     for folder in ("a", "b"):
         for k in range(3):
-            rng = _rng(6, k)
+            rng = seeded(6, k)
             mask = blob(rng, 32, 32)
             write(root / folder / "images" / f"x{k}.png", photo(rng, mask))
             write(root / folder / "masks" / f"x{k}.png", mask * 255)
@@ -86,7 +86,7 @@ def test_label_index_masks_are_proposed_with_values(tmp_path):
     for k in range(3):
         labels = np.zeros((24, 24), np.uint8)
         labels[2:10, 2:10], labels[12:20, 12:20] = 1, 2
-        write(root / "images" / f"s{k}.png", photo(_rng(1, k), labels > 0))
+        write(root / "images" / f"s{k}.png", photo(seeded(1, k), labels > 0))
         write(root / "masks" / f"s{k}.png", labels)
     [reading] = infer_readings(root)
     assert reading.spec["label"] == "../masks/{stem}.png" and reading.spec["values"] == {0: "background", 1: "class_1", 2: "class_2"}

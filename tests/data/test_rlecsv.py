@@ -10,7 +10,7 @@ import pytest
 from compkit import rle
 from compkit.data.rlecsv import RleSpec, boundary_ratio, decide_order, find_rle_csv, read_rle_table
 from compkit.errors import CompkitError
-from tests.layouts import blob, _rng
+from tests.layouts import blob, seeded
 
 
 def write_csv(path, rows):
@@ -86,7 +86,7 @@ def test_order_from_stripes_on_non_square_images(tmp_path):
     rows = [("id", "class", "segmentation")]
     truth = {}
     for k in range(4):
-        mask = blob(_rng(9, k), 48, 64)
+        mask = blob(seeded(9, k), 48, 64)
         truth[f"s{k}"] = mask
         rows.append((f"s{k}", "organ", rle.encode(mask, "F")))
     table = read_rle_table(write_csv(tmp_path / "t.csv", rows))
@@ -100,7 +100,7 @@ def test_order_from_image_contrast_on_square_images(tmp_path):
     rows = [("id", "class", "segmentation")]
     images = {}
     for k in range(3):
-        mask = blob(_rng(8, k), 40, 40)
+        mask = blob(seeded(8, k), 40, 40)
         mask[:, :8] = 0
         mask[30:, :] = 0  # not symmetric: the transpose lies elsewhere
         image = np.full((40, 40, 3), 40, np.uint8)
