@@ -31,6 +31,7 @@ from compkit.data.splits import (
 from compkit.data.writer import link_or_copy
 from compkit.errors import CompkitError
 from compkit.fileio import AtomicFolder, write_json
+from compkit.entry import callable_stage
 
 
 def rotate(image: np.ndarray, mask: np.ndarray, degrees: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -140,3 +141,6 @@ def augment(
     console.print(f"[green]wrote[/green] {out}: {len(dataset)} originals + {made} augmented samples, with {out / 'splits.json'} (the source's folds)")
     console.print(f"next: compkit train --recipe tiny --data {out} --fold all")
     return out
+
+
+callable_stage(__name__, augment)

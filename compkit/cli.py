@@ -42,7 +42,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DataArg = Annotated[Path, typer.Argument(help="Dataset folder (e.g. with train/DCM, train/outputs_json, test/DCM).")]
+DataArg = Annotated[Path, typer.Argument(help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")]
 
 
 @app.command()
@@ -61,6 +61,34 @@ def synth(
     run(data, patients=patients, test_patients=test_patients, size=size, seed=seed, force=force, kind=kind)
 
 
+@app.command("check-data")
+def check_data(
+    data: DataArg,
+    write: Annotated[bool, typer.Option("--write", help="Write the proposed (or detected) description to DATA/dataset.yaml.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="With --write: replace an existing dataset.yaml.")] = False,
+    limit: Annotated[int, typer.Option(help="Read the masks of at most this many images per split for the statistics.")] = 500,
+) -> None:
+    """How compkit reads a dataset: format, splits, labels per class, unmatched files, mask values, sizes; proposes a dataset.yaml."""
+    from compkit.check_data import check_data as run
+
+    run(data, write=write, force=force, limit=limit)
+
+
+@app.command()
+def export(
+    target: Annotated[str, typer.Argument(help="Layout to write: nnunet (nnU-Net v2 raw 2D).")],
+    data: DataArg,
+    out: Annotated[Path, typer.Argument(help="Folder to write Dataset<ID>_<Name>/ into (e.g. $nnUNet_raw).")],
+    id_: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (per-class mode: the first of consecutive ids).")] = 501,
+    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: the data folder's).")] = None,  # noqa: UP007
+    mode: Annotated[str, typer.Option(help="auto, labels, regions (overlapping classes) or per-class (one binary dataset per class).")] = "auto",
+) -> None:
+    """Export a dataset in nnU-Net v2's raw layout (imagesTr, labelsTr, imagesTs, dataset.json, splits_final.json)."""
+    from compkit.export import export as run
+
+    run(target, data, out, dataset_id=id_, name=name, mode=mode)
+
+
 @app.command()
 def split(
     data: DataArg,
@@ -68,11 +96,12 @@ def split(
     seed: Annotated[int, typer.Option(help="Shuffling seed: the same seed gives the same folds.")] = 21,
     stratify: Annotated[Optional[str], typer.Option(help="Meta column to stratify by (e.g. sex, age).")] = None,  # noqa: UP007
     force: Annotated[bool, typer.Option("--force", help="Rebuild splits.json even if it exists.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Write the splits here instead of DATA/splits.json (read-only data; then --set data.splits=FILE).")] = None,  # noqa: UP007
 ) -> None:
     """Patient-grouped (optionally stratified) K-fold split -> DATA/splits.json."""
     from compkit.split import split as run
 
-    run(data, folds=folds, seed=seed, stratify=stratify, force=force)
+    run(data, folds=folds, seed=seed, stratify=stratify, force=force, out=out)
 
 
 @app.command()
@@ -129,16 +158,18 @@ def predict(
     window: Annotated[Optional[int], typer.Option(help="Sliding-window size in pixels (default: the recipe's).")] = None,  # noqa: UP007
     overlap: Annotated[Optional[float], typer.Option(help="Sliding-window overlap, 0..1.")] = None,  # noqa: UP007
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="Write the stores to OUT/<run>/fold<k>/ (for read-only run folders) instead of into the runs.")] = None,  # noqa: UP007
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace stores that exist.")] = False,
 ) -> None:
     """Predict the test (or validation) images of every fold -> a probability store per fold."""
     from compkit.predict import predict as run
 
-    run(runs, data=data, split=split, tta=tta, batch=batch, window=window, overlap=overlap, device=device)
+    run(runs, data=data, split=split, tta=tta, batch=batch, window=window, overlap=overlap, device=device, out=out, exist_ok=exist_ok)
 
 
 @app.command()
 def ensemble(
-    paths: Annotated[list[Path], typer.Argument(help="Run, fold or ensemble folders, or submission CSVs (e.g. runs/*).")],
+    paths: Annotated[list[Path], typer.Argument(help="Run, fold or ensemble folders, nnU-Net --save_probabilities folders, or submission CSVs (e.g. runs/*).")],
     method: Annotated[str, typer.Option(help="soft (mean probability) or hard (votes).")] = "soft",
     weights: Annotated[Optional[str], typer.Option(help="Comma-separated weight per member, e.g. 2,1,1.")] = None,  # noqa: UP007
     votes: Annotated[Optional[int], typer.Option(help="Hard voting: votes needed to keep a pixel (default: majority).")] = None,  # noqa: UP007
@@ -146,6 +177,7 @@ def ensemble(
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the members' recipe data.root).")] = None,  # noqa: UP007
     out_dir: Annotated[Path, typer.Option(help="Folder that holds the ensembles.")] = Path("ensembles"),
     resolution: Annotated[Optional[int], typer.Option(help="Side in pixels where members meet (default: the largest member's store resolution).")] = None,  # noqa: UP007
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace the ensemble --name if it exists.")] = False,
 ) -> None:
     """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
     from compkit.ensemble import ensemble as run
@@ -156,7 +188,7 @@ def ensemble(
             parsed = [float(w) for w in weights.split(",")]
         except ValueError:
             raise typer.BadParameter(f"{weights!r} is not a comma-separated list of numbers", param_hint="--weights") from None
-    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir, resolution=resolution)
+    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir, resolution=resolution, exist_ok=exist_ok)
 
 
 @app.command()
@@ -164,7 +196,7 @@ def submit(
     source: Annotated[Optional[Path], typer.Argument(help="Ensemble or run folder (default: the newest ensemble).")] = None,  # noqa: UP007
     out: Annotated[Optional[Path], typer.Option(help="CSV to write (default: submissions/NAME.csv).")] = None,  # noqa: UP007
     threshold: Annotated[str, typer.Option(help="auto (tuned when available), tuned, or a number such as 0.5.")] = "auto",
-    sample: Annotated[Optional[Path], typer.Option(help="Sample submission whose rows ours must match.")] = None,  # noqa: UP007
+    sample: Annotated[Optional[Path], typer.Option(help="Sample submission to follow: its header, rows, order and id form (default: the dataset's sample_submission.csv).")] = None,  # noqa: UP007
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
     ensembles_dir: Annotated[Path, typer.Option(help="Where to look for the newest ensemble.")] = Path("ensembles"),
 ) -> None:
@@ -209,13 +241,14 @@ def augment(
 @app.command()
 def eda(
     data: DataArg,
-    out: Annotated[Path, typer.Option(help="Report folder: fingerprint.json and eda.html.")] = Path("reports/eda"),
+    out: Annotated[Optional[Path], typer.Option(help="Report folder: fingerprint.json and eda.html (default reports/eda, or reports/eda-2, ... when taken).")] = None,  # noqa: UP007
     gallery: Annotated[int, typer.Option(help="Images with their labels drawn in the gallery.")] = 8,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Dataset report: class areas, overlaps, intensities, meta data, outliers and plots (HTML)."""
     from compkit.eda import eda as run
 
-    run(data, out, gallery=gallery)
+    run(data, out, gallery=gallery, exist_ok=exist_ok)
 
 
 @app.command()
@@ -224,12 +257,13 @@ def inspect(
     split: Annotated[str, typer.Option(help="val (out-of-fold predictions) or test (needs ground truth).")] = "val",
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
     gt: Annotated[Optional[Path], typer.Option(help="Ground truth for --split test (default: DATA_gt).")] = None,  # noqa: UP007
-    out: Annotated[Path, typer.Option(help="Report folder: inspect.json and inspect.html.")] = Path("reports/inspect"),
+    out: Annotated[Optional[Path], typer.Option(help="Report folder: inspect.json and inspect.html (default reports/inspect, or -2, ... when taken).")] = None,  # noqa: UP007
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Error analysis: dice per class, worst images with missed/extra pixels drawn, confused classes (HTML)."""
     from compkit.inspect_errors import inspect as run
 
-    run(source, split=split, data=data, gt=gt, out=out)
+    run(source, split=split, data=data, gt=gt, out=out, exist_ok=exist_ok)
 
 
 @app.command()

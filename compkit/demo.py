@@ -17,6 +17,7 @@ from compkit.split import split
 from compkit.submit import submit
 from compkit.synth import synth
 from compkit.train import train
+from compkit.entry import callable_stage
 
 
 def demo(
@@ -65,3 +66,6 @@ def demo(
         table.add_row(name, f"{seconds:.0f}", detail)
     console.print(table)
     return dice
+
+
+callable_stage(__name__, demo)

@@ -24,11 +24,14 @@ from rich.table import Table
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write, write_json
+from compkit.runs import output_folder
 from compkit.plots import array_png, figure_png, plt
+from compkit.entry import callable_stage
 
 SMALL_AREA_PIXELS = 100  # a class smaller than this at the training size is hard to segment
 CANDIDATE_SIZES = (256, 384, 512, 768, 1024, 1536, 2048)
 GALLERY_SIZE = 8
+DEFAULT_OUT = "reports/eda"
 THUMB = 320
 OUTLIER_Z = 2.5
 
@@ -257,13 +260,13 @@ multi-label pixels: {fp['multilabel_pixel_fraction']:.2%} of labelled pixels.</p
 </body></html>"""
 
 
-def eda(data: str | Path, out: str | Path = "reports/eda", gallery: int = GALLERY_SIZE, console: Console | None = None) -> Path:
+def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_SIZE, exist_ok: bool = False, console: Console | None = None) -> Path:
     """Write ``fingerprint.json`` and ``eda.html`` for the dataset's training split; returns the HTML path."""
     console = console or Console()
     if gallery < 0:
         raise CompkitError("--gallery", f"must be 0 or more, got {gallery}")
     dataset = open_dataset(data, "train")
-    out = Path(out)
+    out = output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok)
     fp = Fingerprint(dataset.classes)
     colours = class_colours(len(dataset.classes))
     picks = set(np.linspace(0, len(dataset) - 1, min(gallery, len(dataset))).round().astype(int).tolist())
@@ -301,3 +304,6 @@ def eda(data: str | Path, out: str | Path = "reports/eda", gallery: int = GALLER
     console.print(f"recommendation: {result['recommendation']['text']}")
     console.print(f"[green]wrote[/green] {out / 'fingerprint.json'} and {out / 'eda.html'}")
     return out / "eda.html"
+
+
+callable_stage(__name__, eda)

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from compkit.data.labelled import open_labelled
 from compkit.submission import write_submission
+from compkit.entry import callable_stage
 
 
 def encode_labels(
@@ -24,3 +25,6 @@ def encode_labels(
     path = write_submission(out, dataset, dataset.read_mask, console, description="encoding labels")
     console.print(f"[green]wrote[/green] {path} ({len(dataset.samples)} images x {len(dataset.classes)} classes)")
     return path
+
+
+callable_stage(__name__, encode_labels)

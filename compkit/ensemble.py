@@ -10,7 +10,6 @@ Output: ``test/`` (a probability store), ``oof/`` (when available), ``members.js
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,19 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from compkit import rle as rle_codec
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.cache import build_cache
 from compkit.errors import CompkitError
 from compkit.fileio import AtomicFolder, atomic_write, write_json
-from compkit.data.splits import fingerprint, load_splits, splits_path
-from compkit.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, check_member_split, open_member
+from compkit.data.splits import fingerprint, load_splits
+from compkit.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, check_member_split, current_splits_file, open_member
 from compkit.metrics import dice_from_counts
+from compkit.runs import output_folder
 from compkit.postprocess import apply_rule, candidate_rules, median_component_area
 from compkit.store import Store, StoreWriter, quantise
 from compkit.thresholds import OofTuner
-from compkit.submission import HEADER, validate
+from compkit.submission import RowWriter, submission_layout, validate
+from compkit.entry import callable_stage
 
 METHODS = ("soft", "hard")
 
@@ -101,6 +101,15 @@ class Combiner:
         return total
 
 
+def _truth(cache, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """An OOF image's cached truth and the pixels that count (all, or those inside the field of view)."""
+    i = cache.position[image_id]
+    truth = cache.mask(i)
+    ignore = cache.ignore(i)
+    keep = np.ones_like(truth) if ignore is None else (ignore == 0).astype(np.uint8)
+    return truth * keep, keep
+
+
 def _tune(
     oof_ids: list[str],
     read_oof,
@@ -120,8 +129,8 @@ def _tune(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("tuning thresholds on OOF", total=len(oof_ids))
         for image_id in oof_ids:
-            truth = cache.mask(cache.position[image_id])
-            tuner.add(quantise(read_oof(image_id), "uint8"), truth)
+            truth, keep = _truth(cache, image_id)
+            tuner.add(quantise(read_oof(image_id) * keep, "uint8"), truth)
             for c in range(len(classes)):
                 areas[c].append(median_component_area(truth[c]))
             progress.advance(task)
@@ -138,8 +147,8 @@ def _tune(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("choosing postprocessing on OOF", total=len(oof_ids))
         for image_id in oof_ids:
-            truth = cache.mask(cache.position[image_id])
-            probs = read_oof(image_id)
+            truth, keep = _truth(cache, image_id)
+            probs = read_oof(image_id) * keep
             for c in range(len(classes)):
                 pred = probs[c] > thresholds[c]
                 g = truth[c]
@@ -169,14 +178,14 @@ def _tune(
 
 
 def _csv_vote(members: list[Member], weights: np.ndarray, votes: int | None, dataset: SegmentationDataset, folder: Path, console: Console) -> None:
-    readers = [validate(m.path, dataset, check_rle=True) for m in members]
-    shapes = {dataset.submission_name(s): dataset.image_shape(s) for s in dataset.samples}
+    layout = submission_layout(dataset)
+    readers = [validate(m.path, dataset, check_rle=True, layout=layout) for m in members]
+    shapes = {layout.names[s.image_id]: dataset.image_shape(s) for s in dataset.samples}
     k = (votes if votes is not None else int(weights.sum() // 2) + 1)
     if not 1 <= k <= weights.sum():
         raise CompkitError("--votes", f"must be between 1 and {int(weights.sum())}, got {k}")
     with atomic_write(folder / VOTE_CSV, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
+        writer = RowWriter(handle, layout)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("hard-voting CSV rows", total=len(readers[0]))
             for rows in zip(*readers, strict=True):
@@ -184,11 +193,11 @@ def _csv_vote(members: list[Member], weights: np.ndarray, votes: int | None, dat
                 shape = shapes[name]
                 total = np.zeros(shape, np.float32)
                 for w, row in zip(weights, rows, strict=True):
-                    total += w * rle_codec.decode(row.rle, shape, dataset.rle_order)
-                writer.writerow((name, cls, rle_codec.encode(total >= k, dataset.rle_order)))
+                    total += w * layout.decode(row.rle, shape)
+                writer.add(name, cls, layout.encode(total >= k))
                 progress.advance(task)
         handle.flush()
-        validate(handle.name, dataset)
+        validate(handle.name, dataset, layout=layout)
 
 
 def ensemble(
@@ -200,9 +209,11 @@ def ensemble(
     data: str | Path | None = None,
     out_dir: str | Path = "ensembles",
     resolution: int | None = None,
+    exist_ok: bool = False,
     console: Console | None = None,
 ) -> Path:
-    """Combine ``paths`` into ``out_dir/<name>/``; returns that folder. Members stored at different resolutions
+    """Combine ``paths`` into ``out_dir/<name>/``; returns that folder (a default name that is taken moves on to
+    ``name-2``; a given one is replaced only with ``exist_ok``). Members stored at different resolutions
     are resampled image by image to ``resolution`` (default: the largest member's)."""
     console = console or Console()
     if method not in METHODS:
@@ -211,8 +222,7 @@ def ensemble(
         raise CompkitError(None, "no members given (e.g. `compkit ensemble runs/*`)")
     members = [open_member(p) for p in paths]
     w = _weights(weights, members, method)
-    name = name or "+".join(m.name for m in members)[:80]
-    folder = Path(out_dir) / name
+    folder = output_folder(Path(out_dir) / (name or "+".join(m.name for m in members)[:80]), explicit=name is not None, exist_ok=exist_ok, option="--name")
     data_root = data or next((m.data_root for m in members if m.data_root), None)
     kinds = {m.kind for m in members}
     if len(kinds) > 1:
@@ -266,8 +276,9 @@ def ensemble(
         if complete:
             for m in members:
                 check_member_split(m, data_root)
-            if splits_path(data_root).is_file():
-                info["splits_fingerprint"] = fingerprint(load_splits(data_root))
+            splits_file = current_splits_file(members[0], data_root)
+            if splits_file.is_file():
+                info.update(splits_fingerprint=fingerprint(load_splits(data_root, splits_file)), splits_file=str(splits_file))
 
             def read_oof(image_id: str) -> np.ndarray:
                 return combine([ix[image_id].read(image_id, target) for ix in oof_indexes])
@@ -293,4 +304,8 @@ def ensemble(
     finally:
         atomic.abort()
     console.print(f"[green]wrote[/green] {folder} ({method} vote of {len(members)} members: {', '.join(m.name for m in members)})")
+    console.print(f"next: compkit submit {folder}")
     return folder
+
+
+callable_stage(__name__, ensemble)

@@ -7,8 +7,6 @@ import ctypes.util
 import json
 import os
 import shutil
-import struct
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ import cv2
 import numpy as np
 
 from compkit.errors import CompkitError
+from compkit.imageio import image_size, read_image  # noqa: F401  (re-exported: every stage reads images through here)
 
 
 def write_problem(path: str | Path, error: BaseException) -> str:
@@ -98,52 +97,6 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     if not ok:
         raise CompkitError(path, "could not encode image")
     path.write_bytes(buf.tobytes())
-
-
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Silence what C libraries write straight to file descriptor 2 (OpenCV's codecs) for the block."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Read an image with OpenCV (as the competition does); BGR for colour. Bad files raise CompkitError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CompkitError(path, "image not found")
-    # np.fromfile + imdecode copes with non-ASCII paths, which cv2.imread does not on every platform.
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as e:
-        raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
-    with quiet_stderr():  # libpng/libjpeg print "corrupt data" warnings of their own; compkit's one line says it
-        image = cv2.imdecode(data, flags) if data.size else None
-    if image is None:
-        raise CompkitError(path, "unreadable image (not a valid image file)")
-    return image
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an image, from the PNG header when possible (no full decode of a 2048 px image)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError as e:
-        raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", head[16:24])
-        return int(height), int(width)
-    image = read_image(path, cv2.IMREAD_UNCHANGED)
-    return int(image.shape[0]), int(image.shape[1])
 
 
 PARTIAL_MARK = ".partial-"

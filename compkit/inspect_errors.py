@@ -22,6 +22,8 @@ from compkit.fileio import atomic_write, write_json
 from compkit.members import check_member_split, dataset_root, open_stores_member
 from compkit.metrics import DiceMeter, dice_table
 from compkit.plots import array_png
+from compkit.runs import output_folder
+from compkit.entry import callable_stage
 
 MISSED = np.array([255, 220, 0], np.float32)  # yellow
 EXTRA = np.array([0, 200, 70], np.float32)  # green
@@ -42,7 +44,8 @@ def inspect(
     split: str = "val",
     data: str | Path | None = None,
     gt: str | Path | None = None,
-    out: str | Path = "reports/inspect",
+    out: str | Path | None = None,
+    exist_ok: bool = False,
     console: Console | None = None,
 ) -> Path:
     console = console or Console()
@@ -102,7 +105,7 @@ def inspect(
         "worst_images": [{"image": i, "dice": d} for d, i in worst],
         "confusions": [{"missed": a, "predicted_instead": b, "pixels": n} for n, a, b in pairs],
     }
-    out = Path(out)
+    out = output_folder(Path(out or "reports/inspect"), explicit=out is not None, exist_ok=exist_ok)
     write_json(out / "inspect.json", report)
     rows = "".join(f"<tr><td>{html.escape(c)}</td><td>{d:.4f}</td></tr>" for c, d in report["per_class"].items())
     confusions = "".join(f"<li>{html.escape(a)} missed where {html.escape(b)} was predicted: {n:,} px</li>" for n, a, b in pairs) or "<li>none</li>"
@@ -126,3 +129,6 @@ def inspect(
     console.print(table)
     console.print(f"[green]wrote[/green] {out / 'inspect.html'} (mean dice {report['mean_dice']:.4f})")
     return out / "inspect.html"
+
+
+callable_stage(__name__, inspect)

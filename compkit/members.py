@@ -1,5 +1,12 @@
 """Reading prediction artifacts as ensemble members: a fold folder, a run folder (its folds averaged), an
-ensemble folder, a bare probability store, or a submission CSV. Used by ``compkit ensemble`` and ``compkit submit``.
+ensemble folder, a bare probability store, a folder of nnU-Net probabilities, or a submission CSV. Used by
+``compkit ensemble`` and ``compkit submit``.
+
+nnU-Net: ``nnUNetv2_predict --save_probabilities`` writes ``<case>.npz`` (key ``probabilities``, (C, 1, H, W) at the
+image's original size) and ``<case>.pkl`` beside each segmentation, and copies the model's ``dataset.json``. Only the
+``.npz`` files are read (``np.load(allow_pickle=False)``; the ``.pkl`` never is: unpickling runs code). The
+``dataset.json`` written by ``compkit export nnunet`` maps cases back to image ids and channels to classes: label
+values (softmax channels, one per value) or regions (sigmoid channels, one per class).
 """
 from __future__ import annotations
 
@@ -16,10 +23,11 @@ from compkit.fileio import read_json
 from compkit.data.splits import fingerprint, load_splits, splits_path
 from compkit.postprocess import RULES
 from compkit.recipe import did_you_mean
-from compkit.runs import RECIPE_FILE, fold_dirs, read_run_record
-from compkit.store import Store, quantise
+from compkit.runs import RECIPE_FILE, data_root_of, fold_dirs, read_run_record
+from compkit.store import Store, quantise, resample
 
 MEMBERS_FILE = "members.json"
+NNUNET_KEY = "compkit"  # compkit's entry in an exported nnU-Net dataset.json: classes, mode, case -> image id
 THRESHOLDS_FILE = "thresholds.json"
 POSTPROCESS_FILE = "postprocess.json"
 VOTE_CSV = "vote.csv"
@@ -36,6 +44,7 @@ class Member:
     data_root: str | None = None
     families: list[str] = field(default_factory=list)  # the model families behind it (from recipes or members.json)
     splits_fingerprints: list[str] = field(default_factory=list)  # the splits its out-of-fold stores belong to
+    splits_file: str | None = None  # the splits file it was trained with (a --out one for read-only data)
 
     @property
     def name(self) -> str:
@@ -92,6 +101,74 @@ class Member:
         return np.array([self.thresholds.get(c, 0.5) for c in self.classes], np.float32)
 
 
+class NnunetStore:
+    """A folder of nnU-Net ``--save_probabilities`` outputs, read like a :class:`~compkit.store.Store`."""
+
+    dtype = "float16"
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        info_path = folder / "dataset.json"
+        if not info_path.is_file():
+            raise CompkitError(folder, "nnU-Net predictions without dataset.json (nnUNetv2_predict copies it): cannot tell classes and cases")
+        info = read_json(info_path)
+        ours = info.get(NNUNET_KEY) if isinstance(info, dict) else None
+        if not isinstance(ours, dict) or not isinstance(ours.get("cases"), dict):
+            raise CompkitError(info_path, "no compkit entry: predict with a model trained on a `compkit export nnunet` dataset (its dataset.json maps cases to images)")
+        labels = info.get("labels") or {}
+        self.classes: list[str] = list(ours["classes"])
+        self.data_root: str | None = ours.get("data_root")
+        if ours.get("mode") == "regions":
+            regions = [k for k, v in labels.items() if k not in ("background", "ignore")]
+            self.channels = [regions.index(c) for c in self.classes]
+        else:
+            values = sorted(int(v) for k, v in labels.items() if k != "ignore")
+            self.channels = [values.index(int(labels[c])) for c in self.classes]
+        found = {p.stem: p for p in sorted(folder.glob("*.npz"))}
+        self.entries = {ours["cases"][case]: {"file": path.name} for case, path in found.items() if case in ours["cases"]}
+        unknown = sorted(set(found) - set(ours["cases"]))
+        if unknown:
+            raise CompkitError(folder / f"{unknown[0]}.npz", "a case that dataset.json's compkit entry does not know")
+        if not self.entries:
+            raise CompkitError(folder, "no <case>.npz files (run nnUNetv2_predict with --save_probabilities)")
+        self.image_ids = list(self.entries)
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self.resolution: tuple[int, int] = self.original_size(self.image_ids[0])
+
+    def read_raw(self, image_id: str) -> np.ndarray:
+        """(C, H, W) float32 probabilities of compkit's classes, at the image's original size."""
+        path = self.folder / self.entries[image_id]["file"]
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                probs = npz["probabilities"]
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise CompkitError(path, f"unreadable nnU-Net probabilities ({e})") from None
+        if probs.ndim == 4 and probs.shape[1] == 1:
+            probs = probs[:, 0]
+        if probs.ndim != 3 or probs.shape[0] <= max(self.channels):
+            raise CompkitError(path, f"probabilities of shape {probs.shape}: expected (C, 1, H, W) with {max(self.channels) + 1}+ channels")
+        self._sizes[image_id] = (int(probs.shape[1]), int(probs.shape[2]))
+        return np.clip(probs[self.channels].astype(np.float32), 0.0, 1.0)
+
+    def read(self, image_id: str, resolution: tuple[int, int] | None = None) -> np.ndarray:
+        probs = self.read_raw(image_id)
+        if not np.isfinite(probs).all():
+            raise CompkitError(self.folder / self.entries[image_id]["file"], "probabilities contain NaN or infinity")
+        return resample(probs, resolution) if resolution is not None else probs
+
+    def original_size(self, image_id: str) -> tuple[int, int]:
+        if image_id not in self._sizes:
+            self.read_raw(image_id)
+        return self._sizes[image_id]
+
+    def box(self, image_id: str) -> None:
+        return None
+
+
+def is_nnunet_output(path: Path) -> bool:
+    return path.is_dir() and not (path / "index.json").is_file() and next(path.glob("*.npz"), None) is not None
+
+
 def _check_consistent(path: Path, stores: list[Store]) -> None:
     first = stores[0]
     for store in stores[1:]:
@@ -111,7 +188,7 @@ def _fold_facts(fold: Path) -> tuple[str | None, str | None]:
         return None, None
     if not isinstance(recipe, dict):
         return None, None
-    return (recipe.get("data") or {}).get("root"), (recipe.get("model") or {}).get("family")
+    return data_root_of(fold, (recipe.get("data") or {}).get("root")), (recipe.get("model") or {}).get("family")
 
 
 def read_members_file(path: Path) -> dict[str, Any]:
@@ -167,6 +244,7 @@ def open_member(path: str | Path) -> Member:
             return Member(path / VOTE_CSV, "csv", data_root=info.get("data_root"))
         member = Member(path, "stores", [Store(path / "test")], data_root=info.get("data_root"), families=list(info.get("families") or []))
         member.splits_fingerprints = [info["splits_fingerprint"]] if info.get("splits_fingerprint") else []
+        member.splits_file = info.get("splits_file")
         if (path / "oof" / "index.json").is_file():
             member.oof_stores = [Store(path / "oof")]
         if (path / THRESHOLDS_FILE).is_file():
@@ -176,6 +254,9 @@ def open_member(path: str | Path) -> Member:
         return member
     if (path / "index.json").is_file():
         return Member(path, "stores", [Store(path)])
+    if is_nnunet_output(path):
+        store = NnunetStore(path)
+        return Member(path, "stores", [store], data_root=store.data_root, families=["nnunet"])
     folds = fold_dirs(path)
     missing = [f for f in folds if not (f / "test" / "index.json").is_file()]
     if missing:
@@ -183,7 +264,9 @@ def open_member(path: str | Path) -> Member:
     root, family = _fold_facts(folds[0])
     member = Member(path, "stores", [Store(f / "test") for f in folds], data_root=root, families=[family] if family else [])
     member.oof_stores = [Store(f / "oof") for f in folds if (f / "oof" / "index.json").is_file()]
-    member.splits_fingerprints = sorted({r["splits_fingerprint"] for r in map(read_run_record, folds) if r.get("splits_fingerprint")})
+    records = [read_run_record(f) for f in folds]
+    member.splits_fingerprints = sorted({r["splits_fingerprint"] for r in records if r.get("splits_fingerprint")})
+    member.splits_file = next((r["splits_file"] for r in records if r.get("splits_file")), None)
     _check_consistent(path, member.test_stores)
     return member
 
@@ -195,13 +278,20 @@ def check_covers(member: Member, dataset) -> None:
         raise CompkitError(member.path, f"no probabilities for {len(missing)} test images (first: {missing[0]}); predict again")
 
 
+def current_splits_file(member: Member, data_root: str | Path) -> Path:
+    """The splits file the member's folds were trained with, where it still is, else the dataset's own."""
+    if member.splits_file and Path(member.splits_file).is_file():
+        return Path(member.splits_file)
+    return splits_path(data_root)
+
+
 def check_member_split(member: Member, data_root: str | Path) -> None:
     """A member's OOF stores are out-of-fold only for the split they were made with: refuse when the dataset's
     splits file has changed since (its images would have trained the folds that predicted them)."""
-    path = splits_path(data_root)
+    path = current_splits_file(member, data_root)
     if not member.splits_fingerprints or not path.is_file():
         return
-    current = fingerprint(load_splits(data_root))
+    current = fingerprint(load_splits(data_root, path))
     if any(f != current for f in member.splits_fingerprints):
         raise CompkitError(
             member.path, f"its out-of-fold predictions were made with another split than {path} holds now: they are not out-of-fold (retrain, or restore that splits file)"

@@ -17,8 +17,9 @@ from compkit.families import load_fold, resolve_family
 from compkit.inference import TTA_VIEWS
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
-from compkit.runs import check_fold_split, fold_dirs, fold_number, fold_recipe
+from compkit.runs import check_fold_split, copy_fold_records, fold_dirs, fold_number, fold_recipe
 from compkit.data.splits import check_current, load_splits, splits_path
+from compkit.entry import callable_stage
 
 SPLIT_STORES = {"test": "test", "val": "oof"}
 
@@ -32,9 +33,15 @@ def predict(
     window: int | None = None,
     overlap: float | None = None,
     device: str = "auto",
+    out: str | Path | None = None,
+    exist_ok: bool = False,
     console: Console | None = None,
 ) -> list[Path]:
-    """Predict every fold of every run; returns the stores written."""
+    """Predict every fold of every run; returns the stores written.
+
+    Stores go into the fold folders, or with ``out`` (run folders that are read-only, e.g. attached to a Kaggle
+    notebook) into ``out/<run>/fold<k>/`` beside a copy of the fold's recipe and run record, which
+    ``compkit ensemble out/<run>`` reads like a run. An existing store is replaced only with ``exist_ok``."""
     console = console or Console()
     if split not in SPLIT_STORES:
         raise CompkitError("--split", f"must be one of {', '.join(SPLIT_STORES)}, got {split!r}")
@@ -59,17 +66,29 @@ def predict(
                 positions = list(range(len(dataset)))
             else:
                 dataset = open_dataset(root, "train", recipe.data.format, classes=recipe.data.classes)
-                splits = load_splits(root)
-                check_current(splits, dataset, splits_path(root))
-                check_fold_split(folder, splits, splits_path(root))  # else the "out-of-fold" store would have trained on them
+                splits_file = splits_path(root, recipe.data.splits)
+                splits = load_splits(root, recipe.data.splits)
+                check_current(splits, dataset, splits_file)
+                check_fold_split(folder, splits, splits_file)  # else the "out-of-fold" store would have trained on them
                 k = fold_number(folder)
                 if k >= len(splits["folds"]):
-                    raise CompkitError(folder, f"fold {k} is not in {splits_path(root)} (folds 0..{len(splits['folds']) - 1})")
+                    raise CompkitError(folder, f"fold {k} is not in {splits_file} (folds 0..{len(splits['folds']) - 1})")
                 ids = set(splits["folds"][k]["val"])
                 positions = [i for i, s in enumerate(dataset.samples) if s.image_id in ids]
+            destination = folder if out is None else Path(out) / folder.parent.name / folder.name
+            target = destination / SPLIT_STORES[split]
+            if target.exists() and not exist_ok:
+                raise CompkitError(target, "already exists: pass --exist-ok to replace it, or --out DIR")
             fold = load_fold(folder, dataset.classes, torch_device, console, recipe)
             cache = cache_for(dataset, fold.recipe, console)
-            store = write_store(fold.predictor, dataset, cache, positions, folder / SPLIT_STORES[split], settings, console, f"{fold.family.name}, ")
+            if destination != folder:  # the predictions' own run folder: what ensemble and submit read beside the stores
+                copy_fold_records(folder, destination)
+            store = write_store(fold.predictor, dataset, cache, positions, target, settings, console, f"{fold.family.name}, ")
             console.print(f"[green]wrote[/green] {store} ({len(positions)} images, {fold.family.name})")
             written.append(store)
+    if written:
+        console.print(f"next: compkit ensemble {' '.join(sorted({str(p.parent.parent) for p in written}))}")
     return written
+
+
+callable_stage(__name__, predict)

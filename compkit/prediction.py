@@ -75,6 +75,9 @@ def validation_dice(
     tuner = OofTuner(len(cache.classes)) if tuned else None
     for i, probs in predict_cached(predictor, cache, positions, settings):
         truth = cache.mask(i)
+        ignore = cache.ignore(i)
+        if ignore is not None:  # outside a field of view: neither side counts (as `compkit score`)
+            probs, truth = probs * (ignore == 0), truth * (ignore == 0)
         meter.update(probs > threshold, truth)
         if tuner is not None:
             tuner.add_probs(probs, truth)

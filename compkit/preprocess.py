@@ -11,10 +11,10 @@ from compkit.recipe import Recipe
 
 
 def cache_for(dataset: SegmentationDataset, recipe: Recipe, console: Console | None = None) -> SampleCache:
-    """The preprocessing cache of ``dataset`` under the recipe's data settings (size, CLAHE, border crop)."""
+    """The preprocessing cache of ``dataset`` under the recipe's data settings (size, CLAHE, border crop, intensity)."""
     data = recipe.data
     clahe = data.clahe.model_dump() if data.clahe else None
-    return build_cache(dataset, data.image_size, clahe, data.cache_dir, console, crop=data.crop_border)
+    return build_cache(dataset, data.image_size, clahe, data.cache_dir, console, crop=data.crop_border, intensity=data.intensity)
 
 
 class Normaliser:

@@ -20,6 +20,7 @@ from compkit.errors import CompkitError
 from compkit.fileio import AtomicFolder
 from compkit.members import check_covers, dataset_root, open_stores_member, resolve_thresholds
 from compkit.postprocess import upsample_mask
+from compkit.entry import callable_stage
 
 UNCERTAIN = (0.1, 0.9)
 
@@ -100,3 +101,6 @@ def pseudo(
     table.add_row(str(len(chosen)), str(len(test.samples)), f"{pixels:,}", f"{ignored:,}" if soft else "-", f"{chosen[-1][0]:.3f}")
     console.print(table)
     return out
+
+
+callable_stage(__name__, pseudo)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from compkit.errors import CompkitError, first_line
+from compkit.imageio import INTENSITY_RULES
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 LOSS_TERMS = ("bce", "dice", "jaccard", "focal", "tversky", "lovasz")
@@ -42,6 +43,13 @@ class DataConfig(Section):
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     cache_dir: str | None = None  # default: <root>/.compkit-cache
     pseudo: str | None = None  # a `compkit pseudo` dataset added to the training side of every fold
+    splits: str | None = None  # the splits file (default: <root>/splits.json; `compkit split --out FILE` for read-only data)
+    intensity: str | None = None  # 16-bit and DICOM images to 8 bits: auto, full, percentile, minmax, window (default: the dataset's)
+
+    @field_validator("intensity")
+    @classmethod
+    def _intensity(cls, v: str | None) -> str | None:
+        return None if v is None else _choice("intensity rule", v, INTENSITY_RULES)
 
 
 class AuxConfig(Section):
@@ -262,17 +270,32 @@ def apply_override(data: dict[str, Any], assignment: str, source: str = "--set")
     node[parts[-1]] = value
 
 
-def _describe(error: ValidationError, raw: dict[str, Any]) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (``X | None``, ``dict[str, X]``, ``str | list[str] | X``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in getattr(annotation, "__args__", ()) for m in _models_in(a)]
+
+
+def describe_validation_error(error: ValidationError, root: type[BaseModel]) -> str:
+    """The first problem of a validation error as ``location: problem``; an unknown key gets a did-you-mean
+    suggestion from the keys its section knows (recipes, dataset descriptions)."""
     first = error.errors()[0]
-    location = ".".join(str(p) for p in first["loc"])
+    model: type[BaseModel] | None = root
+    parts = []
+    for part in first["loc"]:
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            found = _models_in(model.model_fields[part].annotation)
+            model = found[0] if found else None
+            parts.append(part)
+        elif isinstance(part, int) or model is None or first["type"] != "extra_forbidden" or part != first["loc"][-1]:
+            if not (isinstance(part, str) and (part[:1].isupper() or "[" in part or part in ("str", "int", "bool", "float"))):
+                parts.append(str(part))  # a dict key or list index (union member tags are left out)
+    location = ".".join(parts)
     if first["type"] == "extra_forbidden":
-        parent_loc, key = first["loc"][:-1], first["loc"][-1]
-        model: Any = Recipe
-        for part in parent_loc:
-            field = model.model_fields.get(part) if isinstance(part, str) else None
-            model = field.annotation if field is not None else None
-            model = next((a for a in getattr(model, "__args__", (model,)) if isinstance(a, type) and issubclass(a, BaseModel)), model)
-        known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+        key = first["loc"][-1]
+        location = ".".join([*parts, str(key)])
+        known = list(model.model_fields) if model is not None else []
         return f"{location}: unknown key{did_you_mean(str(key), known)}"
     message = first["msg"].removeprefix("Value error, ")
     return f"{location}: {message}"
@@ -289,4 +312,4 @@ def load_recipe(ref: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise CompkitError(path, f"bad recipe: {_describe(e, data)}") from None
+        raise CompkitError(path, f"bad recipe: {describe_validation_error(e, Recipe)}") from None

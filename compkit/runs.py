@@ -1,6 +1,7 @@
 """Run and fold folders: ``runs/<name>/fold<k>/`` with the resolved ``recipe.yaml`` that trained it."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,21 @@ def fold_number(folder: Path) -> int:
 
 
 def fold_recipe(folder: Path) -> Recipe:
-    """The resolved recipe a fold was trained with."""
-    return load_recipe(folder / RECIPE_FILE)
+    """The resolved recipe a fold was trained with; its dataset found again where the run moved with its data
+    (``run.json``'s path relative to the fold: a run copied to another machine or attached to a notebook)."""
+    recipe = load_recipe(folder / RECIPE_FILE)
+    recipe.data.root = data_root_of(folder, recipe.data.root)
+    return recipe
+
+
+def data_root_of(folder: Path, recorded: str | None) -> str | None:
+    """``recorded`` where it exists, else the run record's relative path from ``folder`` where that exists."""
+    if recorded is None or Path(recorded).exists():
+        return recorded
+    relative = read_run_record(folder).get("data_root_relative") if (folder / RUN_FILE).is_file() else None
+    if relative and (folder / relative).exists():
+        return str((folder / relative).resolve())
+    return recorded
 
 
 def write_run_record(folder: Path, record: dict[str, Any]) -> None:
@@ -126,3 +140,15 @@ def output_folder(path: Path, explicit: bool, exist_ok: bool, option: str = "--o
     if not explicit:
         return next_free(path)
     raise CompkitError(path, f"already exists: pass --exist-ok to replace it, or another {option}")
+
+
+def copy_fold_records(folder: Path, destination: Path) -> None:
+    """A fold's recipe and run record in ``destination`` (predictions written elsewhere stay a run folder)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    (destination / RECIPE_FILE).write_bytes((folder / RECIPE_FILE).read_bytes())
+    record = read_run_record(folder)
+    if record:
+        root = data_root_of(folder, record.get("data_root"))
+        if root:
+            record["data_root_relative"] = os.path.relpath(root, destination.absolute())
+        write_run_record(destination, record)

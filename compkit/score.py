@@ -7,11 +7,10 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from compkit import rle as rle_codec
 from compkit.data.labelled import open_labelled
-from compkit.errors import CompkitError
 from compkit.metrics import DiceMeter, dice_table
-from compkit.submission import validate
+from compkit.submission import submission_layout, validate
+from compkit.entry import callable_stage
 
 
 def score(
@@ -21,23 +20,33 @@ def score(
     split: str = "test",
     console: Console | None = None,
 ) -> float:
-    """Mean dice of ``submission`` (per image and class, mean over images per class, then over classes)."""
+    """Mean dice of ``submission`` (per image and class, mean over images per class, then over classes).
+
+    Where the dataset marks pixels to ignore (a field-of-view mask), they are left out of both the prediction and
+    the truth: dice over the field of view, as retinal-vessel papers report it."""
     console = console or Console()
     dataset = open_labelled(data, split, gt)
-    rows = validate(submission, dataset)
+    layout = submission_layout(dataset)
+    rows = validate(submission, dataset, layout=layout)
+    rle_of = {(r.image_name, r.class_name): r.rle for r in rows}
     meter = DiceMeter(dataset.classes)
-    per_image = len(dataset.classes)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scoring", total=len(dataset.samples))
-        for i, sample in enumerate(dataset.samples):
+        for sample in dataset.samples:
             truth = dataset.read_mask(sample)
             shape = truth.shape[1:]
-            pred = np.stack(
-                [rle_codec.decode(r.rle, shape, dataset.rle_order) for r in rows[i * per_image : (i + 1) * per_image]]
-            )
+            name = layout.names[sample.image_id]
+            pred = np.stack([layout.decode(rle_of[(name, c)], shape) for c in dataset.classes])
+            ignore = dataset.read_ignore(sample, shape)
+            if ignore is not None:  # pixels outside the field of view count for neither side
+                keep = ~ignore.astype(bool)
+                pred, truth = pred & keep, truth & keep
             meter.update(pred, truth)
             progress.advance(task)
     console.print(dice_table(dataset.classes, meter.per_class(), f"{Path(submission).name}: dice per class"))
     mean = meter.mean()
     console.print(f"mean dice: {mean:.4f}")
     return mean
+
+
+callable_stage(__name__, score)

@@ -17,6 +17,7 @@ from compkit.data import SegmentationDataset, open_dataset
 from compkit.errors import CompkitError
 from compkit.data.splits import DEFAULT_FOLDS, DEFAULT_SEED, load_splits, make_splits, splits_path, strata
 from compkit.fileio import write_json
+from compkit.entry import callable_stage
 
 def _same_settings(old: dict[str, Any], folds: int, seed: int, stratify: str | None, image_ids: set[str]) -> str | None:
     """None when ``old`` was made with these settings for these images, else what differs."""
@@ -58,14 +59,15 @@ def split(
     seed: int = DEFAULT_SEED,
     stratify: str | None = None,
     force: bool = False,
+    out: str | Path | None = None,
     console: Console | None = None,
 ) -> Path:
-    """Write (or reuse) ``DATA/splits.json``; returns its path."""
+    """Write (or reuse) ``DATA/splits.json`` (or ``out``, for a read-only dataset); returns its path."""
     console = console or Console()
     dataset = open_dataset(data, "train")
-    path = splits_path(data)
+    path = splits_path(data, out)
     if path.exists() and not force:
-        old = load_splits(data)
+        old = load_splits(data, out)
         difference = _same_settings(old, folds, seed, stratify, {s.image_id for s in dataset.samples})
         if difference:
             raise CompkitError(path, f"exists but {difference}: pass --force to replace it")
@@ -76,4 +78,8 @@ def split(
         write_json(path, splits)
         console.print(f"[green]wrote[/green] {path}")
     console.print(fold_table(dataset, splits))
+    console.print(f"next: compkit train --recipe tiny --data {data} --fold all" + (f" --set data.splits={path}" if out else ""))
     return path
+
+
+callable_stage(__name__, split)

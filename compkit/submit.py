@@ -1,12 +1,13 @@
 """``compkit submit``: an ensemble's (or a run's) test probabilities -> a validated submission CSV.
 
 Each image's probabilities are upsampled to its original size one class at a time (memory stays flat),
-thresholded (tuned per class where the ensemble has thresholds), postprocessed, run-length encoded and written
-in the competition's row order. The CSV is validated before it is renamed into place.
+thresholded (tuned per class where the ensemble has thresholds), postprocessed, cleared outside the dataset's field
+of view (where it has one), run-length encoded and written in the competition's row order: a sample submission's
+(``--sample``, or the dataset's ``sample_submission.csv``) header, rows, row order and id form where there is one.
+The CSV is validated before it is renamed into place.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ from rich.console import Console
 
 from compkit.data import Sample, open_dataset
 from compkit.errors import CompkitError
+from compkit.fileio import atomic_write
 from compkit.members import MEMBERS_FILE, check_covers, dataset_root, open_member, resolve_thresholds
 from compkit.postprocess import apply_rule, upsample_mask
-from compkit.submission import expected_keys, read_rows, validate, write_submission
+from compkit.submission import convert_rows, submission_layout, validate, write_submission
+from compkit.entry import callable_stage
 
 
 def newest_ensemble(ensembles_dir: str | Path) -> Path:
@@ -24,16 +27,6 @@ def newest_ensemble(ensembles_dir: str | Path) -> Path:
     if not candidates:
         raise CompkitError(ensembles_dir, "no ensemble found: run `compkit ensemble runs/*` first, or name a run folder")
     return candidates[-1].parent
-
-
-def check_sample(mine: list[tuple[str, str]], sample_csv: str | Path) -> None:
-    """Our rows (image_name, class) must match a sample submission's, in order."""
-    theirs = [(r.image_name, r.class_name) for r in read_rows(sample_csv)]
-    if len(mine) != len(theirs):
-        raise CompkitError(sample_csv, f"sample submission has {len(theirs)} rows, ours has {len(mine)}")
-    for line, (a, b) in enumerate(zip(mine, theirs, strict=True), start=2):
-        if a != b:
-            raise CompkitError(sample_csv, f"line {line}: sample has {b[0]} / {b[1]}, ours has {a[0]} / {a[1]}")
 
 
 def submit(
@@ -51,18 +44,14 @@ def submit(
     name = member.path.parent.name if member.kind == "csv" and member.path.name == "vote.csv" else member.name
     out = Path(out) if out else Path("submissions") / f"{name}.csv"
     dataset = open_dataset(dataset_root(member, data), "test")
-    if sample:
-        check_sample(expected_keys(dataset), sample)
+    layout = submission_layout(dataset, sample)  # the sample's header, rows, order and id form, where there is one
 
-    if member.kind == "csv":  # a hard vote of CSVs is already a submission
-        validate(member.path, dataset)
-        tmp = out.with_name(f".{out.name}.tmp")
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(member.path, tmp)
-            tmp.replace(out)
-        except OSError as e:
-            raise CompkitError(out, f"cannot write: {e.strerror or e}") from None
+    if member.kind == "csv":  # a hard vote of CSVs is already a submission (in the dataset's own layout)
+        rows = validate(member.path, dataset)
+        with atomic_write(out, "w", newline="", encoding="utf-8") as handle:
+            convert_rows(rows, submission_layout(dataset), layout, handle)
+            handle.flush()
+            validate(handle.name, dataset, layout=layout)
     else:
         if list(member.classes) != list(dataset.classes):
             raise CompkitError(source, "the store's classes differ from the dataset's")
@@ -85,8 +74,15 @@ def submit(
                     mask[c, y0:y1, x0:x1] = upsample_mask(q[c], (y1 - y0, x1 - x0), thresholds[c])
                 if name in rules:
                     mask[c] = apply_rule(mask[c], rules[name])
+            ignore = dataset.read_ignore(sample, size)  # outside a field of view: never foreground
+            if ignore is not None:
+                mask &= ~ignore.astype(bool)
             return mask
 
-        write_submission(out, dataset, mask_for, console, description=f"submitting {member.name}")
-    console.print(f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes)")
+        write_submission(out, dataset, mask_for, console, description=f"submitting {member.name}", layout=layout)
+    following = f", rows and header of {layout.sample}" if layout.sample else ""
+    console.print(f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes{following})")
     return out
+
+
+callable_stage(__name__, submit)

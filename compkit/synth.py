@@ -12,6 +12,7 @@ from compkit.data.labelled import ground_truth_dir
 from compkit.errors import CompkitError
 from compkit.fileio import AtomicFolder
 from compkit.synthetic import SYNTH_KINDS
+from compkit.entry import callable_stage
 
 
 def _prepare_output(path: Path, force: bool) -> None:
@@ -59,3 +60,6 @@ def synth(
         gt_folder.abort()
     console.print(f"[green]synthetic dataset[/green] {data}: {summary}, {size} px; test labels in {gt}")
     return data
+
+
+callable_stage(__name__, synth)

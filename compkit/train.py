@@ -31,6 +31,7 @@ from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
 from compkit.recipe import load_recipe
 from compkit.runs import RECIPE_FILE, check_fold_split, run_conflict, saved_recipe, write_run_record
+from compkit.entry import callable_stage
 
 
 def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
@@ -53,6 +54,21 @@ def _fold_ids(fold: str, count: int, splits_file: Path) -> list[int]:
 
 
 TRAIN_LOG = "train.log"
+
+
+class TrainedFolds(list):
+    """What :func:`train` returns: one summary dict per fold (fold, best_dice, best_epoch, epochs, folder), plus
+    the run folder and the summaries as a table."""
+
+    def __init__(self, rows: list[dict[str, Any]], run_dir: Path | None):
+        super().__init__(rows)
+        self.run_dir = run_dir
+
+    @property
+    def table(self):
+        import pandas as pd  # only notebooks ask for tables
+
+        return pd.DataFrame(list(self))
 
 
 def command_line() -> str:
@@ -112,7 +128,7 @@ def train(
     runs_dir: str | Path = "runs",
     exist_ok: bool = False,
     console: Console | None = None,
-) -> list[dict[str, Any]]:
+) -> TrainedFolds:
     """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``); returns one summary per fold.
 
     A run folder never silently changes meaning: without ``name``, a run whose folds were trained with another
@@ -131,7 +147,7 @@ def train(
         args += ["--resume"] if resume else []
         args += ["--exist-ok"] if exist_ok else []
         _relaunch_with_torchrun(devices, args)
-        return []
+        return TrainedFolds([], None)
 
     cfg = load_recipe(recipe, overrides)
     root = data or cfg.data.root
@@ -146,8 +162,8 @@ def train(
         if dist.enabled and not family.supports_distributed:
             raise CompkitError("--devices", f"{family.name} recipes train on one device here")
         dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
-        splits_file = splits_path(cfg.data.root)
-        splits = load_splits(cfg.data.root)
+        splits_file = splits_path(cfg.data.root, cfg.data.splits)
+        splits = load_splits(cfg.data.root, cfg.data.splits)
         check_current(splits, dataset, splits_file)  # images added after `compkit split` would silently not train
         folds = splits["folds"]
         fold_ids = _fold_ids(fold, len(folds), splits_file)
@@ -235,6 +251,9 @@ def train(
             next_step = f"compkit ensemble {run_dir}" if len(results) == len(folds) else f"compkit train --recipe {recipe} --fold all" + (f" --name {run_dir.name}" if name else "")
             trained = ", ".join(f"fold{r['fold']}" for r in results)
             out.print(f"wrote {run_dir} ({trained}); next: {next_step}")
-        return results
+        return TrainedFolds(results, run_dir)
     finally:
         cleanup(dist)
+
+
+callable_stage(__name__, train)

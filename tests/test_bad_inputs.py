@@ -333,7 +333,7 @@ SUBMIT = [
     c("submit-threshold-option-range", lambda w: ["submit", w.ensemble, "--threshold", 1.5, "--out", w.tmp / "s.csv"], "--threshold", "between 0 and 1"),
     c("submit-threshold-option-word", lambda w: ["submit", w.ensemble, "--threshold", "best", "--out", w.tmp / "s.csv"], "--threshold", "must be a number"),
     c("submit-store-lacks-images", lambda w: store_index((e := w.ensemble_copy()) / "test", lambda i: i.__setitem__("images", i["images"][:1])) or ["submit", e, "--out", w.tmp / "s.csv"], "no probabilities for 3 test images"),
-    c("submit-sample-other-rows", lambda w: replace(w.tmp / "sample.csv", "image_name,class,rle\nx.png,Radius,\n") or ["submit", w.ensemble, "--sample", w.tmp / "sample.csv", "--out", w.tmp / "s.csv"], "sample.csv", "rows"),
+    c("submit-sample-other-rows", lambda w: replace(w.tmp / "sample.csv", "image_name,class,rle\nx.png,Radius,\n") or ["submit", w.ensemble, "--sample", w.tmp / "sample.csv", "--out", w.tmp / "s.csv"], "sample.csv", "cannot match"),
     c("submit-out-under-a-file", lambda w: (w.tmp / "f").write_text("x") and ["submit", w.ensemble, "--out", w.tmp / "f" / "s.csv"], "cannot write"),
     c("submit-data-missing", lambda w: ["submit", w.ensemble, "--data", w.tmp / "nope", "--out", w.tmp / "s.csv"], "nope", "dataset folder not found"),
 ]

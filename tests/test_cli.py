@@ -126,8 +126,8 @@ def test_train_predict_ensemble_submit_commands(trained_tiny_run, tmp_path):
     """On a copy of the session's trained run (predicting rewrites its stores)."""
     data = trained_tiny_run.data
     tiny = copy_run(trained_tiny_run.run, tmp_path / "runs" / "tiny")
-    assert run("predict", tiny, "--tta", "d4").exit_code == 0
-    assert run("predict", tiny / "fold0", "--split", "val", "--window", "32", "--overlap", "0.5").exit_code == 0
+    assert run("predict", tiny, "--tta", "d4", "--exist-ok").exit_code == 0
+    assert run("predict", tiny / "fold0", "--split", "val", "--window", "32", "--overlap", "0.5", "--exist-ok").exit_code == 0
     result = run("ensemble", tiny, "--name", "cli", "--out-dir", tmp_path / "ens")
     assert result.exit_code == 0, result.output
     out = tmp_path / "sub.csv"
@@ -139,4 +139,4 @@ def test_train_predict_ensemble_submit_commands(trained_tiny_run, tmp_path):
 def test_predict_a_run_with_an_aux_head(trained_fundus_aux, tmp_path):
     """A classification head's weights come last in the state dict: the model is still rebuilt for the masks."""
     fold = copy_run(trained_fundus_aux.run / "fold0", tmp_path / "runs" / "tiny" / "fold0")
-    assert run("predict", fold, "--tta", "none").exit_code == 0
+    assert run("predict", fold, "--tta", "none", "--exist-ok").exit_code == 0

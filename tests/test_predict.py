@@ -42,7 +42,7 @@ def reference(fold_dir, settings: InferenceSettings) -> dict[str, np.ndarray]:
 
 
 def test_predicting_a_run_rewrites_the_test_stores_training_wrote(trained_tiny_run, run_copy):
-    written = predict([run_copy], device="cpu", console=quiet())
+    written = predict([run_copy], device="cpu", exist_ok=True, console=quiet())
     assert written == [run_copy / "fold0" / "test", run_copy / "fold1" / "test"]
     for fold in ("fold0", "fold1"):
         assert max_difference(Store(run_copy / fold / "test"), Store(trained_tiny_run.run / fold / "test")) <= ROUNDING
@@ -55,7 +55,7 @@ def test_predicting_a_run_rewrites_the_test_stores_training_wrote(trained_tiny_r
 @pytest.mark.parametrize("tta", ["none", "hflip", "vflip", "d4"])
 def test_tta_views_are_what_the_store_holds(run_copy, tta):
     fold = run_copy / "fold1"
-    [store_dir] = predict([fold], tta=tta, device="cpu", console=quiet())
+    [store_dir] = predict([fold], tta=tta, device="cpu", exist_ok=True, console=quiet())
     assert store_dir == fold / "test"
     store = Store(store_dir)
     expected = reference(fold, InferenceSettings(tta=tta, batch_size=8))
@@ -67,15 +67,15 @@ def test_tta_views_are_what_the_store_holds(run_copy, tta):
 def test_tta_changes_the_probabilities(trained_tiny_run, run_copy):
     """The recipe's TTA (hflip, as training wrote it) is the default; --tta none is another prediction."""
     fold = run_copy / "fold0"
-    predict([fold], tta="none", device="cpu", console=quiet())
+    predict([fold], tta="none", device="cpu", exist_ok=True, console=quiet())
     assert max_difference(Store(fold / "test"), Store(trained_tiny_run.run / "fold0" / "test")) > 2 / 255
 
 
 def test_one_window_covering_the_image_equals_the_whole_image(trained_tiny_run, run_copy):
     fold = run_copy / "fold0"
-    predict([fold], window=64, overlap=0.5, device="cpu", console=quiet())
+    predict([fold], window=64, overlap=0.5, device="cpu", exist_ok=True, console=quiet())
     assert max_difference(Store(fold / "test"), Store(trained_tiny_run.run / "fold0" / "test")) <= ROUNDING
-    predict([fold], window=32, overlap=0.5, batch=3, device="cpu", console=quiet())
+    predict([fold], window=32, overlap=0.5, batch=3, device="cpu", exist_ok=True, console=quiet())
     settings = inference_settings(fold_recipe(fold), window=32, overlap=0.5, batch_size=3)
     assert settings == InferenceSettings("hflip", 32, 0.5, 3), "the recipe's TTA, the call's window"
     for image_id, probs in reference(fold, settings).items():
@@ -86,7 +86,7 @@ def test_split_val_writes_the_folds_oof_store(trained_tiny_run, run_copy):
     data = trained_tiny_run.data
     (run_copy / "fold0" / "oof" / "index.json").unlink()  # as if training had not written it
     test_before = Store(run_copy / "fold0" / "test")
-    [oof] = predict([run_copy / "fold0"], split="val", device="cpu", console=quiet())
+    [oof] = predict([run_copy / "fold0"], split="val", device="cpu", exist_ok=True, console=quiet())
     assert oof == run_copy / "fold0" / "oof"
     store = Store(oof)
     assert sorted(store.image_ids) == sorted(load_splits(data)["folds"][0]["val"])
@@ -96,8 +96,29 @@ def test_split_val_writes_the_folds_oof_store(trained_tiny_run, run_copy):
 
 
 def test_explicit_data_folder(trained_tiny_run, run_copy):
-    [store] = predict([run_copy / "fold1"], data=trained_tiny_run.data, device="cpu", console=quiet())
+    [store] = predict([run_copy / "fold1"], data=trained_tiny_run.data, device="cpu", exist_ok=True, console=quiet())
     assert max_difference(Store(store), Store(trained_tiny_run.run / "fold1" / "test")) <= ROUNDING
+
+
+def test_an_existing_store_is_replaced_only_when_asked(trained_tiny_run, run_copy, tmp_path):
+    before = sorted(p.name for p in (run_copy / "fold0" / "test").iterdir())
+    with pytest.raises(CompkitError, match="already exists: pass --exist-ok to replace it, or --out DIR") as info:
+        predict([run_copy], tta="none", device="cpu", console=quiet())
+    assert info.value.path == str(run_copy / "fold0" / "test")
+    assert sorted(p.name for p in (run_copy / "fold0" / "test").iterdir()) == before
+    assert max_difference(Store(run_copy / "fold0" / "test"), Store(trained_tiny_run.run / "fold0" / "test")) == 0, "left alone"
+
+
+def test_out_writes_beside_a_read_only_run(trained_tiny_run, tmp_path):
+    """--out: the run folder is only read (e.g. attached read-only to a notebook); stores go to out/<run>/fold<k>/."""
+    run = trained_tiny_run.run  # the shared run itself: predicting into --out must not touch it
+    listing = {p.relative_to(run).as_posix(): p.stat().st_mtime_ns for p in run.rglob("*")}
+    written = predict([run], out=tmp_path / "preds", device="cpu", console=quiet())
+    assert written == [tmp_path / "preds" / "tiny" / "fold0" / "test", tmp_path / "preds" / "tiny" / "fold1" / "test"]
+    assert {p.relative_to(run).as_posix(): p.stat().st_mtime_ns for p in run.rglob("*")} == listing
+    for fold in ("fold0", "fold1"):
+        assert max_difference(Store(tmp_path / "preds" / "tiny" / fold / "test"), Store(run / fold / "test")) <= ROUNDING
+        assert (tmp_path / "preds" / "tiny" / fold / "recipe.yaml").is_file(), "read like a run by ensemble and submit"
 
 
 def test_errors_name_the_option(run_copy, tmp_path):

@@ -68,10 +68,15 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_sample(
-    dataset: SegmentationDataset, sample: Sample, size: int, clahe: dict[str, Any] | None = None, crop: bool = False
+    dataset: SegmentationDataset,
+    sample: Sample,
+    size: int,
+    clahe: dict[str, Any] | None = None,
+    crop: bool = False,
+    intensity: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int] | None]:
     """The uncached path: decode, rasterise at the original size, crop, resize. (image HWC, mask CHW or None, box)."""
-    image = dataset.read_image(sample)
+    image = dataset.read_image(sample, intensity)
     box = foreground_box(image) if crop else None
     mask = None
     if sample.label_path is not None:
@@ -92,18 +97,26 @@ def load_ignore(dataset: SegmentationDataset, sample: Sample, size: int, box: tu
     return resize_mask(ignore, size)
 
 
-def _fingerprint(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] | None, crop: bool) -> str:
+def _fingerprint(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] | None, crop: bool, intensity: str) -> str:
     files = []
     for s in dataset.samples:
-        for path in (s.image_path, s.label_path):
-            if path is not None:
-                stat = path.stat()
-                files.append((str(path), stat.st_size, stat.st_mtime_ns))
+        for path in dataset.source_files(s):
+            stat = path.stat()
+            files.append((str(path), stat.st_size, stat.st_mtime_ns))
     ignore_dir = dataset.root / "ignore"
     if ignore_dir.is_dir():
         files.append((str(ignore_dir), 0, ignore_dir.stat().st_mtime_ns))
     key = json.dumps(
-        {"v": CACHE_VERSION, "format": dataset.format_name, "classes": dataset.classes, "size": size, "clahe": clahe, "crop": crop, "files": files},
+        {
+            "v": CACHE_VERSION,
+            "format": dataset.format_name,
+            "classes": dataset.classes,
+            "size": size,
+            "clahe": clahe,
+            "crop": crop,
+            "intensity": intensity,
+            "files": files,
+        },
         sort_keys=True,
     )
     return hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -163,7 +176,22 @@ def reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def cache_root(dataset: SegmentationDataset, cache_dir: str | Path | None = None) -> Path:
-    return Path(cache_dir) if cache_dir else dataset.root / ".compkit-cache"
+    """``data.cache_dir``, else ``DATA/.compkit-cache``; for a read-only dataset (a Kaggle input) the user's cache
+    folder (``$COMPKIT_CACHE`` or ``~/.cache/compkit``), one subfolder per dataset location."""
+    if cache_dir:
+        return Path(cache_dir)
+    if os.access(dataset.root, os.W_OK) and not read_only_mount(dataset.root):
+        return dataset.root / ".compkit-cache"
+    where = hashlib.sha1(str(dataset.root.resolve()).encode()).hexdigest()[:10]
+    return Path(os.environ.get("COMPKIT_CACHE", Path.home() / ".cache" / "compkit")) / f"{dataset.root.name}-{where}"
+
+
+def read_only_mount(path: Path) -> bool:
+    """Whether ``path`` lies on a read-only file system (root may write anywhere else, so ask the mount)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def build_cache(
@@ -173,11 +201,15 @@ def build_cache(
     cache_dir: str | Path | None = None,
     console: Console | None = None,
     crop: bool = False,
+    intensity: str | None = None,
 ) -> SampleCache:
-    """Open the cache for these settings, building it first if needed (atomically: a temp folder renamed)."""
+    """Open the cache for these settings, building it first if needed (atomically: a temp folder renamed).
+
+    ``intensity``: how images of more than 8 bits become 8-bit (default: the dataset's rule)."""
     console = console or Console()
     root = cache_root(dataset, cache_dir)
-    folder = root / f"{dataset.split}-{size}px-{_fingerprint(dataset, size, clahe, crop)}"
+    intensity = intensity or dataset.intensity
+    folder = root / f"{dataset.split}-{size}px-{_fingerprint(dataset, size, clahe, crop, intensity)}"
     if (folder / "index.json").is_file():
         return SampleCache(folder)
     try:
@@ -197,7 +229,7 @@ def build_cache(
             boxes = []
             ignores = None
             for i, sample in enumerate(dataset.samples):
-                image, mask, box = load_sample(dataset, sample, size, clahe, crop)
+                image, mask, box = load_sample(dataset, sample, size, clahe, crop, intensity)
                 boxes.append(list(box) if box is not None else None)
                 images[i] = image
                 ignore = load_ignore(dataset, sample, size, box) if has_masks else None

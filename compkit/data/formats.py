@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,22 @@ from compkit.fileio import image_size, read_image
 
 DATASET_FORMATS: dict[str, type[SegmentationDataset]] = {}
 IGNORE_DIR = "ignore"
+DESCRIPTION_FILE = "dataset.yaml"
+DESCRIBED_FORMAT = "described"  # the format that reads a dataset.yaml (compkit.data.described)
+
+
+@dataclass(frozen=True)
+class SubmissionConventions:
+    """What a dataset says about its submission CSV beyond the RLE order; :mod:`compkit.submission` builds the
+    rows from it. ``sample``: a sample submission whose header, rows, row order and image-name form the submission
+    follows. ``image_name``: ``name`` (file name), ``stem``, ``path`` (the image id), ``path_stem``; None: the
+    format's :meth:`SegmentationDataset.submission_name` (or, with a sample, whatever form its ids have)."""
+
+    header: tuple[str, ...] | None = None
+    empty: str = ""
+    wide: bool = False
+    sample: Path | None = None
+    image_name: str | None = None
 
 
 def ignore_file_name(image_id: str) -> str:
@@ -45,6 +62,10 @@ class SegmentationDataset(ABC):
         self.split = split
         self.classes = tuple(classes)
         self.samples = list(samples)
+        #: How images of more than 8 bits become 8-bit (compkit.imageio.INTENSITY_RULES); a recipe may override it.
+        self.intensity = "auto"
+        #: What the reader decided and why (e.g. an RLE order read from the labels), for `compkit check-data`.
+        self.notes: list[str] = []
 
     @classmethod
     @abstractmethod
@@ -75,9 +96,9 @@ class SegmentationDataset(ABC):
                 return s
         raise KeyError(image_id)
 
-    def read_image(self, sample: Sample) -> np.ndarray:
-        """(H, W, 3) uint8, BGR as OpenCV reads it."""
-        return read_image(sample.image_path)
+    def read_image(self, sample: Sample, intensity: str | None = None) -> np.ndarray:
+        """(H, W, 3) uint8, BGR as OpenCV reads it (16-bit and DICOM images windowed by ``intensity``)."""
+        return read_image(sample.image_path, intensity=intensity or self.intensity)
 
     def image_shape(self, sample: Sample) -> tuple[int, int]:
         return image_size(sample.image_path)
@@ -110,6 +131,45 @@ class SegmentationDataset(ABC):
         """How the submission CSV names this image."""
         return sample.image_name
 
+    def submission_conventions(self) -> SubmissionConventions:
+        """Header, empty-mask token, sample submission (see :class:`SubmissionConventions`)."""
+        sample = self.root / "sample_submission.csv"
+        return SubmissionConventions(sample=sample if sample.is_file() else None)
+
+    def source_files(self, sample: Sample) -> list[Path]:
+        """The files a sample is read from (the preprocessing cache is rebuilt when one changes)."""
+        return [p for p in (sample.image_path, sample.label_path) if p is not None]
+
+    def unmatched_labels(self) -> list[Path]:
+        """Label files that no image claimed (shown by `compkit check-data`)."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """This dataset as a ``dataset.yaml`` mapping (a registered format is named; described ones spell it out)."""
+        return {"format": self.format_name, "classes": list(self.classes)}
+
+
+def dataset_folder(data: str | Path) -> Path:
+    """The dataset's folder: ``data`` itself, or for a ``dataset.yaml`` path the folder it describes."""
+    data = Path(data)
+    if data.suffix.lower() in (".yaml", ".yml") and data.is_file():
+        return DATASET_FORMATS[DESCRIBED_FORMAT].root_of(data)  # type: ignore[attr-defined]
+    return data
+
+
+def description_file(data: str | Path) -> Path | None:
+    """The ``dataset.yaml`` that describes ``data`` (given as the file or found at the folder's root), or None."""
+    data = Path(data)
+    if data.suffix.lower() in (".yaml", ".yml"):
+        return data
+    found = data / DESCRIPTION_FILE
+    return found if found.is_file() else None
+
+
+def detected_formats(root: Path) -> list[str]:
+    """Registered formats whose layout ``root`` has, in registration order (the specific ones first)."""
+    return [name for name, cls in DATASET_FORMATS.items() if cls.detect(root)]
+
 
 def open_dataset(
     root: str | Path,
@@ -120,16 +180,24 @@ def open_dataset(
 ) -> SegmentationDataset:
     """Open ``root`` as a dataset of the given (or detected) format.
 
+    ``root`` is a folder or a ``dataset.yaml``; a folder with a ``dataset.yaml`` at its root is read through it.
     ``labels`` points at a separate label folder (e.g. the synthetic test ground truth in ``DATA_gt``).
     """
     root = Path(root)
+    description = description_file(root)
+    if description is not None and format in ("auto", DESCRIBED_FORMAT):
+        if not description.is_file():
+            raise CompkitError(description, "dataset description not found")
+        return DATASET_FORMATS[DESCRIBED_FORMAT].open_description(description, split, labels=labels, classes=classes)  # type: ignore[attr-defined]
     if not root.is_dir():
         raise CompkitError(root, "dataset folder not found")
     if format == "auto":
-        found = [name for name, cls in DATASET_FORMATS.items() if cls.detect(root)]
+        found = detected_formats(root)
         if not found:
             known = ", ".join(sorted(DATASET_FORMATS))
-            raise CompkitError(root, f"not a dataset layout compkit knows (formats: {known})")
+            raise CompkitError(
+                root, f"not a dataset layout compkit knows (formats: {known}); `compkit check-data {root}` shows what it sees and proposes a {DESCRIPTION_FILE}"
+            )
         format = found[0]
     if format not in DATASET_FORMATS:
         raise CompkitError(root, f"unknown dataset format '{format}' (known: {', '.join(sorted(DATASET_FORMATS))})")

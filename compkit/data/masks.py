@@ -29,20 +29,25 @@ from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.sample import Sample
 from compkit.data.writer import DatasetWriter
 from compkit.errors import CompkitError
-from compkit.fileio import read_image
+from compkit.imageio import read_label_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_THRESHOLD = 128
 
 
-def read_binary_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    mask = read_image(path, cv2.IMREAD_GRAYSCALE)
+def read_binary_mask(path: Path, shape: tuple[int, int], threshold: int = MASK_THRESHOLD) -> np.ndarray:
+    """A binary mask file (any image kind: PNG, GIF, 1-bit BMP, JPEG with compression noise) as 0/1 uint8:
+    foreground where the grey value is at least ``threshold``."""
+    mask = read_label_image(path)
+    if mask.ndim == 3:
+        mask = cv2.cvtColor(mask, cv2.COLOR_BGR2GRAY)
     if mask.shape != shape:
         raise CompkitError(path, f"mask is {mask.shape[1]}x{mask.shape[0]}, its image is {shape[1]}x{shape[0]}")
-    return (mask >= MASK_THRESHOLD).astype(np.uint8)
+    return (mask >= threshold).astype(np.uint8)
 
 
-def _number(value: str) -> Any:
+def parse_number(value: str) -> Any:
+    """A CSV cell as int, float, None (empty) or the stripped string."""
     try:
         number = float(value)
     except ValueError:
@@ -61,7 +66,7 @@ def read_image_table(path: Path) -> tuple[list[str], list[list[str]]]:
         return [], []
     first = rows[0]
     has_header = not any(Path(c).suffix.lower() in IMAGE_SUFFIXES for c in first) and not all(
-        isinstance(_number(c), (int, float)) for c in first[1:]
+        isinstance(parse_number(c), (int, float)) for c in first[1:]
     )
     if has_header:
         return [c.strip() for c in first], rows[1:]
@@ -167,7 +172,7 @@ class MaskFolderDataset(SegmentationDataset):
             header, rows = read_image_table(path)
             for row in rows:
                 key = row[0].strip()
-                values = {h: _number(v) for h, v in zip(header[1:], row[1:], strict=False)}
+                values = {h: parse_number(v) for h, v in zip(header[1:], row[1:], strict=False)}
                 meta[key] = values
                 meta[Path(key).stem] = values
         return meta
@@ -231,7 +236,7 @@ class IsicDataset(SegmentationDataset):
                 continue
             key = header.index("image_id")
             for row in rows:
-                meta[row[key]] = {h: _number(v) for h, v in zip(header, row, strict=False) if h != "image_id"}
+                meta[row[key]] = {h: parse_number(v) for h, v in zip(header, row, strict=False) if h != "image_id"}
         return meta
 
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from compkit.data.formats import SegmentationDataset
+from compkit.data.formats import SegmentationDataset, dataset_folder
 from compkit.data.sample import Sample
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
@@ -26,13 +26,15 @@ DEFAULT_FOLDS, DEFAULT_SEED = 5, 21
 MISSING = "unknown"
 
 
-def splits_path(data: str | Path) -> Path:
-    return Path(data) / SPLITS_FILE
+def splits_path(data: str | Path, override: str | Path | None = None) -> Path:
+    """``splits.json`` in the dataset's folder (for a ``dataset.yaml``: the folder it describes), or ``override``
+    (``compkit split --out FILE``, a recipe's ``data.splits``: for datasets that are read-only)."""
+    return Path(override) if override else dataset_folder(data) / SPLITS_FILE
 
 
-def load_splits(data: str | Path) -> dict[str, Any]:
+def load_splits(data: str | Path, override: str | Path | None = None) -> dict[str, Any]:
     """The splits file of a dataset, checked for shape; a clear error when there is none yet."""
-    path = splits_path(data)
+    path = splits_path(data, override)
     if not path.is_file():
         raise CompkitError(path, "no splits file: run `compkit split DATA` first")
     splits = read_json(path)
