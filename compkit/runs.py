@@ -8,6 +8,7 @@ from compkit.errors import CompkitError
 from compkit.recipe import Recipe, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
+PRETRAINED_FILE = "pretrained.json"  # the weights a fold started from: name, tag, repository, revision, file, sha256
 FOLD_NAME = re.compile(r"fold(\d+)")
 
 

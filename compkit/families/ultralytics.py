@@ -13,8 +13,10 @@ for weak models, so validation also reports the dice at the best threshold per c
 
 Offline: ``YOLO_OFFLINE=1``, ``ULTRALYTICS_SAFE_LOAD=1`` (no unpickling of code, no ``eval`` of a model yaml's
 activation), telemetry off, a configuration folder compkit owns with a font copied from matplotlib (ultralytics
-otherwise downloads Arial.ttf), no AMP check (``amp=False``), no pretrained download. Ultralytics' own files
-stay in ``fold<k>/ultralytics/``; compkit's ``best.pt`` holds the best weights as a state dict.
+otherwise downloads Arial.ttf), no AMP check (``amp=False``). COCO-pretrained weights (``model.encoder_weights: coco``
+or a release file name) are read from compkit's weights cache (``<cache>/ultralytics/``, filled by
+``compkit weights pull``), never fetched by ultralytics itself. Ultralytics' own files stay in
+``fold<k>/ultralytics/``; compkit's ``best.pt`` holds the best weights as a state dict.
 """
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_fa
 from compkit.fileio import AtomicFolder
 from compkit.inference import TTA_VIEWS
 from compkit.prediction import InferenceSettings, validation_dice
-from compkit.recipe import Recipe, defaults
+from compkit.recipe import Recipe, defaults, did_you_mean
 from compkit.results import read_results, validation_columns, write_results
+from compkit.weights import SETTING, AssetLibrary, PretrainedWeights, local_weights, register_asset_library, require, weights_cache
 
 ULTRALYTICS_SUBDIR = "ultralytics"
 EXPORT_SUBDIR = "yolo_data"
@@ -77,6 +80,62 @@ def prepare_offline() -> None:
 
     if settings.get("sync", True):
         settings.update({"sync": False})
+
+
+def release_files() -> frozenset[str]:
+    """ultralytics' pretrained release files (``yolov8n-seg.pt``, ``yolo11x-seg.pt``, ...)."""
+    prepare_offline()
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return frozenset(n for n in GITHUB_ASSETS_NAMES if n.endswith(".pt"))
+
+
+def release_tag(file_name: str) -> tuple[str, str]:
+    """(model name, what it was pretrained on) of a release file."""
+    stem = file_name.removesuffix(".pt")
+    return stem, "imagenet" if "-cls" in stem else "oiv7" if "-oiv7" in stem else "coco"
+
+
+def fetch_release_file(file_name: str, target: Path) -> None:
+    """Download a release file to ``target`` with ultralytics' own downloader (progress bar, size check)."""
+    prepare_offline()
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    attempt_download_asset(str(target))  # a missing path whose name is a release file: downloaded to that path
+
+
+register_asset_library(AssetLibrary(name="ultralytics", url="https://github.com", describe=release_tag, fetch=fetch_release_file))
+
+
+def release_weights(reference: str) -> PretrainedWeights | None:
+    """The release file a name stands for (``yolov8x-seg``, ``yolov8x-seg.pt``), or None."""
+    file_name = reference if reference.endswith(".pt") else f"{reference}.pt"
+    if file_name not in release_files():
+        return None
+    name, tag = release_tag(file_name)
+    return PretrainedWeights(name=name, tag=tag, library="ultralytics", asset=file_name)
+
+
+def yolo_weights(recipe: Recipe) -> PretrainedWeights | None:
+    """What ``model.encoder_weights`` asks for: ``coco`` (or true): the release file of ``model.arch``; a release file
+    name (``yolov8x-seg.pt``); a local ``.pt``; null: random weights."""
+    value, arch = recipe.model.encoder_weights, recipe.model.arch
+    if value is None or value is False:
+        return None
+    if isinstance(value, str) and (Path(value).expanduser().is_file() or "/" in value or os.sep in value):
+        return local_weights(arch, value)
+    if value is True or value == "coco":
+        if arch.endswith((".yaml", ".yml")):
+            raise CompkitError(SETTING, f"coco weights are named after model.arch, which is a yaml here ({arch}): name a release file (yolov8n-seg.pt)")
+        weights = release_weights(arch)
+        if weights is None:
+            raise CompkitError(SETTING, f"ultralytics publishes no {arch}.pt: name a release file (yolov8n-seg.pt) or a local .pt")
+        return weights
+    weights = release_weights(str(value))
+    if weights is None:
+        seg = sorted(n for n in release_files() if "-seg" in n)
+        raise CompkitError(SETTING, f"{value!r} is neither a local file nor an ultralytics release file{did_you_mean(str(value), seg)} (coco, or e.g. {', '.join(seg[:3])})")
+    return weights
 
 
 def _model_source(recipe: Recipe) -> str:
@@ -227,11 +286,19 @@ class UltralyticsFamily(ModelFamily):
             refuse("data.pseudo", "pseudo-labelled images are added by the smp family only")
         if recipe.infer.window is not None:
             refuse("infer.window", "ultralytics models predict whole images (no sliding window)")
-        if tuple(recipe.data.mean) != tuple(defaults("data")["mean"]) or tuple(recipe.data.std) != tuple(defaults("data")["std"]):
+        if recipe.data.mean is not None or recipe.data.std is not None:
             substitute("data.mean/data.std", "its own scaling of pixels to 0..1")
+        self.pretrained(recipe)  # weights it cannot use fail now
         create_augmentation(recipe.aug)  # an unknown transform fails now
         prepare_offline()
         build_yolo(recipe, [str(i) for i in range(num_classes)])  # an unknown or unsafe model yaml fails now
+
+    def pretrained(self, recipe: Recipe) -> PretrainedWeights | None:
+        return yolo_weights(recipe)
+
+    @classmethod
+    def weights_named(cls, reference: str) -> PretrainedWeights | None:
+        return release_weights(reference)
 
     def check_inference(self, settings: InferenceSettings, console: Console) -> InferenceSettings:
         if settings.window is not None:
@@ -249,15 +316,16 @@ class UltralyticsFamily(ModelFamily):
         prepare_offline()
         from ultralytics import YOLO
 
-        weights = recipe.model.encoder_weights
-        if weights is not None and not Path(weights).is_file():
-            raise CompkitError(weights, "model.encoder_weights must be null or a local .pt file (compkit never downloads weights)")
+        wanted = self.pretrained(recipe)
+        weights = require(wanted, job.weights_cache or weights_cache()).file if wanted is not None else None
         cfg = recipe.train
         started = time.time()
         yolo = YOLO(_model_source(recipe), task="segment")
-        if weights:
+        if weights is not None:
             try:
-                yolo = yolo.load(weights)  # a local file; ultralytics reads its own checkpoint format (safely)
+                # ultralytics reads its own checkpoint format, with ULTRALYTICS_SAFE_LOAD=1: tensors and known
+                # layers only; the layers that match (all but the class outputs when nc differs) are transferred.
+                yolo = yolo.load(str(weights))
             except Exception as e:
                 raise CompkitError(weights, f"cannot load weights: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
         augmentation = create_augmentation(recipe.aug)
@@ -278,10 +346,10 @@ class UltralyticsFamily(ModelFamily):
             overlap_mask=False,
             amp=False,
             plots=False,
-            pretrained=bool(weights),
+            pretrained=weights is not None,
             optimizer=OPTIMIZERS[recipe.optim.name],
             lr0=recipe.optim.lr,
-            lrf=1.0 if recipe.sched.name == "none" else max(recipe.sched.min_lr / recipe.optim.lr, 1e-6),
+            lrf=1.0 if recipe.sched.name == "none" or recipe.optim.lr == 0 else max(recipe.sched.min_lr / recipe.optim.lr, 1e-6),
             cos_lr=recipe.sched.name == "cosine",
             warmup_epochs=recipe.sched.warmup_epochs,
             momentum=recipe.optim.momentum,
