@@ -181,8 +181,13 @@ def _polygon_lines(mask: np.ndarray) -> list[tuple[int, str]]:
     return lines
 
 
-def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | None = None):
-    """An ultralytics YOLO object for ``recipe.model.arch`` with ``len(classes)`` classes (weights from a state dict)."""
+def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | None = None, head_source_nc: int | None = None):
+    """An ultralytics YOLO object for ``recipe.model.arch`` with ``len(classes)`` classes (weights from a state dict).
+
+    ``head_source_nc``: the class count of the model a fold's pretrained weights were transferred from. ultralytics
+    keeps that model's class-branch width (it depends on the class count) when it transfers, so the network is
+    shaped the same way here, by ultralytics' own transfer, before the fold's weights go in.
+    """
     prepare_offline()
     from ultralytics import YOLO
     from ultralytics.nn.tasks import SegmentationModel
@@ -193,6 +198,8 @@ def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | No
     try:
         yolo = YOLO(_model_source(recipe), task="segment")
         network = SegmentationModel(cfg=_model_source(recipe), nc=len(classes), verbose=False)
+        if head_source_nc is not None and head_source_nc != len(classes):
+            network.load(SegmentationModel(cfg=_model_source(recipe), nc=head_source_nc, verbose=False), verbose=False)
     except Exception as e:  # a yaml ultralytics refuses (unsafe activation, unknown module)
         raise CompkitError("model.arch", f"ultralytics cannot build {recipe.model.arch!r}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     finally:
@@ -288,10 +295,10 @@ class UltralyticsFamily(ModelFamily):
             refuse("infer.window", "ultralytics models predict whole images (no sliding window)")
         if recipe.data.mean is not None or recipe.data.std is not None:
             substitute("data.mean/data.std", "its own scaling of pixels to 0..1")
-        self.pretrained(recipe)  # weights it cannot use fail now
         create_augmentation(recipe.aug)  # an unknown transform fails now
         prepare_offline()
         build_yolo(recipe, [str(i) for i in range(num_classes)])  # an unknown or unsafe model yaml fails now
+        self.pretrained(recipe)  # so do weights it cannot use
 
     def pretrained(self, recipe: Recipe) -> PretrainedWeights | None:
         return yolo_weights(recipe)
@@ -306,7 +313,8 @@ class UltralyticsFamily(ModelFamily):
         return settings
 
     def load(self, recipe: Recipe, classes, checkpoint: dict[str, Any], device: torch.device) -> YoloPredictor:
-        return YoloPredictor(build_yolo(recipe, classes, checkpoint["model"]), len(classes), device)
+        yolo = build_yolo(recipe, classes, checkpoint["model"], checkpoint.get("head_source_nc"))
+        return YoloPredictor(yolo, len(classes), device)
 
     def train_fold(self, job: FoldJob) -> FoldOutcome:
         recipe, dataset, cache, folder, console = job.recipe, job.dataset, job.cache, job.folder, job.console
@@ -321,6 +329,7 @@ class UltralyticsFamily(ModelFamily):
         cfg = recipe.train
         started = time.time()
         yolo = YOLO(_model_source(recipe), task="segment")
+        head_source_nc = None
         if weights is not None:
             try:
                 # ultralytics reads its own checkpoint format, with ULTRALYTICS_SAFE_LOAD=1: tensors and known
@@ -328,6 +337,7 @@ class UltralyticsFamily(ModelFamily):
                 yolo = yolo.load(str(weights))
             except Exception as e:
                 raise CompkitError(weights, f"cannot load weights: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+            head_source_nc = int(yolo.model.model[-1].nc)  # the fold's class branch keeps this model's width
         augmentation = create_augmentation(recipe.aug)
         console.print(f"fold {job.fold}: training {recipe.model.arch} with ultralytics (its files in {folder / ULTRALYTICS_SUBDIR})")
         yolo.train(
@@ -364,7 +374,7 @@ class UltralyticsFamily(ModelFamily):
             best_file = folder / ULTRALYTICS_SUBDIR / "weights" / "last.pt"
         trained = YOLO(str(best_file), task="segment")  # ultralytics reads the file it just wrote
         state = {k: v.float() for k, v in trained.model.state_dict().items()}
-        predictor = YoloPredictor(build_yolo(recipe, dataset.classes, state), len(dataset.classes), job.device)
+        predictor = YoloPredictor(build_yolo(recipe, dataset.classes, state, head_source_nc), len(dataset.classes), job.device)
 
         # The leaderboard metric on the validation fold, as for every family (also at the best threshold).
         settings = InferenceSettings("none", None, 0.5, recipe.infer.batch_size)
@@ -373,7 +383,10 @@ class UltralyticsFamily(ModelFamily):
         rows[-1].update(validation_columns(dataset.classes, dice), seconds=round(time.time() - started, 2))
         write_results(folder, rows)
         epochs = len(rows)
-        save_checkpoint(folder / CHECKPOINT_BEST, {"family": self.name, "model": state, "epoch": epochs, "best_dice": dice.mean})
+        checkpoint = {"family": self.name, "model": state, "epoch": epochs, "best_dice": dice.mean}
+        if head_source_nc is not None:
+            checkpoint["head_source_nc"] = head_source_nc
+        save_checkpoint(folder / CHECKPOINT_BEST, checkpoint)
         console.print(f"fold {job.fold}: val dice {dice.mean:.4f} at threshold {recipe.infer.threshold}, {float(dice.tuned.mean()):.4f} at the best threshold per class (yolo)")
         return FoldOutcome(dice.mean, epochs, epochs)
 
