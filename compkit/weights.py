@@ -181,9 +181,8 @@ def default_hub_cache() -> Path:
 
 
 def hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+    """``HF_HUB_OFFLINE`` as the environment says now (huggingface_hub reads it once, when imported)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def reachable(url: str, timeout: float = 5.0) -> bool:

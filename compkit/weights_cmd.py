@@ -23,6 +23,7 @@ from compkit.weights import (
     WeightsCache,
     cached_entries,
     copy_entry,
+    locate,
     pull as pull_weights,
     repo_folder,
     require,
@@ -64,12 +65,14 @@ def resolve_references(references: list[str] | tuple[str, ...], console: Console
     return wanted
 
 
-def _entry_table(title: str, rows: list[tuple[CachedWeights, str]]) -> Table:
+def _entry_table(title: str, entries: list[CachedWeights], extra: dict[str, list[str]] | None = None) -> Table:
+    """name, tag, size, path of each entry, and any extra columns (one value per entry)."""
+    extra = extra or {}
     table = Table(title=title)
-    for column in ("name", "tag", "size", "path", "serves"):
+    for column in ("name", "tag", "size", *extra, "path"):
         table.add_column(column, overflow="fold")
-    for entry, served in rows:
-        table.add_row(entry.name, entry.tag, _size(entry.size), str(entry.location), served)
+    for i, entry in enumerate(entries):
+        table.add_row(entry.name, entry.tag, _size(entry.size), *(values[i] for values in extra.values()), str(entry.location))
     return table
 
 
@@ -85,9 +88,12 @@ def pull(references: list[str] | tuple[str, ...], cache: str | Path | None = Non
     """Download what the recipes / encoders need into the cache (the libraries' progress bars show each file)."""
     console = console or Console()
     where = weights_cache(cache)
-    pulled = [pull_weights(weights, where, console, setting=weights.reference) for weights in resolve_references(references, console)]
+    pulled, status = [], []
+    for weights in resolve_references(references, console):
+        status.append("already cached" if locate(weights, where) is not None else "downloaded")
+        pulled.append(pull_weights(weights, where, console, setting=weights.reference))
     if pulled:
-        console.print(_entry_table(f"weights cache {where.describe()}", [(e, "") for e in pulled]))
+        console.print(_entry_table(f"weights cache {where.describe()}", pulled, {"": status}))
     console.print(f"{len(pulled)} entr{'y' if len(pulled) == 1 else 'ies'} ({_size(sum(e.size for e in pulled))}) in {where.describe()}")
     return pulled
 
@@ -111,11 +117,8 @@ def list_weights(cache: str | Path | None = None, console: Console | None = None
     where = weights_cache(cache)
     entries = cached_entries(where)
     needs = _recipe_needs(console)
-    rows = []
-    for entry in entries:
-        served = [name for name, weights in needs if serves(weights, entry)]
-        rows.append((entry, ", ".join(served)))
-    console.print(_entry_table(f"weights cache {where.describe()}", rows))
+    served = [", ".join(name for name, weights in needs if serves(weights, entry)) for entry in entries]
+    console.print(_entry_table(f"weights cache {where.describe()}", entries, {"serves": served}))
     missing = [(name, w) for name, w in needs if not any(serves(w, e) for e in entries)]
     if missing:
         table = Table(title="recipes whose weights are not cached")
@@ -126,8 +129,8 @@ def list_weights(cache: str | Path | None = None, console: Console | None = None
         console.print(table)
     console.print(f"{len(entries)} cached entr{'y' if len(entries) == 1 else 'ies'}, {_size(sum(e.size for e in entries))}")
     return [
-        {"name": e.name, "tag": e.tag, "size": e.size, "path": str(e.location), "serves": served.split(", ") if served else []}
-        for e, served in rows
+        {"name": e.name, "tag": e.tag, "size": e.size, "path": str(e.location), "serves": names.split(", ") if names else []}
+        for e, names in zip(entries, served, strict=True)
     ]
 
 
@@ -160,7 +163,7 @@ def export(out: str | Path, references: list[str] | tuple[str, ...] = (), cache:
         manifest = [{**entry.record(), "path": str(_exported_path(entry, out))} for entry in entries]
         write_json(staging / MANIFEST, {"version": 1, "entries": manifest})
     exported = WeightsCache(out / "hub", out, out)
-    console.print(_entry_table(f"exported to {out}", [(e, "") for e in cached_entries(exported)]))
+    console.print(_entry_table(f"exported to {out}", cached_entries(exported)))
     console.print(
         f"wrote {out} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)}); on the offline machine: "
         f"COMPKIT_WEIGHTS=<that folder> compkit train ... (or --weights-cache <that folder>)"

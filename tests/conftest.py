@@ -3,6 +3,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import huggingface_hub.constants  # noqa: F401  (imported before any test sets HF_HUB_OFFLINE: it reads it once)
 import pytest
 from rich.console import Console
 

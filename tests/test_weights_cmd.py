@@ -12,6 +12,7 @@ from rich.console import Console
 
 from compkit.split import split
 from compkit.weights_cmd import export, list_weights
+from compkit.weights import weights_cache
 from tests.conftest import plant_hub_entry, quiet
 from tests.test_cli import assert_one_line_error, run
 from tests.test_train import FAST
@@ -28,6 +29,7 @@ def offline(cut_network, monkeypatch):
     assert not cut_network, f"network access attempted: {cut_network}"
 
 
+@pytest.mark.slow
 def test_pull_export_and_train_offline_from_the_export(planted_weights, data_copy, tmp_path, offline):
     source = planted_weights["folder"]
     result = run("weights", "pull", "tu-resnet18", "--cache", source)
@@ -134,3 +136,116 @@ def test_pull_and_export_errors(planted_weights, tmp_path, offline):
     export(out, cache=planted_weights["folder"], console=quiet())
     assert sorted(p.name for p in (out / "hub").iterdir()) == ["models--smp-hub--resnet18.imagenet", "models--timm--resnet18.a1_in1k"]
     assert len(json.loads((out / "weights.json").read_text())["entries"]) == 2
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A Hugging Face hub on the loopback interface answering as the real one does (``X-Repo-Commit``, ``ETag``,
+    ``X-Error-Code: EntryNotFound``); any connection to another host fails the test. Yields ``{(repo, revision,
+    file): bytes or an HTTP status}`` to fill and the list of requests served."""
+    import http.server
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+
+    files: dict[tuple[str, str, str], bytes | int] = {}
+    served: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def _answer(self, body: bool) -> None:
+            served.append(f"{self.command} {self.path}")
+            repo, _, rest = self.path.lstrip("/").partition("/resolve/")
+            revision, _, name = rest.partition("/")
+            found = files.get((repo, revision, name), files.get((repo, "main", name)) if len(revision) == 40 else None)
+            if found is None or isinstance(found, int):
+                self.send_response(found or 404)
+                self.send_header("X-Error-Code", "EntryNotFound" if found is None else "")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", revision if len(revision) == 40 else hashlib.sha1(repo.encode()).hexdigest())
+            self.send_header("ETag", f'"{hashlib.sha256(found).hexdigest()}"')
+            self.send_header("Content-Length", str(len(found)))
+            self.end_headers()
+            if body:
+                self.wfile.write(found)
+
+        def do_HEAD(self):
+            self._answer(body=False)
+
+        def do_GET(self):
+            self._answer(body=True)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "COMPKIT_WEIGHTS"):
+        monkeypatch.delenv(name, raising=False)
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def loopback_only(sock, address):
+        assert address[0] in ("127.0.0.1", "::1"), f"network access attempted: {address!r}"
+        return connect(sock, address)
+
+    def loopback_names_only(host, *args, **kwargs):
+        assert host in ("127.0.0.1", "::1", "localhost"), f"network access attempted: DNS lookup of {host!r}"
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_names_only)
+    yield files, served
+    server.shutdown()
+    server.server_close()
+
+
+def test_pull_downloads_complete_entries_and_training_reads_them_offline(fake_hub, tmp_path, monkeypatch):
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save
+
+    from compkit.models import create_model
+    from compkit.recipe import ModelConfig
+
+    files, served = fake_hub
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        state = smp.encoders.get_encoder("resnet18", weights=None).state_dict()
+    pinned = smp.encoders.encoders["resnet18"]["pretrained_settings"]
+    config = json.dumps({"mean": [0.5] * 3, "std": [0.5] * 3}).encode()
+    files[("smp-hub/resnet18.imagenet", pinned["imagenet"]["revision"], "config.json")] = config
+    files[("smp-hub/resnet18.imagenet", pinned["imagenet"]["revision"], "model.safetensors")] = save(state)
+    files[("timm/regnety_002.pycls_in1k", "main", "pytorch_model.bin")] = b"0" * 300  # no safetensors: the .bin, as timm
+    cache = tmp_path / "weights"
+    result = run("weights", "pull", "resnet18", "tu-regnety_002", "--cache", cache)
+    assert result.exit_code == 0, result.output
+    assert "2 entries" in result.stdout
+    assert any(s.endswith("/timm/regnety_002.pycls_in1k/resolve/main/model.safetensors") for s in served), "safetensors asked for first"
+    listed = {(e["name"], e["tag"]): e["size"] for e in list_weights(cache=cache, console=quiet())}
+    assert listed == {("resnet18", "imagenet"): len(save(state)) + len(config), ("tu-regnety_002", "pycls_in1k"): 300}
+
+    # A second pull finds everything cached; then the libraries read the pulled entry with the hub switched off.
+    served.clear()
+    assert run("weights", "pull", "resnet18", "--cache", cache).exit_code == 0 and not served
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = create_model(ModelConfig(arch="Unet", encoder="resnet18", encoder_weights="imagenet"), 2, cache=weights_cache(cache))
+    assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_failed_pull_leaves_no_entry_behind(fake_hub, tmp_path):
+    import segmentation_models_pytorch as smp
+
+    files, _ = fake_hub
+    revision = smp.encoders.encoders["resnet18"]["pretrained_settings"]["ssl"]["revision"]
+    files[("smp-hub/resnet18.ssl", revision, "config.json")] = b"{}"
+    files[("smp-hub/resnet18.ssl", revision, "model.safetensors")] = 401  # refused after config.json arrived
+    cache = tmp_path / "weights"
+    assert_one_line_error(run("weights", "pull", "resnet18.ssl", "--cache", cache), "resnet18.ssl: ", "download failed")
+    assert not (cache / "hub" / "models--smp-hub--resnet18.ssl").exists()
+    assert list_weights(cache=cache, console=quiet()) == []

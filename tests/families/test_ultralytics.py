@@ -74,6 +74,7 @@ def save_coco_style_checkpoint(path: Path) -> dict:
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
+@pytest.mark.slow
 def test_yolo_trains_offline_from_cached_coco_weights_and_ensembles_with_smp(data_copy, tmp_path, no_network, yolo_env, monkeypatch):
     split(data_copy, folds=2, seed=0, console=quiet())
     runs = tmp_path / "runs"
