@@ -171,7 +171,7 @@ def test_ddp_two_gloo_processes(split_data, tmp_path):
     # 6 training images, batch 3: one process takes 2 steps an epoch; each of 2 ranks takes 1 (its half).
     assert ckpt["schedule"]["per_step"]["last_epoch"] == 2
     assert np.isfinite(float(table[-1]["val_dice_mean"]))
-    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "oof", "recipe.yaml", "results.csv", "results.png", "test"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "oof", "pretrained.json", "recipe.yaml", "results.csv", "results.png", "test"]
 
 
 def test_aux_presence_head_reports_accuracy(split_data, tmp_path):
