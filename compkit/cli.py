@@ -141,11 +141,12 @@ def train(
     devices: Annotated[int, typer.Option(help="GPUs (or CPU processes) for DDP; re-runs itself under torchrun.")] = 1,
     runs_dir: Annotated[Path, typer.Option(help="Folder that holds the run folders.")] = Path("runs"),
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Train into --name even if its folds were trained with another recipe or split.")] = False,
+    weights_cache: Annotated[Optional[Path], typer.Option(help="Pretrained-weights folder (a `compkit weights export`; default: $COMPKIT_WEIGHTS, else the standard caches).")] = None,  # noqa: UP007
 ) -> None:
     """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/."""
     from compkit.train import train as run
 
-    run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir, exist_ok=exist_ok)
+    run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir, exist_ok=exist_ok, weights_dir=weights_cache)
 
 
 @app.command()
@@ -275,6 +276,50 @@ def demo(
     from compkit.demo import demo as run
 
     run(workdir, patients=patients)
+
+
+weights_app = typer.Typer(
+    name="weights",
+    help="Pretrained weights: pull them into the cache, list it, export it for an offline machine.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app)
+CacheOption = Annotated[
+    Optional[Path],  # noqa: UP007
+    typer.Option("--cache", help="Weights folder (default: $COMPKIT_WEIGHTS, else the Hugging Face hub cache and ~/.cache/compkit/weights)."),
+]
+ReferencesHelp = "Recipes (hrnet, path/to/recipe.yaml) or encoders and release files (resnet34, resnet50.ssl, tu-resnet18, tu-convnext_tiny.fb_in22k, yolov8x-seg)."
+
+
+@weights_app.command("pull")
+def weights_pull(
+    references: Annotated[list[str], typer.Argument(help=ReferencesHelp)],
+    cache: CacheOption = None,
+) -> None:
+    """Download the pretrained weights recipes or encoders need into the cache."""
+    from compkit.weights_cmd import pull as run
+
+    run(references, cache=cache)
+
+
+@weights_app.command("list")
+def weights_list(cache: CacheOption = None) -> None:
+    """Show the cached weights (name, tag, size, path, recipes served) and what recipes still lack."""
+    from compkit.weights_cmd import list_weights as run
+
+    run(cache=cache)
+
+
+@weights_app.command("export")
+def weights_export(
+    out: Annotated[Path, typer.Argument(help="Folder to write (attach it to the offline machine, e.g. as a Kaggle dataset).")],
+    references: Annotated[Optional[list[str]], typer.Argument(help=ReferencesHelp + " Default: every cached entry.")] = None,  # noqa: UP007
+    cache: CacheOption = None,
+) -> None:
+    """Copy cached weights into a folder that an offline machine uses with COMPKIT_WEIGHTS=DIR (or --cache DIR)."""
+    from compkit.weights_cmd import export as run
+
+    run(out, references or [], cache=cache)
 
 
 def main() -> None:

@@ -279,10 +279,12 @@ def check_covers(member: Member, dataset) -> None:
 
 
 def current_splits_file(member: Member, data_root: str | Path) -> Path:
-    """The splits file the member's folds were trained with, where it still is, else the dataset's own."""
-    if member.splits_file and Path(member.splits_file).is_file():
+    """The dataset's splits file; for a read-only dataset without one, the file the member's folds were trained
+    with (``split --out``), where it still is."""
+    own = splits_path(data_root)
+    if not own.is_file() and member.splits_file and Path(member.splits_file).is_file():
         return Path(member.splits_file)
-    return splits_path(data_root)
+    return own
 
 
 def check_member_split(member: Member, data_root: str | Path) -> None:

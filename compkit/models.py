@@ -1,15 +1,17 @@
-"""Models: any segmentation-models-pytorch architecture with any smp or timm (``tu-``) encoder, built offline."""
+"""Models: any segmentation-models-pytorch architecture with any smp or timm (``tu-``) encoder, starting from pretrained
+encoder weights read offline from the weights cache (:mod:`compkit.weights`), a local file, or random weights."""
 from __future__ import annotations
 
+import contextlib
 import traceback
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from compkit.errors import CompkitError, first_line
 from compkit.recipe import ModelConfig, did_you_mean
+from compkit.weights import WeightsCache, encoder_weights, libraries_read, require, smp_encoder_name, weights_cache
 
 
 def architectures() -> dict[str, type]:
@@ -31,20 +33,13 @@ def check_encoder(name: str) -> None:
         raise CompkitError("model.encoder", f"unknown encoder {name!r}{did_you_mean(name, known)} (or a timm encoder as tu-<name>)")
 
 
-def _weights_file(cfg: ModelConfig) -> Path | None:
-    if cfg.encoder_weights is None:
-        return None
-    path = Path(cfg.encoder_weights).expanduser()
-    if not path.is_file():
-        raise CompkitError(
-            cfg.encoder_weights,
-            "model.encoder_weights must be null or a local weights file (compkit never downloads weights); file not found",
-        )
-    return path
+def create_model(cfg: ModelConfig, num_classes: int, pretrained: bool = True, cache: WeightsCache | None = None) -> nn.Module:
+    """Build ``cfg.arch`` with ``cfg.encoder``; incompatible pairs fail here, before any data is touched.
 
-
-def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """Build ``cfg.arch`` with ``cfg.encoder``; incompatible pairs fail here, before any data is touched."""
+    ``pretrained``: start the encoder from ``cfg.encoder_weights``, read from ``cache`` (default: the standard
+    caches) by smp and timm themselves, offline; missing weights fail with the ``compkit weights pull`` command.
+    Without it only the architecture is built (a checkpoint's weights go in next).
+    """
     import segmentation_models_pytorch as smp
 
     archs = architectures()
@@ -53,29 +48,40 @@ def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         raise CompkitError("model.arch", f"unknown architecture {cfg.arch!r}{did_you_mean(cfg.arch, list(archs))} (known: {', '.join(archs)})")
     arch = lookup[cfg.arch.lower()]
     check_encoder(cfg.encoder)
-    weights = _weights_file(cfg)
+    weights = encoder_weights(cfg)
+    encoder = smp_encoder_name(cfg, weights)
     kwargs = dict(cfg.params)
     if cfg.aux is not None:
         kwargs["aux_params"] = {"classes": cfg.aux.classes, "dropout": cfg.aux.dropout}
-    timm_encoder = cfg.encoder.startswith("tu-")
-    if weights is not None and timm_encoder:
+    kwargs["encoder_weights"] = None
+    local = pretrained and weights is not None and weights.path is not None
+    cached = None
+    if pretrained and weights is not None and not local:
+        cache = cache or weights_cache()
+        cached = require(weights, cache)
+        # smp loads a native encoder's tag, timm the tag in the encoder name; both read the cache, offline.
+        kwargs["encoder_weights"] = True if weights.library == "timm" else weights.tag
+    elif local and encoder.startswith("tu-"):
         # timm loads the file itself; a string would mean "download" to smp, so pass True plus the file.
-        kwargs.update(encoder_weights=True, pretrained_cfg_overlay={"file": str(weights)})
-    else:
-        kwargs["encoder_weights"] = None
+        kwargs.update(encoder_weights=True, pretrained_cfg_overlay={"file": weights.path})
     try:
-        model = smp.create_model(arch, encoder_name=cfg.encoder, in_channels=cfg.in_channels, classes=num_classes, **kwargs)
-    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, NotImplementedError, AssertionError) as e:
+        with libraries_read(cache) if cached is not None else contextlib.nullcontext():
+            model = smp.create_model(arch, encoder_name=encoder, in_channels=cfg.in_channels, classes=num_classes, **kwargs)
+    except Exception as e:
+        if kwargs["encoder_weights"] is not None and not isinstance(e, (ValueError, KeyError, AssertionError, NotImplementedError)):
+            # Reading the weights failed (a damaged file, a pickle that is not plain tensors): name the file.
+            source = cached.file if cached is not None else weights.path
+            raise CompkitError(source, f"cannot load {weights.name} weights {weights.tag!r}: {first_line(e)}") from None
         # Libraries reject pairs with bare asserts (timm's HRNet: "assert output_stride == 32"): show that line.
         frame = traceback.extract_tb(e.__traceback__)[-1]
         detail = str(e).strip().splitlines()[0] if str(e).strip() else f"{type(e).__name__}: {frame.line}"
         raise CompkitError("model", f"{arch} cannot be built with encoder {cfg.encoder}: {detail}") from None
-    if weights is not None and not timm_encoder:
+    if local and not encoder.startswith("tu-"):
         try:
             with warnings.catch_warnings():  # torch's warnings about a foreign file would precede compkit's one line
                 warnings.simplefilter("ignore")
-                state = torch.load(weights, map_location="cpu", weights_only=True)
+                state = torch.load(weights.path, map_location="cpu", weights_only=True)
             model.encoder.load_state_dict(state)
         except Exception as e:  # wrong keys, not a state dict, unpicklable
-            raise CompkitError(weights, f"cannot load encoder weights: {first_line(e)}") from None
+            raise CompkitError(weights.path, f"cannot load encoder weights: {first_line(e)}") from None
     return model

@@ -8,6 +8,7 @@ from rich.console import Console
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache, build_cache
 from compkit.recipe import Recipe
+from compkit.weights import encoder_normalisation
 
 
 def cache_for(dataset: SegmentationDataset, recipe: Recipe, console: Console | None = None) -> SampleCache:
@@ -17,12 +18,23 @@ def cache_for(dataset: SegmentationDataset, recipe: Recipe, console: Console | N
     return build_cache(dataset, data.image_size, clahe, data.cache_dir, console, crop=data.crop_border, intensity=data.intensity)
 
 
+def normalisation(recipe: Recipe) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The recipe's ``data.mean``/``data.std``, or for null ones the encoder's (its pretrained config's)."""
+    mean, std = recipe.data.mean, recipe.data.std
+    if mean is None or std is None:
+        encoder_mean, encoder_std = encoder_normalisation(recipe.model)
+        mean, std = mean or encoder_mean, std or encoder_std
+    return tuple(mean), tuple(std)
+
+
 class Normaliser:
-    """uint8 RGB -> float, ``(x - mean) / std`` with the recipe's mean and std (fractions of 255)."""
+    """uint8 RGB -> float, ``(x - mean) / std`` with the recipe's mean and std (fractions of 255; null: the encoder's,
+    which `compkit train` resolves once and writes into the fold's recipe.yaml)."""
 
     def __init__(self, recipe: Recipe):
-        self.mean = np.array(recipe.data.mean, np.float32) * 255.0
-        self.std = np.array(recipe.data.std, np.float32) * 255.0
+        mean, std = normalisation(recipe)
+        self.mean = np.array(mean, np.float32) * 255.0
+        self.std = np.array(std, np.float32) * 255.0
 
     def image(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> (3, H, W) float tensor."""

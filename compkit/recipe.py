@@ -39,8 +39,10 @@ class DataConfig(Section):
     classes: list[str] | None = None  # default: the dataset format's class list
     clahe: Clahe | None = None  # contrast-limited histogram equalisation before resizing
     crop_border: bool = False  # crop the black border (a fundus photograph's eye disk) before resizing
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Normalisation, fractions of 255; null: the encoder's pretrained config (resolved when training starts and written
+    # into the fold's recipe.yaml, so prediction uses exactly the same values).
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     cache_dir: str | None = None  # default: <root>/.compkit-cache
     pseudo: str | None = None  # a `compkit pseudo` dataset added to the training side of every fold
     splits: str | None = None  # the splits file (default: <root>/splits.json; `compkit split --out FILE` for read-only data)
@@ -72,15 +74,22 @@ class ModelConfig(Section):
     family: str | None = None  # smp or ultralytics (compkit.families); null: inferred from arch for older recipes
     arch: str = "UnetPlusPlus"
     encoder: str = "resnet34"
-    encoder_weights: str | None = None  # null, or a local weights file: compkit never downloads
+    # null (random), a published tag (imagenet, ssl, swsl, advprop, a timm tag such as in22k; true: the default one;
+    # coco for YOLO-seg), a release file name (yolov8x-seg.pt) or a local file; see compkit.weights.
+    encoder_weights: bool | str | None = None
     in_channels: int = Field(3, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments of the smp architecture
     aux: AuxConfig | None = None  # multi-task: a classification head on the encoder
 
+    @field_validator("encoder_weights")
+    @classmethod
+    def _no_weights(cls, v: bool | str | None) -> bool | str | None:
+        return None if v is False or v in ("", "none", "null") else v
+
 
 class OptimConfig(Section):
     name: str = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, ge=0)  # 0 freezes the weights (e.g. to check what a model starts from)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0)  # sgd / rmsprop
 

@@ -15,6 +15,7 @@ from compkit.recipe import Recipe, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
 RUN_FILE = "run.json"  # what a fold was trained on: family, the split's fingerprint, its validation images
+PRETRAINED_FILE = "pretrained.json"  # the weights a fold started from: name, tag, repository, revision, file, sha256
 FOLD_NAME = re.compile(r"fold(\d+)")
 
 

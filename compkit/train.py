@@ -2,7 +2,9 @@
 
 The recipe's model family (:mod:`compkit.families`) trains each fold; this stage prepares the data, checks the
 recipe against the family before any work, and writes every family's out-of-fold and test stores the same way.
-Run folder: ``recipe.yaml`` (fully resolved, with ``model.family``), ``results.csv``, ``results.png``,
+Pretrained weights are checked (and pulled when missing and the network allows) before any data is read; each
+fold prints and records (``pretrained.json``) the weights it started from.
+Run folder: ``recipe.yaml`` (fully resolved, with ``model.family`` and the normalisation used), ``results.csv``, ``results.png``,
 ``best.pt`` / ``last.pt`` and ``oof/`` + ``test/`` probability stores (see the README's Artifacts section).
 """
 from __future__ import annotations
@@ -23,15 +25,16 @@ from rich.table import Table
 from compkit.data import open_dataset
 from compkit.data.splits import check_current, fingerprint, load_splits, splits_path
 from compkit.device import resolve_device
-from compkit.distributed import barrier, cleanup, init_distributed, launched_by_torchrun
+from compkit.distributed import DistInfo, barrier, cleanup, init_distributed, launched_by_torchrun
 from compkit.errors import CompkitError
-from compkit.families import FoldJob, load_fold, resolve_family
-from compkit.fileio import atomic_write
+from compkit.entry import callable_stage
+from compkit.families import FoldJob, ModelFamily, load_fold, resolve_family
+from compkit.fileio import atomic_write, write_json
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
-from compkit.recipe import load_recipe
-from compkit.runs import RECIPE_FILE, check_fold_split, run_conflict, saved_recipe, write_run_record
-from compkit.entry import callable_stage
+from compkit.recipe import Recipe, load_recipe
+from compkit.runs import PRETRAINED_FILE, RECIPE_FILE, check_fold_split, run_conflict, saved_recipe, write_run_record
+from compkit.weights import CachedWeights, WeightsCache, require, weights_cache
 
 
 def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
@@ -117,6 +120,30 @@ def choose_run_dir(runs_dir: Path, name: str | None, cfg, splits_fingerprint: st
     return candidate
 
 
+def _pretrained_start(family: ModelFamily, cfg: Recipe, cache: WeightsCache, dist: DistInfo, out: Console) -> CachedWeights | None:
+    """The cached weights the recipe's model starts from (pulled when missing and the network allows; rank 0 only),
+    and the recipe's null data.mean/data.std resolved to what those weights expect."""
+    wanted = family.pretrained(cfg)
+    start = None
+    if wanted is not None:
+        if dist.is_main:
+            start = require(wanted, cache, download=True, console=out)
+        barrier(dist)
+        if not dist.is_main:
+            start = require(wanted, cache)
+    if cfg.data.mean is None or cfg.data.std is None:
+        resolved = family.normalisation(cfg, cache)
+        if resolved is not None:
+            cfg.data.mean = cfg.data.mean or resolved[0]
+            cfg.data.std = cfg.data.std or resolved[1]
+            out.print(f"normalising with the encoder's mean {_rounded(cfg.data.mean)} and std {_rounded(cfg.data.std)}")
+    return start
+
+
+def _rounded(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
 def train(
     recipe: str | Path,
     data: str | Path | None = None,
@@ -127,6 +154,7 @@ def train(
     devices: int = 1,
     runs_dir: str | Path = "runs",
     exist_ok: bool = False,
+    weights_dir: str | Path | None = None,
     console: Console | None = None,
 ) -> TrainedFolds:
     """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``); returns one summary per fold.
@@ -134,13 +162,15 @@ def train(
     A run folder never silently changes meaning: without ``name``, a run whose folds were trained with another
     resolved recipe or split moves on to ``<name>-2``; with ``name`` it is refused unless ``exist_ok``. ``resume``
     continues each fold from ``last.pt``; only ``train.epochs`` may differ (the schedule continues on the longer
-    curve)."""
+    curve). ``weights_dir``: the weights cache (default ``$COMPKIT_WEIGHTS``, else the standard caches); pretrained
+    weights missing there are downloaded when the network allows, else training stops before any data is read."""
     console = console or Console()
     console.record = True  # the console output is kept as each fold's train.log
     if devices < 1:
         raise CompkitError("--devices", f"must be at least 1, got {devices}")
     if devices > 1 and not launched_by_torchrun():
         args = ["--recipe", str(recipe), "--fold", str(fold), "--runs-dir", str(runs_dir)]
+        args += ["--weights-cache", str(weights_dir)] if weights_dir else []
         args += [a for o in overrides for a in ("--set", o)]
         args += ["--data", str(data)] if data else []
         args += ["--name", name] if name else []
@@ -161,6 +191,8 @@ def train(
         family = resolve_family(cfg, out)
         if dist.enabled and not family.supports_distributed:
             raise CompkitError("--devices", f"{family.name} recipes train on one device here")
+        cache_of_weights = weights_cache(weights_dir)
+        start = _pretrained_start(family, cfg, cache_of_weights, dist, out)  # before any data is read
         dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
         splits_file = splits_path(cfg.data.root, cfg.data.splits)
         splits = load_splits(cfg.data.root, cfg.data.splits)
@@ -218,7 +250,9 @@ def train(
                 with atomic_write(folder / RECIPE_FILE, "w", encoding="utf-8") as f:
                     f.write(cfg.to_yaml())
                 write_run_record(folder, record)
-            job = FoldJob(cfg, dataset, cache, k, folds[k]["train"], folds[k]["val"], folder, resume, dist, device, out, pseudo)
+                out.print(f"fold {k} starts from {start.describe() if start is not None else 'random weights (model.encoder_weights: null)'}")
+                write_json(folder / PRETRAINED_FILE, start.record() if start is not None else {"name": cfg.model.encoder, "tag": None})
+            job = FoldJob(cfg, dataset, cache, k, folds[k]["train"], folds[k]["val"], folder, resume, dist, device, out, pseudo, cache_of_weights)
             try:
                 outcome = family.train_fold(job)
             except torch.OutOfMemoryError:

@@ -125,7 +125,7 @@ def c(case_id: str, build: Callable[[World], list], *fragments: str):
 
 def yolo_recipe(w: World, extra: str = "") -> Path:
     recipe = w.tmp / "yolo.yaml"
-    recipe.write_text(f"extends: yolov8-seg\ndata: {{image_size: 64}}\ntrain: {{epochs: 1, batch_size: 2, workers: 0}}\n{extra}")
+    recipe.write_text(f"extends: yolov8-seg\ndata: {{image_size: 64}}\nmodel: {{encoder_weights: null}}\ntrain: {{epochs: 1, batch_size: 2, workers: 0}}\n{extra}")
     return recipe
 
 
@@ -264,13 +264,13 @@ PREDICT = [
     c("predict-missing-run", lambda w: ["predict", w.tmp / "runs" / "nope"], "not a run or fold folder"),
     c("predict-not-a-run", lambda w: ["predict", w.dataset()], "not a run or fold folder"),
     c("predict-fold-folder-misnamed", lambda w: ["predict", renamed(w.run_copy() / "fold0", "fold_a")], "fold_a", "named fold<k>"),
-    c("predict-empty-checkpoint", lambda w: replace(checkpoint_of(r := w.run_copy()), b"") or ["predict", r / "fold0"], "best.pt", "unreadable checkpoint"),
-    c("predict-truncated-checkpoint", lambda w: replace(checkpoint_of(r := w.run_copy()), checkpoint_of(w.run).read_bytes()[:5000]) or ["predict", r / "fold0"], "best.pt", "unreadable checkpoint"),
-    c("predict-checkpoint-not-a-dict", lambda w: (checkpoint_of(r := w.run_copy()).unlink(), torch.save([1, 2], checkpoint_of(r))) and ["predict", r / "fold0"], "best.pt", "no 'model'"),
-    c("predict-checkpoint-without-model", lambda w: (checkpoint_of(r := w.run_copy()).unlink(), torch.save({"epoch": 1}, checkpoint_of(r))) and ["predict", r / "fold0"], "best.pt", "no 'model'"),
-    c("predict-checkpoint-of-another-model", lambda w: ["predict", other_model_checkpoint(w) / "fold0"], "model", "does not fit"),
-    c("predict-checkpoint-of-another-family", lambda w: (checkpoint_of(r := w.run_copy()).unlink(), torch.save({"model": {}, "family": "ultralytics"}, checkpoint_of(r))) and ["predict", r / "fold0"], "best.pt", "'ultralytics' family"),
-    c("predict-dataset-with-other-classes", lambda w: ["predict", w.run_copy() / "fold0", "--data", w.fundus], "29 classes in the checkpoint, 6 in the dataset"),
+    c("predict-empty-checkpoint", lambda w: replace(checkpoint_of(r := w.run_copy()), b"") or ["predict", r / "fold0", "--exist-ok"], "best.pt", "unreadable checkpoint"),
+    c("predict-truncated-checkpoint", lambda w: replace(checkpoint_of(r := w.run_copy()), checkpoint_of(w.run).read_bytes()[:5000]) or ["predict", r / "fold0", "--exist-ok"], "best.pt", "unreadable checkpoint"),
+    c("predict-checkpoint-not-a-dict", lambda w: (checkpoint_of(r := w.run_copy()).unlink(), torch.save([1, 2], checkpoint_of(r))) and ["predict", r / "fold0", "--exist-ok"], "best.pt", "no 'model'"),
+    c("predict-checkpoint-without-model", lambda w: (checkpoint_of(r := w.run_copy()).unlink(), torch.save({"epoch": 1}, checkpoint_of(r))) and ["predict", r / "fold0", "--exist-ok"], "best.pt", "no 'model'"),
+    c("predict-checkpoint-of-another-model", lambda w: ["predict", other_model_checkpoint(w) / "fold0", "--exist-ok"], "model", "does not fit"),
+    c("predict-checkpoint-of-another-family", lambda w: (checkpoint_of(r := w.run_copy()).unlink(), torch.save({"model": {}, "family": "ultralytics"}, checkpoint_of(r))) and ["predict", r / "fold0", "--exist-ok"], "best.pt", "'ultralytics' family"),
+    c("predict-dataset-with-other-classes", lambda w: ["predict", w.run_copy() / "fold0", "--data", w.fundus, "--exist-ok"], "29 classes in the checkpoint, 6 in the dataset"),
     c("predict-batch-zero", lambda w: ["predict", w.run_copy(), "--batch", 0], "--batch", "at least 1"),
     c("predict-batch-negative", lambda w: ["predict", w.run_copy(), "--batch", -1], "--batch", "at least 1"),
     c("predict-batch-not-a-number", lambda w: ["predict", w.run_copy(), "--batch", "many"], "--batch"),
@@ -464,7 +464,7 @@ def test_a_pickled_checkpoint_does_not_run(world):
     run = world.run_copy()
     marker = world.tmp / "ran"
     pickle_payload(checkpoint_of(run), marker)
-    result = runner.invoke(app, ["predict", str(run / "fold0")])
+    result = runner.invoke(app, ["predict", str(run / "fold0"), "--exist-ok"])
     assert_one_line_error(result, ["best.pt", "unreadable checkpoint"])
     assert not marker.exists()
 
@@ -506,7 +506,7 @@ def test_a_full_disk_while_writing_an_ensemble(world, small_disk):
     previous.mkdir(parents=True)
     (previous / "members.json").write_text("{}")
     (small_disk / "filler").write_bytes(b"\0" * 1_500_000)
-    result = runner.invoke(app, ["ensemble", str(world.run), "--name", "e", "--out-dir", str(small_disk / "ens")])
+    result = runner.invoke(app, ["ensemble", str(world.run), "--name", "e", "--exist-ok", "--out-dir", str(small_disk / "ens")])
     assert_one_line_error(result, ["cannot write", "No space left"])
     assert sorted(p.name for p in previous.iterdir()) == ["members.json"], "the previous ensemble is intact"
     assert [p.name for p in (small_disk / "ens").iterdir()] == ["e"], "no staging folder left behind"

@@ -33,7 +33,7 @@ def pipeline(data, tmp_path, gt=None):
     """split -> train (fold 0 of 2) -> predict -> ensemble -> submit -> score; returns (rows, score, ensemble)."""
     split(data, folds=2, seed=0, console=quiet())
     train("tiny", data=data, fold="0", overrides=ONE_EPOCH, runs_dir=tmp_path / "runs", console=quiet())
-    [store] = predict([tmp_path / "runs" / "tiny"], split="test", tta="hflip", console=quiet())
+    [store] = predict([tmp_path / "runs" / "tiny"], split="test", tta="hflip", exist_ok=True, console=quiet())
     assert (store / "index.json").is_file()
     ens = ensemble([tmp_path / "runs" / "tiny"], name="e", out_dir=tmp_path / "ens", console=quiet())
     out = submit(ens, out=tmp_path / "submission.csv", console=quiet())

@@ -30,7 +30,8 @@ def test_any_arch_with_any_encoder(arch, encoder):
         (dict(arch="Unet", encoder="tu-regnety_0002"), r"unknown timm encoder 'tu-regnety_0002'"),
         (dict(arch="UnetPlusPlus", encoder="mit_b0"), r"UnetPlusPlus cannot be built with encoder mit_b0"),
         (dict(arch="DeepLabV3Plus", encoder="tu-hrnet_w18"), r"DeepLabV3Plus cannot be built with encoder tu-hrnet_w18"),
-        (dict(arch="Unet", encoder="resnet18", encoder_weights="imagenet"), r"never downloads"),
+        (dict(arch="Unet", encoder="resnet18", encoder_weights="imagenett"), r"no published weights 'imagenett' \(did you mean 'imagenet'\?\)"),
+        (dict(arch="Unet", encoder="resnet18", encoder_weights="weights/resnet18.pth"), r"file not found"),
     ],
 )
 def test_bad_model_is_one_clear_error(cfg, message):

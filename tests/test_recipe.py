@@ -7,11 +7,15 @@ from compkit.errors import CompkitError
 from compkit.recipe import available_recipes, load_recipe
 
 
-@pytest.mark.parametrize("name", ["hrnet", "effb5", "vgg19", "resnet34", "tiny"])
-def test_shipped_recipes_load(name):
+@pytest.mark.parametrize(
+    ("name", "weights"), [("hrnet", "imagenet"), ("effb5", "imagenet"), ("vgg19", "imagenet"), ("resnet34", "imagenet"), ("yolov8-seg", "coco"), ("tiny", None)]
+)
+def test_shipped_recipes_load(name, weights):
+    """The GPU recipes start from pretrained weights; tiny trains from scratch, so the demo needs no download."""
     recipe = load_recipe(name)
     assert recipe.name == name
-    assert recipe.model.encoder_weights is None
+    assert recipe.model.encoder_weights == weights
+    assert recipe.data.mean is None and recipe.data.std is None, "normalisation follows the encoder"
 
 
 def test_available():

@@ -186,3 +186,26 @@ def test_aux_csv_target_on_fundus_grades(trained_fundus_aux, tmp_path):
     assert accuracy >= AUX_CSV_FLOOR
     with pytest.raises(CompkitError, match="not a class in 0..1"):
         train("tiny", data=data, fold="0", overrides=[*FAST, "model.aux={classes: 2, target: 'csv:grade'}"], runs_dir=tmp_path / "bad", console=quiet())
+
+
+def test_a_native_smp_encoder_starts_from_its_cached_imagenet_weights(split_data, tmp_path, planted_weights, cut_network, monkeypatch):
+    """smp-hub/resnet18.imagenet planted in a hub cache; HF_HUB_OFFLINE=1 and every socket refused; one epoch at lr 0
+    keeps the encoder's weights, and the normalisation written into recipe.yaml is the entry's config.json."""
+    from compkit.weights import file_sha256
+    from tests.conftest import PLANTED_MEAN, PLANTED_STD
+
+    monkeypatch.setenv("COMPKIT_WEIGHTS", str(planted_weights["folder"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    overrides = [*FAST, "train.epochs=1", "optim.lr=0", "model.encoder=resnet18", "model.encoder_weights=imagenet"]
+    train("tiny", data=split_data, fold="0", overrides=overrides, runs_dir=tmp_path, console=quiet())
+    folder = tmp_path / "tiny" / "fold0"
+    trained = load_checkpoint(folder / "best.pt")["model"]
+    for name, value in planted_weights["smp"].items():
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(trained[f"encoder.{name}"], value), name
+    resolved = load_recipe(folder / "recipe.yaml")
+    assert resolved.data.mean == pytest.approx(PLANTED_MEAN) and resolved.data.std == pytest.approx(PLANTED_STD)
+    record = __import__("json").loads((folder / "pretrained.json").read_text())
+    assert (record["name"], record["tag"], record["repo_id"]) == ("resnet18", "imagenet", "smp-hub/resnet18.imagenet")
+    assert record["sha256"] == file_sha256(record["path"])
+    assert not cut_network, f"network access attempted: {cut_network}"

@@ -1,7 +1,7 @@
 """The model-family interface and its registry.
 
 A family is everything compkit needs to know about one kind of model: which recipe settings it honours
-(:meth:`ModelFamily.check`), how it trains a fold (:meth:`ModelFamily.train_fold`, leaving ``best.pt`` with
+(:meth:`ModelFamily.check`), which pretrained weights it starts from (:meth:`ModelFamily.pretrained`), how it trains a fold (:meth:`ModelFamily.train_fold`, leaving ``best.pt`` with
 ``family`` in it), and how a trained fold predicts (:meth:`ModelFamily.load` -> a
 :class:`compkit.prediction.Predictor`). Stages only ever talk to this interface; adding a family is adding a
 module that calls :func:`register_family`.
@@ -22,6 +22,7 @@ from compkit.distributed import DistInfo
 from compkit.errors import CompkitError
 from compkit.prediction import InferenceSettings, Predictor
 from compkit.recipe import Recipe, did_you_mean
+from compkit.weights import PretrainedWeights, WeightsCache
 
 
 @dataclass
@@ -40,6 +41,7 @@ class FoldJob:
     device: torch.device
     console: Console
     pseudo: SampleCache | None = None
+    weights_cache: WeightsCache | None = None  # where the pretrained weights were located (default: the standard caches)
 
     @property
     def train_positions(self) -> list[int]:
@@ -69,6 +71,22 @@ class ModelFamily(ABC):
     @abstractmethod
     def claims(cls, arch: str) -> bool:
         """Whether ``model.arch`` names one of this family's models (to infer the family of older recipes)."""
+
+    def pretrained(self, recipe: Recipe) -> PretrainedWeights | None:
+        """The pretrained weights the recipe's model starts from (None: random weights); raises CompkitError naming
+        the setting for weights this family cannot use. Must not reach the network."""
+        return None
+
+    @classmethod
+    def weights_named(cls, reference: str) -> PretrainedWeights | None:
+        """The pretrained weights a name stands for in ``compkit weights pull NAME`` (an encoder such as
+        ``resnet50.ssl``, a release file such as ``yolov8x-seg.pt``), or None when the name is not this family's."""
+        return None
+
+    def normalisation(self, recipe: Recipe, cache: WeightsCache) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The mean and std the model's pretrained weights expect (fractions of 255), for a recipe that leaves
+        ``data.mean``/``data.std`` null; None where the family scales pixels itself."""
+        return None
 
     @abstractmethod
     def check(self, recipe: Recipe, num_classes: int, console: Console) -> None:

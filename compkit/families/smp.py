@@ -28,6 +28,7 @@ from compkit.prediction import InferenceSettings, validation_dice
 from compkit.preprocess import Normaliser
 from compkit.recipe import Recipe
 from compkit.results import read_results, validation_columns, write_results
+from compkit.weights import PretrainedWeights, WeightsCache, encoder_normalisation, encoder_reference, encoder_weights
 
 
 class SmpPredictor:
@@ -172,14 +173,27 @@ class SmpFamily(ModelFamily):
     def claims(cls, arch: str) -> bool:
         return arch.lower() in {a.lower() for a in architectures()}
 
+    def pretrained(self, recipe: Recipe) -> PretrainedWeights | None:
+        return encoder_weights(recipe.model)
+
+    @classmethod
+    def weights_named(cls, reference: str) -> PretrainedWeights | None:
+        return encoder_reference(reference)
+
+    def normalisation(self, recipe: Recipe, cache: WeightsCache) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return encoder_normalisation(recipe.model, cache)
+
     def check(self, recipe: Recipe, num_classes: int, console: Console) -> None:
         with torch.device("meta"):  # an incompatible arch/encoder pair fails now, before any real work
+            create_model(recipe.model, num_classes, pretrained=False)
+        weights = encoder_weights(recipe.model)
+        if weights is not None and weights.path is not None:  # a local weights file that does not load fails now too
             create_model(recipe.model, num_classes)
         create_augmentation(recipe.aug)  # so does an unknown transform
         create_loss(recipe.loss)
 
     def load(self, recipe: Recipe, classes, checkpoint: dict[str, Any], device: torch.device) -> SmpPredictor:
-        model = create_model(recipe.model, len(classes))
+        model = create_model(recipe.model, len(classes), pretrained=False)  # the checkpoint holds every weight
         try:
             model.load_state_dict(checkpoint["model"])
         except RuntimeError as e:  # keys or shapes of another model
@@ -192,7 +206,7 @@ class SmpFamily(ModelFamily):
         train_pos, val_pos = job.train_positions, job.val_positions
 
         _seed_everything(cfg.seed)
-        model = create_model(recipe.model, len(dataset.classes)).to(device)
+        model = create_model(recipe.model, len(dataset.classes), cache=job.weights_cache).to(device)
         if device.type == "cuda" and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         criterion = create_loss(recipe.loss).to(device)

@@ -13,8 +13,10 @@ for weak models, so validation also reports the dice at the best threshold per c
 
 Offline: ``YOLO_OFFLINE=1``, ``ULTRALYTICS_SAFE_LOAD=1`` (no unpickling of code, no ``eval`` of a model yaml's
 activation), telemetry off, a configuration folder compkit owns with a font copied from matplotlib (ultralytics
-otherwise downloads Arial.ttf), no AMP check (``amp=False``), no pretrained download. Ultralytics' own files
-stay in ``fold<k>/ultralytics/``; compkit's ``best.pt`` holds the best weights as a state dict.
+otherwise downloads Arial.ttf), no AMP check (``amp=False``). COCO-pretrained weights (``model.encoder_weights: coco``
+or a release file name) are read from compkit's weights cache (``<cache>/ultralytics/``, filled by
+``compkit weights pull``), never fetched by ultralytics itself. Ultralytics' own files stay in
+``fold<k>/ultralytics/``; compkit's ``best.pt`` holds the best weights as a state dict.
 """
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_fa
 from compkit.fileio import AtomicFolder
 from compkit.inference import TTA_VIEWS
 from compkit.prediction import InferenceSettings, validation_dice
-from compkit.recipe import Recipe, defaults
+from compkit.recipe import Recipe, defaults, did_you_mean
 from compkit.results import read_results, validation_columns, write_results
+from compkit.weights import SETTING, AssetLibrary, PretrainedWeights, local_weights, register_asset_library, require, weights_cache
 
 ULTRALYTICS_SUBDIR = "ultralytics"
 EXPORT_SUBDIR = "yolo_data"
@@ -78,6 +81,62 @@ def prepare_offline() -> None:
 
     if settings.get("sync", True):
         settings.update({"sync": False})
+
+
+def release_files() -> frozenset[str]:
+    """ultralytics' pretrained release files (``yolov8n-seg.pt``, ``yolo11x-seg.pt``, ...)."""
+    prepare_offline()
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return frozenset(n for n in GITHUB_ASSETS_NAMES if n.endswith(".pt"))
+
+
+def release_tag(file_name: str) -> tuple[str, str]:
+    """(model name, what it was pretrained on) of a release file."""
+    stem = file_name.removesuffix(".pt")
+    return stem, "imagenet" if "-cls" in stem else "oiv7" if "-oiv7" in stem else "coco"
+
+
+def fetch_release_file(file_name: str, target: Path) -> None:
+    """Download a release file to ``target`` with ultralytics' own downloader (progress bar, size check)."""
+    prepare_offline()
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    attempt_download_asset(str(target))  # a missing path whose name is a release file: downloaded to that path
+
+
+register_asset_library(AssetLibrary(name="ultralytics", url="https://github.com", describe=release_tag, fetch=fetch_release_file))
+
+
+def release_weights(reference: str) -> PretrainedWeights | None:
+    """The release file a name stands for (``yolov8x-seg``, ``yolov8x-seg.pt``), or None."""
+    file_name = reference if reference.endswith(".pt") else f"{reference}.pt"
+    if file_name not in release_files():
+        return None
+    name, tag = release_tag(file_name)
+    return PretrainedWeights(name=name, tag=tag, library="ultralytics", asset=file_name)
+
+
+def yolo_weights(recipe: Recipe) -> PretrainedWeights | None:
+    """What ``model.encoder_weights`` asks for: ``coco`` (or true): the release file of ``model.arch``; a release file
+    name (``yolov8x-seg.pt``); a local ``.pt``; null: random weights."""
+    value, arch = recipe.model.encoder_weights, recipe.model.arch
+    if value is None or value is False:
+        return None
+    if isinstance(value, str) and (Path(value).expanduser().is_file() or "/" in value or os.sep in value):
+        return local_weights(arch, value)
+    if value is True or value == "coco":
+        if arch.endswith((".yaml", ".yml")):
+            raise CompkitError(SETTING, f"coco weights are named after model.arch, which is a yaml here ({arch}): name a release file (yolov8n-seg.pt)")
+        weights = release_weights(arch)
+        if weights is None:
+            raise CompkitError(SETTING, f"ultralytics publishes no {arch}.pt: name a release file (yolov8n-seg.pt) or a local .pt")
+        return weights
+    weights = release_weights(str(value))
+    if weights is None:
+        seg = sorted(n for n in release_files() if "-seg" in n)
+        raise CompkitError(SETTING, f"{value!r} is neither a local file nor an ultralytics release file{did_you_mean(str(value), seg)} (coco, or e.g. {', '.join(seg[:3])})")
+    return weights
 
 
 def _model_source(recipe: Recipe) -> str:
@@ -123,8 +182,13 @@ def _polygon_lines(mask: np.ndarray) -> list[tuple[int, str]]:
     return lines
 
 
-def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | None = None):
-    """An ultralytics YOLO object for ``recipe.model.arch`` with ``len(classes)`` classes (weights from a state dict)."""
+def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | None = None, head_source_nc: int | None = None):
+    """An ultralytics YOLO object for ``recipe.model.arch`` with ``len(classes)`` classes (weights from a state dict).
+
+    ``head_source_nc``: the class count of the model a fold's pretrained weights were transferred from. ultralytics
+    keeps that model's class-branch width (it depends on the class count) when it transfers, so the network is
+    shaped the same way here, by ultralytics' own transfer, before the fold's weights go in.
+    """
     prepare_offline()
     from ultralytics import YOLO
     from ultralytics.nn.tasks import SegmentationModel
@@ -135,6 +199,8 @@ def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | No
     try:
         yolo = YOLO(_model_source(recipe), task="segment")
         network = SegmentationModel(cfg=_model_source(recipe), nc=len(classes), verbose=False)
+        if head_source_nc is not None and head_source_nc != len(classes):
+            network.load(SegmentationModel(cfg=_model_source(recipe), nc=head_source_nc, verbose=False), verbose=False)
     except Exception as e:  # a yaml ultralytics refuses (unsafe activation, unknown module)
         raise CompkitError("model.arch", f"ultralytics cannot build {recipe.model.arch!r}: {first_line(e)}") from None
     finally:
@@ -231,11 +297,19 @@ class UltralyticsFamily(ModelFamily):
             refuse("data.pseudo", "pseudo-labelled images are added by the smp family only")
         if recipe.infer.window is not None:
             refuse("infer.window", "ultralytics models predict whole images (no sliding window)")
-        if tuple(recipe.data.mean) != tuple(defaults("data")["mean"]) or tuple(recipe.data.std) != tuple(defaults("data")["std"]):
+        if recipe.data.mean is not None or recipe.data.std is not None:
             substitute("data.mean/data.std", "its own scaling of pixels to 0..1")
         create_augmentation(recipe.aug)  # an unknown transform fails now
         prepare_offline()
         build_yolo(recipe, [str(i) for i in range(num_classes)])  # an unknown or unsafe model yaml fails now
+        self.pretrained(recipe)  # so do weights it cannot use
+
+    def pretrained(self, recipe: Recipe) -> PretrainedWeights | None:
+        return yolo_weights(recipe)
+
+    @classmethod
+    def weights_named(cls, reference: str) -> PretrainedWeights | None:
+        return release_weights(reference)
 
     def check_inference(self, settings: InferenceSettings, console: Console) -> InferenceSettings:
         if settings.window is not None:
@@ -243,7 +317,8 @@ class UltralyticsFamily(ModelFamily):
         return settings
 
     def load(self, recipe: Recipe, classes, checkpoint: dict[str, Any], device: torch.device) -> YoloPredictor:
-        return YoloPredictor(build_yolo(recipe, classes, checkpoint["model"]), len(classes), device)
+        yolo = build_yolo(recipe, classes, checkpoint["model"], checkpoint.get("head_source_nc"))
+        return YoloPredictor(yolo, len(classes), device)
 
     def train_fold(self, job: FoldJob) -> FoldOutcome:
         recipe, dataset, cache, folder, console = job.recipe, job.dataset, job.cache, job.folder, job.console
@@ -253,19 +328,22 @@ class UltralyticsFamily(ModelFamily):
         prepare_offline()
         from ultralytics import YOLO
 
-        weights = recipe.model.encoder_weights
-        if weights is not None and not Path(weights).is_file():
-            raise CompkitError(weights, "model.encoder_weights must be null or a local .pt file (compkit never downloads weights)")
+        wanted = self.pretrained(recipe)
+        weights = require(wanted, job.weights_cache or weights_cache()).file if wanted is not None else None
         cfg = recipe.train
         started = time.time()
         yolo = YOLO(_model_source(recipe), task="segment")
-        if weights:
+        head_source_nc = None
+        if weights is not None:
             try:
+                # ultralytics reads its own checkpoint format, with ULTRALYTICS_SAFE_LOAD=1: tensors and known
+                # layers only; the layers that match (all but the class outputs when nc differs) are transferred.
                 with warnings.catch_warnings():  # torch's warnings about a foreign file would precede compkit's line
                     warnings.simplefilter("ignore")
-                    yolo = yolo.load(weights)  # a local file; ultralytics reads its own checkpoint format (safely)
+                    yolo = yolo.load(str(weights))
             except Exception as e:
                 raise CompkitError(weights, f"cannot load weights: {first_line(e)}") from None
+            head_source_nc = int(yolo.model.model[-1].nc)  # the fold's class branch keeps this model's width
         augmentation = create_augmentation(recipe.aug)
         console.print(f"fold {job.fold}: training {recipe.model.arch} with ultralytics (its files in {folder / ULTRALYTICS_SUBDIR})")
         yolo.train(
@@ -284,10 +362,10 @@ class UltralyticsFamily(ModelFamily):
             overlap_mask=False,
             amp=False,
             plots=False,
-            pretrained=bool(weights),
+            pretrained=weights is not None,
             optimizer=OPTIMIZERS[recipe.optim.name],
             lr0=recipe.optim.lr,
-            lrf=1.0 if recipe.sched.name == "none" else max(recipe.sched.min_lr / recipe.optim.lr, 1e-6),
+            lrf=1.0 if recipe.sched.name == "none" or recipe.optim.lr == 0 else max(recipe.sched.min_lr / recipe.optim.lr, 1e-6),
             cos_lr=recipe.sched.name == "cosine",
             warmup_epochs=recipe.sched.warmup_epochs,
             momentum=recipe.optim.momentum,
@@ -302,7 +380,7 @@ class UltralyticsFamily(ModelFamily):
             best_file = folder / ULTRALYTICS_SUBDIR / "weights" / "last.pt"
         trained = YOLO(str(best_file), task="segment")  # ultralytics reads the file it just wrote
         state = {k: v.float() for k, v in trained.model.state_dict().items()}
-        predictor = YoloPredictor(build_yolo(recipe, dataset.classes, state), len(dataset.classes), job.device)
+        predictor = YoloPredictor(build_yolo(recipe, dataset.classes, state, head_source_nc), len(dataset.classes), job.device)
 
         # The leaderboard metric on the validation fold, as for every family (also at the best threshold).
         settings = InferenceSettings("none", None, 0.5, recipe.infer.batch_size)
@@ -311,7 +389,10 @@ class UltralyticsFamily(ModelFamily):
         rows[-1].update(validation_columns(dataset.classes, dice), seconds=round(time.time() - started, 2))
         write_results(folder, rows)
         epochs = len(rows)
-        save_checkpoint(folder / CHECKPOINT_BEST, {"family": self.name, "classes": list(dataset.classes), "model": state, "epoch": epochs, "best_dice": dice.mean})
+        checkpoint = {"family": self.name, "classes": list(dataset.classes), "model": state, "epoch": epochs, "best_dice": dice.mean}
+        if head_source_nc is not None:
+            checkpoint["head_source_nc"] = head_source_nc
+        save_checkpoint(folder / CHECKPOINT_BEST, checkpoint)
         console.print(f"fold {job.fold}: val dice {dice.mean:.4f} at threshold {recipe.infer.threshold}, {float(dice.tuned.mean()):.4f} at the best threshold per class (yolo)")
         return FoldOutcome(dice.mean, epochs, epochs)
 

@@ -3,11 +3,13 @@ network connection refused, ensembled with an smp run stored at another resoluti
 from __future__ import annotations
 
 import csv
+import os
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rich.console import Console
 
@@ -56,12 +58,44 @@ def yolo_env(tmp_path, monkeypatch):
     monkeypatch.delenv("YOLO_CONFIG_DIR", raising=False)
 
 
-def test_yolo_trains_offline_and_ensembles_with_smp_at_another_resolution(data_copy, tmp_path, no_network, yolo_env):
+def save_coco_style_checkpoint(path: Path) -> dict:
+    """An untrained yolov8n-seg (80 classes, like the COCO release) saved the way ultralytics saves checkpoints (the
+    pickled model in half precision); returns its state dict."""
+    from compkit.families.ultralytics import prepare_offline
+
+    prepare_offline()
+    from ultralytics import YOLO
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    YOLO("yolov8n-seg.yaml").save(path)
+    return YOLO("yolov8n-seg.yaml").load(str(path)).model.half().state_dict()
+
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@pytest.mark.slow
+def test_yolo_trains_offline_from_cached_coco_weights_and_ensembles_with_smp(data_copy, tmp_path, no_network, yolo_env, monkeypatch):
     split(data_copy, folds=2, seed=0, console=quiet())
     runs = tmp_path / "runs"
-    yolo_overrides = ["data.image_size=128", "train.epochs=1", "train.batch_size=4", "train.workers=0", "infer.batch_size=4"]
-    [result] = train("yolov8-seg", data=data_copy, fold="0", overrides=yolo_overrides, runs_dir=runs, console=quiet())
+    monkeypatch.setenv("COMPKIT_WEIGHTS", str(tmp_path / "weights"))
+    planted = save_coco_style_checkpoint(tmp_path / "weights" / "ultralytics" / "yolov8n-seg.pt")
+    yolo_overrides = ["data.image_size=128", "train.epochs=1", "train.batch_size=4", "train.workers=0", "infer.batch_size=4", "optim.lr=0"]
+    console = Console(record=True, width=250)
+    [result] = train("yolov8-seg", data=data_copy, fold="0", overrides=yolo_overrides, runs_dir=runs, console=console)
     folder = runs / "yolov8-seg" / "fold0"
+    # The recipe's coco weights came from compkit's cache (never fetched by ultralytics) and, at lr 0, every layer
+    # but the 80-class outputs is still what was planted; the record names the file and its hash.
+    record = read_json(folder / "pretrained.json")
+    assert (record["name"], record["tag"], record["library"]) == ("yolov8n-seg", "coco", "ultralytics")
+    assert record["path"] == str(tmp_path / "weights" / "ultralytics" / "yolov8n-seg.pt")
+    assert "fold 0 starts from yolov8n-seg coco" in console.export_text()
+    trained = load_checkpoint(folder / "best.pt")["model"]
+    same_shape = [k for k, v in planted.items() if not k.endswith(BUFFERS) and trained[k].shape == v.shape]
+    assert len(same_shape) > 200
+    for key in same_shape:
+        assert torch.equal(trained[key].half(), planted[key]), key
+    assert all(k.startswith("model.22.") for k, v in planted.items() if trained[k].shape != v.shape), "only the class outputs differ"
     assert (folder / "ultralytics" / "weights").is_dir(), "ultralytics' own files in a subfolder"
     assert (folder / "yolo_data" / "dataset.yaml").is_file()
     label = next((folder / "yolo_data" / "labels" / "train").glob("*.txt")).read_text().splitlines()
@@ -154,3 +188,55 @@ def test_a_model_yaml_cannot_run_code(tmp_path, yolo_env):
     assert info.value.path == "model.arch"
     assert not marker.exists(), "the model yaml's activation string ran"
     del source
+
+
+@pytest.mark.parametrize(
+    ("weights", "arch", "expected"),
+    [
+        ("coco", "yolov8n-seg", ("yolov8n-seg", "coco", "yolov8n-seg.pt")),
+        (True, "yolo11n-seg", ("yolo11n-seg", "coco", "yolo11n-seg.pt")),
+        ("yolov8x-seg.pt", "yolov8n-seg", ("yolov8x-seg", "coco", "yolov8x-seg.pt")),
+        ("yolov8x-seg", "yolov8n-seg", ("yolov8x-seg", "coco", "yolov8x-seg.pt")),
+    ],
+)
+def test_coco_weights_name_a_release_file(weights, arch, expected, yolo_env):
+    resolved = UltralyticsFamily().pretrained(load_recipe("yolov8-seg", [f"model.arch={arch}", f"model.encoder_weights={weights}"]))
+    assert (resolved.name, resolved.tag, resolved.asset) == expected
+    assert UltralyticsFamily.weights_named(expected[2]) == resolved, "compkit weights pull takes the same name"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.encoder_weights=yolov8n-segg.pt"], r"neither a local file nor an ultralytics release file \(did you mean 'yolov8n-seg.pt'\?\)"),
+        (["model.encoder_weights=imagenet"], r"neither a local file nor an ultralytics release file"),
+        (["model.arch=custom/my-seg.yaml"], r"coco weights are named after model.arch"),
+        (["model.encoder_weights=weights/mine.pt"], r"file not found"),
+    ],
+)
+def test_weights_ultralytics_cannot_use_are_refused(overrides, message, yolo_env):
+    with pytest.raises(CompkitError, match=message):
+        UltralyticsFamily().pretrained(load_recipe("yolov8-seg", overrides))
+
+
+class Payload:
+    """Unpickling this runs ``touch MARKER``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_in_a_cached_release_file_does_not_run(data_copy, tmp_path, no_network, yolo_env, monkeypatch):
+    split(data_copy, folds=2, seed=0, console=quiet())
+    marker = tmp_path / "ran"
+    release = tmp_path / "weights" / "ultralytics" / "yolov8n-seg.pt"
+    release.parent.mkdir(parents=True)
+    torch.save({"model": Payload(marker), "train_args": {}}, release)
+    monkeypatch.setenv("COMPKIT_WEIGHTS", str(tmp_path / "weights"))
+    with pytest.raises(CompkitError, match="cannot load weights") as info:
+        train("yolov8-seg", data=data_copy, overrides=["data.image_size=64", "train.workers=0"], runs_dir=tmp_path / "runs", console=quiet())
+    assert info.value.path == str(release)
+    assert not marker.exists(), "the weights file ran code"
