@@ -82,6 +82,10 @@ def _split_base(root: Path, split: str, marker) -> Path:
     raise CompkitError(root / split, f"missing {split} split")
 
 
+AUGMENTED_CSV = "augmented.csv"
+CLASSES_FILE = "classes.txt"  # the class order of a written copy (folder names alone would sort it)
+
+
 class MaskFolderWriter(DatasetWriter):
     """The ``masks`` layout: ``train/Original_Images/<id>.png`` and one ``train/<Class>_Masks/<id>.png`` per class
     (0/255); source patients in ``augmented.csv`` so that folds still group by them."""
@@ -97,10 +101,14 @@ class MaskFolderWriter(DatasetWriter):
             target.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(target), mask[c].astype(np.uint8) * 255)
         if metadata.get("source_patients"):  # the masks layout keeps image-level values in a CSV
-            with open(self.out / "augmented.csv", "a", encoding="utf-8") as f:
+            with open(self.out / AUGMENTED_CSV, "a", encoding="utf-8") as f:
                 if f.tell() == 0:
                     f.write("image,source_patients,augmented\n")
                 f.write(f"{image_id},{'|'.join(metadata['source_patients'])},{int(bool(metadata.get('augmented')))}\n")
+
+    def finish(self) -> None:
+        super().finish()
+        (self.out / CLASSES_FILE).write_text("\n".join(self.dataset.classes) + "\n", encoding="utf-8")
 
 
 @register_format
@@ -131,6 +139,8 @@ class MaskFolderDataset(SegmentationDataset):
         base = _split_base(root, split, cls._has_images)
         label_base = Path(labels) if labels is not None else base
         mask_dirs = {p.name[: -len(cls.mask_suffix)]: p for p in label_base.iterdir() if p.is_dir() and p.name.endswith(cls.mask_suffix)} if label_base.is_dir() else {}
+        if classes is None and (root / CLASSES_FILE).is_file():  # a written copy keeps its source's class order
+            classes = [c.strip() for c in (root / CLASSES_FILE).read_text(encoding="utf-8").splitlines() if c.strip()]
         if classes is None:  # the training split's mask folders name the classes (a test set may lack some)
             try:
                 train_base = _split_base(root, "train", cls._has_images)
@@ -173,9 +183,14 @@ class MaskFolderDataset(SegmentationDataset):
             for row in rows:
                 key = row[0].strip()
                 values = {h: parse_number(v) for h, v in zip(header[1:], row[1:], strict=False)}
-                meta[key] = values
-                meta[Path(key).stem] = values
+                for name in (key, Path(key).stem):  # several CSVs may describe one image: merge their columns
+                    meta.setdefault(name, {}).update(values)
         return meta
+
+    def meta_files(self) -> list[Path]:
+        """The image-level CSVs (grades, patients) travel with written copies; compkit's own ``augmented.csv`` is
+        written anew."""
+        return [p for p in sorted(self.root.glob("*.csv")) if p.name != AUGMENTED_CSV]
 
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         if sample.label_path is None:

@@ -108,8 +108,9 @@ def test_writer_class_resolution(cls, own, writer, tmp_path):
     assert type(dataset.writer(tmp_path / "out")) is writer
 
 
-def test_meta_files(synth_data, isic_data, coco_data):
+def test_meta_files(synth_data, fundus_data, isic_data, coco_data):
     assert open_dataset(synth_data).meta_files() == [synth_data / "meta_data.xlsx"]
+    assert [p.suffix for p in open_dataset(fundus_data).meta_files()] == [".csv"]
     for root in (isic_data, coco_data):
         assert open_dataset(root).meta_files() == []
 

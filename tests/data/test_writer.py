@@ -156,13 +156,26 @@ def test_formats_without_a_layout_of_their_own_are_written_as_masks(kind, isic_d
         writer.original(sample)
     writer.finish()
     written = open_dataset(out)
-    # The masks layout names classes by folder, so they reopen in alphabetical order (COCO's are in category-id
-    # order: nucleus, cell); compare the channels by class name.
-    assert written.format_name == "masks" and sorted(written.classes) == sorted(source.classes)
-    order = [written.classes.index(c) for c in source.classes]
+    # The class order survives (COCO's is by category id: nucleus, cell; folder names alone would sort it).
+    assert written.format_name == "masks" and written.classes == source.classes
+    order = list(range(len(source.classes)))
     assert len(written) == 2
     for original, copy in zip(source.samples[:2], written.samples, strict=True):
         assert copy.image_id.endswith(".png") and copy.image_path.stem == original.image_path.stem
         assert np.array_equal(written.read_mask(copy)[order], source.read_mask(original))
         assert np.array_equal(written.read_image(copy), source.read_image(original))
         assert copy.meta["source_patients"] == original.patient, "patients still group the folds"
+
+
+def test_a_written_masks_dataset_keeps_its_image_level_values(fundus_data, tmp_path):
+    """The source's CSVs (the DR grade) travel along, so an auxiliary head still has its targets."""
+    source = open_dataset(fundus_data)
+    writer = source.writer(tmp_path / "out")
+    for sample in source.samples:
+        writer.original(sample)
+    writer.finish()
+    written = {s.image_path.stem: s for s in open_dataset(tmp_path / "out").samples}
+    for sample in source.samples:
+        copy = written[sample.image_path.stem]
+        assert copy.meta["grade"] == sample.meta["grade"], "the grade came along"
+        assert copy.meta["source_patients"] == sample.patient, "and the patient, for the folds"
