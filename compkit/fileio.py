@@ -14,8 +14,9 @@ from typing import IO, Any
 
 import cv2
 import numpy as np
+import yaml
 
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, first_line
 from compkit.imageio import image_size, read_image  # noqa: F401  (re-exported: every stage reads images through here)
 
 
@@ -59,6 +60,19 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Itera
         if isinstance(e, OSError):
             raise CompkitError(path, write_problem(path, e)) from None
         raise
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file read with ``safe_load`` (nothing in it can run code); bad files raise CompkitError."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise CompkitError(path, f"not valid YAML ({first_line(e)})") from None
+    except UnicodeDecodeError as e:
+        raise CompkitError(path, f"not a text file in UTF-8 (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from compkit.errors import CompkitError, first_line
+from compkit.errors import CompkitError
+from compkit.fileio import read_yaml
 from compkit.imageio import INTENSITY_RULES
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -223,14 +224,7 @@ def find_recipe(ref: str | Path, relative_to: Path | None = None) -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise CompkitError(path, f"not valid YAML ({first_line(e)})") from None
-    except UnicodeDecodeError as e:
-        raise CompkitError(path, f"not a text file in UTF-8 (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
-    except OSError as e:
-        raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

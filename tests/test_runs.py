@@ -22,15 +22,7 @@ from tests.conftest import FAST, quiet
 ONE_EPOCH = [*FAST, "train.epochs=1"]
 
 
-@pytest.fixture
-def split_data(data_copy):
-    split(data_copy, folds=2, seed=0, console=quiet())
-    return data_copy
-
-
-def rows(folder):
-    with open(folder / "results.csv", newline="") as f:
-        return list(csv.DictReader(f))
+from tests.test_train import rows, split_data  # noqa: E402,F401  (the fixture and reader test_train uses)
 
 
 def test_recipe_difference_names_the_first_changed_key():

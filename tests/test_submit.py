@@ -22,15 +22,7 @@ from compkit.submit import newest_ensemble, submit
 from tests.conftest import quiet
 
 
-def make_store(folder, dataset, probs_for, resolution=(96, 96), classes=None):
-    with StoreWriter(folder, classes or dataset.classes, resolution) as w:
-        for s in dataset.samples:
-            w.write(s.image_id, probs_for(s), dataset.image_shape(s))
-    return folder
-
-
-def constant(value, c=29, res=(96, 96)):
-    return lambda s: np.full((c, *res), value, np.float32)
+from tests.test_ensemble import constant, make_store  # noqa: E402  (one helper for hand-made stores)
 
 
 def read_csv(path):

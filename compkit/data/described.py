@@ -51,6 +51,7 @@ from compkit.data.formats import (
 from compkit.data.masks import MASK_THRESHOLD, parse_number, read_binary_mask, read_image_table
 from compkit.data.rlecsv import RleSpec, RleTable, decide_order, read_rle_table
 from compkit.data.sample import Sample
+from compkit.fileio import read_yaml
 from compkit.errors import CompkitError
 from compkit.imageio import IMAGE_SUFFIXES, INTENSITY_RULES, image_size, read_image, read_label_image
 from compkit.recipe import Section, describe_validation_error, did_you_mean
@@ -232,12 +233,7 @@ def _value_key(key: int | str) -> int | tuple[int, int, int]:
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise CompkitError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
-    except OSError as e:
-        raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise CompkitError(path, "a dataset description must be a mapping (splits, labels, ...)")
     return data

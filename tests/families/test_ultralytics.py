@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +30,11 @@ from tests.conftest import quiet
 from tests.test_train import FAST
 
 
-class NetworkAttempt(AssertionError):
-    pass
-
-
 @pytest.fixture
-def no_network(monkeypatch):
+def no_network(cut_network):
     """Any connection attempt or DNS lookup fails the test."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise NetworkAttempt(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    yield attempts
-    assert not attempts, f"network access attempted: {attempts}"
+    yield cut_network
+    assert not cut_network, f"network access attempted: {cut_network}"
 
 
 @pytest.fixture
