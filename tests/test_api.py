@@ -13,7 +13,6 @@ import pytest
 
 import compkit
 from compkit.data import open_dataset
-from compkit.fileio import read_image
 from compkit.store import Store
 from compkit.submission import validate
 
@@ -39,7 +38,7 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(readme_block("api-example"), "README api-example", "exec"), namespace)
-    folds, run, probs, image = namespace["folds"], namespace["run"], namespace["probs"], namespace["image"]
+    folds, probs, image = namespace["folds"], namespace["probs"], namespace["image"]
     assert len(folds) == 2 and list(folds.table.columns)[:2] == ["fold", "best_dice"]
     assert probs.shape == (29, *image.shape[:2]) and probs.dtype == np.float32
     # The same numbers as the stores training wrote: each fold's test probabilities, resampled, averaged.

@@ -2,7 +2,6 @@
 also for more epochs (compkit.runs and the train stage)."""
 from __future__ import annotations
 
-import csv
 import io
 import json
 
@@ -22,7 +21,7 @@ from tests.conftest import FAST, quiet
 ONE_EPOCH = [*FAST, "train.epochs=1"]
 
 
-from tests.test_train import rows, split_data  # noqa: E402,F401  (the fixture and reader test_train uses)
+from tests.test_train import rows, split_data  # noqa: F401,F811  (the fixture and reader test_train uses)
 
 
 def test_recipe_difference_names_the_first_changed_key():
@@ -41,6 +40,7 @@ def test_output_folders_are_never_silently_reused(tmp_path):
     assert next_free(taken) == tmp_path / "eda-3"
 
 
+@pytest.mark.slow
 def test_a_changed_recipe_never_overwrites_a_run(split_data, tmp_path):
     runs = tmp_path / "runs"
     train("tiny", data=split_data, overrides=ONE_EPOCH, runs_dir=runs, console=quiet())
@@ -81,6 +81,7 @@ def test_each_fold_records_what_made_it(split_data, tmp_path):
     assert "fold 0 epoch 1" in log
 
 
+@pytest.mark.slow
 def test_a_ten_step_run_trains_with_every_schedule(data_copy, tmp_path):
     """10 training images, batch 2, 2 epochs: 10 optimizer steps (one-cycle used to divide by zero here)."""
     split(data_copy, folds=6, seed=0, console=quiet())  # 12 images: 10 train, 2 validate
@@ -92,6 +93,7 @@ def test_a_ten_step_run_trains_with_every_schedule(data_copy, tmp_path):
         assert result["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_resume_extends_training_on_the_longer_schedule(split_data, tmp_path):
     runs = tmp_path / "runs"
     train("tiny", data=split_data, overrides=[*FAST, "train.epochs=2"], runs_dir=runs, console=quiet())

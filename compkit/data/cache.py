@@ -170,7 +170,6 @@ def reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         with open(path, "r+b") as f:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
     except OSError as e:
-        del array
         raise CompkitError(path, f"cannot write the preprocessing cache: {e.strerror or e} (set data.cache_dir to a disk with room)") from None
     return array
 

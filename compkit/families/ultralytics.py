@@ -151,13 +151,11 @@ def export_fold(dataset: SegmentationDataset, cache: SampleCache, train_ids: lis
     marker = root / "export.json"
     if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
         return root / "dataset.yaml"
-    by_id = {s.image_id: s for s in dataset.samples}
     with AtomicFolder(root) as staging:
         for part, ids in (("train", train_ids), ("val", val_ids)):
             (staging / "images" / part).mkdir(parents=True, exist_ok=True)
             (staging / "labels" / part).mkdir(parents=True, exist_ok=True)
             for image_id in ids:
-                sample = by_id[image_id]
                 stem = image_id.replace("/", "__").rsplit(".", 1)[0]
                 image = cache.image(cache.position[image_id])
                 cv2.imwrite(str(staging / "images" / part / f"{stem}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

@@ -13,20 +13,11 @@ from compkit.data import HANDBONE_CLASSES
 from compkit.errors import CompkitError
 from compkit.families import FAMILIES, create_family, load_fold, resolve_family
 from compkit.recipe import load_recipe
-from compkit.split import split
-from compkit.train import train
-from tests.conftest import quiet
-from tests.test_train import FAST
 
 
 @pytest.fixture(scope="module")
-def tiny_fold(synth_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    data = root / "data"
-    shutil.copytree(synth_data, data)
-    split(data, folds=2, seed=0, console=quiet())
-    train("tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1"], runs_dir=root / "runs", console=quiet())
-    return root / "runs" / "tiny" / "fold0"
+def tiny_fold(trained_tiny_run):
+    return trained_tiny_run.run / "fold0"
 
 
 def test_registry():
