@@ -23,7 +23,9 @@ def warn(path: str | Path | None, problem: str) -> None:
 
 def first_line(error: BaseException) -> str:
     """An exception's first non-empty line, or its type where it has no message (some libraries raise bare ones)."""
-    for line in str(error).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(error).__name__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for X:" says nothing alone
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]

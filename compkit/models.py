@@ -61,9 +61,6 @@ def create_model(cfg: ModelConfig, num_classes: int, pretrained: bool = True, ca
         cached = require(weights, cache)
         # smp loads a native encoder's tag, timm the tag in the encoder name; both read the cache, offline.
         kwargs["encoder_weights"] = True if weights.library == "timm" else weights.tag
-    elif local and encoder.startswith("tu-"):
-        # timm loads the file itself; a string would mean "download" to smp, so pass True plus the file.
-        kwargs.update(encoder_weights=True, pretrained_cfg_overlay={"file": weights.path})
     try:
         with libraries_read(cache) if cached is not None else contextlib.nullcontext():
             model = smp.create_model(arch, encoder_name=encoder, in_channels=cfg.in_channels, classes=num_classes, **kwargs)
@@ -76,12 +73,28 @@ def create_model(cfg: ModelConfig, num_classes: int, pretrained: bool = True, ca
         frame = traceback.extract_tb(e.__traceback__)[-1]
         detail = str(e).strip().splitlines()[0] if str(e).strip() else f"{type(e).__name__}: {frame.line}"
         raise CompkitError("model", f"{arch} cannot be built with encoder {cfg.encoder}: {detail}") from None
-    if local and not encoder.startswith("tu-"):
-        try:
-            with warnings.catch_warnings():  # torch's warnings about a foreign file would precede compkit's one line
-                warnings.simplefilter("ignore")
-                state = torch.load(weights.path, map_location="cpu", weights_only=True)
-            model.encoder.load_state_dict(state)
-        except Exception as e:  # wrong keys, not a state dict, unpicklable
-            raise CompkitError(weights.path, f"cannot load encoder weights: {first_line(e)}") from None
+    if local:
+        load_local_encoder_weights(model, weights.path, timm_encoder=encoder.startswith("tu-"))
     return model
+
+
+def load_local_encoder_weights(model: nn.Module, path: str, timm_encoder: bool) -> None:
+    """A local weights file, read by compkit with ``weights_only=True`` whatever the library version (nothing in
+    it can run code), into the encoder. A timm file holds the whole classifier: its head is left out, but every
+    weight the encoder has must be there."""
+    try:
+        with warnings.catch_warnings():  # torch's warnings about a foreign file would precede compkit's one line
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError("not a state dict")
+        if timm_encoder:
+            missing = model.encoder.model.load_state_dict(state, strict=False).missing_keys
+            if missing:
+                raise ValueError(f"{len(missing)} of the encoder's weights are not in it (first: {missing[0]})")
+        else:
+            model.encoder.load_state_dict(state)
+    except Exception as e:  # wrong keys, not a state dict, unpicklable
+        raise CompkitError(path, f"cannot load encoder weights: {first_line(e)}") from None

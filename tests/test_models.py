@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -58,3 +60,26 @@ def test_local_weights_timm_encoder(tmp_path):
     model = create_model(ModelConfig(arch="Unet", encoder="tu-regnety_002", encoder_weights=str(path)), 2)
     weights = [p for name, p in model.encoder.named_parameters() if name.endswith("stem.conv.weight")]
     assert weights and torch.all(weights[0] == 0.125)
+
+
+def test_local_timm_weights_are_read_by_compkit_without_running_code(tmp_path, monkeypatch):
+    """Whatever timm's own torch.load defaults are, compkit reads the file with weights_only=True itself."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"stem.conv.weight": Payload()}))
+    with pytest.raises(CompkitError, match="cannot load encoder weights"):
+        create_model(ModelConfig(arch="Unet", encoder="tu-regnety_002", encoder_weights=str(path)), 2)
+    assert not marker.exists()
+    torch.save({"head.fc.weight": torch.zeros(1)}, path)  # a file that lacks the encoder's weights
+    with pytest.raises(CompkitError, match=r"of the encoder's weights are not in it"):
+        create_model(ModelConfig(arch="Unet", encoder="tu-regnety_002", encoder_weights=str(path)), 2)
+    torch.save({"stem.conv.weight": torch.zeros(1)}, path)  # a weight of another shape: the line says which
+    with pytest.raises(CompkitError, match=r"size mismatch for stem.conv.weight"):
+        create_model(ModelConfig(arch="Unet", encoder="tu-regnety_002", encoder_weights=str(path)), 2)
