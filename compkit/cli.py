@@ -179,6 +179,7 @@ def ensemble(
     out_dir: Annotated[Path, typer.Option(help="Folder that holds the ensembles.")] = Path("ensembles"),
     resolution: Annotated[Optional[int], typer.Option(help="Side in pixels where members meet (default: the largest member's store resolution).")] = None,  # noqa: UP007
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace the ensemble --name if it exists.")] = False,
+    mixed_folds: Annotated[bool, typer.Option("--mixed-folds", help="Accept runs whose folds were trained with different recipes or splits.")] = False,
 ) -> None:
     """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
     from compkit.ensemble import ensemble as run
@@ -189,7 +190,7 @@ def ensemble(
             parsed = [float(w) for w in weights.split(",")]
         except ValueError:
             raise typer.BadParameter(f"{weights!r} is not a comma-separated list of numbers", param_hint="--weights") from None
-    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir, resolution=resolution, exist_ok=exist_ok)
+    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir, resolution=resolution, exist_ok=exist_ok, mixed_folds=mixed_folds)
 
 
 @app.command()

@@ -210,6 +210,7 @@ def ensemble(
     out_dir: str | Path = "ensembles",
     resolution: int | None = None,
     exist_ok: bool = False,
+    mixed_folds: bool = False,
     console: Console | None = None,
 ) -> Path:
     """Combine ``paths`` into ``out_dir/<name>/``; returns that folder (a default name that is taken moves on to
@@ -220,7 +221,7 @@ def ensemble(
         raise CompkitError("--method", f"must be soft or hard, got {method!r}")
     if not paths:
         raise CompkitError(None, "no members given (e.g. `compkit ensemble runs/*`)")
-    members = [open_member(p) for p in paths]
+    members = [open_member(p, mixed_folds) for p in paths]
     w = _weights(weights, members, method)
     folder = output_folder(Path(out_dir) / (name or "+".join(m.name for m in members)[:80]), explicit=name is not None, exist_ok=exist_ok, option="--name")
     data_root = data or next((m.data_root for m in members if m.data_root), None)

@@ -23,7 +23,7 @@ from compkit.fileio import read_json
 from compkit.data.splits import fingerprint, load_splits, splits_path
 from compkit.postprocess import RULES
 from compkit.recipe import did_you_mean
-from compkit.runs import RECIPE_FILE, data_root_of, fold_dirs, read_run_record
+from compkit.runs import RECIPE_FILE, data_root_of, fold_dirs, read_run_record, recipe_difference, saved_recipe
 from compkit.store import Store, quantise, resample
 
 MEMBERS_FILE = "members.json"
@@ -230,7 +230,21 @@ def read_postprocess(path: Path, classes: list[str]) -> dict[str, dict]:
     return data
 
 
-def open_member(path: str | Path) -> Member:
+def folds_disagree(folds: list[Path]) -> str | None:
+    """Why a run's folds are not one experiment (another recipe or split in one of them), or None."""
+    first = saved_recipe(folds[0])
+    for fold in folds[1:]:
+        difference = recipe_difference(first, saved_recipe(fold))
+        if difference:
+            return f"{fold.name} differs from {folds[0].name} in {difference}"
+    prints = {read_run_record(f).get("splits_fingerprint") for f in folds} - {None}
+    if len(prints) > 1:
+        return "its folds were trained on different splits"
+    return None
+
+
+def open_member(path: str | Path, mixed_folds: bool = False) -> Member:
+    """``mixed_folds``: accept a run whose folds were trained with different recipes or splits."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         if not path.is_file():
@@ -258,6 +272,9 @@ def open_member(path: str | Path) -> Member:
         store = NnunetStore(path)
         return Member(path, "stores", [store], data_root=store.data_root, families=["nnunet"])
     folds = fold_dirs(path)
+    disagreement = folds_disagree(folds)
+    if disagreement and not mixed_folds:
+        raise CompkitError(path, f"its folds are not one experiment: {disagreement} (pass --mixed-folds to ensemble them anyway)")
     missing = [f for f in folds if not (f / "test" / "index.json").is_file()]
     if missing:
         raise CompkitError(missing[0], "no test store: run `compkit predict` on it first")

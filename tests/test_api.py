@@ -91,6 +91,7 @@ def test_the_kaggle_inference_notebook_runs_on_read_only_inputs(trained_tiny_run
     script = re.sub(r'WORK = ".*?"', f"WORK = {str(work)!r}", script).replace("hrnet", "tiny")
     namespace: dict = {}
     exec(compile(script, "README kaggle-inference", "exec"), namespace)
+    assert compkit.split(data, folds=2, out=work / "splits.json") == work / "splits.json", "splits of read-only data go elsewhere"
     submission = work / "submission.csv"
     rows = validate(submission, open_dataset(data, "test"))
     assert len(rows) == 4 * 29

@@ -125,3 +125,15 @@ def test_schedules_extend_without_a_jump_at_the_start():
         longer.load_state_dict(short.state_dict())
         assert longer.step_count == 10
         assert longer.lr == pytest.approx(0.1 * lr_factor(SchedConfig(name=name), 10, 20, 5, 0.1))
+
+
+def test_an_ensemble_refuses_a_run_whose_folds_are_different_experiments(trained_tiny_run, tmp_path):
+    from compkit.ensemble import ensemble
+    from tests.conftest import copy_run
+
+    run = copy_run(trained_tiny_run.run, tmp_path / "tiny")
+    recipe = run / "fold1" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("\n  epochs: 1\n", "\n  epochs: 2\n"))
+    with pytest.raises(CompkitError, match=r"not one experiment: fold1 differs from fold0 in train.epochs: 1 -> 2 \(pass --mixed-folds"):
+        ensemble([run], data=trained_tiny_run.data, out_dir=tmp_path / "ens", console=quiet())
+    assert ensemble([run], data=trained_tiny_run.data, out_dir=tmp_path / "ens", mixed_folds=True, console=quiet()).is_dir()
