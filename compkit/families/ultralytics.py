@@ -20,6 +20,7 @@ or a release file name) are read from compkit's weights cache (``<cache>/ultraly
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,6 +64,24 @@ NO_BUILTIN_AUGMENTATION = dict(
 )  # fmt: skip
 
 
+@contextlib.contextmanager
+def process_settings_kept() -> Iterator[None]:
+    """ultralytics changes process-wide settings (torch's thread count and deterministic mode, OpenCV's threads);
+    put them back afterwards, so that what runs next in the process (another fold, an smp run) is unaffected."""
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
 def config_dir() -> Path:
     return Path(os.environ.get("COMPKIT_CONFIG_DIR", Path.home() / ".config" / "compkit")) / "ultralytics"
 
@@ -77,7 +97,8 @@ def prepare_offline() -> None:
     for name in FONTS:
         if not (font_dir / name).exists():
             shutil.copyfile(source, font_dir / name)
-    from ultralytics import settings  # imported only now: the environment above must be set first
+    with process_settings_kept():
+        from ultralytics import settings  # imported only now: the environment above must be set first
 
     if settings.get("sync", True):
         settings.update({"sync": False})
@@ -226,7 +247,8 @@ class YoloPredictor:
     def _class_maps(self, images_rgb: list[np.ndarray]) -> np.ndarray:
         height, width = images_rgb[0].shape[:2]
         batch = [cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2BGR) for im in images_rgb]
-        results = self.yolo.predict(batch, imgsz=max(height, width), conf=PREDICT_CONF, retina_masks=True, verbose=False, device=self.device, max_det=300)
+        with process_settings_kept():
+            results = self.yolo.predict(batch, imgsz=max(height, width), conf=PREDICT_CONF, retina_masks=True, verbose=False, device=self.device, max_det=300)
         out = np.zeros((len(batch), self.num_classes, height, width), np.float32)
         for b, result in enumerate(results):
             if result.masks is None:
@@ -344,35 +366,36 @@ class UltralyticsFamily(ModelFamily):
             head_source_nc = int(yolo.model.model[-1].nc)  # the fold's class branch keeps this model's width
         augmentation = create_augmentation(recipe.aug)
         console.print(f"fold {job.fold}: training {recipe.model.arch} with ultralytics (its files in {folder / ULTRALYTICS_SUBDIR})")
-        yolo.train(
-            data=str(data_yaml.absolute()),
-            epochs=cfg.epochs,
-            imgsz=recipe.data.image_size,
-            batch=cfg.batch_size,
-            nbs=cfg.batch_size * cfg.accumulate,
-            device=ultralytics_device(job.device),
-            workers=cfg.workers,
-            seed=cfg.seed,
-            deterministic=True,
-            project=str(folder.absolute()),
-            name=ULTRALYTICS_SUBDIR,
-            exist_ok=True,
-            overlap_mask=False,
-            amp=False,
-            plots=False,
-            pretrained=weights is not None,
-            optimizer=OPTIMIZERS[recipe.optim.name],
-            lr0=recipe.optim.lr,
-            lrf=1.0 if recipe.sched.name == "none" or recipe.optim.lr == 0 else max(recipe.sched.min_lr / recipe.optim.lr, 1e-6),
-            cos_lr=recipe.sched.name == "cosine",
-            warmup_epochs=recipe.sched.warmup_epochs,
-            momentum=recipe.optim.momentum,
-            weight_decay=recipe.optim.weight_decay,
-            patience=cfg.early_stop or cfg.epochs,
-            augmentations=list(augmentation.transforms) if augmentation is not None else [],
-            **NO_BUILTIN_AUGMENTATION,
-            verbose=False,
-        )
+        with process_settings_kept():
+            yolo.train(
+                data=str(data_yaml.absolute()),
+                epochs=cfg.epochs,
+                imgsz=recipe.data.image_size,
+                batch=cfg.batch_size,
+                nbs=cfg.batch_size * cfg.accumulate,
+                device=ultralytics_device(job.device),
+                workers=cfg.workers,
+                seed=cfg.seed,
+                deterministic=True,
+                project=str(folder.absolute()),
+                name=ULTRALYTICS_SUBDIR,
+                exist_ok=True,
+                overlap_mask=False,
+                amp=False,
+                plots=False,
+                pretrained=weights is not None,
+                optimizer=OPTIMIZERS[recipe.optim.name],
+                lr0=recipe.optim.lr,
+                lrf=1.0 if recipe.sched.name == "none" or recipe.optim.lr == 0 else max(recipe.sched.min_lr / recipe.optim.lr, 1e-6),
+                cos_lr=recipe.sched.name == "cosine",
+                warmup_epochs=recipe.sched.warmup_epochs,
+                momentum=recipe.optim.momentum,
+                weight_decay=recipe.optim.weight_decay,
+                patience=cfg.early_stop or cfg.epochs,
+                augmentations=list(augmentation.transforms) if augmentation is not None else [],
+                **NO_BUILTIN_AUGMENTATION,
+                verbose=False,
+            )
         best_file = folder / ULTRALYTICS_SUBDIR / "weights" / "best.pt"
         if not best_file.is_file():
             best_file = folder / ULTRALYTICS_SUBDIR / "weights" / "last.pt"

@@ -225,3 +225,18 @@ def test_a_pickle_in_a_cached_release_file_does_not_run(data_copy, tmp_path, no_
         train("yolov8-seg", data=data_copy, overrides=["data.image_size=64", "train.workers=0"], runs_dir=tmp_path / "runs", console=quiet())
     assert info.value.path == str(release)
     assert not marker.exists(), "the weights file ran code"
+
+
+def test_ultralytics_leaves_process_settings_as_it_found_them():
+    """ultralytics sets torch's thread count and deterministic mode; the smp runs after it must not change."""
+    import cv2
+    import torch
+
+    from compkit.families.ultralytics import process_settings_kept
+
+    before = (torch.get_num_threads(), cv2.getNumThreads(), torch.are_deterministic_algorithms_enabled())
+    with process_settings_kept():
+        torch.set_num_threads(1)
+        cv2.setNumThreads(0)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    assert (torch.get_num_threads(), cv2.getNumThreads(), torch.are_deterministic_algorithms_enabled()) == before
