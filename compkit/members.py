@@ -231,10 +231,14 @@ def read_postprocess(path: Path, classes: list[str]) -> dict[str, dict]:
 
 
 def folds_disagree(folds: list[Path]) -> str | None:
-    """Why a run's folds are not one experiment (another recipe or split in one of them), or None."""
-    first = saved_recipe(folds[0])
-    for fold in folds[1:]:
-        difference = recipe_difference(first, saved_recipe(fold))
+    """Why a run's folds are not one experiment (another recipe or split in one of them), or None (also where a
+    recipe cannot be read: members are read leniently, a store may outlive its recipe's schema)."""
+    try:
+        recipes = [saved_recipe(fold) for fold in folds]
+    except CompkitError:
+        return None
+    for fold, recipe in zip(folds[1:], recipes[1:], strict=True):
+        difference = recipe_difference(recipes[0], recipe)
         if difference:
             return f"{fold.name} differs from {folds[0].name} in {difference}"
     prints = {read_run_record(f).get("splits_fingerprint") for f in folds} - {None}
@@ -272,12 +276,12 @@ def open_member(path: str | Path, mixed_folds: bool = False) -> Member:
         store = NnunetStore(path)
         return Member(path, "stores", [store], data_root=store.data_root, families=["nnunet"])
     folds = fold_dirs(path)
-    disagreement = folds_disagree(folds)
-    if disagreement and not mixed_folds:
-        raise CompkitError(path, f"its folds are not one experiment: {disagreement} (pass --mixed-folds to ensemble them anyway)")
     missing = [f for f in folds if not (f / "test" / "index.json").is_file()]
     if missing:
         raise CompkitError(missing[0], "no test store: run `compkit predict` on it first")
+    disagreement = folds_disagree(folds)
+    if disagreement and not mixed_folds:
+        raise CompkitError(path, f"its folds are not one experiment: {disagreement} (pass --mixed-folds to ensemble them anyway)")
     root, family = _fold_facts(folds[0])
     member = Member(path, "stores", [Store(f / "test") for f in folds], data_root=root, families=[family] if family else [])
     member.oof_stores = [Store(f / "oof") for f in folds if (f / "oof" / "index.json").is_file()]
