@@ -177,11 +177,14 @@ def _round_size(size: float) -> int:
     return max(SIZE_STEP * 2, int(math.ceil(size / SIZE_STEP)) * SIZE_STEP)
 
 
-def _specific(stats: dict[str, Any], axis: str) -> list[str]:
+SIDE_EVIDENCE_IMAGES = 8  # a class seen in fewer images says nothing about sides
+
+
+def _specific(stats: dict[str, Any], axis: str, images: int) -> list[str]:
     """Classes that always lie on one side along ``axis`` (x: left/right, y: top/bottom): a flip would make them lie."""
     found = []
     for name, s in stats.items():
-        if s["frequency"] < 0.2:
+        if s["frequency"] < 0.2 or s["frequency"] * images < SIDE_EVIDENCE_IMAGES:
             continue
         offset = abs(s[f"centroid_{axis}_mean"] - 0.5)
         if offset > 0.1 and offset > 2 * s[f"centroid_{axis}_std"]:
@@ -309,7 +312,7 @@ def plan_recipe(
     # Epochs fill each fold's share of the budget.
     speed = chosen.speed_at(train_size) * SAFETY
     val_speed = speed * PREDICTION_SPEEDUP * (train_size / size) ** 2
-    flips = {"x": _specific(fp["per_class"], "x"), "y": _specific(fp["per_class"], "y")}
+    flips = {"x": _specific(fp["per_class"], "x", fp["images"]), "y": _specific(fp["per_class"], "y", fp["images"])}
     tta = _choose_tta(flips, budget_s)
     views = {"none": 1, "hflip": 2, "vflip": 2, "d4": 8}[tta]
     predict_s = (n_val + test_images) * views / val_speed
@@ -331,12 +334,12 @@ def plan_recipe(
         say(f"no horizontal flip: {', '.join(flips['x'][:3])} always lie on one side")
     else:
         aug.append({"name": "HorizontalFlip", "p": 0.5})
-        say("horizontal flip: no class is side-specific (left/right)")
+        say(f"horizontal flip: no class seen in {SIDE_EVIDENCE_IMAGES}+ images keeps to the left or right")
     if flips["y"]:
         say(f"no vertical flip: {', '.join(flips['y'][:3])} always lie at the top or bottom")
     else:
         aug.append({"name": "VerticalFlip", "p": 0.5})
-        say("vertical flip: no class keeps to the top or bottom")
+        say(f"vertical flip: no class seen in {SIDE_EVIDENCE_IMAGES}+ images keeps to the top or bottom")
     rotation = int(min(30, max(10, round(2 * fp.get("rotation_std", 0.0)))))
     aug.append({"name": "Affine", "rotate": [-rotation, rotation], "scale": [0.9, 1.1], "translate_percent": [-0.05, 0.05], "p": 0.5})
     say(f"rotation up to {rotation} degrees (twice the {fp.get('rotation_std', 0.0):.1f} degree spread of the labelled area's "
