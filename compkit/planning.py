@@ -309,7 +309,8 @@ def plan_recipe(
     say(f"batch {batch}: {_gb(chosen.memory_at(train_size, batch))} estimated peak memory of {_gb(memory_bytes)}; "
         f"{math.ceil(n_train / batch)} steps per epoch" + ("; on a CPU more steps beat larger batches" if kind == "cpu" else ""))
 
-    # Epochs fill each fold's share of the budget.
+    # Epochs fill each fold's share of the budget, less the time planning took (the probes included).
+    fixed = FIXED_OVERHEAD_S + 0.05 * budget_s + (time.time() - started)
     speed = chosen.speed_at(train_size) * SAFETY
     val_speed = speed * PREDICTION_SPEEDUP * (train_size / size) ** 2
     flips = {"x": _specific(fp["per_class"], "x", fp["images"]), "y": _specific(fp["per_class"], "y", fp["images"])}

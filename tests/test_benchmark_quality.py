@@ -34,4 +34,5 @@ def test_quality_benchmark_runs_both_recipes_within_a_tiny_budget(tmp_path):
     assert max(row["tiny"]["epochs"]) < 36  # tiny's 36 epochs do not fit 20 s: its folds stopped at their share
     console = Console(record=True, width=200, file=open(tmp_path / "table.txt", "w"))
     console.print(table(rows))
-    assert "smoke" in console.export_text() and "20 s" in console.export_text()
+    text = console.export_text()
+    assert "smoke" in text and "20 s" in text
