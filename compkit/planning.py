@@ -35,6 +35,7 @@ MIN_STRUCTURE_PIXELS = 64  # the smallest class's mean area at the training size
 MIN_STEPS = 300  # optimizer steps per fold below which a model does not converge: the size gives way first
 TARGET_STEPS = 700  # a larger candidate model is only worth it if it still gets this many steps per fold
 WHOLE_IMAGE_LIMIT = {"cpu": 512, "cuda": 1024}  # above this the model trains on crops and predicts by sliding window
+PROBE_SECONDS = 1.5  # each candidate is timed for at least this long
 SIZE_STEP = 32  # input sizes are multiples of this (encoders downsample by 32)
 SAFETY = 0.85  # the probe leaves out data loading and augmentation: plan on 85 % of its throughput
 PREDICTION_SPEEDUP = 3.0  # a forward pass without backward and optimizer is about this much faster than a training step
@@ -131,7 +132,7 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, device: torch.device, steps: int = 2) -> Probe:
+def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, device: torch.device, steps: int = 3) -> Probe:
     """Time ``steps`` training steps (after one warm-up step) of a randomly initialised candidate on random data."""
     from compkit.losses import create_loss
     from compkit.models import create_model
@@ -159,18 +160,24 @@ def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, 
         optimizer.step()
 
     model.train()
-    step()  # warm-up: allocations, cudnn autotuning
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    for _ in range(steps):
+    step()  # warm-up: allocations, oneDNN primitives, cudnn autotuning
+    durations = []
+    probe_started = time.perf_counter()
+    # The median step of at least `steps` and at least PROBE_SECONDS (at most 4x `steps`): one slow step on a busy
+    # machine must not decide the plan.
+    while len(durations) < steps or (time.perf_counter() - probe_started < PROBE_SECONDS and len(durations) < 4 * steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
         step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        durations.append(time.perf_counter() - began)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
-    seconds = time.perf_counter() - started
+    seconds = float(sorted(durations)[len(durations) // 2])
     parameters = sum(p.numel() for p in model.parameters())
-    return Probe(candidate["arch"], candidate["encoder"], dict(candidate.get("params", {})), size, batch, steps * batch / seconds, max(peak, 1), parameters)
+    return Probe(candidate["arch"], candidate["encoder"], dict(candidate.get("params", {})), size, batch, batch / seconds, max(peak, 1), parameters)
 
 
 def _round_size(size: float) -> int:
