@@ -142,11 +142,29 @@ def train(
     runs_dir: Annotated[Path, typer.Option(help="Folder that holds the run folders.")] = Path("runs"),
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Train into --name even if its folds were trained with another recipe or split.")] = False,
     weights_cache: Annotated[Optional[Path], typer.Option(help="Pretrained-weights folder (a `compkit weights export`; default: $COMPKIT_WEIGHTS, else the standard caches).")] = None,  # noqa: UP007
+    budget: Annotated[Optional[str], typer.Option(help="Time budget (10m, 6h): with --recipe plan, plan for it; otherwise each fold gets its share as train.time_budget.")] = None,  # noqa: UP007
 ) -> None:
-    """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/."""
+    """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/ (--recipe plan: plan first, see `compkit plan`)."""
     from compkit.train import train as run
 
-    run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir, exist_ok=exist_ok, weights_dir=weights_cache)
+    run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir, exist_ok=exist_ok, weights_dir=weights_cache, budget=budget)
+
+
+@app.command()
+def plan(
+    data: DataArg,
+    budget: Annotated[str, typer.Option(help="Time for the whole pipeline (train every fold, predict with TTA, ensemble): 10m, 6h, 90s.")] = "10m",
+    device: Annotated[str, typer.Option(help="Device to plan for: auto, cpu, cuda.")] = "auto",
+    memory: Annotated[Optional[str], typer.Option(help="Memory to plan for (24GB; default: the device's).")] = None,  # noqa: UP007
+    folds: Annotated[Optional[int], typer.Option(help="Folds that will be trained (default: the splits file's, else 2).")] = None,  # noqa: UP007
+    out: Annotated[Optional[Path], typer.Option(help="Recipe file to write (default: plan.yaml, or plan-2.yaml when taken).")] = None,  # noqa: UP007
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace --out if it exists.")] = False,
+    base: Annotated[str, typer.Option(help="Recipe the plan extends.")] = "tiny",
+) -> None:
+    """A recipe fitted to the data (fingerprint), this machine (a measured probe) and a time budget, with its reasons."""
+    from compkit.plan import plan as run
+
+    run(data, budget=budget, device=device, memory=memory, folds=folds, out=out, exist_ok=exist_ok, base=base)
 
 
 @app.command()
@@ -272,11 +290,13 @@ def inspect(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs, ensembles and submission.")] = Path("demo"),
     patients: Annotated[int, typer.Option(help="Synthetic training patients.")] = 40,
+    budget: Annotated[str, typer.Option(help="Time budget of the whole demo (10m, 1h): the planned recipe fills it.")] = "10m",
+    recipe: Annotated[str, typer.Option(help="Recipe to train: plan (planned for --budget) or any recipe name or path.")] = "plan",
 ) -> None:
-    """The whole pipeline on synthetic data: synth, split, train, predict, ensemble, submit, score."""
+    """The whole pipeline on synthetic data: synth, split, plan, train, predict, ensemble, submit, score."""
     from compkit.demo import demo as run
 
-    run(workdir, patients=patients)
+    run(workdir, patients=patients, budget=budget, recipe=recipe)
 
 
 weights_app = typer.Typer(

@@ -124,6 +124,9 @@ class TrainConfig(Section):
     channels_last: bool = True  # CUDA only
     seed: int = 42
     early_stop: int | None = Field(10, ge=1)  # epochs without improvement of val dice
+    # Seconds each fold may train (null: no limit): training stops before an epoch that would not fit (or inside
+    # one that overruns), keeping the best checkpoint. `compkit plan` sets it from --budget.
+    time_budget: float | None = Field(None, gt=0)
     val_every: int = Field(1, ge=1)
     workers: int = Field(2, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:1

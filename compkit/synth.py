@@ -30,8 +30,11 @@ def synth(
     force: bool = False,
     kind: str = "handbone",
     console: Console | None = None,
+    options: dict | None = None,
 ) -> Path:
-    """Write a synthetic dataset of ``kind`` to ``data`` (and test labels to ``data``_gt). Returns ``data``."""
+    """Write a synthetic dataset of ``kind`` to ``data`` (and test labels to ``data``_gt). Returns ``data``.
+    ``options``: the generator's variant parameters (:mod:`compkit.synthetic`: contrast, noise, bone_width, aspect,
+    lesion_scale), e.g. for data the defaults were not tuned on."""
     console = console or Console()
     data = Path(data).absolute()
     gt = ground_truth_dir(data)
@@ -46,7 +49,7 @@ def synth(
     data_folder, gt_folder = AtomicFolder(data), AtomicFolder(gt)
     try:
         with Progress(console=console, transient=True) as progress:
-            summary = SYNTH_KINDS[kind](data_folder.staging, gt_folder.staging, patients, test_patients, size, seed, progress)
+            summary = SYNTH_KINDS[kind](data_folder.staging, gt_folder.staging, patients, test_patients, size, seed, progress, **(options or {}))
         data_folder.commit()
         if any(gt_folder.staging.iterdir()):
             gt_folder.commit()

@@ -15,6 +15,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ from compkit.errors import CompkitError
 from compkit.entry import callable_stage
 from compkit.families import FoldJob, ModelFamily, load_fold, resolve_family
 from compkit.fileio import atomic_write, write_json
+from compkit.planning import PLAN_NAME, describe_seconds, parse_budget, plan_recipe, write_plan
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
 from compkit.recipe import Recipe, load_recipe
-from compkit.runs import PRETRAINED_FILE, RECIPE_FILE, check_fold_split, run_conflict, saved_recipe, write_run_record
+from compkit.runs import PRETRAINED_FILE, RECIPE_FILE, check_fold_split, next_free, run_conflict, saved_recipe, write_run_record
 from compkit.weights import CachedWeights, WeightsCache, require, weights_cache
 
 
@@ -155,6 +157,7 @@ def train(
     runs_dir: str | Path = "runs",
     exist_ok: bool = False,
     weights_dir: str | Path | None = None,
+    budget: str | float | None = None,
     console: Console | None = None,
 ) -> TrainedFolds:
     """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``); returns one summary per fold.
@@ -163,8 +166,13 @@ def train(
     resolved recipe or split moves on to ``<name>-2``; with ``name`` it is refused unless ``exist_ok``. ``resume``
     continues each fold from ``last.pt``; only ``train.epochs`` may differ (the schedule continues on the longer
     curve). ``weights_dir``: the weights cache (default ``$COMPKIT_WEIGHTS``, else the standard caches); pretrained
-    weights missing there are downloaded when the network allows, else training stops before any data is read."""
+    weights missing there are downloaded when the network allows, else training stops before any data is read.
+    ``recipe="plan"`` plans a recipe for ``data`` and ``budget`` first (:mod:`compkit.planning`; written to
+    ``runs_dir/plan.yaml``); with another recipe, ``budget`` (``10m``, ``6h``) gives each fold its share (80 %, the
+    rest for prediction) as ``train.time_budget``. The wall time is printed against the budget."""
     console = console or Console()
+    started = time.time()
+    budget_s = parse_budget(budget) if budget is not None else None
     console.record = True  # the console output is kept as each fold's train.log
     if devices < 1:
         raise CompkitError("--devices", f"must be at least 1, got {devices}")
@@ -176,9 +184,21 @@ def train(
         args += ["--name", name] if name else []
         args += ["--resume"] if resume else []
         args += ["--exist-ok"] if exist_ok else []
+        args += ["--budget", str(budget)] if budget is not None else []
         _relaunch_with_torchrun(devices, args)
         return TrainedFolds([], None)
 
+    if str(recipe) == PLAN_NAME:
+        if data is None:
+            raise CompkitError("--recipe", "plan needs --data DATA: the plan is fitted to the dataset")
+        device_override = [o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "train.device"]
+        planned = plan_recipe(data, budget if budget is not None else "10m", device=(device_override or ["auto"])[-1], console=console)
+        budget_s = planned.budget_s
+        for line in planned.reasons:
+            console.print(f"  {line}")
+        Path(runs_dir).mkdir(parents=True, exist_ok=True)
+        recipe = write_plan(planned, next_free(Path(runs_dir) / f"{PLAN_NAME}.yaml"))
+        console.print(f"planned {recipe} in {time.time() - started:.0f} s")
     cfg = load_recipe(recipe, overrides)
     root = data or cfg.data.root
     if root is None:
@@ -199,6 +219,9 @@ def train(
         check_current(splits, dataset, splits_file)  # images added after `compkit split` would silently not train
         folds = splits["folds"]
         fold_ids = _fold_ids(fold, len(folds), splits_file)
+        if budget_s is not None and cfg.train.time_budget is None:
+            cfg.train.time_budget = round(max(1.0, 0.8 * (budget_s - (time.time() - started)) / len(fold_ids)), 1)
+            out.print(f"--budget {describe_seconds(budget_s)}: each fold trains for at most {cfg.train.time_budget:.0f} s (train.time_budget)")
         run_dir = choose_run_dir(Path(runs_dir), name, cfg, fingerprint(splits), resume, exist_ok, out)
         family.check(cfg, len(dataset.classes), out)  # every setting the family cannot honour fails before any work
         if dist.is_main:
@@ -285,6 +308,9 @@ def train(
             next_step = f"compkit ensemble {run_dir}" if len(results) == len(folds) else f"compkit train --recipe {recipe} --fold all" + (f" --name {run_dir.name}" if name else "")
             trained = ", ".join(f"fold{r['fold']}" for r in results)
             out.print(f"wrote {run_dir} ({trained}); next: {next_step}")
+            if budget_s is not None:
+                wall = time.time() - started
+                out.print(f"wall time {describe_seconds(wall)} of the {describe_seconds(budget_s)} budget" + ("" if wall <= budget_s else " [yellow](over)[/yellow]"))
         return TrainedFolds(results, run_dir)
     finally:
         cleanup(dist)

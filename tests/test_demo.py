@@ -24,7 +24,7 @@ def test_demo_pipeline(tmp_path):
     assert dice > DEMO_DICE_FLOOR
     assert dice == score(work / "submissions" / "demo.csv", work / "data", console=quiet()), "the score of the CSV it wrote"
     for fold in ("fold0", "fold1"):
-        assert len(Store(work / "runs" / "tiny" / fold / "test").image_ids) == 4
+        assert len(Store(work / "runs" / "plan" / fold / "test").image_ids) == 4  # the demo trains the planned recipe
     ensemble = work / "ensembles" / "demo"
     thresholds = read_json(ensemble / "thresholds.json")
     assert len(thresholds) == 29 and all(0 < t < 1 for t in thresholds.values())

@@ -43,7 +43,12 @@ def test_fingerprint_values(handmade, tmp_path):
     finger = fp["per_class"]["finger-1"]
     assert finger["frequency"] == 1.0 and finger["area_mean"] == 24.0  # 16 px, then 16 + 16 = 32 px
     assert finger["components_mean"] == 1.5
-    assert fp["per_class"]["Trapezium"] == {"frequency": 0.5, "area_mean": 9.0, "area_std": 0.0, "area_min": 9, "area_max": 9, "components_mean": 1.0}
+    assert fp["per_class"]["Trapezium"] == {"frequency": 0.5, "area_mean": 9.0, "area_std": 0.0, "area_min": 9, "area_max": 9, "components_mean": 1.0,
+        "centroid_x_mean": 0.575, "centroid_x_std": 0.0, "centroid_y_mean": 0.575, "centroid_y_std": 0.0,
+    }  # fmt: skip
+    # finger-1's centre: pixel 2.5 of 20 in the first image, 11 (two squares) in the second; positions are pixel centres
+    assert finger["centroid_x_mean"] == pytest.approx((3 / 20 + 11.5 / 20) / 2) and finger["centroid_x_std"] == pytest.approx((11.5 - 3) / 40)
+    assert fp["grey_fraction"] == 1.0
     assert fp["per_class"]["Ulna"]["frequency"] == 0.0
     names = fp["classes"]
     overlap = np.array(fp["overlap_matrix"])

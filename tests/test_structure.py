@@ -13,6 +13,7 @@ STAGES = {
     "compkit.synth", "compkit.split", "compkit.train", "compkit.predict", "compkit.ensemble", "compkit.submit",
     "compkit.score", "compkit.pseudo", "compkit.augment_offline", "compkit.eda", "compkit.inspect_errors",
     "compkit.encode_labels", "compkit.demo", "compkit.check_data", "compkit.export", "compkit.weights_cmd",
+    "compkit.plan",
 }  # fmt: skip
 ORCHESTRATORS = {"compkit.cli", "compkit.demo", "compkit.__main__"}
 

@@ -93,3 +93,63 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     synth(target, patients=1, test_patients=0, size=64, force=True, console=quiet())
     assert not (target / "keep.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
+
+
+# sha256 of the PNG/JPG/JSON/CSV files (paths and bytes, sorted) of 2 training + 1 test patient(s), by kind, written
+# by compkit 85d5d5e, before the generators had variant parameters: their defaults must keep giving exactly this data.
+STANDARD_DIGESTS = {
+    "handbone": (96, "eb5fa638adbe64eacfc0d8ddc0f01e49fe79aab7fd3a4845514b3418e57344d7", "b03bdb7966d379fc0ec1b19d091de6c82ba850985a56fd1fd3f10ae7415aafb0"),
+    "fundus": (128, "f99cc57691e6cde81b1757b0c3c23fd4d1416cf9096d6f3d1a8be642b8002edc", "922d61535b11f08a7779559f00702ca6381e83e5d02d35d5603571500fdc123d"),
+    "isic": (96, "4e11249c5bea9fa2353d9f44a0a39f3e547ec8b70aa60f9998dd18cf01cdbd25", "271347ca14c4b2d63115b1ebf30f7c0e021bb6222ea291677e60d21acd9d5933"),
+}
+
+
+def tree_digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in (".png", ".jpg", ".json", ".csv"):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("kind", sorted(STANDARD_DIGESTS))
+def test_default_parameters_give_the_standard_data(kind, tmp_path):
+    size, data_digest, gt_digest = STANDARD_DIGESTS[kind]
+    root = synth(tmp_path / kind, patients=2, test_patients=1, size=size, kind=kind, console=quiet())
+    assert (tree_digest(root), tree_digest(root.with_name(kind + "_gt"))) == (data_digest, gt_digest)
+
+
+def test_handbone_variants_change_contrast_noise_widths_and_shape(tmp_path):
+    from compkit.data import open_dataset
+
+    standard = open_dataset(synth(tmp_path / "a", patients=1, test_patients=0, size=128, console=quiet()), "train")
+    options = {"contrast": 0.5, "noise": 2.0, "bone_width": 0.7, "aspect": 0.75}
+    variant = open_dataset(synth(tmp_path / "b", patients=1, test_patients=0, size=128, console=quiet(), options=options), "train")
+    a, b = standard.samples[0], variant.samples[0]
+    image_a, image_b = standard.read_image(a), variant.read_image(b)
+    assert image_a.shape == (128, 128, 3) and image_b.shape == (128, 96, 3)  # portrait: 96 x 128
+    mask_a, mask_b = standard.read_mask(a, image_a.shape[:2]), variant.read_mask(b, image_b.shape[:2])
+    finger = standard.classes.index("finger-11")  # a middle-finger metacarpal: inside the crop, thinner
+    assert 0 < mask_b[finger].sum() < 0.85 * mask_a[finger].sum()
+    bone_gap = lambda image, mask: image[..., 0][mask.any(0)].mean() - image[..., 0][~mask.any(0)].mean()  # noqa: E731
+    assert bone_gap(image_b, mask_b) < 0.8 * bone_gap(image_a, mask_a)  # lower contrast
+    with pytest.raises(CompkitError, match="aspect"):
+        synth(tmp_path / "c", patients=1, test_patients=0, size=128, console=quiet(), options={"aspect": 1.5})
+
+
+def test_lesion_variants(tmp_path):
+    from compkit.data import open_dataset
+
+    def labelled(options):
+        root = synth(tmp_path / f"f{len(list(tmp_path.iterdir()))}", patients=2, test_patients=0, size=128, kind="fundus", console=quiet(), options=options)
+        data = open_dataset(root, "train")
+        return sum(int(data.read_mask(s, (128, 128)).any(0).sum()) for s in data.samples)
+
+    assert labelled({"lesion_scale": 2.0}) > 1.5 * labelled({})
+    skin = open_dataset(synth(tmp_path / "skin", patients=1, test_patients=0, size=96, kind="isic", console=quiet(), options={"contrast": 0.0}), "train")
+    image = skin.read_image(skin.samples[0]).astype(float)
+    mask = skin.read_mask(skin.samples[0], image.shape[:2])[0] > 0
+    assert abs(image[mask].mean() - image[~mask].mean()) < 25  # no darker lesion: only the vignette and hairs differ

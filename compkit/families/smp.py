@@ -160,6 +160,11 @@ def _progress(console: Console) -> Progress:
     )
 
 
+def _budget_clock(budget: float | None, started: float):
+    """Seconds left of a fold's time budget (infinite without one)."""
+    return (lambda: math.inf) if budget is None else (lambda: budget - (time.time() - started))
+
+
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -257,6 +262,8 @@ class SmpFamily(ModelFamily):
         val_labels = aux_labels(recipe, dataset, val_pos)
         samples = CachedSamples(items, recipe, augment=True, labels=labels)
         stop = state.epoch >= cfg.epochs
+        fold_started = time.time()
+        budget_left = _budget_clock(cfg.time_budget, fold_started)
         with _progress(console) as progress:
             task = progress.add_task(f"fold {job.fold}", total=steps_per_epoch * cfg.epochs, completed=steps_per_epoch * state.epoch, stats="", visible=dist.is_main)
             while not stop:
@@ -281,6 +288,8 @@ class SmpFamily(ModelFamily):
                 optimizer.zero_grad(set_to_none=True)
                 batches = len(loader)
                 for step, (x, y, label, ignore) in enumerate(loader, start=1):
+                    if step > 1 and any_rank(dist, budget_left() <= 0):  # an epoch longer than the time left: stop inside it
+                        break
                     x = x.to(device, non_blocking=True)
                     y = y.to(device, non_blocking=True)
                     if device.type == "cuda" and cfg.channels_last:
@@ -304,7 +313,7 @@ class SmpFamily(ModelFamily):
                             "(try a lower optim.lr, train.clip_grad, or train.amp=false)",
                         )
                     scaler.scale(loss / cfg.accumulate).backward()
-                    if step % cfg.accumulate == 0 or step == batches:
+                    if step % cfg.accumulate == 0 or step == batches or budget_left() <= 0:
                         if cfg.clip_grad:
                             scaler.unscale_(optimizer)
                             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -354,8 +363,15 @@ class SmpFamily(ModelFamily):
                             + ("  [green]best[/green]" if improved else "")
                         )
                 early = cfg.early_stop is not None and state.stale_epochs >= cfg.early_stop
-                stop = broadcast_flag(dist, epoch >= cfg.epochs or early)
+                # Another epoch (as long as the slowest so far) must fit in the fold's time budget.
+                out_of_time = epoch < cfg.epochs and budget_left() < max((float(r["seconds"]) for r in state.rows[-5:] if r.get("seconds") not in ("", None)), default=0.0)
+                stop = broadcast_flag(dist, epoch >= cfg.epochs or early or out_of_time)
                 if early and dist.is_main:
                     progress.console.print(f"early stop: no improvement for {cfg.early_stop} validations")
+                elif out_of_time and dist.is_main:
+                    progress.console.print(
+                        f"time budget: fold {job.fold} stops after epoch {epoch} of {cfg.epochs} ({time.time() - fold_started:.0f} s of "
+                        f"train.time_budget {cfg.time_budget:.0f} s); {CHECKPOINT_BEST} holds epoch {state.best_epoch} (val dice {state.best_dice:.4f})"
+                    )
                 barrier(dist)
         return FoldOutcome(state.best_dice, state.best_epoch, state.epoch)

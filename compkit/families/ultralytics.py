@@ -392,6 +392,7 @@ class UltralyticsFamily(ModelFamily):
                 momentum=recipe.optim.momentum,
                 weight_decay=recipe.optim.weight_decay,
                 patience=cfg.early_stop or cfg.epochs,
+                **({"time": cfg.time_budget / 3600} if cfg.time_budget else {}),  # ultralytics' own time limit, in hours
                 augmentations=list(augmentation.transforms) if augmentation is not None else [],
                 **NO_BUILTIN_AUGMENTATION,
                 verbose=False,

@@ -18,6 +18,7 @@ import numpy as np
 from rich.progress import Progress
 
 from compkit.data.classes import HANDBONE_CLASSES
+from compkit.errors import CompkitError
 from compkit.fileio import atomic_write, write_png
 
 # Fingers as chains of bones from the wrist outwards: (classes proximal -> distal, base (x, y), angle in degrees
@@ -64,6 +65,7 @@ class Pose:
     noise: float
     ring: int | None  # finger index wearing a ring
     implant: bool
+    width: float = 1.0  # finger and metacarpal widths, times the layout's
 
 
 def _capsule(p0: np.ndarray, p1: np.ndarray, width: float, points: int = 10) -> np.ndarray:
@@ -101,7 +103,7 @@ def hand_bones(pose: Pose, rng: np.random.Generator) -> dict[str, np.ndarray]:
                 direction += pose.flex[f, j]
             rad = math.radians(direction)
             end = point + length * np.array([math.sin(rad), -math.cos(rad)])
-            bones[name] = _capsule(point, end, width * pose.scale ** 0.2)
+            bones[name] = _capsule(point, end, width * pose.width * pose.scale ** 0.2)
             point = end + JOINT_GAP * np.array([math.sin(rad), -math.cos(rad)])
     for name, (cx, cy, rx, ry, ang) in CARPALS.items():
         jitter = rng.normal(0, 0.04, 18)
@@ -151,6 +153,7 @@ def _hand_variant(pose: Pose, rng: np.random.Generator) -> Pose:
         noise=pose.noise,
         ring=pose.ring,
         implant=pose.implant and rng.random() < 0.5,
+        width=pose.width,
     )
 
 
@@ -232,8 +235,25 @@ def _write_label(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
-def write_handbone(data: Path, gt: Path, patients: int, test_patients: int, size: int, seed: int, progress: Progress) -> str:
-    """The hand-bone layout into ``data`` (test labels into ``gt``); returns a one-line summary."""
+def write_handbone(
+    data: Path,
+    gt: Path,
+    patients: int,
+    test_patients: int,
+    size: int,
+    seed: int,
+    progress: Progress,
+    contrast: float = 1.0,
+    noise: float = 1.0,
+    bone_width: float = 1.0,
+    aspect: float = 1.0,
+) -> str:
+    """The hand-bone layout into ``data`` (test labels into ``gt``); returns a one-line summary. Variants (the
+    defaults give the standard data exactly): ``contrast`` scales the bones' brightness over the soft tissue,
+    ``noise`` the noise, ``bone_width`` the fingers' and metacarpals' widths; ``aspect`` < 1 crops each image to a
+    portrait ``size * aspect`` x ``size`` (width x height)."""
+    if not 0.3 <= aspect <= 1.0:
+        raise CompkitError("aspect", f"must be within 0.3..1 (portrait crops of the square image), got {aspect}")
     rng = np.random.default_rng(seed)
     total = patients + test_patients
     ids = rng.permutation(np.arange(1, total + 1))  # test patients interleave with train ones, as in the real data
@@ -253,12 +273,19 @@ def write_handbone(data: Path, gt: Path, patients: int, test_patients: int, size
         stamp = 1661130000000 + pid * 100000 + int(prng.integers(0, 50000))
         suffixed = prng.random() < 0.1  # a few real file names end in _R / _L
         pose = _patient_pose(prng, male)
+        if (contrast, noise, bone_width) != (1.0, 1.0, 1.0):
+            pose.bone, pose.noise, pose.width = pose.bone * contrast, pose.noise * noise, bone_width
         for hand, mirror in (("R", False), ("L", True)):
             hand_pose = pose if hand == "R" else _hand_variant(pose, prng)
             name = f"image{stamp + (0 if hand == 'R' else 7)}{'_' + hand if suffixed else ''}.png"
             unit = hand_bones(hand_pose, prng)
             bones = {k: _transform(v, hand_pose, mirror, size) for k, v in unit.items()}
-            write_png(data / split / "DCM" / folder / name, render(bones, hand_pose, size, prng))
+            image = render(bones, hand_pose, size, prng)
+            if aspect != 1.0:  # a portrait crop of the middle columns; outlines keep their pixel coordinates in it
+                left = (size - round(size * aspect)) // 2
+                image = np.ascontiguousarray(image[:, left : left + round(size * aspect)])
+                bones = {k: v - np.array([left, 0], dtype=v.dtype) for k, v in bones.items()}
+            write_png(data / split / "DCM" / folder / name, image)
             labels = _annotation_json(name, bones, prng)
             label_root = data / "train" if split == "train" else gt
             _write_label(label_root / "outputs_json" / folder / f"{Path(name).stem}.json", labels)

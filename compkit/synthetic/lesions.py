@@ -23,7 +23,7 @@ LESION_STYLE = {
 }
 
 
-def _fundus(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _fundus(size: int, rng: np.random.Generator, lesion_scale: float = 1.0, contrast: float = 1.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     scale = size / 512
     image = np.zeros((size, size, 3), np.float32)
     centre = (size // 2 + int(rng.normal(0, 4 * scale)), size // 2 + int(rng.normal(0, 4 * scale)))
@@ -52,7 +52,7 @@ def _fundus(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, 
             r = rng.uniform(0, radius * 0.85)
             a = rng.uniform(0, 2 * np.pi)
             c = (int(centre[0] + r * np.cos(a)), int(centre[1] + r * np.sin(a)))
-            rad = max(1, int(rng.uniform(rmin, rmax) * scale))
+            rad = max(1, int(rng.uniform(rmin, rmax) * scale * lesion_scale))
             if kind == "line":
                 pts = np.array([(c[0] + int(rad * np.cos(t)), c[1] + int(rad * np.sin(2 * t))) for t in np.linspace(0, 3, 7)], np.int32)
                 cv2.polylines(mask, [pts], False, 255, max(1, int(2 * scale)), cv2.LINE_AA)
@@ -61,22 +61,25 @@ def _fundus(size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, 
             else:
                 cv2.circle(mask, c, rad, 255, -1, cv2.LINE_AA)
         mask = (mask.astype(np.float32) * (disk / 255.0)).astype(np.uint8)  # lesions live inside the eye
-        image += (mask[..., None] / 255.0) * np.array(delta, np.float32)
+        image += (mask[..., None] / 255.0) * np.array(delta, np.float32) * contrast
         masks[name] = mask
     image = cv2.GaussianBlur(image, (0, 0), 0.7 * scale) + rng.normal(0, 3, image.shape)
     image *= (disk / 255.0)[..., None]
     return np.clip(image, 0, 255).astype(np.uint8), masks
 
 
-def write_fundus(data: Path, gt: Path, patients: int, test_patients: int, size: int, seed: int, progress: Progress) -> str:
-    """FGADR-like: Original_Images/ plus one <Lesion>_Masks/ folder per class; masks written only where present."""
+def write_fundus(
+    data: Path, gt: Path, patients: int, test_patients: int, size: int, seed: int, progress: Progress, lesion_scale: float = 1.0, contrast: float = 1.0
+) -> str:
+    """FGADR-like: Original_Images/ plus one <Lesion>_Masks/ folder per class; masks written only where present.
+    Variants (defaults: the standard data): ``lesion_scale`` scales lesion sizes, ``contrast`` their colour change."""
     rows = []
     task = progress.add_task("synthesising fundus images", total=patients + test_patients)
     for pid in range(1, patients + test_patients + 1):
         split = "train" if pid <= patients else "test"
         for eye in (1, 2):
             rng = np.random.default_rng([seed, pid, eye])
-            image, masks = _fundus(size, rng)
+            image, masks = _fundus(size, rng, lesion_scale, contrast)
             name = f"{pid:04d}_{eye}.png"
             write_png(data / split / "Original_Images" / name, image)
             label_root = data / split if split == "train" else gt
@@ -94,7 +97,7 @@ def write_fundus(data: Path, gt: Path, patients: int, test_patients: int, size: 
     return f"{2 * patients} train images, {2 * test_patients} test images (fundus, {len(FUNDUS_LESIONS)} lesion classes)"
 
 
-def _skin(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _skin(size: int, rng: np.random.Generator, contrast: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     skin = np.array([rng.uniform(120, 180), rng.uniform(140, 190), rng.uniform(190, 235)], np.float32)
     image = np.empty((size, size, 3), np.float32)
     image[:] = skin
@@ -106,7 +109,7 @@ def _skin(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     pts = np.stack([centre[0] + radius * np.cos(angles), centre[1] + radius * np.sin(angles)], 1).astype(np.int32)
     mask = np.zeros((size, size), np.uint8)
     cv2.fillPoly(mask, [cv2.convexHull(pts)], 255, cv2.LINE_AA)
-    darkness = rng.uniform(0.35, 0.65)
+    darkness = rng.uniform(0.35, 0.65) * contrast
     lesion = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), size / 200)
     image *= (1 - darkness * lesion)[..., None]
     for _ in range(int(rng.integers(0, 6))):  # hairs, an ISIC classic
@@ -116,9 +119,10 @@ def _skin(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), (mask >= 128).astype(np.uint8) * 255
 
 
-def write_isic(data: Path, gt: Path, patients: int, test_patients: int, size: int, seed: int, progress: Progress) -> str:
+def write_isic(data: Path, gt: Path, patients: int, test_patients: int, size: int, seed: int, progress: Progress, contrast: float = 1.0) -> str:
     """ISIC 2018 / HAM10000-like: ISIC_x.jpg with ISIC_x_segmentation.png, and HAM10000_metadata.csv (one lesion,
-    one or two images: folds group by lesion_id)."""
+    one or two images: folds group by lesion_id). ``contrast`` scales how much darker lesions are than the skin
+    (default: the standard data)."""
     rows = []
     number = 24306
     task = progress.add_task("synthesising skin lesions", total=patients + test_patients)
@@ -129,7 +133,7 @@ def write_isic(data: Path, gt: Path, patients: int, test_patients: int, size: in
         age, sex = int(rng.integers(20, 85)) // 5 * 5, str(rng.choice(["male", "female"]))
         site = str(rng.choice(["back", "lower extremity", "trunk", "face"]))
         for _ in range(1 + int(rng.random() < 0.4)):
-            image, mask = _skin(size, rng)
+            image, mask = _skin(size, rng, contrast)
             image_id = f"ISIC_{number:07d}"
             number += 1
             ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])

@@ -1,0 +1,188 @@
+"""A dataset's fingerprint: per-class areas, frequencies, components and positions, image sizes, intensities,
+overlaps, meta distributions, outliers and a training-size recommendation, accumulated image by image (memory
+stays flat). ``compkit eda`` reports it; ``compkit plan`` turns it into a recipe."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import cv2
+import numpy as np
+
+from compkit.data import SegmentationDataset
+
+SMALL_AREA_PIXELS = 100  # a class smaller than this at the training size is hard to segment
+CANDIDATE_SIZES = (256, 384, 512, 768, 1024, 1536, 2048)
+OUTLIER_Z = 2.5
+
+
+def hand_angle(mask: np.ndarray) -> float:
+    """Orientation in degrees (0 = upright) of the labelled area's main axis, from second moments."""
+    fg = mask.any(axis=0).astype(np.uint8)
+    m = cv2.moments(fg, binaryImage=True)
+    if m["m00"] == 0:
+        return 0.0
+    angle = 0.5 * math.degrees(math.atan2(2 * m["mu11"], m["mu20"] - m["mu02"]))  # from the x axis
+    return float((angle + 90.0 + 90.0) % 180.0 - 90.0)  # relative to vertical, in [-90, 90)
+
+
+def _centroid(mask: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return (math.nan, math.nan)
+    return (float(xs.mean() + 0.5) / mask.shape[1], float(ys.mean() + 0.5) / mask.shape[0])
+
+
+def _nan_stat(stat, values: np.ndarray) -> float:
+    return float(stat(values)) if np.isfinite(values).any() else 0.0
+
+
+def fingerprint_of(dataset: SegmentationDataset, on_image=None, progress=None) -> dict[str, Any]:
+    """The fingerprint of a dataset's images (streamed one at a time); ``on_image(i, sample, image, mask)`` sees
+    each image as it goes by, ``progress`` (a rich Progress) shows how far it is."""
+    fp = Fingerprint(dataset.classes)
+    task = progress.add_task("reading images", total=len(dataset)) if progress is not None else None
+    for i, sample in enumerate(dataset.samples):
+        image = dataset.read_image(sample)
+        mask = dataset.read_mask(sample, image.shape[:2])
+        fp.add(sample.image_id, image, mask)
+        if on_image is not None:
+            on_image(i, sample, image, mask)
+        if progress is not None:
+            progress.advance(task)
+    return fp.result(dataset, [s.meta for s in dataset.samples])
+
+
+class Fingerprint:
+    """Accumulates statistics image by image."""
+
+    def __init__(self, classes: tuple[str, ...]):
+        self.classes = classes
+        c = len(classes)
+        self.sizes: Counter = Counter()
+        self.histogram = np.zeros(256, np.int64)
+        self.image_means: list[float] = []
+        self.image_stds: list[float] = []
+        self.areas: list[np.ndarray] = []  # per image, per class pixels
+        self.components: list[np.ndarray] = []
+        self.overlap = np.zeros((c, c), np.int64)
+        self.labelled_pixels = 0
+        self.multi_pixels = 0
+        self.total_pixels = 0
+        self.angles: list[float] = []
+        self.ids: list[str] = []
+        self.centroids: list[np.ndarray] = []  # per image, per class (x, y) as fractions of the width/height; nan: absent
+        self.grey_images = 0
+
+    def add(self, image_id: str, image: np.ndarray, mask: np.ndarray) -> None:
+        is_grey = image.ndim == 2 or bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+        self.grey_images += is_grey
+        grey = image if image.ndim == 2 else image[..., 0] if is_grey else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        self.ids.append(image_id)
+        self.sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
+        self.histogram += np.bincount(grey.ravel(), minlength=256)
+        self.image_means.append(float(grey.mean()))
+        self.image_stds.append(float(grey.std()))
+        flat = mask.reshape(mask.shape[0], -1)
+        self.areas.append(np.count_nonzero(flat, axis=1))
+        self.components.append(np.array([cv2.connectedComponents(m)[0] - 1 if m.any() else 0 for m in mask]))
+        counts = flat.sum(axis=0, dtype=np.int32)
+        multi = counts > 1
+        if multi.any():  # only the few multi-label pixels: exact and cheap
+            sub = flat[:, multi].astype(np.float32)
+            self.overlap += np.rint(sub @ sub.T).astype(np.int64)
+        self.multi_pixels += int(multi.sum())
+        self.labelled_pixels += int((counts > 0).sum())
+        self.total_pixels += flat.shape[1]
+        self.angles.append(hand_angle(mask))
+        self.centroids.append(np.array([_centroid(m) for m in mask]))
+
+    def result(self, dataset: SegmentationDataset, metas: list[dict[str, Any]]) -> dict[str, Any]:
+        areas = np.stack(self.areas).astype(np.float64)
+        comps = np.stack(self.components)
+        present = areas > 0
+        centroids = np.stack(self.centroids)
+        per_class = {}
+        for c, name in enumerate(self.classes):
+            a = areas[present[:, c], c]
+            per_class[name] = {
+                "frequency": float(present[:, c].mean()),
+                "area_mean": float(a.mean()) if len(a) else 0.0,
+                "area_std": float(a.std()) if len(a) else 0.0,
+                "area_min": int(a.min()) if len(a) else 0,
+                "area_max": int(a.max()) if len(a) else 0,
+                "components_mean": float(comps[present[:, c], c].mean()) if len(a) else 0.0,
+                # Where the class lies (fractions of the width and height): a class always on one side is side-specific.
+                "centroid_x_mean": _nan_stat(np.nanmean, centroids[:, c, 0]),
+                "centroid_x_std": _nan_stat(np.nanstd, centroids[:, c, 0]),
+                "centroid_y_mean": _nan_stat(np.nanmean, centroids[:, c, 1]),
+                "centroid_y_std": _nan_stat(np.nanstd, centroids[:, c, 1]),
+            }
+        overlap = self.overlap.copy()
+        np.fill_diagonal(overlap, 0)
+        pairs = sorted(
+            ((int(overlap[i, j]), self.classes[i], self.classes[j]) for i in range(len(self.classes)) for j in range(i + 1, len(self.classes)) if overlap[i, j]),
+            reverse=True,
+        )
+        size = int(np.median([int(s.split("x")[0]) for s in self.sizes.elements()]))
+        smallest = min(per_class, key=lambda n: per_class[n]["area_mean"] if per_class[n]["frequency"] else math.inf)
+        small_area = per_class[smallest]["area_mean"]
+        below = [s for s in CANDIDATE_SIZES if s <= size and small_area * (s / size) ** 2 < SMALL_AREA_PIXELS]
+        outliers = self._outliers(areas.sum(axis=1))
+        return {
+            "images": len(self.ids),
+            "classes": list(self.classes),
+            "format": dataset.format_name,
+            "image_sizes": dict(self.sizes),
+            "intensity": {
+                "mean": float(np.average(np.arange(256), weights=self.histogram)),
+                "std": float(math.sqrt(np.average((np.arange(256) - np.average(np.arange(256), weights=self.histogram)) ** 2, weights=self.histogram))),
+                "image_mean_range": [float(min(self.image_means)), float(max(self.image_means))],
+                "histogram": self.histogram.tolist(),
+            },
+            "per_class": per_class,
+            "overlap_matrix": self.overlap.tolist(),
+            "top_overlaps": [{"classes": [a, b], "pixels": n} for n, a, b in pairs[:10]],
+            "grey_fraction": self.grey_images / max(len(self.ids), 1),
+            "rotation_std": float(np.std(self.angles)),
+            "multilabel_pixel_fraction": self.multi_pixels / max(self.labelled_pixels, 1),
+            "labelled_pixel_fraction": self.labelled_pixels / max(self.total_pixels, 1),
+            "meta": summarise_meta(metas),
+            "outliers": outliers,
+            "recommendation": {
+                "smallest_class": smallest,
+                "smallest_class_area": small_area,
+                "original_size": size,
+                "min_area_pixels": SMALL_AREA_PIXELS,
+                "sizes_below_min_area": below,
+                "text": (
+                    f"{smallest} averages {small_area:.0f} px at {size} px; "
+                    + (f"at {max(below)} px or less it falls under {SMALL_AREA_PIXELS} px: train larger." if below else f"it stays above {SMALL_AREA_PIXELS} px at every size down to {CANDIDATE_SIZES[0]} px.")
+                ),
+            },
+        }
+
+    def _outliers(self, total_area: np.ndarray) -> list[dict[str, Any]]:
+        found = []
+        for kind, values in (("brightness", np.array(self.image_means)), ("labelled area", total_area), ("rotation", np.array(self.angles))):
+            std = values.std()
+            if std == 0:
+                continue
+            z = (values - values.mean()) / std
+            for i in np.flatnonzero(np.abs(z) > OUTLIER_Z):
+                found.append({"image": self.ids[i], "kind": kind, "value": float(values[i]), "z": float(z[i])})
+        return sorted(found, key=lambda o: -abs(o["z"]))
+
+
+def summarise_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    columns = sorted({k for m in metas for k in m if k not in ("id", "source_patients")})
+    summary = {}
+    for col in columns:
+        values = [m.get(col) for m in metas if m.get(col) is not None]
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if values and len(numeric) == len(values):
+            summary[col] = {"type": "numeric", "count": len(numeric), "mean": float(np.mean(numeric)), "min": float(min(numeric)), "max": float(max(numeric))}
+        elif values:
+            summary[col] = {"type": "categorical", "counts": dict(Counter(map(str, values)))}
+    return summary

@@ -1,0 +1,34 @@
+"""Planning: budgets and memory sizes parse, and a measured probe times a real model."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compkit.errors import CompkitError
+from compkit.planning import CANDIDATES, parse_budget, parse_memory, probe_model
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10m", 600), ("6h", 21600), ("90s", 90), ("1h30m", 5400), ("45", 45), ("2.5min", 150), (20, 20)])
+def test_budgets(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["ten minutes", "10x", "0m", "-5m", ""])
+def test_bad_budgets_say_what_is_wrong(text):
+    with pytest.raises(CompkitError, match="--budget"):
+        parse_budget(text)
+
+
+def test_memory_sizes():
+    assert parse_memory("24GB") == 24 * 2**30 and parse_memory("512MB") == 512 * 2**20 and parse_memory("8G") == 8 * 2**30
+    assert parse_memory(None) is None
+    with pytest.raises(CompkitError, match="--memory"):
+        parse_memory("lots")
+
+
+def test_probe_times_a_real_model():
+    probe = probe_model(CANDIDATES[0], classes=3, size=64, batch=2, device=torch.device("cpu"), steps=1)
+    assert probe.images_per_second > 0 and probe.parameters > 1_000_000 and probe.peak_bytes >= 1
+    # throughput falls with the pixel count, memory grows with it and with the batch
+    assert probe.speed_at(128) == pytest.approx(probe.images_per_second / 4)
+    assert probe.memory_at(128, 4) == pytest.approx(probe.peak_bytes * 8)
