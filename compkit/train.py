@@ -32,6 +32,7 @@ from compkit.families import FoldJob, ModelFamily, load_fold, resolve_family
 from compkit.fileio import atomic_write, write_json
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
+from compkit.tracking import check_loggers
 from compkit.recipe import Recipe, load_recipe
 from compkit.runs import PRETRAINED_FILE, RECIPE_FILE, check_fold_split, run_conflict, saved_recipe, write_run_record
 from compkit.weights import CachedWeights, WeightsCache, require, weights_cache
@@ -180,6 +181,7 @@ def train(
         return TrainedFolds([], None)
 
     cfg = load_recipe(recipe, overrides)
+    check_loggers(cfg.train.loggers)  # a missing tracker package fails before anything is read or written
     root = data or cfg.data.root
     if root is None:
         raise CompkitError(cfg.name, "no dataset: pass --data DATA or set data.root in the recipe")
