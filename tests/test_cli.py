@@ -140,3 +140,56 @@ def test_predict_a_run_with_an_aux_head(trained_fundus_aux, tmp_path):
     """A classification head's weights come last in the state dict: the model is still rebuilt for the masks."""
     fold = copy_run(trained_fundus_aux.run / "fold0", tmp_path / "runs" / "tiny" / "fold0")
     assert run("predict", fold, "--tta", "none", "--exist-ok").exit_code == 0
+
+
+def test_version_and_shell_completion():
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"compkit {version('compkit')}"
+    completion = run("--show-completion", "bash")
+    assert completion.exit_code == 0 and "_COMPKIT_COMPLETE=complete_bash" in completion.stdout
+
+
+def test_every_subcommand_help_follows_one_convention():
+    from compkit.inference import TTA_VIEWS
+
+    wide = CliRunner(env={"COLUMNS": "200"})
+    commands = ["synth", "check-data", "export", "split", "score", "encode-labels", "train", "predict", "ensemble", "submit", "pseudo", "augment", "eda", "inspect", "demo", "recipes", "weights"]
+    helps = {c: wide.invoke(app, [c, "--help"]).stdout for c in commands}
+    assert all(h.strip() for h in helps.values())
+    for command, text in helps.items():
+        assert "--runs-dir" not in text and "--out-dir" not in text, command  # old names are hidden aliases
+        for flag in ("--force", "--exist-ok", "--resume", "--write", "--soft", "--flip"):
+            if flag + " " in text:
+                assert "--no-" + flag[2:] in text, (command, flag)
+    assert "<" + "|".join(TTA_VIEWS) + ">" in helps["predict"]
+    assert "<test|val>" in helps["predict"] and "<val|test>" in helps["inspect"] and "<soft|hard>" in helps["ensemble"]
+    assert "<test|train>" in helps["score"] and "<handbone|fundus|isic>" in helps["synth"]
+    assert "--device" in helps["train"] and "--device" in helps["predict"] and "--out" in helps["train"] and "--out" in helps["ensemble"]
+
+
+def test_recipes_list_show_and_copy(tmp_path):
+    import yaml
+
+    from compkit.recipe import available_recipes, load_recipe
+
+    wide = CliRunner(env={"COLUMNS": "200"})
+    listed = wide.invoke(app, ["recipes"])
+    assert listed.exit_code == 0
+    for name in available_recipes():
+        assert f"│ {name} " in listed.stdout
+    assert "A small U-Net that learns the synthetic hand bones" in listed.stdout
+    shown = run("recipes", "show", "resnet34", "--set", "train.epochs=7")
+    resolved = yaml.safe_load(shown.stdout)
+    assert resolved["train"]["epochs"] == 7 and resolved["model"]["encoder"] == "resnet34" and resolved["infer"]["tta"] == "hflip"
+    mine = tmp_path / "mine.yaml"
+    copied = run("recipes", "copy", "resnet34", mine)
+    assert copied.exit_code == 0 and f"next: compkit train --recipe {mine}" in " ".join(copied.stdout.split())
+    assert load_recipe(mine).model_dump(exclude={"name"}) == load_recipe("resnet34").model_dump(exclude={"name"})
+    assert_one_line_error(run("recipes", "copy", "resnet34", mine), str(mine), "--exist-ok")
+
+
+def test_a_bad_set_names_set_not_the_recipe_file(tmp_path):
+    assert_one_line_error(run("train", "--recipe", "tiny", "--set", "train.epoch=3", "--out", tmp_path / "runs"), "error: --set: train.epoch=3", "did you mean 'epochs'")
+    assert not (tmp_path / "runs").exists()
