@@ -41,7 +41,7 @@ TILE_MARGIN = 8
 
 def error_overlay(image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """One class (``pred``, ``truth``: (H, W) bool): correct pixels green, missed yellow, extra magenta, and the
-    truth's outline cyan on top. Missed and extra are disjoint within a class, so each shows."""
+    truth's outline cyan where it was found. Missed and extra are disjoint within a class, so each shows."""
     import cv2
 
     out = image_rgb.astype(np.float32) * 0.8
@@ -50,7 +50,7 @@ def error_overlay(image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray) ->
     for region, colour in ((truth & pred, CORRECT), (truth & ~pred, MISSED), (pred & ~truth, EXTRA)):
         out[region] = 0.35 * out[region] + 0.65 * colour
     edge = truth.astype(np.uint8) - cv2.erode(truth.astype(np.uint8), np.ones((3, 3), np.uint8))
-    out[edge.astype(bool)] = OUTLINE
+    out[edge.astype(bool) & pred] = OUTLINE  # over correct pixels only: a small missed class stays yellow
     return np.clip(out, 0, 255).astype(np.uint8)
 
 

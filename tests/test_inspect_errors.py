@@ -18,7 +18,8 @@ def test_error_colours_per_class_missed_and_extra_both_show():
     out = error_overlay(image, pred, truth)
     assert tuple(out[3, 2]) == (165, 143, 0)  # missed, inside the truth: yellow
     assert tuple(out[3, 5]) == (149, 0, 130)  # extra: magenta
-    assert tuple(out[3, 1]) == (0, 230, 255)  # the truth's outline: cyan
+    assert tuple(out[1, 3]) == (0, 230, 255)  # the truth's outline where it was found: cyan
+    assert tuple(out[3, 1]) == (165, 143, 0)  # missed on the outline stays yellow
     assert tuple(out[0, 0]) == (0, 0, 0)
 
 
@@ -68,14 +69,10 @@ def test_inspect_page_shows_missed_and_extra_of_the_worst_classes_in_headless_ch
     assert bgr is not None and bgr.shape[:2] == (1400, 1280)
     rgb = bgr[..., ::-1].astype(int)
 
-    def pixels_near(colour, tolerance=40):
-        return int((np.abs(rgb - np.array(colour)).max(axis=2) <= tolerance).sum())
-
     # Blended over the dark X-ray, missed and extra keep their hue: yellow (R and G high, B low) and magenta (R and B
     # high, G low); on a one-overlay page the extra pixels hid the missed ones.
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     yellowish = int(((r > 120) & (g > 100) & (b < 60) & (np.abs(r - g) < 70)).sum())
     magentaish = int(((r > 100) & (b > 90) & (g < 60)).sum())
-    assert yellowish > 200, "missed pixels visible"
-    assert magentaish > 200, "extra pixels visible"
-    assert pixels_near((0, 230, 255), 20) > 100, "truth outlines visible"
+    assert yellowish > 400, "missed pixels visible"  # more than the legend's swatch
+    assert magentaish > 400, "extra pixels visible"

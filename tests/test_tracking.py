@@ -57,3 +57,20 @@ def test_an_unknown_logger_is_refused_by_the_recipe_and_a_missing_package_names_
 
 def test_flatten_names_nested_recipe_values_with_dots():
     assert flatten({"train": {"epochs": 3, "loggers": ["mlflow"]}, "name": "tiny"}) == {"train.epochs": 3, "train.loggers": "['mlflow']", "name": "tiny"}
+
+
+def test_wandb_writes_an_offline_run_in_the_fold_folder(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from compkit.tracking import Tracking
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    folder = tmp_path / "runs" / "tiny" / "fold0"
+    folder.mkdir(parents=True)
+    tracking = Tracking(folder, ["wandb"], {"train": {"epochs": 2}})
+    tracking.epoch({"epoch": 1, "train_loss": 0.5, "val_dice_mean": 0.25, "val_dice_Pisiform": ""})
+    tracking.close()
+    [record] = (folder / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()
+    assert b"val/dice_mean" in data and b"train/loss" in data and b"train.epochs" in data
+    assert b"val/dice_Pisiform" not in data  # an epoch without validation logs no value
