@@ -122,12 +122,14 @@ def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     axes[2].legend(fontsize=7)
     axes[2].set_title("validation mean dice")
     x, y = _series(rows, "lr")
-    axes[3].plot(x, y, color="tab:orange")
+    axes[3].plot(x, y, color="tab:orange", marker=".")
     if y and all(v > 0 for v in y):
         axes[3].set_yscale("log")
     axes[3].set_title("learning rate")
+    epochs = [int(r["epoch"]) for r in rows]
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)  # whole epochs, even for a single one
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(folder.as_posix())
