@@ -28,7 +28,8 @@ class _CompkitGroup(TyperGroup):
             if "UsageError" not in names or "NoArgsIsHelpError" in names:
                 raise
             command = f"compkit {e.ctx.info_name} --help" if e.ctx is not None and e.ctx.parent is not None else "compkit --help"
-            print(f"error: {' '.join(e.format_message().split())} (see {command})", file=sys.stderr, flush=True)
+            message = " ".join(e.format_message().split()).replace("Value error, ", "")  # pydantic's prefix on a bad choice
+            print(f"error: {message} (see {command})", file=sys.stderr, flush=True)
             raise typer.Exit(2) from None
 
 
