@@ -73,6 +73,18 @@ def _root(
 
 
 DataArg = Annotated[Path, typer.Argument(help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")]
+# The one way to name the dataset is --data; a positional DATA (the older form) still works, hidden from --help.
+DataOption = Annotated[Optional[Path], typer.Option("--data", help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")]  # noqa: UP007
+PositionalData = Annotated[Optional[Path], typer.Argument(hidden=True, metavar="DATA", help="Older form of --data.")]  # noqa: UP007
+
+
+def _dataset(positional: Path | None, option: Path | None) -> Path:
+    if positional is not None and option is not None and positional != option:
+        raise CompkitError("--data", f"the dataset is given twice ({positional} and {option})")
+    found = option if option is not None else positional
+    if found is None:
+        raise CompkitError("--data", "missing: pass --data DATA (a dataset folder or its dataset.yaml)")
+    return found
 
 
 @app.command()
@@ -93,14 +105,16 @@ def synth(
 
 @app.command("check-data")
 def check_data(
-    data: DataArg,
     write: Annotated[bool, typer.Option(help="Write the proposed (or detected) description to DATA/dataset.yaml.")] = False,
     force: Annotated[bool, typer.Option(help="With --write: replace an existing dataset.yaml.")] = False,
     limit: Annotated[int, typer.Option(help="Read the masks of at most this many images per split for the statistics.")] = 500,
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """How compkit reads a dataset: format, splits, labels per class, unmatched files, mask values, sizes; proposes a dataset.yaml."""
     from compkit.check_data import check_data as run
 
+    data = _dataset(data_arg, data)
     run(data, write=write, force=force, limit=limit)
 
 
@@ -121,16 +135,18 @@ def export(
 
 @app.command()
 def split(
-    data: DataArg,
     folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
     seed: Annotated[int, typer.Option(help="Shuffling seed: the same seed gives the same folds.")] = 21,
     stratify: Annotated[Optional[str], typer.Option(help="Meta column to stratify by (e.g. sex, age).")] = None,  # noqa: UP007
     force: Annotated[bool, typer.Option(help="Rebuild splits.json even if it exists.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Write the splits here instead of DATA/splits.json (read-only data; then --set data.splits=FILE).")] = None,  # noqa: UP007
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """Patient-grouped (optionally stratified) K-fold split -> DATA/splits.json."""
     from compkit.split import split as run
 
+    data = _dataset(data_arg, data)
     run(data, folds=folds, seed=seed, stratify=stratify, force=force, out=out)
 
 
@@ -149,14 +165,16 @@ def score(
 
 @app.command("encode-labels")
 def encode_labels(
-    data: DataArg,
     out: Annotated[Path, typer.Option(help="Submission CSV to write.")] = Path("submissions/labels.csv"),
     split: Annotated[_choices(["test", "train"]), typer.Option(help="Which split's labels.")] = "test",
     gt: Annotated[Optional[Path], typer.Option(help="Ground-truth folder for the test split (default: DATA_gt).")] = None,  # noqa: UP007
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """Write ground-truth labels as a submission CSV (a perfect submission, to check the submission path)."""
     from compkit.encode_labels import encode_labels as run
 
+    data = _dataset(data_arg, data)
     run(data, out, split=split, gt=gt)
 
 
@@ -259,30 +277,34 @@ def pseudo(
 
 @app.command()
 def augment(
-    data: DataArg,
     out: Annotated[Path, typer.Option(help="Folder for the augmented dataset (originals + new samples).")],
     mosaic: Annotated[int, typer.Option(help="RICAP-style mosaics of four images to add.")] = 0,
     rotate: Annotated[Optional[list[float]], typer.Option(help="Rotation in degrees; repeat for several.")] = None,  # noqa: UP007
     flip: Annotated[bool, typer.Option(help="Mirror the rotated copies (or add mirrored copies).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed for the mosaics.")] = 0,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """Offline augmentation (mosaics, rotations, flips) with exactly transformed labels -> a new dataset."""
     from compkit.augment_offline import augment as run
 
+    data = _dataset(data_arg, data)
     run(data, out, mosaics=mosaic, rotations=rotate or [], flip=flip, seed=seed, force=force)
 
 
 @app.command()
 def eda(
-    data: DataArg,
     out: Annotated[Optional[Path], typer.Option(help="Report folder: fingerprint.json and eda.html (default reports/eda, or reports/eda-2, ... when taken).")] = None,  # noqa: UP007
     gallery: Annotated[int, typer.Option(help="Images with their labels drawn in the gallery.")] = 8,
     exist_ok: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """Dataset report: class areas, overlaps, intensities, meta data, outliers and plots (HTML)."""
     from compkit.eda import eda as run
 
+    data = _dataset(data_arg, data)
     run(data, out, gallery=gallery, exist_ok=exist_ok)
 
 

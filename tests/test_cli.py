@@ -209,3 +209,15 @@ def test_readme_command_table_lists_every_command():
         subcommands = getattr(command, "commands", None)
         for sub in subcommands or [None]:
             assert f"`compkit {name}" + (f" {sub}" if sub else "") in table, (name, sub)
+
+
+def test_data_is_one_option_everywhere_and_the_positional_form_still_works(tmp_path):
+    data = tmp_path / "d"
+    assert run("synth", data, "--patients", 4, "--test-patients", 0, "--size", 64).exit_code == 0
+    result = run("split", "--data", data, "--folds", 2)
+    assert result.exit_code == 0 and (data / "splits.json").is_file()
+    assert run("split", data, "--folds", 2, "--force").exit_code == 0  # the older positional form
+    assert_one_line_error(run("eda", "--out", tmp_path / "r"), "error: --data: missing: pass --data DATA")
+    assert_one_line_error(run("split", data, "--data", tmp_path / "other"), "error: --data: the dataset is given twice")
+    for command in ("check-data", "split", "encode-labels", "augment", "eda", "train", "predict", "ensemble", "submit", "score", "inspect", "pseudo"):
+        assert "--data" in CliRunner(env={"COLUMNS": "200"}).invoke(app, [command, "--help"]).stdout, command
