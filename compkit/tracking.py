@@ -154,6 +154,9 @@ class WandbTracker(Tracker):
 
     def close(self):
         self.run.finish()
+        # Offline, the run's records are written by wandb's service process; shutting it down waits until they are
+        # on disk (the next fold starts a fresh one).
+        self.wandb.teardown()
 
 
 def check_loggers(names: list[str]) -> None:
