@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import click
 import typer
@@ -28,7 +28,8 @@ class _CompkitGroup(TyperGroup):
             if "UsageError" not in names or "NoArgsIsHelpError" in names:
                 raise
             command = f"compkit {e.ctx.info_name} --help" if e.ctx is not None and e.ctx.parent is not None else "compkit --help"
-            print(f"error: {' '.join(e.format_message().split())} (see {command})", file=sys.stderr, flush=True)
+            message = " ".join(e.format_message().split()).replace("Value error, ", "")  # pydantic's prefix on a bad choice
+            print(f"error: {message} (see {command})", file=sys.stderr, flush=True)
             raise typer.Exit(2) from None
 
 
@@ -37,12 +38,53 @@ app = typer.Typer(
     name="compkit",
     help="A toolkit for Kaggle-style medical image segmentation competitions.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+def _choices(values):
+    """A closed set of values as a type, so --help lists them and typer checks them (taken from the registry that
+    defines them where there is one)."""
+    return Literal[tuple(values)]
+
+
+def _tta_choices():
+    from compkit.inference import TTA_VIEWS
+
+    return _choices(TTA_VIEWS)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"compkit {version('compkit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,  # noqa: UP007
+) -> None:
+    """A toolkit for Kaggle-style medical image segmentation competitions.
+
+    First day: synth/check-data -> eda -> split -> train -> predict -> ensemble -> submit -> inspect, then iterate."""
+
+
 DataArg = Annotated[Path, typer.Argument(help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")]
+# The one way to name the dataset is --data; a positional DATA (the older form) still works, hidden from --help.
+DataOption = Annotated[Optional[Path], typer.Option("--data", help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")]  # noqa: UP007
+PositionalData = Annotated[Optional[Path], typer.Argument(hidden=True, metavar="DATA", help="Older form of --data.")]  # noqa: UP007
+
+
+def _dataset(positional: Path | None, option: Path | None) -> Path:
+    if positional is not None and option is not None and positional != option:
+        raise CompkitError("--data", f"the dataset is given twice ({positional} and {option})")
+    found = option if option is not None else positional
+    if found is None:
+        raise CompkitError("--data", "missing: pass --data DATA (a dataset folder or its dataset.yaml)")
+    return found
 
 
 @app.command()
@@ -52,8 +94,8 @@ def synth(
     test_patients: Annotated[int, typer.Option(help="Test patients (labels in DATA_gt).")] = 10,
     size: Annotated[int, typer.Option(help="Image side in pixels (the real data is 2048).")] = 512,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace DATA and DATA_gt if they exist.")] = False,
-    kind: Annotated[str, typer.Option(help="handbone (X-rays, 29 bones), fundus (FGADR layout) or isic (skin lesions).")] = "handbone",
+    force: Annotated[bool, typer.Option(help="Replace DATA and DATA_gt if they exist.")] = False,
+    kind: Annotated[_choices(["handbone", "fundus", "isic"]), typer.Option(help="handbone (X-rays, 29 bones), fundus (FGADR layout) or isic (skin lesions).")] = "handbone",
 ) -> None:
     """Write a synthetic dataset in a real competition's exact layout (hand bones by default)."""
     from compkit.synth import synth as run
@@ -63,14 +105,16 @@ def synth(
 
 @app.command("check-data")
 def check_data(
-    data: DataArg,
-    write: Annotated[bool, typer.Option("--write", help="Write the proposed (or detected) description to DATA/dataset.yaml.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="With --write: replace an existing dataset.yaml.")] = False,
+    write: Annotated[bool, typer.Option(help="Write the proposed (or detected) description to DATA/dataset.yaml.")] = False,
+    force: Annotated[bool, typer.Option(help="With --write: replace an existing dataset.yaml.")] = False,
     limit: Annotated[int, typer.Option(help="Read the masks of at most this many images per split for the statistics.")] = 500,
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """How compkit reads a dataset: format, splits, labels per class, unmatched files, mask values, sizes; proposes a dataset.yaml."""
     from compkit.check_data import check_data as run
 
+    data = _dataset(data_arg, data)
     run(data, write=write, force=force, limit=limit)
 
 
@@ -81,7 +125,7 @@ def export(
     out: Annotated[Path, typer.Argument(help="Folder to write Dataset<ID>_<Name>/ into (e.g. $nnUNet_raw).")],
     id_: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (per-class mode: the first of consecutive ids).")] = 501,
     name: Annotated[Optional[str], typer.Option(help="Dataset name (default: the data folder's).")] = None,  # noqa: UP007
-    mode: Annotated[str, typer.Option(help="auto, labels, regions (overlapping classes) or per-class (one binary dataset per class).")] = "auto",
+    mode: Annotated[_choices(["auto", "labels", "regions", "per-class"]), typer.Option(help="auto, labels, regions (overlapping classes) or per-class (one binary dataset per class).")] = "auto",
 ) -> None:
     """Export a dataset in nnU-Net v2's raw layout (imagesTr, labelsTr, imagesTs, dataset.json, splits_final.json)."""
     from compkit.export import export as run
@@ -91,16 +135,18 @@ def export(
 
 @app.command()
 def split(
-    data: DataArg,
     folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
     seed: Annotated[int, typer.Option(help="Shuffling seed: the same seed gives the same folds.")] = 21,
     stratify: Annotated[Optional[str], typer.Option(help="Meta column to stratify by (e.g. sex, age).")] = None,  # noqa: UP007
-    force: Annotated[bool, typer.Option("--force", help="Rebuild splits.json even if it exists.")] = False,
+    force: Annotated[bool, typer.Option(help="Rebuild splits.json even if it exists.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Write the splits here instead of DATA/splits.json (read-only data; then --set data.splits=FILE).")] = None,  # noqa: UP007
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """Patient-grouped (optionally stratified) K-fold split -> DATA/splits.json."""
     from compkit.split import split as run
 
+    data = _dataset(data_arg, data)
     run(data, folds=folds, seed=seed, stratify=stratify, force=force, out=out)
 
 
@@ -109,7 +155,7 @@ def score(
     submission: Annotated[Path, typer.Argument(help="Submission CSV (image_name,class,rle).")],
     data: Annotated[Path, typer.Option(help="Dataset folder whose images the submission covers.")],
     gt: Annotated[Optional[Path], typer.Option(help="Ground-truth folder with outputs_json/ (default: DATA_gt).")] = None,  # noqa: UP007
-    split: Annotated[str, typer.Option(help="Which split the submission covers: test or train.")] = "test",
+    split: Annotated[_choices(["test", "train"]), typer.Option(help="Which split the submission covers.")] = "test",
 ) -> None:
     """Compute the leaderboard metric (mean Dice) of a submission against local ground truth."""
     from compkit.score import score as run
@@ -119,14 +165,16 @@ def score(
 
 @app.command("encode-labels")
 def encode_labels(
-    data: DataArg,
     out: Annotated[Path, typer.Option(help="Submission CSV to write.")] = Path("submissions/labels.csv"),
-    split: Annotated[str, typer.Option(help="Which split's labels: test or train.")] = "test",
+    split: Annotated[_choices(["test", "train"]), typer.Option(help="Which split's labels.")] = "test",
     gt: Annotated[Optional[Path], typer.Option(help="Ground-truth folder for the test split (default: DATA_gt).")] = None,  # noqa: UP007
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """Write ground-truth labels as a submission CSV (a perfect submission, to check the submission path)."""
     from compkit.encode_labels import encode_labels as run
 
+    data = _dataset(data_arg, data)
     run(data, out, split=split, gt=gt)
 
 
@@ -137,33 +185,38 @@ def train(
     fold: Annotated[str, typer.Option(help="Fold number, or 'all'.")] = "0",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")] = None,  # noqa: UP007
     name: Annotated[Optional[str], typer.Option(help="Run name (default: the recipe's name) -> runs/NAME/fold<k>.")] = None,  # noqa: UP007
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from last.pt of each fold.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from last.pt of each fold.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default: the recipe's train.device).")] = None,  # noqa: UP007
     devices: Annotated[int, typer.Option(help="GPUs (or CPU processes) for DDP; re-runs itself under torchrun.")] = 1,
-    runs_dir: Annotated[Path, typer.Option(help="Folder that holds the run folders.")] = Path("runs"),
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Train into --name even if its folds were trained with another recipe or split.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder that holds the run folders (-> OUT/NAME/fold<k>).")] = Path("runs"),
+    runs_dir: Annotated[Optional[Path], typer.Option(hidden=True, help="Old name of --out.")] = None,  # noqa: UP007
+    exist_ok: Annotated[bool, typer.Option(help="Train into --name even if its folds were trained with another recipe or split.")] = False,
     weights_cache: Annotated[Optional[Path], typer.Option(help="Pretrained-weights folder (a `compkit weights export`; default: $COMPKIT_WEIGHTS, else the standard caches).")] = None,  # noqa: UP007
     budget: Annotated[Optional[str], typer.Option(help="Time budget (10m, 6h): with --recipe plan, plan for it; otherwise each fold gets its share as train.time_budget.")] = None,  # noqa: UP007
 ) -> None:
     """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/ (--recipe plan: plan first, see `compkit plan`)."""
     from compkit.train import train as run
 
-    run(recipe, data=data, fold=fold, overrides=set_ or [], name=name, resume=resume, devices=devices, runs_dir=runs_dir, exist_ok=exist_ok, weights_dir=weights_cache, budget=budget)
+    overrides = [*(set_ or []), *([f"train.device={device}"] if device else [])]
+    run(recipe, data=data, fold=fold, overrides=overrides, name=name, resume=resume, devices=devices, runs_dir=runs_dir or out, exist_ok=exist_ok, weights_dir=weights_cache, budget=budget)
 
 
 @app.command()
 def plan(
-    data: DataArg,
+    data_arg: PositionalData = None,
+    data: DataOption = None,
     budget: Annotated[str, typer.Option(help="Time for the whole pipeline (train every fold, predict with TTA, ensemble): 10m, 6h, 90s.")] = "10m",
     device: Annotated[str, typer.Option(help="Device to plan for: auto, cpu, cuda.")] = "auto",
     memory: Annotated[Optional[str], typer.Option(help="Memory to plan for (24GB; default: the device's).")] = None,  # noqa: UP007
     folds: Annotated[Optional[int], typer.Option(help="Folds that will be trained (default: the splits file's, else 2).")] = None,  # noqa: UP007
     out: Annotated[Optional[Path], typer.Option(help="Recipe file to write (default: plan.yaml, or plan-2.yaml when taken).")] = None,  # noqa: UP007
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace --out if it exists.")] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     base: Annotated[str, typer.Option(help="Recipe the plan extends.")] = "tiny",
 ) -> None:
     """A recipe fitted to the data (fingerprint), this machine (a measured probe) and a time budget, with its reasons."""
     from compkit.plan import plan as run
 
+    data = _dataset(data_arg, data)
     run(data, budget=budget, device=device, memory=memory, folds=folds, out=out, exist_ok=exist_ok, base=base)
 
 
@@ -171,14 +224,14 @@ def plan(
 def predict(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (runs/NAME) or fold folders (runs/NAME/fold0).")],
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,  # noqa: UP007
-    split: Annotated[str, typer.Option(help="test, or val (the fold's validation images -> oof/).")] = "test",
-    tta: Annotated[Optional[str], typer.Option(help="none, hflip, vflip, d4 or scales (default: the recipe's).")] = None,  # noqa: UP007
+    split: Annotated[_choices(["test", "val"]), typer.Option(help="test, or val (the fold's validation images -> oof/).")] = "test",
+    tta: Annotated[Optional[_tta_choices()], typer.Option(help="Test-time augmentation views (default: the recipe's infer.tta).")] = None,  # noqa: UP007
     batch: Annotated[Optional[int], typer.Option(help="Images (or windows) per forward pass.")] = None,  # noqa: UP007
     window: Annotated[Optional[int], typer.Option(help="Sliding-window size in pixels (default: the recipe's).")] = None,  # noqa: UP007
     overlap: Annotated[Optional[float], typer.Option(help="Sliding-window overlap, 0..1.")] = None,  # noqa: UP007
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Write the stores to OUT/<run>/fold<k>/ (for read-only run folders) instead of into the runs.")] = None,  # noqa: UP007
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace stores that exist.")] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace stores that exist.")] = False,
 ) -> None:
     """Predict the test (or validation) images of every fold -> a probability store per fold."""
     from compkit.predict import predict as run
@@ -189,15 +242,16 @@ def predict(
 @app.command()
 def ensemble(
     paths: Annotated[list[Path], typer.Argument(help="Run, fold or ensemble folders, nnU-Net --save_probabilities folders, or submission CSVs (e.g. runs/*).")],
-    method: Annotated[str, typer.Option(help="soft (mean probability) or hard (votes).")] = "soft",
+    method: Annotated[_choices(["soft", "hard"]), typer.Option(help="soft (mean probability) or hard (votes).")] = "soft",
     weights: Annotated[Optional[str], typer.Option(help="Comma-separated weight per member, e.g. 2,1,1.")] = None,  # noqa: UP007
     votes: Annotated[Optional[int], typer.Option(help="Hard voting: votes needed to keep a pixel (default: majority).")] = None,  # noqa: UP007
     name: Annotated[Optional[str], typer.Option(help="Ensemble name -> ensembles/NAME (default: the members' names).")] = None,  # noqa: UP007
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the members' recipe data.root).")] = None,  # noqa: UP007
-    out_dir: Annotated[Path, typer.Option(help="Folder that holds the ensembles.")] = Path("ensembles"),
+    out: Annotated[Path, typer.Option(help="Folder that holds the ensembles (-> OUT/NAME).")] = Path("ensembles"),
+    out_dir: Annotated[Optional[Path], typer.Option(hidden=True, help="Old name of --out.")] = None,  # noqa: UP007
     resolution: Annotated[Optional[int], typer.Option(help="Side in pixels where members meet (default: the largest member's store resolution).")] = None,  # noqa: UP007
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace the ensemble --name if it exists.")] = False,
-    mixed_folds: Annotated[bool, typer.Option("--mixed-folds", help="Accept runs whose folds were trained with different recipes or splits.")] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace the ensemble --name if it exists.")] = False,
+    mixed_folds: Annotated[bool, typer.Option(help="Accept runs whose folds were trained with different recipes or splits.")] = False,
 ) -> None:
     """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
     from compkit.ensemble import ensemble as run
@@ -208,7 +262,7 @@ def ensemble(
             parsed = [float(w) for w in weights.split(",")]
         except ValueError:
             raise typer.BadParameter(f"{weights!r} is not a comma-separated list of numbers", param_hint="--weights") from None
-    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir, resolution=resolution, exist_ok=exist_ok, mixed_folds=mixed_folds)
+    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir or out, resolution=resolution, exist_ok=exist_ok, mixed_folds=mixed_folds)
 
 
 @app.command()
@@ -233,8 +287,8 @@ def pseudo(
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
     min_confidence: Annotated[float, typer.Option(help="Keep images whose least confident class reaches this (0..1).")] = 0.8,
     max_images: Annotated[Optional[int], typer.Option(help="Keep at most this many (the most confident).")] = None,  # noqa: UP007
-    soft: Annotated[bool, typer.Option("--soft", help="Mark uncertain pixels (0.1 < p < 0.9) to be ignored by the loss.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    soft: Annotated[bool, typer.Option(help="Mark uncertain pixels (0.1 < p < 0.9) to be ignored by the loss.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Pseudo-labels from confident test predictions, written as a dataset in the same layout."""
     from compkit.pseudo import pseudo as run
@@ -244,41 +298,45 @@ def pseudo(
 
 @app.command()
 def augment(
-    data: DataArg,
     out: Annotated[Path, typer.Option(help="Folder for the augmented dataset (originals + new samples).")],
     mosaic: Annotated[int, typer.Option(help="RICAP-style mosaics of four images to add.")] = 0,
     rotate: Annotated[Optional[list[float]], typer.Option(help="Rotation in degrees; repeat for several.")] = None,  # noqa: UP007
-    flip: Annotated[bool, typer.Option("--flip", help="Mirror the rotated copies (or add mirrored copies).")] = False,
+    flip: Annotated[bool, typer.Option(help="Mirror the rotated copies (or add mirrored copies).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed for the mosaics.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """Offline augmentation (mosaics, rotations, flips) with exactly transformed labels -> a new dataset."""
     from compkit.augment_offline import augment as run
 
+    data = _dataset(data_arg, data)
     run(data, out, mosaics=mosaic, rotations=rotate or [], flip=flip, seed=seed, force=force)
 
 
 @app.command()
 def eda(
-    data: DataArg,
     out: Annotated[Optional[Path], typer.Option(help="Report folder: fingerprint.json and eda.html (default reports/eda, or reports/eda-2, ... when taken).")] = None,  # noqa: UP007
     gallery: Annotated[int, typer.Option(help="Images with their labels drawn in the gallery.")] = 8,
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace --out if it exists.")] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    data_arg: PositionalData = None,
+    data: DataOption = None,
 ) -> None:
     """Dataset report: class areas, overlaps, intensities, meta data, outliers and plots (HTML)."""
     from compkit.eda import eda as run
 
+    data = _dataset(data_arg, data)
     run(data, out, gallery=gallery, exist_ok=exist_ok)
 
 
 @app.command()
 def inspect(
     source: Annotated[Path, typer.Argument(help="Run, fold or ensemble folder.")],
-    split: Annotated[str, typer.Option(help="val (out-of-fold predictions) or test (needs ground truth).")] = "val",
+    split: Annotated[_choices(["val", "test"]), typer.Option(help="val (out-of-fold predictions) or test (needs ground truth).")] = "val",
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
     gt: Annotated[Optional[Path], typer.Option(help="Ground truth for --split test (default: DATA_gt).")] = None,  # noqa: UP007
     out: Annotated[Optional[Path], typer.Option(help="Report folder: inspect.json and inspect.html (default reports/inspect, or -2, ... when taken).")] = None,  # noqa: UP007
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Replace --out if it exists.")] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
 ) -> None:
     """Error analysis: dice per class, worst images with missed/extra pixels drawn, confused classes (HTML)."""
     from compkit.inspect_errors import inspect as run
@@ -297,6 +355,54 @@ def demo(
     from compkit.demo import demo as run
 
     run(workdir, patients=patients, budget=budget, recipe=recipe)
+
+
+recipes_app = typer.Typer(
+    name="recipes",
+    help="The recipes compkit knows: list them (one line each), show one resolved, copy one to start your own.",
+    invoke_without_command=True,
+)
+app.add_typer(recipes_app)
+
+
+@recipes_app.callback()
+def recipes_main(ctx: typer.Context) -> None:
+    """List the recipes (name, model, size, batch, description) when no subcommand is given."""
+    if ctx.invoked_subcommand is None:
+        from compkit.recipes_cmd import list_recipes
+
+        list_recipes()
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """Every recipe with one line each."""
+    from compkit.recipes_cmd import list_recipes
+
+    list_recipes()
+
+
+@recipes_app.command("show")
+def recipes_show(
+    name: Annotated[str, typer.Argument(help="Recipe name or path.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")] = None,  # noqa: UP007
+) -> None:
+    """Print the resolved recipe: extends merged, --set applied, every default filled in."""
+    from compkit.recipes_cmd import show
+
+    show(name, set_ or [])
+
+
+@recipes_app.command("copy")
+def recipes_copy(
+    name: Annotated[str, typer.Argument(help="Recipe name or path.")],
+    file: Annotated[Path, typer.Argument(help="YAML file to write (then compkit train --recipe FILE).")],
+    exist_ok: Annotated[bool, typer.Option(help="Replace FILE if it exists.")] = False,
+) -> None:
+    """Copy a recipe to FILE to start your own."""
+    from compkit.recipes_cmd import copy
+
+    copy(name, file, exist_ok=exist_ok)
 
 
 weights_app = typer.Typer(

@@ -164,6 +164,7 @@ def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_
     console.print(f"multi-label pixels: {result['multilabel_pixel_fraction']:.2%}; outlier candidates: {len(result['outliers'])}")
     console.print(f"recommendation: {result['recommendation']['text']}")
     console.print(f"[green]wrote[/green] {out / 'fingerprint.json'} and {out / 'eda.html'}")
+    console.print(f"next: compkit split {data}")
     return out / "eda.html"
 
 

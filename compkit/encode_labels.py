@@ -24,6 +24,7 @@ def encode_labels(
     dataset = open_labelled(data, split, gt)
     path = write_submission(out, dataset, dataset.read_mask, console, description="encoding labels")
     console.print(f"[green]wrote[/green] {path} ({len(dataset.samples)} images x {len(dataset.classes)} classes)")
+    console.print(f"next: compkit score {path} --data {data} --split {split}")
     return path
 
 

@@ -28,7 +28,7 @@ from compkit.metrics import dice_from_counts
 from compkit.runs import output_folder
 from compkit.postprocess import apply_rule, candidate_rules, median_component_area
 from compkit.store import Store, StoreWriter, quantise
-from compkit.thresholds import OofTuner
+from compkit.thresholds import THRESHOLD_GRID, OofTuner
 from compkit.submission import RowWriter, submission_layout, validate
 from compkit.entry import callable_stage
 
@@ -119,7 +119,11 @@ def _tune(
     fixed: np.ndarray | None,
     console: Console,
     cropped: bool = False,
-) -> tuple[Table, dict[str, float], dict[str, dict]]:
+    groups: list[Any] | None = None,
+) -> tuple[Table, dict[str, float], dict[str, dict], dict[str, float]]:
+    """Thresholds and postprocessing per class, chosen on the OOF images. The table shows them scored on the same
+    images (in-sample, optimistic) and cross-validated: for each fold (``groups``: the fold of each image), chosen
+    on the other folds' images and scored on its own; the returned figures hold both means."""
     classes = list(dataset.classes)
     if resolution[0] != resolution[1]:
         raise CompkitError(None, f"OOF tuning needs square stores, got {resolution}")
@@ -140,41 +144,79 @@ def _tune(
     else:
         thresholds, tuned = tuner.best_thresholds()
 
-    # Postprocessing candidates, scored per class on the thresholded OOF masks.
+    # Cross-validation: each fold's thresholds chosen on the other folds' images.
+    group = np.asarray(groups if groups is not None else [0] * len(oof_ids), dtype=object)
+    folds = list(dict.fromkeys(group.tolist()))
+    if fixed is not None:
+        fold_thresholds = {f: fixed for f in folds}
+    elif len(folds) > 1:
+        grid = np.stack([tuner.dice(np.full(len(classes), t)) for t in THRESHOLD_GRID])  # (T, images, C)
+        fold_thresholds = {f: THRESHOLD_GRID[grid[:, group != f, :].mean(axis=1).argmax(axis=0)] for f in folds}
+    else:
+        fold_thresholds = {}
+
+    # Postprocessing candidates, scored per image and class on the OOF masks thresholded at every threshold in use
+    # (the in-sample one and each fold's), so both figures are chosen by the same rule.
     median_area = np.array([np.median([a for a in col if a > 0]) if any(a > 0 for a in col) else 0.0 for col in areas])
     candidates = [candidate_rules(a) for a in median_area]
-    sums = [np.zeros(len(c)) for c in candidates]
+    scores: list[dict[float, np.ndarray]] = [{} for _ in classes]  # class -> threshold -> (images, rules) dice
+    for c in range(len(classes)):
+        for t in {float(thresholds[c]), *(float(ft[c]) for ft in fold_thresholds.values())}:
+            scores[c][t] = np.zeros((len(oof_ids), len(candidates[c])))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("choosing postprocessing on OOF", total=len(oof_ids))
-        for image_id in oof_ids:
+        for n, image_id in enumerate(oof_ids):
             truth, keep = _truth(cache, image_id)
             probs = read_oof(image_id) * keep
             for c in range(len(classes)):
-                pred = probs[c] > thresholds[c]
                 g = truth[c]
-                for r, rule in enumerate(candidates[c]):
-                    m = apply_rule(pred, rule)
-                    sums[c][r] += dice_from_counts(np.count_nonzero(m & g), np.count_nonzero(m), np.count_nonzero(g))
+                for t, table_of_t in scores[c].items():
+                    pred = probs[c] > t
+                    for r, rule in enumerate(candidates[c]):
+                        m = apply_rule(pred, rule)
+                        table_of_t[n, r] = dice_from_counts(np.count_nonzero(m & g), np.count_nonzero(m), np.count_nonzero(g))
             progress.advance(task)
+
+    def choose(per_rule: np.ndarray) -> int:
+        means = per_rule.mean(axis=0)
+        best = int(np.argmax(means))
+        return best if best != 0 and means[best] > means[0] + 1e-9 else 0
+
     rules: dict[str, dict] = {}
     after = tuned.copy()
+    cross = np.full(len(classes), np.nan)
     for c, name in enumerate(classes):
-        means = sums[c] / max(1, len(oof_ids))
-        best = int(np.argmax(means))
-        if best != 0 and means[best] > means[0] + 1e-9:
+        in_sample = scores[c][float(thresholds[c])]
+        best = choose(in_sample)
+        if best != 0:
             rules[name] = candidates[c][best]
-            after[c] = means[best]
-        else:
-            after[c] = means[0]
+        after[c] = in_sample[:, best].mean()
+        if fold_thresholds:
+            held_out = np.zeros(len(oof_ids))
+            for f, ft in fold_thresholds.items():
+                per_image = scores[c][float(ft[c])]
+                rule = choose(per_image[group != f]) if (group != f).any() else 0
+                held_out[group == f] = per_image[group == f, rule]
+            cross[c] = held_out.mean()
 
-    table = Table(title=f"OOF dice per class ({len(oof_ids)} images, {method} ensemble)")
-    for column in ("class", "at 0.5", "threshold", "tuned", "postprocess", "after"):
+    cv_note = f"cross-validated over {len(folds)} folds" if fold_thresholds else "no cross-validated figure: one fold"
+    table = Table(
+        title=f"OOF dice per class ({len(oof_ids)} images, {method} ensemble)",
+        caption="in-sample: thresholds and postprocessing chosen and scored on the same OOF images (optimistic); "
+        f"cross-validated: chosen on the other folds' OOF images, scored on each held-out fold ({cv_note})",
+    )
+    for column in ("class", "at 0.5", "threshold", "tuned (in-sample)", "postprocess", "after (in-sample)", "after (cross-validated)"):
         table.add_column(column, justify="right" if column != "class" else "left")
     for c, name in enumerate(classes):
         rule = rules.get(name, {}).get("rule", "-")
-        table.add_row(name, f"{before[c]:.4f}", f"{thresholds[c]:.3f}", f"{tuned[c]:.4f}", rule, f"{after[c]:.4f}")
-    table.add_row("[bold]mean", f"[bold]{before.mean():.4f}", "", f"[bold]{tuned.mean():.4f}", "", f"[bold]{after.mean():.4f}")
-    return table, {name: float(t) for name, t in zip(classes, thresholds, strict=True)}, rules
+        cv_text = "-" if np.isnan(cross[c]) else f"{cross[c]:.4f}"
+        table.add_row(name, f"{before[c]:.4f}", f"{thresholds[c]:.3f}", f"{tuned[c]:.4f}", rule, f"{after[c]:.4f}", cv_text)
+    cv_mean = "-" if np.isnan(cross).all() else f"[bold]{np.nanmean(cross):.4f}"
+    table.add_row("[bold]mean", f"[bold]{before.mean():.4f}", "", f"[bold]{tuned.mean():.4f}", "", f"[bold]{after.mean():.4f}", cv_mean)
+    figures = {"oof_dice_at_0.5": float(before.mean()), "oof_dice_in_sample": float(after.mean())}
+    if not np.isnan(cross).all():
+        figures["oof_dice_cross_validated"] = float(np.nanmean(cross))
+    return table, {name: float(t) for name, t in zip(classes, thresholds, strict=True)}, rules, figures
 
 
 def _csv_vote(members: list[Member], weights: np.ndarray, votes: int | None, dataset: SegmentationDataset, folder: Path, console: Console) -> None:
@@ -291,8 +333,10 @@ def ensemble(
             # Tune on the store just written: one read per image instead of combining every member again,
             # and the same quantised values that `compkit submit` thresholds.
             oof_store = Store(staging / "oof")
-            table, tuned, rules = _tune(oof_ids, oof_store.read, train, target, method, fixed, console, cropped)
+            fold_of = [str(oof_indexes[0][i].folder) for i in oof_ids]  # one store per fold
+            table, tuned, rules, figures = _tune(oof_ids, oof_store.read, train, target, method, fixed, console, cropped, fold_of)
             console.print(table)
+            info.update(figures)
             write_json(staging / THRESHOLDS_FILE, tuned)
             write_json(staging / POSTPROCESS_FILE, rules)
             info["oof_images"] = len(oof_ids)

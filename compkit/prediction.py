@@ -7,7 +7,7 @@ One implementation each for every family: :func:`predict_cached` (the batched lo
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +56,7 @@ def predict_cached(
 class ValidationDice:
     per_class: np.ndarray  # at the recipe's threshold
     tuned: np.ndarray | None = None  # at the best threshold per class, when asked for
+    loss: float | None = None  # the training criterion, mean over the images, when asked for
 
     @property
     def mean(self) -> float:
@@ -69,19 +70,25 @@ def validation_dice(
     threshold: float,
     settings: InferenceSettings,
     tuned: bool = False,
+    loss: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> ValidationDice:
-    """Per-class leaderboard dice on validation images at the training size (and at the best threshold)."""
+    """Per-class leaderboard dice on validation images at the training size (and at the best threshold, and the
+    validation loss ``loss(probabilities, truth)`` averaged over the images)."""
     meter = DiceMeter(cache.classes)
     tuner = OofTuner(len(cache.classes)) if tuned else None
+    losses: list[float] = []
     for i, probs in predict_cached(predictor, cache, positions, settings):
         truth = cache.mask(i)
+        if loss is not None:
+            losses.append(loss(probs, truth))
         ignore = cache.ignore(i)
         if ignore is not None:  # outside a field of view: neither side counts (as `compkit score`)
             probs, truth = probs * (ignore == 0), truth * (ignore == 0)
         meter.update(probs > threshold, truth)
         if tuner is not None:
             tuner.add_probs(probs, truth)
-    return ValidationDice(meter.per_class(), tuner.best_thresholds()[1] if tuner is not None else None)
+    mean_loss = float(np.mean(losses)) if losses else None
+    return ValidationDice(meter.per_class(), tuner.best_thresholds()[1] if tuner is not None else None, mean_loss)
 
 
 def write_store(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from compkit.errors import CompkitError
 from compkit.fileio import read_yaml
 from compkit.imageio import INTENSITY_RULES
+from compkit.inference import TTA_VIEWS
+from compkit.tracking import TRACKERS
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 LOSS_TERMS = ("bce", "dice", "jaccard", "focal", "tversky", "lovasz")
@@ -130,14 +132,27 @@ class TrainConfig(Section):
     val_every: int = Field(1, ge=1)
     workers: int = Field(2, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:1
+    loggers: list[str] = Field(default_factory=list)  # experiment trackers beside results.csv: tensorboard, mlflow, wandb
+    tracking_uri: str | None = None  # MLflow tracking URI (default: a local file store, <runs>/mlruns)
+    wandb_project: str | None = None  # W&B project (default: compkit; offline unless WANDB_MODE says otherwise)
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]) -> list[str]:
+        return [_choice("logger", name, tuple(TRACKERS)) for name in v]
 
 
 class InferConfig(Section):
-    tta: Literal["none", "hflip", "vflip", "d4"] = "hflip"
+    tta: str = "hflip"  # any view set of compkit.inference.TTA_VIEWS (the CLI's --tta choices)
     threshold: float = Field(0.5, gt=0, lt=1)
     window: int | None = Field(None, ge=32)  # sliding-window size in pixels at the store resolution
     overlap: float = Field(0.5, ge=0, lt=1)
     batch_size: int = Field(4, ge=1)
+
+    @field_validator("tta")
+    @classmethod
+    def _tta(cls, v: str) -> str:
+        return _choice("tta", v, tuple(TTA_VIEWS))
 
 
 class Recipe(Section):
@@ -318,4 +333,10 @@ def load_recipe(ref: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise CompkitError(path, f"bad recipe: {describe_validation_error(e, Recipe)}") from None
+        problem = describe_validation_error(e, Recipe)
+        location = problem.split(":", 1)[0]
+        for assignment in overrides:
+            key = assignment.partition("=")[0].strip()
+            if location == key or location.startswith(key + ".") or key.startswith(location + "."):
+                raise CompkitError("--set", f"{assignment}: {problem}") from None  # the override is wrong, not the file
+        raise CompkitError(path, f"bad recipe: {problem}") from None

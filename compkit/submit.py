@@ -39,11 +39,17 @@ def submit(
     console: Console | None = None,
 ) -> Path:
     console = console or Console()
-    source = Path(source) if source else newest_ensemble(ensembles_dir)
+    if source:
+        source = Path(source)
+        console.print(f"using {source} (named on the command line)")
+    else:
+        source = newest_ensemble(ensembles_dir)
+        console.print(f"using {source}: the newest ensemble in {ensembles_dir} (name a SOURCE to choose another)")
     member = open_member(source)
     name = member.path.parent.name if member.kind == "csv" and member.path.name == "vote.csv" else member.name
     out = Path(out) if out else Path("submissions") / f"{name}.csv"
-    dataset = open_dataset(dataset_root(member, data), "test")
+    root = dataset_root(member, data)
+    dataset = open_dataset(root, "test")
     layout = submission_layout(dataset, sample)  # the sample's header, rows, order and id form, where there is one
 
     if member.kind == "csv":  # a hard vote of CSVs is already a submission (in the dataset's own layout)
@@ -58,6 +64,10 @@ def submit(
         check_covers(member, dataset)
         thresholds = resolve_thresholds(member, threshold, console)
         rules = member.postprocess or {}
+        origin = "tuned on OOF" if threshold in ("auto", "tuned") and member.thresholds else f"--threshold {threshold}" if threshold not in ("auto", "tuned") else "0.5 (no tuned thresholds)"
+        low, high = float(thresholds.min()), float(thresholds.max())
+        console.print(f"thresholds: {origin}, " + (f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class (thresholds.json)"))
+        console.print("postprocessing: " + (", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none"))
 
         def mask_for(sample: Sample) -> np.ndarray:
             q = member.test_uint8(sample.image_id)
@@ -81,7 +91,8 @@ def submit(
 
         write_submission(out, dataset, mask_for, console, description=f"submitting {member.name}", layout=layout)
     following = f", rows and header of {layout.sample}" if layout.sample else ""
-    console.print(f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes{following})")
+    console.print(f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes{following}); validated: header, rows, ids and run-length encodings")
+    console.print(f"next: compkit score {out} --data {root}  (with local test labels), or upload {out}")
     return out
 
 

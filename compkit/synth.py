@@ -62,6 +62,7 @@ def synth(
         data_folder.abort()
         gt_folder.abort()
     console.print(f"[green]synthetic dataset[/green] {data}: {summary}, {size} px; test labels in {gt}")
+    console.print(f"next: compkit eda {data}")
     return data
 
 

@@ -34,6 +34,7 @@ from compkit.fileio import atomic_write, write_json
 from compkit.planning import PLAN_NAME, describe_seconds, parse_budget, plan_recipe, write_plan
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
+from compkit.tracking import check_loggers
 from compkit.recipe import Recipe, load_recipe
 from compkit.runs import PRETRAINED_FILE, RECIPE_FILE, check_fold_split, next_free, run_conflict, saved_recipe, write_run_record
 from compkit.weights import CachedWeights, WeightsCache, require, weights_cache
@@ -200,6 +201,7 @@ def train(
         recipe = write_plan(planned, next_free(Path(runs_dir) / f"{PLAN_NAME}.yaml"))
         console.print(f"planned {recipe} in {time.time() - started:.0f} s")
     cfg = load_recipe(recipe, overrides)
+    check_loggers(cfg.train.loggers)  # a missing tracker package fails before anything is read or written
     root = data or cfg.data.root
     if root is None:
         raise CompkitError(cfg.name, "no dataset: pass --data DATA or set data.root in the recipe")

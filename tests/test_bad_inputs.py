@@ -180,7 +180,7 @@ SYNTH = [
     c("synth-size-too-small", lambda w: ["synth", w.tmp / "d", "--size", 10], "--size 10 is too small"),
     c("synth-no-patients", lambda w: ["synth", w.tmp / "d", "--patients", 0], "--patients must be at least 1"),
     c("synth-negative-test-patients", lambda w: ["synth", w.tmp / "d", "--test-patients", -1], "--test-patients at least 0"),
-    c("synth-unknown-kind", lambda w: ["synth", w.tmp / "d", "--kind", "mri"], "unknown --kind 'mri'"),
+    c("synth-unknown-kind", lambda w: ["synth", w.tmp / "d", "--kind", "mri"], "Invalid value for '--kind': 'mri' is not one of 'handbone', 'fundus', 'isic'"),
     c("synth-existing-folder", lambda w: ["synth", w.dataset()], "already exists and is not empty"),
     c("synth-under-a-file", lambda w: (w.tmp / "f").write_text("x") and ["synth", w.tmp / "f" / "d", "--size", 64], "cannot write"),
     c("synth-size-not-a-number", lambda w: ["synth", w.tmp / "d", "--size", "big"], "--size"),
@@ -277,8 +277,8 @@ PREDICT = [
     c("predict-overlap-too-large", lambda w: ["predict", w.run_copy(), "--window", 32, "--overlap", 1.5], "--overlap", "below 1"),
     c("predict-overlap-negative", lambda w: ["predict", w.run_copy(), "--overlap", -0.1], "--overlap"),
     c("predict-window-too-small", lambda w: ["predict", w.run_copy(), "--window", 8], "--window", "at least 32"),
-    c("predict-unknown-tta", lambda w: ["predict", w.run_copy(), "--tta", "d8"], "--tta", "must be one of"),
-    c("predict-unknown-split", lambda w: ["predict", w.run_copy(), "--split", "train"], "--split", "must be one of"),
+    c("predict-unknown-tta", lambda w: ["predict", w.run_copy(), "--tta", "d8"], "--tta", "'d8' is not one of 'none', 'hflip', 'vflip', 'd4', 'scales'"),
+    c("predict-unknown-split", lambda w: ["predict", w.run_copy(), "--split", "train"], "--split", "'train' is not one of 'test', 'val'"),
     c("predict-unknown-device", lambda w: ["predict", w.run_copy(), "--device", "tpu"], "--device", "unknown device"),
     c("predict-cuda-without-gpu", lambda w: ["predict", w.run_copy(), "--device", "cuda"], "--device", "not available") if not torch.cuda.is_available() else c("predict-cuda-without-gpu", lambda w: ["predict", "--tta", "x"], "--tta"),
     c("predict-val-after-resplit", lambda w: ["predict", run_on(w, resplit(w)), "--split", "val"], "fold0", "another split", "not out-of-fold"),
@@ -388,7 +388,7 @@ AUGMENT = [
 ]
 
 INSPECT = [
-    c("inspect-unknown-split", lambda w: ["inspect", w.run, "--split", "dev", "--out", w.tmp / "r"], "--split", "val or test"),
+    c("inspect-unknown-split", lambda w: ["inspect", w.run, "--split", "dev", "--out", w.tmp / "r"], "--split", "'dev' is not one of 'val', 'test'"),
     c("inspect-no-oof", lambda w: ["inspect", without(w.run_copy(), "fold*/oof"), "--out", w.tmp / "r"], "no out-of-fold stores"),
     c("inspect-oof-after-resplit", lambda w: ["inspect", run_on(w, d := resplit(w)), "--data", d, "--out", w.tmp / "r"], "another split"),
     c("inspect-test-without-ground-truth", lambda w: ["inspect", w.ensemble, "--split", "test", "--data", w.link_copy(w.data, "nogt", with_ground_truth=False), "--out", w.tmp / "r"], "no ground truth"),

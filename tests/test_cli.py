@@ -104,7 +104,7 @@ def test_python_dash_m_entry_point(tmp_path):
 
 def test_train_bad_recipe_value(data_copy):
     result = run("train", "--recipe", "tiny", "--data", data_copy, "--set", "optim.name=adamm")
-    assert_one_line_error(result, "tiny.yaml", "unknown optimizer 'adamm' (did you mean 'adam'?)")
+    assert_one_line_error(result, "error: --set: optim.name=adamm", "unknown optimizer 'adamm' (did you mean 'adam'?)")
 
 
 def test_train_incompatible_model(data_copy):
@@ -140,3 +140,84 @@ def test_predict_a_run_with_an_aux_head(trained_fundus_aux, tmp_path):
     """A classification head's weights come last in the state dict: the model is still rebuilt for the masks."""
     fold = copy_run(trained_fundus_aux.run / "fold0", tmp_path / "runs" / "tiny" / "fold0")
     assert run("predict", fold, "--tta", "none", "--exist-ok").exit_code == 0
+
+
+def test_version_and_shell_completion():
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"compkit {version('compkit')}"
+    # As installed: the completion script of the `compkit` program (python -m compkit runs the same main()).
+    completion = subprocess.run([sys.executable, "-m", "compkit", "--show-completion", "bash"], capture_output=True, text=True, timeout=120)
+    assert completion.returncode == 0, completion.stderr
+    assert "_COMPKIT_COMPLETE=complete_bash" in completion.stdout and "complete -o default -F _compkit_completion compkit" in completion.stdout
+
+
+def test_every_subcommand_help_follows_one_convention():
+    from compkit.inference import TTA_VIEWS
+
+    wide = CliRunner(env={"COLUMNS": "200"})
+    commands = ["synth", "check-data", "export", "split", "score", "encode-labels", "train", "predict", "ensemble", "submit", "pseudo", "augment", "eda", "inspect", "demo", "recipes", "weights"]
+    helps = {c: wide.invoke(app, [c, "--help"]).stdout for c in commands}
+    assert all(h.strip() for h in helps.values())
+    for command, text in helps.items():
+        assert "--runs-dir" not in text and "--out-dir" not in text, command  # old names are hidden aliases
+        for flag in ("--force", "--exist-ok", "--resume", "--write", "--soft", "--flip"):
+            if flag + " " in text:
+                assert "--no-" + flag[2:] in text, (command, flag)
+    assert "<" + "|".join(TTA_VIEWS) + ">" in helps["predict"]
+    assert "<test|val>" in helps["predict"] and "<val|test>" in helps["inspect"] and "<soft|hard>" in helps["ensemble"]
+    assert "<test|train>" in helps["score"] and "<handbone|fundus|isic>" in helps["synth"]
+    assert "--device" in helps["train"] and "--device" in helps["predict"] and "--out" in helps["train"] and "--out" in helps["ensemble"]
+
+
+def test_recipes_list_show_and_copy(tmp_path):
+    import yaml
+
+    from compkit.recipe import available_recipes, load_recipe
+
+    wide = CliRunner(env={"COLUMNS": "200"})
+    listed = wide.invoke(app, ["recipes"])
+    assert listed.exit_code == 0
+    for name in available_recipes():
+        assert f"│ {name} " in listed.stdout
+    assert "A small U-Net that learns the synthetic hand bones" in listed.stdout
+    shown = run("recipes", "show", "resnet34", "--set", "train.epochs=7")
+    resolved = yaml.safe_load(shown.stdout)
+    assert resolved["train"]["epochs"] == 7 and resolved["model"]["encoder"] == "resnet34" and resolved["infer"]["tta"] == "hflip"
+    mine = tmp_path / "mine.yaml"
+    copied = run("recipes", "copy", "resnet34", mine)
+    assert copied.exit_code == 0 and f"next: compkit train --recipe {mine}" in " ".join(copied.stdout.split())
+    assert load_recipe(mine).model_dump(exclude={"name"}) == load_recipe("resnet34").model_dump(exclude={"name"})
+    assert_one_line_error(run("recipes", "copy", "resnet34", mine), str(mine), "--exist-ok")
+
+
+def test_a_bad_set_names_set_not_the_recipe_file(tmp_path):
+    assert_one_line_error(run("train", "--recipe", "tiny", "--set", "train.epoch=3", "--out", tmp_path / "runs"), "error: --set: train.epoch=3", "did you mean 'epochs'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_readme_command_table_lists_every_command():
+    from pathlib import Path
+
+    import typer.main
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| command | what it does | writes |") :].split("\n\n")[0]
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        subcommands = getattr(command, "commands", None)
+        for sub in subcommands or [None]:
+            assert f"`compkit {name}" + (f" {sub}" if sub else "") in table, (name, sub)
+
+
+def test_data_is_one_option_everywhere_and_the_positional_form_still_works(tmp_path):
+    data = tmp_path / "d"
+    assert run("synth", data, "--patients", 4, "--test-patients", 0, "--size", 64).exit_code == 0
+    result = run("split", "--data", data, "--folds", 2)
+    assert result.exit_code == 0 and (data / "splits.json").is_file()
+    assert run("split", data, "--folds", 2, "--force").exit_code == 0  # the older positional form
+    assert_one_line_error(run("eda", "--out", tmp_path / "r"), "error: --data: missing: pass --data DATA")
+    assert_one_line_error(run("split", data, "--data", tmp_path / "other"), "error: --data: the dataset is given twice")
+    for command in ("check-data", "split", "encode-labels", "augment", "eda", "train", "predict", "ensemble", "submit", "score", "inspect", "pseudo"):
+        assert "--data" in CliRunner(env={"COLUMNS": "200"}).invoke(app, [command, "--help"]).stdout, command

@@ -7,6 +7,7 @@ import yaml
 
 from compkit.checkpoint import CHECKPOINT_BEST, load_checkpoint
 from compkit.plan import plan
+from compkit.planning import CANDIDATES
 from compkit.recipe import load_recipe
 from compkit.results import read_results
 from compkit.split import split
@@ -37,7 +38,8 @@ def test_plan_writes_an_explained_recipe_that_trains(dataset, vertical_flip, gre
     assert ("RandomGamma" in names) == grey
     assert cfg.train.time_budget is not None and 0 < cfg.train.time_budget < 90  # a share of 3 minutes per fold
     assert cfg.train.epochs >= 1 and cfg.train.early_stop is None and cfg.sched.name == "onecycle"
-    assert cfg.model.encoder == "tu-regnety_002"  # a 3-minute budget on a CPU leaves no room for a larger encoder
+    # The probe decides by measured speed, so the choice depends on the machine's load: one of the candidates.
+    assert cfg.model.encoder in {c["encoder"] for c in CANDIDATES}
     assert 64 <= cfg.data.image_size <= 128 and cfg.data.image_size % 32 == 0
     split(data, folds=2, seed=0, console=quiet())
     result = train(out, data=data, fold="0", overrides=["train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())

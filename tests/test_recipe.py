@@ -83,3 +83,12 @@ def test_resolved_yaml_round_trips(tmp_path):
     path.write_text(r.to_yaml())
     again = load_recipe(path)
     assert again.model_dump(exclude={"name"}) == r.model_dump(exclude={"name"})
+
+
+def test_infer_tta_accepts_every_view_set_the_cli_offers():
+    from compkit.inference import TTA_VIEWS
+
+    for views in TTA_VIEWS:
+        assert load_recipe("tiny", [f"infer.tta={views}"]).infer.tta == views
+    with pytest.raises(CompkitError, match="--set: infer.tta=scale: .*did you mean 'scales'"):
+        load_recipe("tiny", ["infer.tta=scale"])

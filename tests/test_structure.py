@@ -12,7 +12,7 @@ PACKAGE = Path(compkit.__file__).parent
 STAGES = {
     "compkit.synth", "compkit.split", "compkit.train", "compkit.predict", "compkit.ensemble", "compkit.submit",
     "compkit.score", "compkit.pseudo", "compkit.augment_offline", "compkit.eda", "compkit.inspect_errors",
-    "compkit.encode_labels", "compkit.demo", "compkit.check_data", "compkit.export", "compkit.weights_cmd",
+    "compkit.encode_labels", "compkit.demo", "compkit.check_data", "compkit.export", "compkit.weights_cmd", "compkit.recipes_cmd",
     "compkit.plan",
 }  # fmt: skip
 ORCHESTRATORS = {"compkit.cli", "compkit.demo", "compkit.__main__"}

@@ -187,3 +187,23 @@ def test_submit_pastes_cropped_probabilities_back(fundus_data, tmp_path):
         expected[y0:y1, x0:x1] = 1
         assert np.array_equal(rle.decode(rows[k * len(test.classes)][2], (128, 128), test.rle_order), expected)
         assert rows[k * len(test.classes) + 1][2] == ""
+
+
+def test_submit_says_which_ensemble_thresholds_and_postprocessing_it_used(tmp_path, synth_data):
+    from rich.console import Console
+
+    from tests.test_ensemble import make_store
+    from compkit.data.labelled import open_labelled
+    from compkit.ensemble import ensemble
+
+    labelled = open_labelled(synth_data, "test")
+    store = make_store(tmp_path / "perfect", labelled, lambda s: labelled.read_mask(s).astype(np.float32))
+    ensemble([store], name="p", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    console = Console(record=True, width=300, file=open("/dev/null", "w"))  # noqa: SIM115
+    out = submit(out=tmp_path / "sub.csv", ensembles_dir=tmp_path / "ens", console=console)
+    text = console.export_text()
+    assert f"using {tmp_path / 'ens' / 'p'}: the newest ensemble in {tmp_path / 'ens'}" in text
+    assert "thresholds: 0.5 (no tuned thresholds), 0.500 for every class" in text
+    assert "postprocessing: none" in text
+    assert "validated: header, rows, ids and run-length encodings" in text
+    assert f"next: compkit score {out} --data" in text

@@ -27,7 +27,7 @@ from compkit.optimization import create_optimizer, create_schedule
 from compkit.prediction import InferenceSettings, validation_dice
 from compkit.preprocess import Normaliser
 from compkit.recipe import Recipe
-from compkit.results import read_results, validation_columns, write_results
+from compkit.results import ResultsWriter, read_results, validation_columns, validation_overlays
 from compkit.weights import PretrainedWeights, WeightsCache, encoder_normalisation, encoder_reference, encoder_weights
 
 
@@ -254,6 +254,13 @@ class SmpFamily(ModelFamily):
             if dist.is_main:
                 console.print(f"resuming fold {job.fold} after epoch {state.epoch} (best dice {state.best_dice:.4f})")
 
+        writer = ResultsWriter(folder, recipe, rows_already_logged=len(state.rows)) if dist.is_main else None
+
+        def validation_loss(probs: np.ndarray, truth: np.ndarray) -> float:
+            """The training criterion on a validation image (its probabilities back as logits)."""
+            p = torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)[None]
+            return float(criterion(torch.logit(p).to(device), torch.from_numpy(truth.astype(np.float32))[None].to(device)))
+
         train_model: torch.nn.Module = model
         if dist.enabled:
             train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -333,10 +340,11 @@ class SmpFamily(ModelFamily):
                 row: dict[str, Any] = {"epoch": epoch, "train_loss": round(sums["loss"] / max(seen, 1), 6)}
                 row.update({f"train_{k}": round(v / max(seen, 1), 6) for k, v in sums.items() if k != "loss"})
                 row["lr"] = schedule.lr
+                row["train_images_per_s"] = round(seen / max(time.time() - started, 1e-9), 2)
                 validate_now = epoch % cfg.val_every == 0 or epoch == cfg.epochs
                 dice = None
                 if validate_now and dist.is_main:
-                    dice = validation_dice(predictor, cache, val_pos, recipe.infer.threshold, val_settings, tuned=not self.calibrated)
+                    dice = validation_dice(predictor, cache, val_pos, recipe.infer.threshold, val_settings, tuned=not self.calibrated, loss=validation_loss)
                 row.update(validation_columns(dataset.classes, dice if validate_now else None))
                 if recipe.model.aux is not None:
                     accuracy = aux_accuracy(model, cache, val_pos, val_labels, recipe, device) if validate_now and dist.is_main else float("nan")
@@ -356,7 +364,7 @@ class SmpFamily(ModelFamily):
                     if improved:
                         save_checkpoint(folder / CHECKPOINT_BEST, payload)
                     save_checkpoint(folder / CHECKPOINT_LAST, payload)
-                    write_results(folder, state.rows)
+                    writer.write(state.rows)
                     if validate_now:
                         progress.console.print(
                             f"fold {job.fold} epoch {epoch}: loss {row['train_loss']:.4f}  val dice {dice.mean:.4f}"
@@ -374,4 +382,7 @@ class SmpFamily(ModelFamily):
                         f"train.time_budget {cfg.time_budget:.0f} s); {CHECKPOINT_BEST} holds epoch {state.best_epoch} (val dice {state.best_dice:.4f})"
                     )
                 barrier(dist)
+        if writer is not None:
+            writer.close({"validation": validation_overlays(folder, predictor, cache, val_pos, recipe.infer.threshold, val_settings)})
         return FoldOutcome(state.best_dice, state.best_epoch, state.epoch)
+

@@ -48,7 +48,7 @@ from compkit.fileio import AtomicFolder
 from compkit.inference import TTA_VIEWS
 from compkit.prediction import InferenceSettings, validation_dice
 from compkit.recipe import Recipe, defaults, did_you_mean
-from compkit.results import read_results, validation_columns, write_results
+from compkit.results import ResultsWriter, read_results, validation_columns, validation_overlays
 from compkit.weights import SETTING, AssetLibrary, PretrainedWeights, local_weights, register_asset_library, require, weights_cache
 
 ULTRALYTICS_SUBDIR = "ultralytics"
@@ -409,7 +409,9 @@ class UltralyticsFamily(ModelFamily):
         dice = validation_dice(predictor, cache, job.val_positions, recipe.infer.threshold, settings, tuned=not self.calibrated)
         rows = _results_rows(read_results(folder / ULTRALYTICS_SUBDIR))
         rows[-1].update(validation_columns(dataset.classes, dice), seconds=round(time.time() - started, 2))
-        write_results(folder, rows)
+        writer = ResultsWriter(folder, recipe)
+        writer.write(rows)
+        writer.close({"validation": validation_overlays(folder, predictor, cache, job.val_positions, recipe.infer.threshold, settings)})
         epochs = len(rows)
         checkpoint = {"family": self.name, "classes": list(dataset.classes), "model": state, "epoch": epochs, "best_dice": dice.mean}
         if head_source_nc is not None:
@@ -425,12 +427,14 @@ def _results_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for record in records:
         record = {k.strip(): (v or "").strip() for k, v in record.items() if k}
         losses = {k: float(v) for k, v in record.items() if k.startswith("train/") and v}
+        val_losses = [float(v) for k, v in record.items() if k.startswith("val/") and v]
         rows.append(
             {
                 "epoch": int(float(record.get("epoch") or len(rows) + 1)),
                 "train_loss": round(sum(losses.values()), 6),
                 **{f"train_{k.removeprefix('train/')}": round(v, 6) for k, v in losses.items()},
                 "lr": float(record.get("lr/pg0") or "nan"),
+                **({"val_loss": round(sum(val_losses), 6)} if val_losses else {}),
             }
         )
     return rows or [{"epoch": 1, "train_loss": float("nan"), "lr": float("nan")}]
