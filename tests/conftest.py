@@ -183,3 +183,24 @@ def planted_weights(tmp_path_factory) -> dict:
     config = json.dumps({"mean": PLANTED_MEAN, "std": PLANTED_STD, "input_space": "RGB", "input_range": [0, 1]}).encode()
     plant_hub_entry(folder / "hub", settings["repo_id"], {"config.json": config, "model.safetensors": save(native_state)}, settings["revision"])
     return {"folder": folder, "timm": timm_state, "smp": native_state}
+
+
+def screenshot(page: Path, folder: Path, width: int, height: int):
+    """A headless-Chromium screenshot of an HTML page as a BGR array (skips where Debian's chromium is missing)."""
+    import subprocess
+
+    import cv2
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (`.ci/run` installs it)")
+    shot = folder / "shot.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-sync", f"--user-data-dir={folder / 'profile'}", f"--screenshot={shot}",
+         f"--window-size={width},{height}", page.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (height, width)
+    return image

@@ -9,7 +9,7 @@ import pytest
 
 from compkit.eda import eda, hand_angle
 from compkit.fileio import write_image
-from tests.conftest import quiet
+from tests.conftest import quiet, screenshot
 
 
 def square(x0, y0, x1, y1):
@@ -77,27 +77,11 @@ def test_hand_angle():
 
 def test_report_renders_in_headless_chromium(tmp_path):
     """The report as a person sees it: headless Chromium's screenshot shows the plots (many colours, not a blank page)."""
-    import shutil
-    import subprocess
-
-    import cv2
-
     from compkit.synth import synth
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("Debian's chromium is not installed (`.ci/run` installs it)")
     synth(tmp_path / "data", patients=4, test_patients=0, size=128, console=quiet())
     page = eda(tmp_path / "data", tmp_path / "report", console=quiet())
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-         "--window-size=1280,2400", page.as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )
-    image = cv2.imread(str(shot))
-    assert image is not None and image.shape[:2] == (2400, 1280)
+    image = screenshot(page, tmp_path, 1280, 2400)
     colours = np.unique(image.reshape(-1, 3) // 16, axis=0)
     assert len(colours) > 40, "plots rendered"
     assert (image < 250).any(axis=2).mean() > 0.1, "not a blank page"

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from compkit.inspect_errors import error_overlay, inspect
-from tests.conftest import quiet
+from tests.conftest import quiet, screenshot
 
 
 def test_error_colours_per_class_missed_and_extra_both_show():
@@ -48,25 +48,8 @@ def test_inspect_a_run(trained_tiny_run, tmp_path):
 
 def test_inspect_page_shows_missed_and_extra_of_the_worst_classes_in_headless_chromium(trained_tiny_run, tmp_path):
     """As a person sees it: the legend's four colours and tiles where both missed (yellow) and extra (magenta) show."""
-    import shutil
-    import subprocess
-
-    import cv2
-    import pytest
-
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("Debian's chromium is not installed (`.ci/run` installs it)")
     page = inspect(trained_tiny_run.run, out=tmp_path / "report", console=quiet())
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-         "--window-size=1280,1400", page.as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )
-    bgr = cv2.imread(str(shot))
-    assert bgr is not None and bgr.shape[:2] == (1400, 1280)
+    bgr = screenshot(page, tmp_path, 1280, 1400)
     rgb = bgr[..., ::-1].astype(int)
 
     # Blended over the dark X-ray, missed and extra keep their hue: yellow (R and G high, B low) and magenta (R and B
