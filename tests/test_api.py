@@ -34,6 +34,7 @@ def test_import_is_light_and_commands_are_callable():
         compkit.no_such_thing  # noqa: B018
 
 
+@pytest.mark.slow
 def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

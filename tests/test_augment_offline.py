@@ -63,6 +63,7 @@ def assert_no_leak(dataset, splits):
             assert not set(sources) & val_patients, f"{image_id} trains in the fold that validates {sources}"
 
 
+@pytest.mark.slow
 def test_mosaics_respect_folds_on_a_realistic_patient_count(tmp_path):
     """100 patients, 200 mosaics: before, mosaics tied every patient into one group and `split --folds 2` failed."""
     data = tmp_path / "data"
@@ -83,6 +84,7 @@ def test_mosaics_respect_folds_on_a_realistic_patient_count(tmp_path):
     assert_no_leak(augmented, load_splits(out))
 
 
+@pytest.mark.slow
 def test_augmented_dataset_trains(data_copy, tmp_path):
     out = augment(data_copy, tmp_path / "aug", mosaics=1, console=quiet())
     split(out, folds=2, seed=0, force=True, console=quiet())

@@ -512,6 +512,7 @@ def test_a_full_disk_while_writing_an_ensemble(world, small_disk):
     assert [p.name for p in (small_disk / "ens").iterdir()] == ["e"], "no staging folder left behind"
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint(small_disk):
     from compkit.checkpoint import save_checkpoint
     from compkit.errors import CompkitError
@@ -552,6 +553,7 @@ def test_label_files_without_images_are_a_warning(world):
     assert "warning:" in result.stderr and "1 label JSONs have no image" in result.stderr and "lost.json" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_with_nothing_to_resume_says_so(world):
     result = runner.invoke(app, [str(a) for a in train_args(world, "--set", "train.epochs=1", "--resume")])
     assert result.exit_code == 0, result.output

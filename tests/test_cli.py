@@ -93,6 +93,7 @@ def test_unwritable_output(data_copy, tmp_path):
     assert_one_line_error(run("encode-labels", data_copy, "--out", blocker / "x.csv"), "cannot write")
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point(tmp_path):
     """The installed entry point, as a separate process: help works, errors are one line and exit 2."""
     done = subprocess.run([sys.executable, "-m", "compkit", "--help"], capture_output=True, text=True)
@@ -142,6 +143,7 @@ def test_predict_a_run_with_an_aux_head(trained_fundus_aux, tmp_path):
     assert run("predict", fold, "--tta", "none", "--exist-ok").exit_code == 0
 
 
+@pytest.mark.slow
 def test_version_and_shell_completion():
     from importlib.metadata import version
 

@@ -38,6 +38,7 @@ def test_box_is_the_eye_disk(fundus, tmp_path):
     assert np.array_equal(cache.image(0), fresh_image) and np.array_equal(cache.mask(0), fresh_mask)
 
 
+@pytest.mark.slow
 def test_pipeline_with_crop(fundus_copy, tmp_path):
     fundus = fundus_copy
     split(fundus, folds=2, seed=0, force=True, console=quiet())

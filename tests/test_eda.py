@@ -75,6 +75,7 @@ def test_hand_angle():
     assert abs(abs(hand_angle(rotated)) - 90) < 1
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path):
     """The report as a person sees it: headless Chromium's screenshot shows the plots (many colours, not a blank page)."""
     from compkit.synth import synth

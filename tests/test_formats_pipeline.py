@@ -33,6 +33,7 @@ def dataset_of_kind(request, tmp_path, fundus_copy):
     [("fundus", "fundus", 6, "0004_1.png"), ("isic", "isic", 1, "ISIC_")],
     indirect=["dataset_of_kind"],
 )
+@pytest.mark.slow
 def test_pipeline(tmp_path, dataset_of_kind, kind, classes, first_name):
     data = dataset_of_kind
     split(data, folds=2, seed=0, console=quiet())

@@ -26,6 +26,7 @@ def test_confidence_and_tracing():
     assert len(polygons) == 1 and sorted(map(tuple, polygons[0])) == [(2, 2), (2, 5), (5, 2), (5, 5)]
 
 
+@pytest.mark.slow
 def test_round_trip(trained_tiny_run, tmp_path):
     data = trained_tiny_run.data  # read-only: everything below writes under tmp_path
     ens = ensemble([trained_tiny_run.run], name="e", out_dir=tmp_path / "ens", console=quiet())

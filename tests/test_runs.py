@@ -59,6 +59,7 @@ def test_a_changed_recipe_never_overwrites_a_run(split_data, tmp_path):
     assert len(rows(runs / "tiny" / "fold0")) == 2
 
 
+@pytest.mark.slow
 def test_another_split_is_another_experiment(split_data, tmp_path):
     runs = tmp_path / "runs"
     train("tiny", data=split_data, overrides=ONE_EPOCH, runs_dir=runs, console=quiet())

@@ -41,6 +41,7 @@ def rows(folder):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_writes_the_run_folder(split_data, tmp_path):
     [result] = train("tiny", data=split_data, fold="1", overrides=FAST, runs_dir=tmp_path / "runs", console=quiet())
     folder = tmp_path / "runs" / "tiny" / "fold1"
@@ -142,6 +143,7 @@ def test_nan_loss_stops_naming_epoch_and_step(split_data, tmp_path, monkeypatch)
     assert load_checkpoint(tmp_path / "runs" / "tiny" / "fold0" / "last.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_early_stop(split_data, tmp_path, monkeypatch):
     """Validation dice that never improves after epoch 1 stops training after `early_stop` more epochs."""
     monkeypatch.setattr(smp_module, "validation_dice", lambda *args, **kwargs: ValidationDice(np.full(29, 0.5)))
@@ -168,6 +170,7 @@ def test_bad_folds_and_missing_splits(data_copy, tmp_path):
     assert not (tmp_path / "tiny").exists()
 
 
+@pytest.mark.slow
 def test_aux_presence_head_reports_accuracy(split_data, tmp_path):
     train("tiny", data=split_data, fold="0", overrides=[*FAST, "train.epochs=2", "model.aux={classes: 29, weight: 0.5}"], runs_dir=tmp_path, console=quiet())
     table = rows(tmp_path / "tiny" / "fold0")
@@ -188,6 +191,7 @@ def test_aux_csv_target_on_fundus_grades(trained_fundus_aux, tmp_path):
         train("tiny", data=data, fold="0", overrides=[*FAST, "model.aux={classes: 2, target: 'csv:grade'}"], runs_dir=tmp_path / "bad", console=quiet())
 
 
+@pytest.mark.slow
 def test_a_native_smp_encoder_starts_from_its_cached_imagenet_weights(split_data, tmp_path, planted_weights, cut_network, monkeypatch):
     """smp-hub/resnet18.imagenet planted in a hub cache; HF_HUB_OFFLINE=1 and every socket refused; one epoch at lr 0
     keeps the encoder's weights, and the normalisation written into recipe.yaml is the entry's config.json."""
