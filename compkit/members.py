@@ -201,32 +201,39 @@ def read_members_file(path: Path) -> dict[str, Any]:
     return info
 
 
-def read_thresholds(path: Path, classes: list[str]) -> dict[str, float]:
-    """``{class: threshold}``, every threshold a number strictly between 0 and 1, every class known."""
+def read_per_class(path: Path, classes: list[str], what: str) -> dict:
+    """An artifact that maps known class names to values (``thresholds.json``, ``postprocess.json``)."""
     data = read_json(path)
     if not isinstance(data, dict):
-        raise CompkitError(path, "must be an object {class: threshold}")
+        raise CompkitError(path, f"must be an object {{class: {what}}}")
+    unknown = next((name for name in data if name not in classes), None)
+    if unknown is not None:
+        raise CompkitError(path, f"unknown class {unknown!r}{did_you_mean(unknown, classes)}")
+    return data
+
+
+def is_fraction(value) -> bool:
+    """A number strictly between 0 and 1 (booleans are not numbers here)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < 1
+
+
+def read_thresholds(path: Path, classes: list[str]) -> dict[str, float]:
+    """``{class: threshold}``, every threshold a number strictly between 0 and 1, every class known."""
+    data = read_per_class(path, classes, "threshold")
     for name, value in data.items():
-        if name not in classes:
-            raise CompkitError(path, f"unknown class {name!r}{did_you_mean(name, classes)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        if not is_fraction(value):
             raise CompkitError(path, f"{name}: threshold {value!r} is not a number between 0 and 1")
     return {name: float(value) for name, value in data.items()}
 
 
 def read_postprocess(path: Path, classes: list[str]) -> dict[str, dict]:
     """``{class: {"rule": "largest"}}`` or ``{"rule": "min_size", "min_area": fraction}``."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise CompkitError(path, "must be an object {class: rule}")
+    data = read_per_class(path, classes, "rule")
     for name, rule in data.items():
-        if name not in classes:
-            raise CompkitError(path, f"unknown class {name!r}{did_you_mean(name, classes)}")
         if not isinstance(rule, dict) or rule.get("rule") not in RULES:
             raise CompkitError(path, f"{name}: rule must be one of {', '.join(RULES)}, got {rule!r}")
-        area = rule.get("min_area")
-        if rule["rule"] == "min_size" and (isinstance(area, bool) or not isinstance(area, (int, float)) or not 0 < area < 1):
-            raise CompkitError(path, f"{name}: min_area {area!r} is not a fraction of the image between 0 and 1")
+        if rule["rule"] == "min_size" and not is_fraction(rule.get("min_area")):
+            raise CompkitError(path, f"{name}: min_area {rule.get('min_area')!r} is not a fraction of the image between 0 and 1")
     return data
 
 

@@ -5,15 +5,12 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
+from matplotlib.ticker import MaxNLocator
 
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from compkit.fileio import atomic_write  # noqa: E402
-from compkit.tracking import Tracking  # noqa: E402
+from compkit.fileio import atomic_write
+from compkit.plots import plt  # the headless backend is chosen there
+from compkit.tracking import Tracking
 
 RESULTS_CSV = "results.csv"
 RESULTS_PNG = "results.png"
