@@ -130,6 +130,10 @@ class TrainConfig(Section):
     # one that overruns), keeping the best checkpoint. `compkit plan` sets it from --budget.
     time_budget: float | None = Field(None, gt=0)
     val_every: int = Field(1, ge=1)
+    # Weight averaging: validation, best.pt and prediction use an exponential moving average of the weights, its
+    # decay warming up with the step count (timm's ModelEmaV3) up to this value (null: off). Measured by `compkit plan`
+    # on benchmarks/quality.py's variants (see the README).
+    ema: float | None = Field(None, gt=0, lt=1)
     workers: int = Field(2, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:1
     loggers: list[str] = Field(default_factory=list)  # experiment trackers beside results.csv: tensorboard, mlflow, wandb

@@ -24,3 +24,18 @@ def test_results_round_trip_and_the_plot_of_a_single_epoch(tmp_path):
     plot_results(tmp_path, rows)
     image = cv2.imread(str(tmp_path / "results.png"))
     assert image is not None and image.shape[1] > 3 * image.shape[0]  # four panels side by side
+
+
+def test_the_writer_redraws_the_plot_at_most_every_interval_and_when_it_closes(tmp_path):
+    from compkit.recipe import Recipe
+    from compkit.results import ResultsWriter
+
+    row = lambda epoch: {"epoch": epoch, "train_loss": 1.0 / epoch, "lr": 1e-3, "val_dice_mean": 0.1 * epoch}  # noqa: E731
+    writer = ResultsWriter(tmp_path, Recipe())
+    writer.write([row(1)])
+    first = (tmp_path / "results.png").read_bytes()
+    writer.write([row(1), row(2), row(3)])
+    assert len(read_results(tmp_path)) == 3  # the CSV after every epoch
+    assert (tmp_path / "results.png").read_bytes() == first  # the plot not redrawn within the interval
+    writer.close()
+    assert (tmp_path / "results.png").read_bytes() != first  # ... but when the fold ends

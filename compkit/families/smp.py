@@ -226,14 +226,21 @@ class SmpFamily(ModelFamily):
         use_amp = cfg.amp and device.type == "cuda"
         scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
         state = FoldState()
-        predictor = SmpPredictor(model, recipe, device)
+        # With train.ema, the averaged weights are what validation, best.pt and prediction see; the trained ones resume.
+        ema = None
+        if cfg.ema is not None:
+            from timm.utils.model_ema import ModelEmaV3  # here: timm.utils imports wandb when it is installed (0.35 s)
+
+            ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True, warmup_power=0.75)
+        predictor = SmpPredictor(ema.module if ema is not None else model, recipe, device)
         val_settings = InferenceSettings("none", recipe.infer.window, recipe.infer.overlap, recipe.infer.batch_size)
 
         def checkpoint() -> dict[str, Any]:
             return {
                 "family": self.name,
                 "classes": list(dataset.classes),
-                "model": model.state_dict(),
+                "model": (ema.module if ema is not None else model).state_dict(),
+                **({"trained_model": model.state_dict()} if ema is not None else {}),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -245,7 +252,9 @@ class SmpFamily(ModelFamily):
 
         if job.resume and (folder / CHECKPOINT_LAST).is_file():
             ckpt = load_checkpoint(folder / CHECKPOINT_LAST)
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(ckpt["trained_model"] if ema is not None else ckpt["model"])
+            if ema is not None:
+                ema.module.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             schedule.load_state_dict(ckpt["schedule"])
             scaler.load_state_dict(ckpt["scaler"])
@@ -328,6 +337,8 @@ class SmpFamily(ModelFamily):
                         scaler.update()
                         optimizer.zero_grad(set_to_none=True)
                         schedule.after_step()
+                        if ema is not None:
+                            ema.update(model, step=schedule.step_count)
                         progress.advance(task)
                     n = x.shape[0]
                     seen += n

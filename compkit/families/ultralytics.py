@@ -313,6 +313,8 @@ class UltralyticsFamily(ModelFamily):
             substitute("train.amp=true", "fp32 (its AMP check downloads weights; set train.amp: false)")
         if train.val_every != 1:
             substitute(f"train.val_every={train.val_every}", "validation after every epoch")
+        if train.ema is not None:
+            substitute(f"train.ema={train.ema}", "its own weight averaging (always on, decay 0.9999 with warm-up)")
         if recipe.data.pseudo:
             refuse("data.pseudo", "pseudo-labelled images are added by the smp family only")
         if recipe.infer.window is not None:
