@@ -92,14 +92,18 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS))
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the data and runs (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), help="recipes to compare (the last is the reference)")
     args = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = benchmark(args.variants, args.budget, args.workdir or Path(tmp), console=console)
-    console.print(table(rows))
-    wins = sum(r[PLAN_NAME]["dice"] > r["tiny"]["dice"] for r in rows)
-    worst = min(r[PLAN_NAME]["dice"] - r["tiny"]["dice"] for r in rows)
-    console.print(f"plan beats tiny on {wins} of {len(rows)} variants; worst difference {worst:+.4f}")
+        rows = benchmark(args.variants, args.budget, args.workdir or Path(tmp), recipes=tuple(args.recipes), console=console)
+    recipes = tuple(args.recipes)
+    console.print(table(rows, recipes))
+    if len(recipes) > 1:
+        first, reference = recipes[0], recipes[-1]
+        wins = sum(r[first]["dice"] > r[reference]["dice"] for r in rows)
+        worst = min(r[first]["dice"] - r[reference]["dice"] for r in rows)
+        console.print(f"{first} beats {reference} on {wins} of {len(rows)} variants; worst difference {worst:+.4f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

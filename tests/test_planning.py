@@ -32,3 +32,6 @@ def test_probe_times_a_real_model():
     # throughput falls with the pixel count, memory grows with it and with the batch
     assert probe.speed_at(128) == pytest.approx(probe.images_per_second / 4)
     assert probe.memory_at(128, 4) == pytest.approx(probe.peak_bytes * 8)
+    # prediction (forward passes alone) is timed too, and is faster than training (forward, backward, step)
+    assert probe.predict_images_per_second > probe.images_per_second
+    assert probe.predict_speed_at(128) == pytest.approx(probe.predict_images_per_second / 4)
