@@ -289,7 +289,6 @@ def plan_recipe(
     probe_batch = 2 if kind == "cpu" else 8
     probe_size = min(needed, WHOLE_IMAGE_LIMIT[kind])
     first = probe_model(CANDIDATES[0], classes, probe_size, probe_batch, torch_device)
-    batch_cpu = CPU_BATCH
 
     def steps_at(p: Probe, size: int, batch: int) -> float:
         train_size = min(size, WHOLE_IMAGE_LIMIT[kind])
@@ -299,7 +298,7 @@ def plan_recipe(
         return max(0.0, per_fold / epoch_s) * math.ceil(n_train / batch)
 
     size = needed
-    while size > 2 * SIZE_STEP and steps_at(first, size, batch_cpu) < MIN_STEPS:
+    while size > 2 * SIZE_STEP and steps_at(first, size, CPU_BATCH) < MIN_STEPS:
         size -= SIZE_STEP
     at_size = area * (size / original) ** 2
     if size == needed:
@@ -317,18 +316,18 @@ def plan_recipe(
 
     # Model: every candidate timed at the chosen size; the largest that still gets TARGET_STEPS, else the fastest.
     probes = [first if first.size == train_size else probe_model(CANDIDATES[0], classes, train_size, probe_batch, torch_device)]
-    if steps_at(probes[0], size, batch_cpu) >= TARGET_STEPS:  # larger candidates are slower: only worth timing if the lightest has room
+    if steps_at(probes[0], size, CPU_BATCH) >= TARGET_STEPS:  # larger candidates are slower: only worth timing if the lightest has room
         probes += [probe_model(c, classes, train_size, probe_batch, torch_device) for c in CANDIDATES[1:]]
     else:
         say(f"larger candidates not probed: the lightest gets fewer than {TARGET_STEPS} steps per fold already")
     for p in probes:
         say(f"probe: {p.label} ({p.parameters / 1e6:.1f} M parameters) at {p.size} px, batch {p.batch}: "
             f"{p.images_per_second:.1f} images/s training, {p.predict_images_per_second:.1f} predicting, peak memory {_gb(p.peak_bytes)}")
-    affordable = [p for p in probes if steps_at(p, size, batch_cpu) >= TARGET_STEPS]
+    affordable = [p for p in probes if steps_at(p, size, CPU_BATCH) >= TARGET_STEPS]
     chosen = max(affordable, key=lambda p: p.parameters) if affordable else max(probes, key=lambda p: p.images_per_second)
     if affordable:
         say(f"model {chosen.label}: the largest candidate that still gets {TARGET_STEPS}+ optimizer steps per fold "
-            f"({steps_at(chosen, size, batch_cpu):.0f} at batch {batch_cpu})")
+            f"({steps_at(chosen, size, CPU_BATCH):.0f} at batch {CPU_BATCH})")
     else:
         say(f"model {chosen.label}: the fastest candidate; none gets {TARGET_STEPS} optimizer steps per fold in this budget")
 
