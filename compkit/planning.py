@@ -173,6 +173,16 @@ def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, 
         loss.backward()
         optimizer.step()
 
+    def timed(work) -> float:
+        """Seconds ``work`` takes on the device (CUDA runs asynchronously: synchronise around it)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        work()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - began
+
     model.train()
     step()  # warm-up: allocations, oneDNN primitives, cudnn autotuning
     durations = []
@@ -180,28 +190,15 @@ def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, 
     # The median step of at least `steps` and at least PROBE_SECONDS (at most 4x `steps`): one slow step on a busy
     # machine must not decide the plan.
     while len(durations) < steps or (time.perf_counter() - probe_started < PROBE_SECONDS and len(durations) < 4 * steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        began = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        durations.append(time.perf_counter() - began)
+        durations.append(timed(step))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
     seconds = float(sorted(durations)[len(durations) // 2])
     model.eval()
-    forwards = []
     with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        for _ in range(steps + 1):  # the first is a warm-up: eval mode takes other kernels
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            began = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            forwards.append(time.perf_counter() - began)
-    forward_seconds = float(sorted(forwards[1:])[len(forwards[1:]) // 2])
+        timed(lambda: model(x))  # warm-up: eval mode takes other kernels
+        forwards = [timed(lambda: model(x)) for _ in range(steps)]
+    forward_seconds = float(sorted(forwards)[len(forwards) // 2])
     parameters = sum(p.numel() for p in model.parameters())
     return Probe(candidate["arch"], candidate["encoder"], dict(candidate.get("params", {})), size, batch, batch / seconds, max(peak, 1), parameters, batch / forward_seconds)
 

@@ -31,7 +31,6 @@ class ResultsWriter:
         settings = {"tracking_uri": cfg.tracking_uri, "wandb_project": cfg.wandb_project}
         self.tracking = Tracking(folder, list(cfg.loggers), recipe.model_dump(mode="json"), settings)
         self.logged = rows_already_logged
-        self.last_epoch = 0
         self.rows: list[dict[str, Any]] = []
         self.plotted_at = -PLOT_INTERVAL_S
 
@@ -43,8 +42,6 @@ class ResultsWriter:
         for row in rows[self.logged :]:
             self.tracking.epoch(row)
         self.logged = len(rows)
-        if rows:
-            self.last_epoch = int(rows[-1]["epoch"])
 
     def close(self, images: dict[str, Path] | None = None) -> None:
         """Draw ``results.png``, log it and any other images (e.g. validation overlays), then end the trackers' runs."""
@@ -52,7 +49,7 @@ class ResultsWriter:
             plot_results(self.folder, self.rows)
         for name, path in {"results": self.folder / RESULTS_PNG, **(images or {})}.items():
             if path.is_file():
-                self.tracking.image(name, path, self.last_epoch)
+                self.tracking.image(name, path, int(self.rows[-1]["epoch"]) if self.rows else 0)
         self.tracking.close()
 
 

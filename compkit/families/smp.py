@@ -232,14 +232,15 @@ class SmpFamily(ModelFamily):
             from timm.utils.model_ema import ModelEmaV3  # here: timm.utils imports wandb when it is installed (0.35 s)
 
             ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True, warmup_power=0.75)
-        predictor = SmpPredictor(ema.module if ema is not None else model, recipe, device)
+        evaluated = ema.module if ema is not None else model  # the weights validation, best.pt and prediction use
+        predictor = SmpPredictor(evaluated, recipe, device)
         val_settings = InferenceSettings("none", recipe.infer.window, recipe.infer.overlap, recipe.infer.batch_size)
 
         def checkpoint() -> dict[str, Any]:
             return {
                 "family": self.name,
                 "classes": list(dataset.classes),
-                "model": (ema.module if ema is not None else model).state_dict(),
+                "model": evaluated.state_dict(),
                 **({"trained_model": model.state_dict()} if ema is not None else {}),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
