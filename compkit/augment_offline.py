@@ -31,6 +31,8 @@ from compkit.data.splits import (
 from compkit.data.writer import link_or_copy
 from compkit.errors import CompkitError
 from compkit.fileio import AtomicFolder, write_json
+from compkit.locks import OutputLock
+from compkit.runs import refuse_nonempty
 from compkit.entry import callable_stage
 
 
@@ -85,8 +87,7 @@ def augment(
         raise CompkitError(None, "nothing to do: ask for --mosaic N, --rotate DEG or --flip")
     dataset = open_dataset(data, "train")
     out = Path(out).absolute()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise CompkitError(out, "already exists and is not empty (use --force to replace it)")
+    refuse_nonempty(out, force)
     if any(is_augmented(s) for s in dataset.samples):
         raise CompkitError(data, "is itself augmented: augment the original dataset instead")
     if splits_path(data).is_file():
@@ -101,7 +102,8 @@ def augment(
     rng = np.random.default_rng(seed)
     angles = list(rotations) or ([0.0] if flip else [])
     made = 0
-    with AtomicFolder(out) as staging:
+    with OutputLock(out), AtomicFolder(out) as staging:
+        refuse_nonempty(out, force)  # again, now that no other process can write it
         writer = dataset.writer(staging)
         total = len(dataset) * (1 + len(angles)) + mosaics
         with Progress(console=console, transient=True) as progress:

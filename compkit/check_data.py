@@ -2,17 +2,21 @@
 
 Prints the format (a ``dataset.yaml``, a registered layout, or an auto-detected one), the splits with their
 numbers of images and labels per class, unmatched files (images without labels, label files without images,
-with the first few names), the values found in the mask files, the image sizes and bit depths, and what the reader
+with the first few names), the values found in the mask files, the polygons clipped to the image (per class, how
+many and how far out), the image sizes and bit depths, and what the reader
 decided on its own (e.g. a CSV's RLE order, and why). Where detection is unsure (or two readings are possible) it
-proposes a ``dataset.yaml``; ``--write`` writes it (or the reading in use) to ``DATA/dataset.yaml``.
+proposes a ``dataset.yaml``; ``--write`` writes it (or the reading in use) to ``DATA/dataset.yaml``, ``--out FILE``
+elsewhere (for read-only data: its ``root:`` then points back at the data).
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -21,9 +25,10 @@ from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.described import DescribedDataset, spec_to_yaml, validate_spec
 from compkit.data.formats import DESCRIPTION_FILE
 from compkit.data.layouts import Survey, survey
+from compkit.data.raster import clip_summary, describe_clips, polygon_clips
 from compkit.errors import CompkitError
-from compkit.fileio import atomic_write
-from compkit.imageio import describe_image, read_label_image
+from compkit.fileio import atomic_write, writable_folder
+from compkit.imageio import describe_image, exif_orientation, read_label_image
 
 SHOWN = 3  # names listed per kind of unmatched file
 VALUES_SHOWN = 8
@@ -38,7 +43,8 @@ def _names(items: list[str], total: int | None = None) -> str:
 
 
 def split_report(dataset: SegmentationDataset, limit: int, console: Console) -> dict[str, Any]:
-    """Counts, unmatched files, mask values, sizes and bit depths of one split (masks read for ``limit`` images)."""
+    """Counts, unmatched files, mask values, polygons clipped to the image, sizes and bit depths of one split (masks
+    read for ``limit`` images)."""
     labelled = [s for s in dataset.samples if s.label_path is not None]
     unlabelled = [s.image_id for s in dataset.samples if s.label_path is None]
     sizes: Counter = Counter()
@@ -47,22 +53,28 @@ def split_report(dataset: SegmentationDataset, limit: int, console: Console) -> 
     present = np.zeros(len(dataset.classes), np.int64)
     area = np.zeros(len(dataset.classes), np.float64)
     checked = labelled[:limit]
+    clips = []
+    tagged: list[tuple[str, int, int]] = []  # (image id, EXIF orientation, the orientation it is read with)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"reading the {dataset.split} split", total=len(dataset.samples))
         for i, sample in enumerate(dataset.samples):
             shape = dataset.image_shape(sample)
             sizes[f"{shape[1]}x{shape[0]}"] += 1
+            tag = exif_orientation(sample.image_path)
+            if tag != 1:
+                tagged.append((sample.image_id, tag, dataset.orientation(sample)))
             if i < limit:
                 kinds[describe_image(sample.image_path)] += 1
             progress.advance(task)
         task = progress.add_task(f"reading {len(checked)} label sets", total=len(checked))
         for sample in checked:
             mask = dataset.read_mask(sample)
+            clips += polygon_clips(sample.polygons, mask.shape[1:], dataset.classes, sample.label_path)
             pixels = mask.reshape(len(dataset.classes), -1)
             present += pixels.any(axis=1)
             area += pixels.mean(axis=1)
             for path in dataset.source_files(sample)[1:]:
-                if path.suffix.lower() in (".csv", ".json") or not path.is_file():
+                if path.suffix.lower() in (".csv", ".json", ".npy") or not path.is_file():
                     continue
                 label = read_label_image(path)
                 kind = f"{path.parent.name.replace(sample.image_path.stem, '*')}/*{path.suffix.lower()}"
@@ -81,10 +93,35 @@ def split_report(dataset: SegmentationDataset, limit: int, console: Console) -> 
         "unlabelled": unlabelled,
         "unmatched_labels": dataset.unmatched_labels(),
         "mask_values": {k: sorted(v, key=str) for k, v in values.items()},
+        "clipped_polygons": clip_summary(clips, dataset.classes),
         "sizes": dict(sizes.most_common()),
         "kinds": dict(kinds.most_common()),
+        "exif_orientation": _orientation_report(tagged),
         "notes": list(dataset.notes),
     }
+
+
+def _orientation_report(tagged: list[tuple[str, int, int]]) -> dict[str, Any]:
+    """EXIF-tagged images: how many, their orientation values, the first few, and which were turned as tagged."""
+    return {
+        "images": len(tagged),
+        "orientations": dict(sorted(Counter(tag for _, tag, _ in tagged).items())),
+        "first": [image_id for image_id, _, _ in tagged[:SHOWN]],
+        "turned": [image_id for image_id, _, used in tagged if used != 1],
+    }
+
+
+def describe_orientations(report: dict[str, Any]) -> str:
+    """One line: ``2 images (orientation 6: 2): a.jpg, b.jpg; read as stored, the pixels that were labelled``."""
+    counts = ", ".join(f"orientation {tag}: {n}" for tag, n in report["orientations"].items())
+    images = f"{report['images']} image{'s' if report['images'] > 1 else ''}"
+    line = f"{images} ({counts}): {_names(report['first'], report['images'])}; "
+    turned = report["turned"]
+    as_stored = report["images"] - len(turned)
+    decided = [f"{as_stored} read as stored (the tag ignored: the stored pixels are what was labelled)"] if as_stored else []
+    if turned:
+        decided.append(f"{len(turned)} turned as tagged (their masks fit only the turned image): {_names(turned)}")
+    return line + "; ".join(decided)
 
 
 def _print_split(console: Console, split: str, report: dict[str, Any]) -> None:
@@ -104,8 +141,12 @@ def _print_split(console: Console, split: str, report: dict[str, Any]) -> None:
     for kind, values in report["mask_values"].items():
         shown = ", ".join(map(str, values[:VALUES_SHOWN])) + (f", ... ({len(values)} values)" if len(values) > VALUES_SHOWN else "")
         facts.add_row(f"values in {kind}", shown)
+    if report["clipped_polygons"]:
+        facts.add_row("polygons clipped to the image", describe_clips(report["clipped_polygons"]))
     facts.add_row("image sizes (w x h)", ", ".join(f"{s} ({n})" for s, n in list(report["sizes"].items())[:5]) + (" ..." if len(report["sizes"]) > 5 else ""))
     facts.add_row("image kinds", ", ".join(f"{k} ({n})" for k, n in report["kinds"].items()))
+    if report["exif_orientation"]["images"]:
+        facts.add_row("EXIF orientation tags", describe_orientations(report["exif_orientation"]))
     for note in report["notes"]:
         facts.add_row("note", note)
     console.print(facts)
@@ -118,11 +159,29 @@ def _open(found: Survey, split: str) -> SegmentationDataset:
     return open_dataset(found.description or found.root, split)
 
 
+def description_text(root: Path, described: Any, doubts: list[str], target: Path | None = None) -> str:
+    """The ``dataset.yaml`` text for ``root``; written to ``target`` outside the data, it names the data as ``root:``
+    relative to itself (as described.py reads it)."""
+    text = f"# compkit check-data: how to read {root.name} (edit freely)\n" + "".join(f"# unsure: {d}\n" for d in doubts)
+    if target is not None and target.parent.resolve() != root.resolve():
+        data, folder = root.resolve(), target.parent.resolve()
+        # Relative, so that both can move together (/kaggle/working -> ../input/x); absolute when they share only /.
+        where = str(data) if os.path.commonpath([data, folder]) == data.anchor else os.path.relpath(data, folder)
+        text += "# the data, relative to this file\n" + yaml.safe_dump({"root": where}, allow_unicode=True, width=1000)
+    return text + spec_to_yaml(described)
+
+
 def check_data(
-    data: str | Path, write: bool = False, force: bool = False, limit: int = 500, console: Console | None = None
+    data: str | Path,
+    write: bool = False,
+    force: bool = False,
+    limit: int = 500,
+    console: Console | None = None,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Print how compkit reads ``data``; with ``write``, write the proposed (or used) ``dataset.yaml``. Returns the
-    report (format, sure, splits, proposal, written)."""
+    """Print how compkit reads ``data``; with ``write``, write the proposed (or used) ``dataset.yaml`` into the data
+    folder, or to ``out`` (which implies ``write``: for read-only data). Returns the report (format, sure, splits,
+    proposal, written)."""
     console = console or Console()
     found = survey(data)
     if found.format is None:
@@ -162,20 +221,23 @@ def check_data(
         problem = f"{len(unlabelled)} training images have no labels: training stops until the description says missing: empty or missing: skip"
         console.print(f"[yellow]{problem}[/yellow]")
         doubts.append(problem)
-    text = f"# compkit check-data: how to read {found.root.name} (edit freely)\n"
-    text += "".join(f"# unsure: {d}\n" for d in doubts) + spec_to_yaml(described)
+    text = description_text(found.root, described, doubts)
     if use_proposal:
         report["proposal"] = text
         console.print(f"proposed {DESCRIPTION_FILE} ({len(text.splitlines())} lines):")
         console.print(text, markup=False, highlight=False)
-    if write:
-        target = found.root / DESCRIPTION_FILE
+    if write or out is not None:
+        target = Path(out) if out is not None else found.root / DESCRIPTION_FILE
+        if out is None and not writable_folder(found.root):
+            raise CompkitError(target, f"{found.root} is read-only: pass --out FILE to write the description elsewhere (its root: points back at the data)")
         if target.exists() and not force:
             raise CompkitError(target, "already exists (pass --force to replace it)")
         with atomic_write(target, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(description_text(found.root, described, doubts, target))
         report["written"] = target
-        console.print(f"[green]wrote[/green] {target}: compkit now reads {found.root} through it")
+        how = f"compkit now reads {found.root} through it" if out is None else f"pass --data {target} to read {found.root} through it"
+        console.print(f"[green]wrote[/green] {target}: {how}")
     elif use_proposal:
-        console.print(f"write it with `compkit check-data {data} --write`")
+        how = "--write" if writable_folder(found.root) else f"--out {DESCRIPTION_FILE} (the data folder is read-only)"
+        console.print(f"write it with `compkit check-data {data} {how}`")
     return report

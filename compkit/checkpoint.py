@@ -41,6 +41,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epochs a checkpoint has completed (``epoch``), read without loading its tensors; None if it has none."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # unreadable: nothing to resume from
+        return None
+    return int(epoch) if isinstance(epoch, int) else None
+
+
 def fold_checkpoint(folder: Path) -> Path:
     """The fold's best checkpoint, else its last."""
     best = folder / CHECKPOINT_BEST

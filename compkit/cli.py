@@ -1,6 +1,7 @@
 """The ``compkit`` command line: parses arguments and delegates to one entry function per subcommand."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -14,7 +15,8 @@ from compkit.errors import CompkitError
 
 class _CompkitGroup(TyperGroup):
     """Turns CompkitError (bad input) and command-line mistakes (an unknown option, a value of the wrong type) into
-    one line on stderr and exit code 2, with no traceback."""
+    one line on stderr and exit code 2, with no traceback; an interrupt (Ctrl-C, SIGTERM) into one line saying what
+    was kept and exit code 130 or 143."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -22,6 +24,13 @@ class _CompkitGroup(TyperGroup):
         except CompkitError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt as e:
+            from compkit.locks import interrupt_line
+
+            line, code = interrupt_line(e)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for every rank
+                print(line, file=sys.stderr, flush=True)
+            raise typer.Exit(code) from None
         except Exception as e:
             # typer may bundle its own copy of click, so usage errors are recognised by their class names.
             names = {cls.__name__ for cls in type(e).__mro__}
@@ -108,6 +117,7 @@ def check_data(
     write: Annotated[bool, typer.Option(help="Write the proposed (or detected) description to DATA/dataset.yaml.")] = False,
     force: Annotated[bool, typer.Option(help="With --write: replace an existing dataset.yaml.")] = False,
     limit: Annotated[int, typer.Option(help="Read the masks of at most this many images per split for the statistics.")] = 500,
+    out: Annotated[Optional[Path], typer.Option(help="Write the description to this file instead of DATA/dataset.yaml (read-only data; its root: points back at DATA; then --data FILE).")] = None,  # noqa: UP007
     data_arg: PositionalData = None,
     data: DataOption = None,
 ) -> None:
@@ -115,7 +125,7 @@ def check_data(
     from compkit.check_data import check_data as run
 
     data = _dataset(data_arg, data)
-    run(data, write=write, force=force, limit=limit)
+    run(data, write=write, force=force, limit=limit, out=out)
 
 
 @app.command()
@@ -450,6 +460,9 @@ def weights_export(
 
 
 def main() -> None:
+    from compkit.locks import install_signal_handlers
+
+    install_signal_handlers()  # here, not at import: the Python API leaves a notebook's signals alone
     app(prog_name="compkit")
 
 

@@ -1,10 +1,10 @@
 """``compkit eda``: a dataset report -> ``reports/eda/fingerprint.json`` and a self-contained ``eda.html``.
 
 Streams the training images one at a time (memory stays flat for 800 images of 2048 px): image sizes,
-intensities, per-class areas, frequency and connected components, the class overlap matrix (pixels in two
-classes at once), the multi-label pixel fraction, meta distributions, outlier candidates (brightness, labelled
-area and hand rotation z-scores) and a recommendation on the training size. Plots are matplotlib PNGs embedded in
-the HTML; the terminal gets a rich summary.
+intensities, per-class areas, frequency and connected components, polygons clipped to the image, the class
+overlap matrix (pixels in two classes at once), the multi-label pixel fraction, meta distributions, outlier
+candidates (brightness, labelled area and hand rotation z-scores) and a recommendation on the training size. Plots
+are matplotlib PNGs embedded in the HTML; the terminal gets a rich summary.
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import open_dataset
+from compkit.data.raster import describe_clips
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write, write_json
 from compkit.fingerprint import fingerprint_of, hand_angle  # noqa: F401  (hand_angle: part of this module's API)
-from compkit.runs import output_folder
+from compkit.runs import claim_output_folder, output_folder
 from compkit.plots import array_png, figure_png, plt
 from compkit.entry import callable_stage
 
@@ -116,6 +117,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}} td:first-child{{
 <body><h1>{html.escape(title)}</h1>
 <p>{fp['images']} images, {len(fp['classes'])} classes, sizes {html.escape(str(fp['image_sizes']))};
 multi-label pixels: {fp['multilabel_pixel_fraction']:.2%} of labelled pixels.</p>
+<p>polygons clipped to the image: {html.escape(describe_clips(fp['clipped_polygons']))}.</p>
 <p><b>Recommendation:</b> {html.escape(fp['recommendation']['text'])}</p>
 {sections}
 <h2>classes</h2><table><tr><th>class</th><th>frequency</th><th>mean area</th><th>min</th><th>max</th><th>components</th></tr>{rows}</table>
@@ -131,7 +133,7 @@ def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_
     if gallery < 0:
         raise CompkitError("--gallery", f"must be 0 or more, got {gallery}")
     dataset = open_dataset(data, "train")
-    out = output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok)
+    output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok)  # a taken --out fails before the work
     colours = class_colours(len(dataset.classes))
     picks = set(np.linspace(0, len(dataset) - 1, min(gallery, len(dataset))).round().astype(int).tolist())
     thumbs: list[tuple[str, str]] = []
@@ -149,10 +151,11 @@ def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_
         s = by_id[o["image"]]
         image = dataset.read_image(s)
         odd.append((f"{o['image']} ({o['kind']} z={o['z']:+.1f})", array_png(overlay(image, dataset.read_mask(s, image.shape[:2]), colours))))
-    write_json(out / "fingerprint.json", {k: v for k, v in result.items()})
     page = render_html(f"compkit eda: {Path(data).name}", result, plots(result, metas), thumbs, odd)
-    with atomic_write(out / "eda.html", "w", encoding="utf-8") as f:
-        f.write(page)
+    with claim_output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok) as out:
+        write_json(out / "fingerprint.json", {k: v for k, v in result.items()})
+        with atomic_write(out / "eda.html", "w", encoding="utf-8") as f:
+            f.write(page)
 
     table = Table(title=f"{result['images']} images, {len(dataset.classes)} classes ({dataset.format_name})")
     for column in ("class", "frequency", "mean area", "components"):
@@ -162,6 +165,8 @@ def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_
         table.add_row(f"{mark}{name}", f"{s['frequency']:.2f}", f"{s['area_mean']:.0f}", f"{s['components_mean']:.2f}")
     console.print(table)
     console.print(f"multi-label pixels: {result['multilabel_pixel_fraction']:.2%}; outlier candidates: {len(result['outliers'])}")
+    if result["clipped_polygons"]:
+        console.print(f"polygons clipped to the image: {describe_clips(result['clipped_polygons'])}")
     console.print(f"recommendation: {result['recommendation']['text']}")
     console.print(f"[green]wrote[/green] {out / 'fingerprint.json'} and {out / 'eda.html'}")
     console.print(f"next: compkit split {data}")

@@ -25,7 +25,7 @@ from compkit.fileio import AtomicFolder, atomic_write, write_json
 from compkit.data.splits import fingerprint, load_splits
 from compkit.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, check_member_split, current_splits_file, open_member
 from compkit.metrics import dice_from_counts
-from compkit.runs import output_folder
+from compkit.runs import claim_output_folder
 from compkit.postprocess import apply_rule, candidate_rules, median_component_area
 from compkit.store import Store, StoreWriter, quantise
 from compkit.thresholds import THRESHOLD_GRID, OofTuner
@@ -265,7 +265,6 @@ def ensemble(
         raise CompkitError(None, "no members given (e.g. `compkit ensemble runs/*`)")
     members = [open_member(p, mixed_folds) for p in paths]
     w = _weights(weights, members, method)
-    folder = output_folder(Path(out_dir) / (name or "+".join(m.name for m in members)[:80]), explicit=name is not None, exist_ok=exist_ok, option="--name")
     data_root = data or next((m.data_root for m in members if m.data_root), None)
     kinds = {m.kind for m in members}
     if len(kinds) > 1:
@@ -273,7 +272,13 @@ def ensemble(
         raise CompkitError(csv_member.path, "CSV members are hard-voted with other CSVs only (ensemble the runs' stores instead)")
     if data_root is None:
         raise CompkitError(None, "cannot tell which dataset the members predict: pass --data DATA")
+    default = Path(out_dir) / (name or "+".join(m.name for m in members)[:80])
+    with claim_output_folder(default, explicit=name is not None, exist_ok=exist_ok, option="--name") as folder:
+        return _write_ensemble(folder, members, w, kinds, method, votes, data_root, resolution, console)
 
+
+def _write_ensemble(folder: Path, members: list[Member], w, kinds: set[str], method: str, votes: int | None, data_root, resolution: int | None, console: Console) -> Path:
+    """The ensemble of :func:`ensemble`, built in a staging folder and swapped into ``folder`` whole."""
     atomic = AtomicFolder(folder)
     staging = atomic.staging
     try:

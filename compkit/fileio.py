@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: atomic writes, image reading, JSON."""
+"""Small file helpers shared by every stage: atomic writes, image reading, text (BOM and CRLF read right), JSON."""
 from __future__ import annotations
 
 import contextlib
@@ -62,17 +62,54 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Itera
         raise
 
 
-def read_yaml(path: str | Path) -> Any:
-    """A YAML file read with ``safe_load`` (nothing in it can run code); bad files raise CompkitError."""
+def writable_folder(path: str | Path) -> bool:
+    """Whether compkit may write into the folder ``path``: not on a read-only mount (a Kaggle input), and not a
+    folder whose modes forbid writing (root may write there anyway, but a data set unpacked read-only means it)."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise CompkitError(path, f"not valid YAML ({first_line(e)})") from None
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return False
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return os.access(path, os.W_OK) and bool(mode & 0o222)
+
+
+# Plain UTF-8, and a leading byte-order mark skipped: Windows tools write one, RFC 8259 lets JSON parsers ignore it.
+TEXT_ENCODING = "utf-8-sig"
+
+
+def open_text(path: str | Path, csv: bool = False) -> IO[str]:
+    """A text file opened for reading, with or without a BOM, LF or CRLF line ends (``csv``: ``newline=""``, as the
+    csv module wants: it reads CRLF itself, also inside quoted fields). Raises OSError as ``open`` does."""
+    return open(path, encoding=TEXT_ENCODING, newline="" if csv else None)
+
+
+def read_text(path: str | Path) -> str:
+    """A text file's text (a BOM skipped, CRLF read as LF); unreadable files raise CompkitError."""
+    path = Path(path)
+    try:
+        with open_text(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise CompkitError(path, "file not found") from None
     except UnicodeDecodeError as e:
         raise CompkitError(path, f"not a text file in UTF-8 (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     except OSError as e:
         raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
+
+
+def _parse_text(path: str | Path, parse, errors: type[Exception], kind: str) -> Any:
+    text = read_text(path)
+    try:
+        return parse(text)
+    except errors as e:
+        raise CompkitError(path, f"not valid {kind} ({first_line(e)})") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file read with ``safe_load`` (nothing in it can run code); bad files raise CompkitError."""
+    return _parse_text(path, yaml.safe_load, yaml.YAMLError, "YAML")
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -82,16 +119,8 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise CompkitError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CompkitError(path, f"not valid JSON ({e})") from None
-    except OSError as e:
-        raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
+    """A JSON file (a BOM skipped); bad files raise CompkitError."""
+    return _parse_text(path, json.loads, json.JSONDecodeError, "JSON")
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
@@ -184,6 +213,9 @@ class AtomicFolder:
         except OSError as e:
             self.abort()
             raise CompkitError(self.target, f"cannot write: {e.strerror or e}") from None
+        except KeyboardInterrupt:  # SIGTERM mid-swap: the staging path holds the new folder or, swapped, the old one
+            self.abort()
+            raise
         return self.target
 
     def abort(self) -> None:

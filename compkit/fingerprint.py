@@ -1,6 +1,7 @@
 """A dataset's fingerprint: per-class areas, frequencies, components and positions, image sizes, intensities,
-overlaps, meta distributions, outliers and a training-size recommendation, accumulated image by image (memory
-stays flat). ``compkit eda`` reports it; ``compkit plan`` turns it into a recipe."""
+overlaps, polygons clipped to the image, meta distributions, outliers and a training-size recommendation,
+accumulated image by image (memory stays flat). ``compkit eda`` reports it; ``compkit plan`` turns it into a
+recipe."""
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 
 from compkit.data import SegmentationDataset
+from compkit.data.raster import Clip, clip_summary, polygon_clips
 
 SMALL_AREA_PIXELS = 100  # a class smaller than this at the training size is hard to segment
 CANDIDATE_SIZES = (256, 384, 512, 768, 1024, 1536, 2048)
@@ -47,6 +49,7 @@ def fingerprint_of(dataset: SegmentationDataset, on_image=None, progress=None) -
         image = dataset.read_image(sample)
         mask = dataset.read_mask(sample, image.shape[:2])
         fp.add(sample.image_id, image, mask)
+        fp.clips += polygon_clips(sample.polygons, image.shape[:2], dataset.classes, sample.label_path)
         if on_image is not None:
             on_image(i, sample, image, mask)
         if progress is not None:
@@ -74,6 +77,7 @@ class Fingerprint:
         self.ids: list[str] = []
         self.centroids: list[np.ndarray] = []  # per image, per class (x, y) as fractions of the width/height; nan: absent
         self.grey_images = 0
+        self.clips: list[Clip] = []  # how far each polygon runs out of its image (polygon formats)
 
     def add(self, image_id: str, image: np.ndarray, mask: np.ndarray) -> None:
         is_grey = image.ndim == 2 or bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
@@ -148,6 +152,7 @@ class Fingerprint:
             "rotation_std": float(np.std(self.angles)),
             "multilabel_pixel_fraction": self.multi_pixels / max(self.labelled_pixels, 1),
             "labelled_pixel_fraction": self.labelled_pixels / max(self.total_pixels, 1),
+            "clipped_polygons": clip_summary(self.clips, self.classes),
             "meta": summarise_meta(metas),
             "outliers": outliers,
             "recommendation": {

@@ -13,7 +13,19 @@ recipe, ``intensity:`` in a ``dataset.yaml``):
 
 DICOM (read with pydicom, uncompressed or natively supported transfer syntaxes): rescale slope and intercept are
 applied first, and ``MONOCHROME1`` images are inverted after windowing, so bone is bright in every X-ray.
-Label files are read with :func:`read_label_image`, which never rescales values.
+
+Label files are read with :func:`read_label` by what they mean, never rescaled: grey and 16-bit values as stored;
+colour-palette files (PNG colour type 3 as VOC-style and CVAT exports write them, index 1 = RGB (128, 0, 0)) by
+palette *index* (read with Pillow: OpenCV would expand them to colour), while a palette of greys only is a grey
+image stored compactly and reads as its grey values; RGBA files by their alpha where it varies (see
+:func:`read_label`).
+
+EXIF orientation: the stored pixels are what was labelled (most annotation tools and every mask writer work on
+them, and a mask PNG has no tag to follow), so every decode here ignores the tag, for images, masks and ignore
+files alike; :func:`image_size` agrees. The one exception is decided per sample by the dataset
+(:meth:`compkit.data.formats.SegmentationDataset.orientation`): where a tagged image's label files fit only the
+turned image (height and width swapped, not square), the image is turned as its tag says (:func:`apply_orientation`)
+and a one-line note says so. ``compkit check-data`` lists the tagged images and what was decided.
 """
 from __future__ import annotations
 
@@ -21,7 +33,9 @@ import contextlib
 import os
 import struct
 import sys
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -34,6 +48,8 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", *DICOM_SUFFIXES)
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 PERCENTILES = (0.5, 99.5)
+EXIF_ORIENTATION = 0x0112
+SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the image by 90 degrees (height and width swap)
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -62,6 +78,8 @@ def _decode(path: Path, flags: int) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
+    if flags != cv2.IMREAD_UNCHANGED:  # UNCHANGED never turns; the others would follow an EXIF tag (see above)
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
     with quiet_stderr():  # libpng/libjpeg print "corrupt data" warnings of their own; compkit's one line says it
         image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
@@ -148,19 +166,123 @@ def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR, intensity: str |
     return image
 
 
-def read_label_image(path: str | Path) -> np.ndarray:
-    """A label file's values as stored ((H, W) for grey and palette files, (H, W, 3) BGR for colour ones)."""
+@dataclass(frozen=True)
+class LabelImage:
+    """A label file's values: ``values`` is (H, W) grey (8 or 16 bit) or palette indices, or (H, W, 3) BGR colour;
+    ``palette`` the (N, 3) RGB colours of the indices where ``values`` are palette indices, else None."""
+
+    path: Path
+    values: np.ndarray
+    palette: np.ndarray | None = None
+
+    @property
+    def lossy(self) -> bool:
+        return self.path.suffix.lower() in LOSSY_SUFFIXES
+
+    def colours(self) -> np.ndarray:
+        """(H, W, 3) BGR colour of every pixel (palette files: their palette's colours)."""
+        if self.palette is not None:
+            return self.palette[self.values][..., ::-1]
+        return self.values if self.values.ndim == 3 else cv2.cvtColor(self.values, cv2.COLOR_GRAY2BGR)
+
+
+def _read_palette(path: Path) -> LabelImage | None:
+    """A palette file's indices and palette (Pillow), or None where the file has no palette (or Pillow cannot
+    read it: OpenCV then decodes it as it can)."""
+    try:
+        from PIL import Image
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's decompression-bomb warning: masks are large on purpose
+            with Image.open(path) as image:
+                if image.mode != "P":
+                    return None
+                indices = np.asarray(image)
+                flat = image.getpalette() or []
+    except Exception:  # Pillow raises many types for files it does not know; OpenCV has the last word
+        return None
+    palette = np.zeros((256, 3), np.uint8)
+    entries = np.asarray(flat, np.uint8).reshape(-1, 3)[:256]
+    palette[: len(entries)] = entries
+    used = palette[np.unique(indices)]
+    if (used[:, 0] == used[:, 1]).all() and (used[:, 1] == used[:, 2]).all():
+        return LabelImage(path, np.ascontiguousarray(palette[indices][..., 0]))  # greys only: a grey image
+    return LabelImage(path, np.ascontiguousarray(indices), palette)
+
+
+def _flatten_alpha(image: np.ndarray) -> np.ndarray:
+    """An RGBA (or grey + alpha) label as colour: where alpha is the same everywhere it carries nothing (the
+    colour is read); otherwise transparent pixels are background, and a mask drawn in one colour on a transparent
+    background is its alpha (anti-aliased edges then threshold like grey ones); several colours drawn on
+    transparency keep their colours, with the transparent pixels black."""
+    colour, alpha = image[..., :3], image[..., 3]
+    if (alpha == alpha.flat[0]).all():
+        return colour
+    visible = alpha > 0
+    shown = colour[visible]
+    if (shown == shown[0]).all():
+        return np.ascontiguousarray(alpha)
+    flattened = colour.copy()
+    flattened[~visible] = 0
+    return flattened
+
+
+def read_label(path: str | Path) -> LabelImage:
+    """A label file read by what it means (see the module docstring), never rescaled: 8/16-bit grey values as
+    stored; colour-palette files as palette indices with their palette; grey palettes, GIFs and 1-bit files as grey
+    values (1-bit: 0/255); colour files as BGR, reduced to grey where the three channels are equal (GIF and JPEG
+    masks often decode so); RGBA files by :func:`_flatten_alpha`."""
     path = Path(path)
     if is_dicom(path):
         raise CompkitError(path, "DICOM files are read as images, not labels")
     image = _decode(path, cv2.IMREAD_UNCHANGED)
+    if image.ndim == 3:  # OpenCV expands a palette to colour: read its indices instead
+        palette = _read_palette(path)
+        if palette is not None:
+            return palette
     if image.ndim == 3:
-        image = image[..., :3]
-        if image.shape[2] == 1:
-            image = image[..., 0]
-        elif (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
-            image = np.ascontiguousarray(image[..., 0])  # GIF and JPEG masks often decode as three equal channels
-    return image
+        if image.shape[2] == 4:
+            image = _flatten_alpha(image)
+        if image.ndim == 3:
+            image = image[..., :3]
+            if image.shape[2] == 1:
+                image = image[..., 0]
+            elif (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
+                image = np.ascontiguousarray(image[..., 0])  # GIF and JPEG masks often decode as three equal channels
+    return LabelImage(path, image)
+
+
+def read_label_image(path: str | Path) -> np.ndarray:
+    """A label file's values (:func:`read_label`): (H, W) grey or palette indices, or (H, W, 3) BGR colour."""
+    return read_label(path).values
+
+
+def exif_orientation(path: str | Path) -> int:
+    """An image's EXIF orientation tag (1..8; 1 where it has none), from the header (Pillow, no decode)."""
+    path = Path(path)
+    if is_dicom(path):
+        return 1
+    try:
+        from PIL import Image
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                tag = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # no header Pillow knows (OpenCV may still read the file): no tag to follow
+        return 1
+    return int(tag) if isinstance(tag, int) and 1 <= tag <= 8 else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` (H, W[, C]) as an EXIF ``orientation`` says to show it (1: as it is; 6: turned 90 degrees
+    clockwise ...), as OpenCV's own decode would turn it."""
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transpose = orientation 5
+        image = {5: image, 6: image[:, ::-1], 7: image[::-1, ::-1], 8: image[::-1]}[orientation]
+    elif orientation in (2, 3, 4):
+        image = {2: image[:, ::-1], 3: image[::-1, ::-1], 4: image[::-1]}[orientation]
+    return np.ascontiguousarray(image)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

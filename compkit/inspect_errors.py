@@ -27,7 +27,7 @@ from compkit.members import check_member_split, dataset_root, open_stores_member
 from compkit.metrics import DiceMeter, dice_table
 from compkit.plots import array_png
 from compkit.postprocess import apply_rule
-from compkit.runs import output_folder
+from compkit.runs import claim_output_folder, output_folder
 from compkit.entry import callable_stage
 
 MISSED = np.array([255, 220, 0], np.float32)  # yellow
@@ -98,6 +98,7 @@ def inspect(
     console: Console | None = None,
 ) -> Path:
     console = console or Console()
+    output_folder(Path(out or "reports/inspect"), explicit=out is not None, exist_ok=exist_ok)  # a taken --out fails before the work
     member = open_stores_member(source, "inspect")
     root = dataset_root(member, data)
     if split == "val":
@@ -182,8 +183,6 @@ def inspect(
         "worst_classes": [{"image": i, "class": classes[c], "dice": d} for d, i, c in worst_pairs],
         "confusions": [{"missed": a, "predicted_instead": b, "pixels": n, "share_of_class": round(float(share), 4)} for share, n, a, b in pairs],
     }
-    out = output_folder(Path(out or "reports/inspect"), explicit=out is not None, exist_ok=exist_ok)
-    write_json(out / "inspect.json", report)
     confusions = "".join(
         f"<li>{html.escape(a)} missed where {html.escape(b)} was predicted: {n:,} px ({100 * share:.1f}% of {html.escape(a)})</li>" for share, n, a, b in pairs
     ) or f"<li>none reaches {100 * CONFUSION_SHARE:.0f}% of a class's area</li>"
@@ -202,8 +201,10 @@ figcaption{{font-size:11px;max-width:200px}} img{{width:200px;height:200px;image
 <h2>worst classes: one tile per image and class</h2><p class="legend">{_legend()}</p><div class="gallery">{cards}</div>
 <h2>dice per class (worst first)</h2><div class="bars">{_bars(report['per_class'])}</div>
 <h2>confused classes</h2><ul>{confusions}</ul></body></html>"""
-    with atomic_write(out / "inspect.html", "w", encoding="utf-8") as f:
-        f.write(page)
+    with claim_output_folder(Path(out or "reports/inspect"), explicit=out is not None, exist_ok=exist_ok) as out:
+        write_json(out / "inspect.json", report)
+        with atomic_write(out / "inspect.html", "w", encoding="utf-8") as f:
+            f.write(page)
     console.print(dice_table(dataset.classes, per_class, f"{Path(source).name} ({split}): dice per class"))
     table = Table(title="worst images")
     table.add_column("image")

@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console
 
 from compkit.errors import CompkitError
-from compkit.fileio import read_json
+from compkit.fileio import read_json, read_text
 from compkit.data.splits import fingerprint, load_splits, splits_path
 from compkit.postprocess import RULES
 from compkit.recipe import did_you_mean
@@ -183,8 +183,8 @@ def _check_consistent(path: Path, stores: list[Store]) -> None:
 def _fold_facts(fold: Path) -> tuple[str | None, str | None]:
     """(data root, model family) a fold's recipe recorded; read leniently (a store may outlive its recipe's schema)."""
     try:
-        recipe = yaml.safe_load((fold / RECIPE_FILE).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        recipe = yaml.safe_load(read_text(fold / RECIPE_FILE)) or {}
+    except (CompkitError, yaml.YAMLError):
         return None, None
     if not isinstance(recipe, dict):
         return None, None
@@ -227,7 +227,7 @@ def read_thresholds(path: Path, classes: list[str]) -> dict[str, float]:
 
 
 def read_postprocess(path: Path, classes: list[str]) -> dict[str, dict]:
-    """``{class: {"rule": "largest"}}`` or ``{"rule": "min_size", "min_area": fraction}``."""
+    """``{class: {"rule": "largest"}}``, ``{"rule": "min_size", "min_area": fraction}`` or ``{"rule": "empty"}``."""
     data = read_per_class(path, classes, "rule")
     for name, rule in data.items():
         if not isinstance(rule, dict) or rule.get("rule") not in RULES:

@@ -13,22 +13,28 @@ def dice_from_counts(intersection: np.ndarray, pred_sum: np.ndarray, true_sum: n
     return (2.0 * intersection + DICE_SMOOTH) / (pred_sum + true_sum + DICE_SMOOTH)
 
 
-def dice_per_class(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Dice of each channel of one image; ``pred`` and ``true`` are (C, H, W) binary arrays."""
+def pixel_counts(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """(3, C): per channel, the pixels in both, in ``pred`` and in ``true`` ((C, H, W) binary arrays)."""
     if pred.shape != true.shape:
         raise ValueError(f"prediction shape {pred.shape} != ground truth shape {true.shape}")
     p = pred.reshape(pred.shape[0], -1).astype(bool, copy=False)
     g = true.reshape(true.shape[0], -1).astype(bool, copy=False)
-    intersection = np.count_nonzero(p & g, axis=1)
-    return dice_from_counts(intersection, np.count_nonzero(p, axis=1), np.count_nonzero(g, axis=1))
+    return np.stack([np.count_nonzero(p & g, axis=1), np.count_nonzero(p, axis=1), np.count_nonzero(g, axis=1)])
+
+
+def dice_per_class(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Dice of each channel of one image; ``pred`` and ``true`` are (C, H, W) binary arrays."""
+    return dice_from_counts(*pixel_counts(pred, true))
 
 
 class DiceMeter:
-    """Accumulates per-image, per-class dice; reports the leaderboard's mean."""
+    """Accumulates per-image, per-class dice; reports the leaderboard's mean, and (from ``update``) the dice pooled
+    over every pixel of every image: the pixel-level F1 that retinal-vessel papers report."""
 
     def __init__(self, classes: tuple[str, ...] | list[str]):
         self.classes = tuple(classes)
         self.rows: list[np.ndarray] = []
+        self.counts = np.zeros((3, len(self.classes)), np.int64)  # intersection, predicted, true pixels per class
 
     def add(self, dice: np.ndarray) -> None:
         dice = np.asarray(dice, dtype=np.float64)
@@ -37,9 +43,15 @@ class DiceMeter:
         self.rows.append(dice)
 
     def update(self, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-        dice = dice_per_class(pred, true)
+        counts = pixel_counts(pred, true)
+        self.counts += counts
+        dice = dice_from_counts(*counts)
         self.add(dice)
         return dice
+
+    def pooled(self) -> np.ndarray:
+        """Per class: dice over all pixels of the images given to ``update``, as if they were one image."""
+        return dice_from_counts(*self.counts.astype(np.float64))
 
     @property
     def per_image(self) -> np.ndarray:

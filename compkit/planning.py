@@ -222,7 +222,7 @@ def _specific(stats: dict[str, Any], axis: str, images: int) -> list[str]:
     return found
 
 
-def _fold_sizes(data: Path, dataset_size: int, folds: int | None, splits_file: str | None) -> tuple[int, int, int]:
+def fold_sizes(data: Path, dataset_size: int, folds: int | None, splits_file: str | None) -> tuple[int, int, int]:
     """(folds, training images per fold, validation images per fold) from the splits file, else from ``folds``."""
     if folds is None and splits_path(data, splits_file).is_file():
         split = load_splits(data, splits_file)["folds"]
@@ -243,9 +243,11 @@ def plan_recipe(
     folds: int | None = None,
     base: str = BASE_RECIPE,
     console: Console | None = None,
+    splits: str | None = None,
 ) -> Plan:
     """Plan a recipe for ``data`` on this machine within ``budget`` (the whole pipeline: training every fold,
-    prediction with TTA, ensembling); returns the plan with one reason per decision."""
+    prediction with TTA, ensembling); returns the plan with one reason per decision. ``splits``: the splits file
+    whose folds it plans for (default: the base recipe's, else the dataset's ``splits.json``)."""
     console = console or Console()
     started = time.time()
     budget_s = parse_budget(budget)
@@ -261,7 +263,7 @@ def plan_recipe(
         test_images = 0
     with Progress(console=console, transient=True) as progress:
         fp = fingerprint_of(dataset, progress=progress)
-    n_folds, n_train, n_val = _fold_sizes(data, len(dataset), folds, base_recipe.data.splits)
+    n_folds, n_train, n_val = fold_sizes(data, len(dataset), folds, splits or base_recipe.data.splits)
     classes = len(fp["classes"])
     reasons: list[str] = []
     say = reasons.append

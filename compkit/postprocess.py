@@ -1,7 +1,9 @@
 """Per-class postprocessing chosen on out-of-fold predictions (nnU-Net's rule: keep a step only where it helps).
 
 Rules: ``{"rule": "largest"}`` keeps the largest connected component; ``{"rule": "min_size", "min_area": f}``
-removes components smaller than a fraction ``f`` of the image area (so a rule transfers across resolutions).
+removes components smaller than a fraction ``f`` of the image area (so a rule transfers across resolutions);
+``{"rule": "empty"}`` predicts nothing: a candidate only for a class with no pixels in any out-of-fold truth (a class
+the model never saw present can only add false positives; each empty image scores dice 1 when left empty).
 """
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import cv2
 import numpy as np
 
 MIN_SIZE_FRACTIONS = (0.1, 0.3, 0.6)  # of the class's median component area in the ground truth
-RULES = ("none", "largest", "min_size")
+RULES = ("none", "largest", "min_size", "empty")
 
 
 def apply_rule(mask: np.ndarray, rule: dict | None) -> np.ndarray:
     """Apply one class's rule to a binary (H, W) mask; returns uint8 0/1."""
+    if rule and rule.get("rule") == "empty":
+        return np.zeros(mask.shape, np.uint8)
     mask = (mask > 0).astype(np.uint8)
     if not rule or rule.get("rule", "none") == "none" or not mask.any():
         return mask
@@ -37,6 +41,8 @@ def candidate_rules(median_area_fraction: float) -> list[dict]:
     rules: list[dict] = [{"rule": "none"}, {"rule": "largest"}]
     if median_area_fraction > 0:
         rules += [{"rule": "min_size", "min_area": float(median_area_fraction * f)} for f in MIN_SIZE_FRACTIONS]
+    else:  # the class is absent from every out-of-fold truth
+        rules.append({"rule": "empty"})
     return rules
 
 

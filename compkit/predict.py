@@ -15,6 +15,7 @@ from compkit.device import resolve_device
 from compkit.errors import CompkitError
 from compkit.families import load_fold, resolve_family
 from compkit.inference import TTA_VIEWS
+from compkit.locks import OutputLock
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
 from compkit.runs import check_fold_split, copy_fold_records, fold_dirs, fold_number, fold_recipe
@@ -77,13 +78,15 @@ def predict(
                 positions = [i for i, s in enumerate(dataset.samples) if s.image_id in ids]
             destination = folder if out is None else Path(out) / folder.parent.name / folder.name
             target = destination / SPLIT_STORES[split]
-            if target.exists() and not exist_ok:
-                raise CompkitError(target, "already exists: pass --exist-ok to replace it, or --out DIR")
-            fold = load_fold(folder, dataset.classes, torch_device, console, recipe)
-            cache = cache_for(dataset, fold.recipe, console)
-            if destination != folder:  # the predictions' own run folder: what ensemble and submit read beside the stores
-                copy_fold_records(folder, destination)
-            store = write_store(fold.predictor, dataset, cache, positions, target, settings, console, f"{fold.family.name}, ")
+            # The run folder written to is locked as `compkit train` locks it: no second writer of its stores.
+            with OutputLock(destination.parent, "--out", kept=f"{target} left as it was"):
+                if target.exists() and not exist_ok:
+                    raise CompkitError(target, "already exists: pass --exist-ok to replace it, or --out DIR")
+                fold = load_fold(folder, dataset.classes, torch_device, console, recipe)
+                cache = cache_for(dataset, fold.recipe, console)
+                if destination != folder:  # the predictions' own run folder: what ensemble and submit read beside the stores
+                    copy_fold_records(folder, destination)
+                store = write_store(fold.predictor, dataset, cache, positions, target, settings, console, f"{fold.family.name}, ")
             console.print(f"[green]wrote[/green] {store} ({len(positions)} images, {fold.family.name})")
             written.append(store)
     if written:

@@ -18,8 +18,10 @@ from rich.table import Table
 from compkit.data import open_dataset
 from compkit.errors import CompkitError
 from compkit.fileio import AtomicFolder
+from compkit.locks import OutputLock
 from compkit.members import check_covers, dataset_root, open_stores_member, resolve_thresholds
 from compkit.postprocess import upsample_mask
+from compkit.runs import refuse_nonempty
 from compkit.entry import callable_stage
 
 UNCERTAIN = (0.1, 0.9)
@@ -57,8 +59,7 @@ def pseudo(
     if max_images is not None and max_images < 1:
         raise CompkitError("--max-images", f"must be at least 1, got {max_images}")
     out = Path(out).absolute()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise CompkitError(out, "already exists and is not empty (use --force to replace it)")
+    refuse_nonempty(out, force)
     test = open_dataset(root, "test")
     check_covers(member, test)
     thresholds = resolve_thresholds(member, threshold, console)
@@ -74,7 +75,8 @@ def pseudo(
         raise CompkitError(source, f"no test image reaches --min-confidence {min_confidence} (best: {max(s[0] for s in scored):.3f})")
 
     pixels = ignored = 0
-    with AtomicFolder(out) as staging:
+    with OutputLock(out), AtomicFolder(out) as staging:
+        refuse_nonempty(out, force)  # again, now that no other process can write it
         writer = test.writer(staging)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("writing pseudo-labels", total=len(chosen))

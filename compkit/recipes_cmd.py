@@ -9,13 +9,14 @@ from rich.console import Console
 from rich.table import Table
 
 from compkit.errors import CompkitError
+from compkit.fileio import read_text
 from compkit.recipe import available_recipes, find_recipe, load_recipe
 
 
 def describe(path: Path) -> str:
     """A recipe file's one-line description: the first sentence of its leading comment."""
     lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path).splitlines():
         if not line.startswith("#"):
             break
         lines.append(line.lstrip("# ").strip())

@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
-from compkit.fileio import atomic_write
+from compkit.fileio import atomic_write, open_text
 from compkit.plots import plt  # the headless backend is chosen there
 from compkit.tracking import Tracking
 
@@ -72,7 +72,7 @@ def read_results(folder: Path, up_to_epoch: int | None = None) -> list[dict[str,
     path = folder / RESULTS_CSV
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path, csv=True) as f:
         return [row for row in csv.DictReader(f) if up_to_epoch is None or int(row["epoch"]) <= up_to_epoch]
 
 

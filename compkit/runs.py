@@ -10,7 +10,8 @@ import yaml
 
 from compkit.data.splits import fingerprint
 from compkit.errors import CompkitError
-from compkit.fileio import read_json, write_json
+from compkit.fileio import read_json, read_text, write_json
+from compkit.locks import OutputInUse, OutputLock
 from compkit.recipe import Recipe, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
@@ -96,8 +97,8 @@ def recipe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = ""
 
 def saved_recipe(folder: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load((folder / RECIPE_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        data = yaml.safe_load(read_text(folder / RECIPE_FILE))
+    except yaml.YAMLError as e:
         raise CompkitError(folder / RECIPE_FILE, f"unreadable recipe ({e})") from None
     if not isinstance(data, dict):
         raise CompkitError(folder / RECIPE_FILE, "not a resolved recipe")
@@ -140,7 +141,41 @@ def output_folder(path: Path, explicit: bool, exist_ok: bool, option: str = "--o
         return path
     if not explicit:
         return next_free(path)
-    raise CompkitError(path, f"already exists: pass --exist-ok to replace it, or another {option}")
+    raise _already_exists(path, option)
+
+
+def _already_exists(path: Path, option: str) -> CompkitError:
+    return CompkitError(path, f"already exists: pass --exist-ok to replace it, or another {option}")
+
+
+def claim_output_folder(path: Path, explicit: bool, exist_ok: bool, option: str = "--out") -> OutputLock:
+    """:func:`output_folder`, chosen and locked for this process without a race (a held :class:`OutputLock`;
+    ``with claim_output_folder(...) as folder:``). A default location that another process is writing counts as
+    taken and moves on too; an explicit one in use is refused, naming its holder."""
+    fixed = explicit or exist_ok
+    n = 1
+    while True:
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        n += 1
+        if fixed or not candidate.exists():
+            lock = OutputLock(candidate, option)
+            try:
+                lock.acquire()
+            except OutputInUse:
+                if fixed:
+                    raise
+                continue
+            if not candidate.exists() or exist_ok:  # looked at again now that no other process can make it
+                return lock
+            lock.release()
+            if fixed:
+                raise _already_exists(candidate, option)
+
+
+def refuse_nonempty(out: Path, force: bool) -> None:
+    """An output dataset folder (``pseudo``, ``augment``) is replaced only with ``--force``."""
+    if out.exists() and any(out.iterdir()) and not force:
+        raise CompkitError(out, "already exists and is not empty (use --force to replace it)")
 
 
 def copy_fold_records(folder: Path, destination: Path) -> None:

@@ -13,14 +13,8 @@ from compkit.submission import submission_layout, validate
 from compkit.entry import callable_stage
 
 
-def score(
-    submission: str | Path,
-    data: str | Path,
-    gt: str | Path | None = None,
-    split: str = "test",
-    console: Console | None = None,
-) -> float:
-    """Mean dice of ``submission`` (per image and class, mean over images per class, then over classes).
+def evaluate(submission: str | Path, data: str | Path, gt: str | Path | None = None, split: str = "test", console: Console | None = None) -> DiceMeter:
+    """``submission`` against the labels, image by image: the meter holds the per-image dice and the pooled counts.
 
     Where the dataset marks pixels to ignore (a field-of-view mask), they are left out of both the prediction and
     the truth: dice over the field of view, as retinal-vessel papers report it."""
@@ -43,7 +37,22 @@ def score(
                 pred, truth = pred & keep, truth & keep
             meter.update(pred, truth)
             progress.advance(task)
-    console.print(dice_table(dataset.classes, meter.per_class(), f"{Path(submission).name}: dice per class"))
+    return meter
+
+
+def score(
+    submission: str | Path,
+    data: str | Path,
+    gt: str | Path | None = None,
+    split: str = "test",
+    console: Console | None = None,
+) -> float:
+    """Mean dice of ``submission`` (per image and class, mean over images per class, then over classes); also prints
+    the dice pooled over all pixels (the pixel-level F1 of retinal-vessel papers). Ignored pixels count for neither."""
+    console = console or Console()
+    meter = evaluate(submission, data, gt, split, console)
+    console.print(dice_table(meter.classes, meter.per_class(), f"{Path(submission).name}: dice per class"))
+    console.print(f"pooled dice (pixel F1 over all images' pixels, mean over classes): {float(meter.pooled().mean()):.4f}")
     mean = meter.mean()
     console.print(f"mean dice: {mean:.4f}")
     return mean

@@ -16,7 +16,7 @@ from rich.table import Table
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.errors import CompkitError
 from compkit.data.splits import DEFAULT_FOLDS, DEFAULT_SEED, load_splits, make_splits, splits_path, strata
-from compkit.fileio import write_json
+from compkit.fileio import writable_folder, write_json
 from compkit.entry import callable_stage
 
 def _same_settings(old: dict[str, Any], folds: int, seed: int, stratify: str | None, image_ids: set[str]) -> str | None:
@@ -74,6 +74,8 @@ def split(
         console.print(f"reusing {path} (same settings; --force to rebuild)")
         splits = old
     else:
+        if out is None and not writable_folder(path.parent):
+            raise CompkitError(path, f"{path.parent} is read-only: pass --out FILE to write the splits elsewhere (then --set data.splits=FILE)")
         splits = make_splits(dataset, folds, seed, stratify)
         write_json(path, splits)
         console.print(f"[green]wrote[/green] {path}")

@@ -27,7 +27,7 @@ from rich.progress import Progress
 from compkit import rle as rle_codec
 from compkit.data import Sample, SegmentationDataset
 from compkit.errors import CompkitError
-from compkit.fileio import atomic_write
+from compkit.fileio import atomic_write, open_text
 from compkit.imageio import IMAGE_SUFFIXES
 
 HEADER = ("image_name", "class", "rle")
@@ -153,7 +153,7 @@ def _names(dataset: SegmentationDataset, form: str | None) -> dict[str, str]:
 
 def _read_csv(path: Path) -> list[list[str]]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with open_text(path, csv=True) as handle:
             return [row for row in csv.reader(handle) if row]
     except FileNotFoundError:
         raise CompkitError(path, "sample submission not found") from None
@@ -325,7 +325,7 @@ def read_rows(path: str | Path, layout: SubmissionLayout | None = None) -> Itera
     roles = layout.roles if layout is not None else (IMAGE, CLASS, RLE)
     parser = layout or SubmissionLayout(HEADER, roles, (), {})
     try:
-        handle = open(path, newline="", encoding="utf-8")
+        handle = open_text(path, csv=True)
     except FileNotFoundError:
         raise CompkitError(path, "submission file not found") from None
     except OSError as e:
@@ -334,7 +334,7 @@ def read_rows(path: str | Path, layout: SubmissionLayout | None = None) -> Itera
         reader = csv.reader(handle)
         try:
             found = next(reader, None)
-            if found is None or tuple(h.strip().lstrip("\ufeff") for h in found) != tuple(header):
+            if found is None or tuple(h.strip() for h in found) != tuple(header):
                 raise CompkitError(path, f"line 1: header must be {','.join(header)}, found {','.join(found or [])!r}")
             for line, fields in enumerate(reader, start=2):
                 if len(fields) != len(roles):

@@ -16,6 +16,7 @@ from rich.console import Console
 from compkit.data import Sample, open_dataset
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write
+from compkit.locks import OutputLock
 from compkit.members import MEMBERS_FILE, check_covers, dataset_root, open_member, resolve_thresholds
 from compkit.postprocess import apply_rule, upsample_mask
 from compkit.submission import convert_rows, submission_layout, validate, write_submission
@@ -54,7 +55,7 @@ def submit(
 
     if member.kind == "csv":  # a hard vote of CSVs is already a submission (in the dataset's own layout)
         rows = validate(member.path, dataset)
-        with atomic_write(out, "w", newline="", encoding="utf-8") as handle:
+        with OutputLock(out), atomic_write(out, "w", newline="", encoding="utf-8") as handle:
             convert_rows(rows, submission_layout(dataset), layout, handle)
             handle.flush()
             validate(handle.name, dataset, layout=layout)
@@ -89,7 +90,8 @@ def submit(
                 mask &= ~ignore.astype(bool)
             return mask
 
-        write_submission(out, dataset, mask_for, console, description=f"submitting {member.name}", layout=layout)
+        with OutputLock(out):
+            write_submission(out, dataset, mask_for, console, description=f"submitting {member.name}", layout=layout)
     following = f", rows and header of {layout.sample}" if layout.sample else ""
     console.print(f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes{following}); validated: header, rows, ids and run-length encodings")
     console.print(f"next: compkit score {out} --data {root}  (with local test labels), or upload {out}")

@@ -34,7 +34,7 @@ def synth(
 ) -> Path:
     """Write a synthetic dataset of ``kind`` to ``data`` (and test labels to ``data``_gt). Returns ``data``.
     ``options``: the generator's variant parameters (:mod:`compkit.synthetic`: contrast, noise, bone_width, aspect,
-    lesion_scale), e.g. for data the defaults were not tuned on."""
+    forearm_out, lesion_scale), e.g. for data the defaults were not tuned on."""
     console = console or Console()
     data = Path(data).absolute()
     gt = ground_truth_dir(data)

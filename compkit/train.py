@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -30,7 +29,9 @@ from compkit.distributed import DistInfo, barrier, cleanup, init_distributed, la
 from compkit.errors import CompkitError
 from compkit.entry import callable_stage
 from compkit.families import FoldJob, ModelFamily, load_fold, resolve_family
+from compkit.checkpoint import CHECKPOINT_LAST, checkpoint_epoch
 from compkit.fileio import atomic_write, write_json
+from compkit.locks import OutputLock, command_line, interruptible
 from compkit.planning import PLAN_NAME, describe_seconds, parse_budget, plan_recipe, write_plan
 from compkit.prediction import inference_settings, write_store
 from compkit.preprocess import cache_for
@@ -42,9 +43,22 @@ from compkit.weights import CachedWeights, WeightsCache, require, weights_cache
 
 def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}", "-m", "compkit", "train", *args]
-    done = subprocess.run(command, check=False)
-    if done.returncode:
-        raise CompkitError(None, f"distributed training failed (exit code {done.returncode})")
+    process = subprocess.Popen(command)
+    try:
+        with interruptible("distributed training stopped; each fold's last.pt kept: continue with --resume"):
+            returncode = process.wait()
+    except KeyboardInterrupt as e:
+        # SIGTERM may reach this process alone (`timeout`, a container's PID 1): torchrun passes it on to the
+        # workers, which clean up as any compkit process does. Ctrl-C reaches the whole process group by itself.
+        if getattr(e, "signal_name", None) == "SIGTERM":
+            process.terminate()
+        try:
+            process.wait(timeout=120)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            process.kill()
+        raise
+    if returncode:
+        raise CompkitError(None, f"distributed training failed (exit code {returncode})")
 
 
 def _fold_ids(fold: str, count: int, splits_file: Path) -> list[int]:
@@ -75,10 +89,6 @@ class TrainedFolds(list):
         import pandas as pd  # only notebooks ask for tables
 
         return pd.DataFrame(list(self))
-
-
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["compkit", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("compkit", "__main__.py") else "python"
 
 
 def versions() -> dict[str, str | None]:
@@ -123,6 +133,27 @@ def choose_run_dir(runs_dir: Path, name: str | None, cfg, splits_fingerprint: st
     return candidate
 
 
+def claim_run_dir(runs_dir: Path, name: str | None, cfg, splits_fingerprint: str, resume: bool, exist_ok: bool, console: Console) -> OutputLock:
+    """:func:`choose_run_dir`, locked for the whole training (a held :class:`OutputLock`; ``.output`` is the
+    folder). Chosen again once locked: a process that held it may have trained another recipe into it meanwhile."""
+    while True:
+        run_dir = choose_run_dir(runs_dir, name, cfg, splits_fingerprint, resume, exist_ok, console)
+        lock = OutputLock(run_dir, "--name").acquire()
+        if choose_run_dir(runs_dir, name, cfg, splits_fingerprint, resume, exist_ok, Console(quiet=True)) == run_dir:
+            return lock
+        lock.release()
+
+
+def interrupted_fold(folder: Path, k: int, since: float) -> str:
+    """What an interrupted fold kept: its ``last.pt`` (written atomically after each complete epoch), if this
+    training (or the one it resumes) wrote one."""
+    last = folder / CHECKPOINT_LAST
+    epoch = checkpoint_epoch(last) if last.is_file() and last.stat().st_mtime >= since else None
+    if epoch is None:
+        return f"fold {k} stopped before its first epoch ended ({folder}: no {CHECKPOINT_LAST} of this training): train it again"
+    return f"fold {k} stopped at epoch {epoch}; {last} kept: continue with --resume"
+
+
 def _pretrained_start(family: ModelFamily, cfg: Recipe, cache: WeightsCache, dist: DistInfo, out: Console) -> CachedWeights | None:
     """The cached weights the recipe's model starts from (pulled when missing and the network allows; rank 0 only),
     and the recipe's null data.mean/data.std resolved to what those weights expect."""
@@ -141,6 +172,12 @@ def _pretrained_start(family: ModelFamily, cfg: Recipe, cache: WeightsCache, dis
             cfg.data.std = cfg.data.std or resolved[1]
             out.print(f"normalising with the encoder's mean {_rounded(cfg.data.mean)} and std {_rounded(cfg.data.std)}")
     return start
+
+
+def _override(overrides, key: str) -> str | None:
+    """The last ``--set key=value`` given for ``key``, or None."""
+    values = [o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == key]
+    return values[-1] if values else None
 
 
 def _rounded(values) -> str:
@@ -192,8 +229,13 @@ def train(
     if str(recipe) == PLAN_NAME:
         if data is None:
             raise CompkitError("--recipe", "plan needs --data DATA: the plan is fitted to the dataset")
-        device_override = [o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "train.device"]
-        planned = plan_recipe(data, budget if budget is not None else "10m", device=(device_override or ["auto"])[-1], console=console)
+        planned = plan_recipe(
+            data,
+            budget if budget is not None else "10m",
+            device=_override(overrides, "train.device") or "auto",
+            splits=_override(overrides, "data.splits"),  # the folds it plans for (a read-only dataset's are elsewhere)
+            console=console,
+        )
         budget_s = planned.budget_s
         for line in planned.reasons:
             console.print(f"  {line}")
@@ -209,6 +251,7 @@ def train(
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)
     out = console if dist.is_main else Console(quiet=True)
+    run_lock = None
     try:
         family = resolve_family(cfg, out)
         if dist.enabled and not family.supports_distributed:
@@ -224,7 +267,11 @@ def train(
         if budget_s is not None and cfg.train.time_budget is None:
             cfg.train.time_budget = round(max(1.0, 0.8 * (budget_s - (time.time() - started)) / len(fold_ids)), 1)
             out.print(f"--budget {describe_seconds(budget_s)}: each fold trains for at most {cfg.train.time_budget:.0f} s (train.time_budget)")
-        run_dir = choose_run_dir(Path(runs_dir), name, cfg, fingerprint(splits), resume, exist_ok, out)
+        if dist.is_main:  # one lock per run: under torchrun rank 0 holds it for every rank
+            run_lock = claim_run_dir(Path(runs_dir), name, cfg, fingerprint(splits), resume, exist_ok, out)
+            run_dir = run_lock.output
+        else:
+            run_dir = choose_run_dir(Path(runs_dir), name, cfg, fingerprint(splits), resume, exist_ok, out)
         family.check(cfg, len(dataset.classes), out)  # every setting the family cannot honour fails before any work
         if dist.is_main:
             cache = cache_for(dataset, cfg, out)
@@ -245,6 +292,7 @@ def train(
 
         results = []
         for k in fold_ids:
+            fold_started = time.time() - 1  # a second's slack for file systems with coarse timestamps
             folder = run_dir / f"fold{k}"
             resuming = resume and (folder / RECIPE_FILE).is_file()
             if resume and not resuming and dist.is_main:
@@ -278,21 +326,29 @@ def train(
                 out.print(f"fold {k} starts from {start.describe() if start is not None else 'random weights (model.encoder_weights: null)'}")
                 write_json(folder / PRETRAINED_FILE, start.record() if start is not None else {"name": cfg.model.encoder, "tag": None})
             job = FoldJob(cfg, dataset, cache, k, folds[k]["train"], folds[k]["val"], folder, resume, dist, device, out, pseudo, cache_of_weights)
+            since = (folder / CHECKPOINT_LAST).stat().st_mtime if resuming and (folder / CHECKPOINT_LAST).is_file() else fold_started
             try:
-                outcome = family.train_fold(job)
-            except torch.OutOfMemoryError:
-                raise CompkitError(
-                    folder,
-                    f"CUDA out of memory: lower train.batch_size (now {cfg.train.batch_size}) and raise train.accumulate, "
-                    f"or lower data.image_size (now {cfg.data.image_size})",
-                ) from None
-            if dist.is_main:
-                # Out-of-fold and test probabilities of the best checkpoint, for `compkit ensemble runs/*`.
-                predictor = load_fold(folder, dataset.classes, device, recipe=cfg).predictor
-                write_store(predictor, dataset, cache, job.val_positions, folder / "oof", settings, out, f"{family.name}, ")
-                if test is not None:
-                    test_dataset, test_cache = test
-                    write_store(predictor, test_dataset, test_cache, list(range(len(test_dataset))), folder / "test", settings, out, f"{family.name}, ")
+                with interruptible(lambda folder=folder, k=k, since=since: interrupted_fold(folder, k, since)):
+                    try:
+                        outcome = family.train_fold(job)
+                    except torch.OutOfMemoryError:
+                        raise CompkitError(
+                            folder,
+                            f"CUDA out of memory: lower train.batch_size (now {cfg.train.batch_size}) and raise train.accumulate, "
+                            f"or lower data.image_size (now {cfg.data.image_size})",
+                        ) from None
+                    if dist.is_main:
+                        # Out-of-fold and test probabilities of the best checkpoint, for `compkit ensemble runs/*`.
+                        predictor = load_fold(folder, dataset.classes, device, recipe=cfg).predictor
+                        write_store(predictor, dataset, cache, job.val_positions, folder / "oof", settings, out, f"{family.name}, ")
+                        if test is not None:
+                            test_dataset, test_cache = test
+                            write_store(predictor, test_dataset, test_cache, list(range(len(test_dataset))), folder / "test", settings, out, f"{family.name}, ")
+            except KeyboardInterrupt:
+                if dist.is_main:  # the record and log say where it stopped, and never that it ended
+                    write_run_record(folder, {**record, "interrupted": now()})
+                    write_log(folder, out)
+                raise
             if dist.is_main:
                 write_run_record(folder, {**record, "ended": now(), "best_dice": outcome.best_dice, "epochs": outcome.epochs})
                 write_log(folder, out)
@@ -315,6 +371,8 @@ def train(
                 out.print(f"wall time {describe_seconds(wall)} of the {describe_seconds(budget_s)} budget" + ("" if wall <= budget_s else " [yellow](over)[/yellow]"))
         return TrainedFolds(results, run_dir)
     finally:
+        if run_lock is not None:
+            run_lock.release()
         cleanup(dist)
 
 

@@ -2,7 +2,9 @@
 the bring-your-own-data tests. Every builder is deterministic and writes a handful of 64-96 px images."""
 from __future__ import annotations
 
+import contextlib
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -220,3 +222,17 @@ def kaggle_wide_dicom(root: Path, train: int = 6, test: int = 2, size: int = 64)
     with open(gt / "train.csv", "w", newline="") as f:
         csv.writer(f).writerows([("ImageId", "opacity", "effusion"), *held_out])
     return root
+
+
+@contextlib.contextmanager
+def read_only_modes(folder: Path) -> Iterator[Path]:
+    """``folder`` with every write bit cleared (as a data set unpacked read-only, or ../shared/data), put back after."""
+    paths = [folder, *folder.rglob("*")]
+    modes = {p: p.stat().st_mode for p in paths}
+    for p in sorted(paths, key=lambda p: -len(p.parts)):
+        p.chmod(modes[p] & ~0o222)
+    try:
+        yield folder
+    finally:
+        for p in paths:
+            p.chmod(modes[p])

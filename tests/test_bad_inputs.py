@@ -202,12 +202,29 @@ SPLIT = [
     c("split-huge-point", lambda w: set_points(d := w.dataset(), [[1e30, 1], [5, 5], [3, 9]]) and ["split", d, "--force"], "annotation 3", "pixels out"),
     c("split-image-without-label", lambda w: first_label(d := w.dataset()).unlink() or ["split", d, "--force"], "image has no label JSON"),
     c("split-no-images", lambda w: ["split", without(w.dataset(), "train/DCM/*/*.png"), "--force"], "no images found"),
+    # splits.json read by the stages is consistent: no fold trains on its own validation images, each validates once.
+    c("splits-image-in-two-val-folds", lambda w: train_args(w, data=in_two_val_folds(d := w.dataset())), "splits.json", "1 images are in the validation lists of several folds", "in folds 0 and 1"),
+    c("splits-image-in-train-and-val", lambda w: edit_json((d := w.dataset()) / "splits.json", lambda s: s["folds"][0]["train"].append(s["folds"][0]["val"][0])) or train_args(w, data=d), "splits.json", "in both train and val of one fold", "in fold 0"),
+    c("splits-image-in-no-val-fold", lambda w: edit_json((d := w.dataset()) / "splits.json", lambda s: s["folds"][1]["train"].append(s["folds"][0]["val"].pop(0))) or train_args(w, data=d), "splits.json", "in no fold's validation list"),
 ]
+
+
+def in_two_val_folds(data: Path) -> Path:
+    """Fold 0's first validation image moved from fold 1's train list to its val list: it validates twice."""
+    def move(splits):
+        image = splits["folds"][0]["val"][0]
+        splits["folds"][1]["train"].remove(image)
+        splits["folds"][1]["val"].append(image)
+    edit_json(data / "splits.json", move)
+    return data
 
 EDA = [
     c("eda-negative-gallery", lambda w: ["eda", w.data, "--out", w.tmp / "r", "--gallery", -5], "--gallery", "0 or more"),
-    c("eda-polygon-outside-image", lambda w: set_points(d := w.dataset(), [[500, 500], [900, 500], [900, 900]]) and ["eda", d, "--out", w.tmp / "r"], "annotation 3", "outside the 96x96 image"),
-    c("eda-polygon-around-everything", lambda w: set_points(d := w.dataset(), [[-5000, -5000], [5000, -5000], [5000, 5000]]) and ["eda", d, "--out", w.tmp / "r"], "outside the 96x96 image"),
+    # Polygons partly outside are clipped; one with no part inside, or reaching further out than the image's own size
+    # (a coordinate-system error), is refused.
+    c("eda-polygon-outside-image", lambda w: set_points(d := w.dataset(), [[100, 10], [150, 10], [150, 50]]) and ["eda", d, "--out", w.tmp / "r"], "annotation 3", "has no part inside the 96x96 image"),
+    c("eda-polygon-around-everything", lambda w: set_points(d := w.dataset(), [[-5000, -5000], [5000, -5000], [5000, 5000]]) and ["eda", d, "--out", w.tmp / "r"], "annotation 3", "further out than the 96x96 image's own size"),
+    c("eda-polygon-beyond-image-size", lambda w: set_points(d := w.dataset(), [[10, 10], [40, 10], [40, 200]]) and ["eda", d, "--out", w.tmp / "r"], "point (40, 200)", "further out than the 96x96 image's own size"),
     c("eda-corrupt-png", lambda w: replace(next((d := w.dataset()).glob("train/DCM/*/*.png")), b"\x89PNG\r\n\x1a\n" + b"\x00" * 40) or ["eda", d, "--out", w.tmp / "r"], ".png", "unreadable image"),
     c("eda-empty-png", lambda w: replace(next((d := w.dataset()).glob("train/DCM/*/*.png")), b"") or ["eda", d, "--out", w.tmp / "r"], ".png", "unreadable image"),
     c("eda-out-under-a-file", lambda w: (w.tmp / "f").write_text("x") and ["eda", w.data, "--out", w.tmp / "f" / "r"], "cannot write"),

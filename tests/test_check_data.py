@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 
-from compkit.check_data import check_data
+from compkit.check_data import check_data, description_text
 from compkit.data import open_dataset
 from compkit.errors import CompkitError
 from tests.conftest import quiet
-from tests.layouts import drive, kaggle_wide_dicom, write_gif
+from tests.layouts import drive, kaggle_wide_dicom, read_only_modes, write_gif
 
 
 def recording(tmp_path) -> tuple[Console, callable]:
@@ -57,6 +58,33 @@ def test_proposes_and_writes_the_drive_description(tmp_path):
         check_data(root, write=True, console=quiet())
 
 
+
+def test_out_writes_the_description_of_read_only_data_elsewhere(tmp_path):
+    root = drive(tmp_path / "DRIVE")
+    files = sorted(p for p in root.rglob("*"))
+    target = tmp_path / "work" / "dataset.yaml"
+    with read_only_modes(root):
+        with pytest.raises(CompkitError, match="is read-only: pass --out FILE"):
+            check_data(root, write=True, console=quiet())
+        console, text = recording(tmp_path)
+        report = check_data(root, out=target, console=console)
+        assert report["written"] == target and f"pass --data {target}" in text()
+        assert sorted(p for p in root.rglob("*")) == files, "nothing written into the data"
+        description = target.read_text()
+        assert "root: ../DRIVE\n" in description and "outside: ../mask/{stem}_mask.gif" in description
+        train, test = open_dataset(target), open_dataset(target, "test")
+        assert train.root.resolve() == root and len(train) == 4 and len(test) == 2
+        assert train.read_ignore(train.samples[0], (72, 64)) is not None
+        with pytest.raises(CompkitError, match="already exists"):
+            check_data(root, out=target, console=quiet())
+
+
+def test_root_is_relative_unless_only_the_file_system_root_is_shared():
+    assert "root: ../input/DRIVE\n" in description_text(Path("/kaggle/input/DRIVE"), {"format": "pairs"}, [], Path("/kaggle/working/d.yaml"))
+    assert "root: /data/DRIVE\n" in description_text(Path("/data/DRIVE"), {"format": "pairs"}, [], Path("/work/d.yaml"))
+    assert "root:" not in description_text(Path("/data/DRIVE"), {"format": "pairs"}, [], Path("/data/DRIVE/dataset.yaml"))
+
+
 def test_rle_order_is_explained_and_written(tmp_path):
     root = kaggle_wide_dicom(tmp_path / "comp")
     console, text = recording(tmp_path)
@@ -75,3 +103,19 @@ def test_cli_nothing_to_read(tmp_path):
     done = subprocess.run([sys.executable, "-m", "compkit", "check-data", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert "found no layout compkit can read" in done.stderr
+
+
+def test_cli_write_into_read_only_data_is_one_line_and_out_writes_elsewhere(tmp_path):
+    from typer.testing import CliRunner
+
+    from compkit.cli import app
+
+    root = drive(tmp_path / "DRIVE")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    with read_only_modes(root):
+        refused = runner.invoke(app, ["check-data", "--data", str(root), "--write"])
+        assert refused.exit_code == 2 and refused.stderr.strip().count("\n") == 0 and "Traceback" not in refused.output
+        assert refused.stderr.startswith(f"error: {root / 'dataset.yaml'}: {root} is read-only: pass --out FILE")
+        assert not (root / "dataset.yaml").exists()
+        written = runner.invoke(app, ["check-data", "--data", str(root), "--out", str(tmp_path / "d.yaml")])
+        assert written.exit_code == 0 and "root: DRIVE\n" in (tmp_path / "d.yaml").read_text()

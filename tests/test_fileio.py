@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -8,7 +9,8 @@ import pytest
 
 import compkit.fileio as fileio
 from compkit.errors import CompkitError
-from compkit.fileio import AtomicFolder, atomic_write, image_size, read_image, read_json, write_json
+from compkit.fileio import AtomicFolder, atomic_write, image_size, open_text, read_image, read_json, read_text, read_yaml, writable_folder, write_json
+from tests.layouts import read_only_modes
 
 
 def test_atomic_write_renames_only_on_success(tmp_path):
@@ -39,6 +41,29 @@ def test_read_json_errors(tmp_path):
     (tmp_path / "bad.json").write_text("[1,")
     with pytest.raises(CompkitError, match="not valid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_text_with_a_bom_and_crlf_reads_as_plain_text(tmp_path):
+    (tmp_path / "a.txt").write_bytes(BOM + "Hämerus\r\nUlna\r\n".encode())
+    assert read_text(tmp_path / "a.txt") == "Hämerus\nUlna\n"
+    (tmp_path / "a.json").write_bytes(BOM + b'{"points": [[1, 2]],\r\n "label": "Ulna"}\r\n')
+    assert read_json(tmp_path / "a.json") == {"points": [[1, 2]], "label": "Ulna"}
+    (tmp_path / "a.yaml").write_bytes(BOM + b"name: x\r\ntrain:\r\n  epochs: 2\r\n")
+    assert read_yaml(tmp_path / "a.yaml") == {"name": "x", "train": {"epochs": 2}}
+    (tmp_path / "a.csv").write_bytes(BOM + b'id,rle\r\n1,"2 3"\r\n')
+    with open_text(tmp_path / "a.csv", csv=True) as handle:
+        assert list(csv.reader(handle)) == [["id", "rle"], ["1", "2 3"]]
+
+
+def test_read_text_errors(tmp_path):
+    with pytest.raises(CompkitError, match="file not found"):
+        read_text(tmp_path / "none.txt")
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(CompkitError, match=r"not a text file in UTF-8 \(byte 3"):
+        read_text(tmp_path / "latin1.txt")
 
 
 def test_images(tmp_path, synth_data):
@@ -161,3 +186,12 @@ def test_the_atomic_exchange_swaps_two_folders(tmp_path):
     if not fileio._exchange(a, b):
         pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
     assert tree(a) == {"y": "in b"} and tree(b) == {"x": "in a"}
+
+
+def test_writable_folder_follows_the_modes_even_for_root(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    assert fileio.writable_folder(folder)
+    with read_only_modes(folder):
+        assert not writable_folder(folder), "a folder without write bits is read-only, whoever runs compkit"
+    assert writable_folder(folder) and not writable_folder(tmp_path / "missing")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from compkit.errors import CompkitError
+from tests.conftest import quiet
 from compkit.planning import CANDIDATES, parse_budget, parse_memory, probe_model
 
 
@@ -35,3 +36,12 @@ def test_probe_times_a_real_model():
     # prediction (forward passes alone) is timed too, and is faster than training (forward, backward, step)
     assert probe.predict_images_per_second > probe.images_per_second
     assert probe.predict_speed_at(128) == pytest.approx(probe.predict_images_per_second / 4)
+
+
+def test_fold_sizes_come_from_the_splits_file_the_training_uses(data_copy, tmp_path):
+    from compkit.planning import fold_sizes
+    from compkit.split import split
+
+    split(data_copy, folds=3, seed=0, out=tmp_path / "elsewhere.json", console=quiet())
+    assert fold_sizes(data_copy, 12, None, str(tmp_path / "elsewhere.json"))[0] == 3
+    assert fold_sizes(data_copy, 12, None, None) == (2, 6, 6)  # no splits.json in the dataset: two folds assumed

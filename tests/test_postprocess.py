@@ -35,3 +35,9 @@ def test_candidates_scale_with_the_median_area():
     rules = candidate_rules(area)
     assert rules[:2] == [{"rule": "none"}, {"rule": "largest"}]
     assert all(r["min_area"] < area for r in rules[2:])
+
+
+def test_empty_is_a_candidate_only_for_a_class_absent_from_every_truth():
+    assert {"rule": "empty"} in candidate_rules(0.0)
+    assert all(rule["rule"] != "empty" for rule in candidate_rules(0.01))
+    assert not apply_rule(blobs(), {"rule": "empty"}).any()

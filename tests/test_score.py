@@ -34,6 +34,19 @@ def test_meter_means_over_images_then_classes():
     assert meter.mean() == pytest.approx(0.625)
 
 
+def test_pooled_dice_counts_every_pixel_of_every_image_once():
+    """The papers' pixel F1: one big image's dice, not the mean of per-image dice (a small image weighs less)."""
+    meter = DiceMeter(("vessel",))
+    big_pred, big_true = np.zeros((1, 10, 10), bool), np.zeros((1, 10, 10), bool)
+    big_pred[0, :4], big_true[0, :5] = True, True  # 40 predicted, 50 true, 40 shared
+    small_pred, small_true = np.zeros((1, 2, 2), bool), np.ones((1, 2, 2), bool)  # 4 true pixels missed
+    meter.update(big_pred, big_true)
+    meter.update(small_pred, small_true)
+    np.testing.assert_allclose(meter.pooled(), [(2 * 40 + DICE_SMOOTH) / (40 + 54 + DICE_SMOOTH)])
+    assert meter.mean() == pytest.approx((80 / 90 + 0) / 2, abs=1e-4)
+    assert DiceMeter(("a",)).pooled() == pytest.approx([1.0]), "nothing predicted, nothing true: as an empty image"
+
+
 def test_perfect_submission_scores_one(synth_data, tmp_path):
     out = encode_labels(synth_data, tmp_path / "perfect.csv", console=quiet())
     assert score(out, synth_data, console=quiet()) == pytest.approx(1.0)

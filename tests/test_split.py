@@ -10,6 +10,7 @@ from compkit.errors import CompkitError
 from compkit.split import load_splits, make_splits, split
 from compkit.synth import synth
 from tests.conftest import quiet
+from tests.layouts import read_only_modes
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,12 @@ def test_errors(data_copy):
         split(data_copy, folds=2, stratify="bmi", console=quiet())
     with pytest.raises(CompkitError, match="cannot fill 7 folds"):
         split(data_copy, folds=7, console=quiet())
+
+
+def test_read_only_data_needs_out(data_copy, tmp_path):
+    with read_only_modes(data_copy):
+        with pytest.raises(CompkitError, match="is read-only: pass --out FILE"):
+            split(data_copy, folds=2, console=quiet())
+        assert not (data_copy / "splits.json").exists()
+        path = split(data_copy, folds=2, out=tmp_path / "splits.json", console=quiet())
+        assert path == tmp_path / "splits.json" and len(load_splits(data_copy, path)["folds"]) == 2

@@ -154,3 +154,23 @@ def test_lesion_variants(tmp_path):
     image = skin.read_image(skin.samples[0]).astype(float)
     mask = skin.read_mask(skin.samples[0], image.shape[:2])[0] > 0
     assert abs(image[mask].mean() - image[~mask].mean()) < 25  # no darker lesion: only the vignette and hairs differ
+
+
+def test_handbone_forearms_can_run_out_of_the_frame(tmp_path):
+    from compkit.data.raster import polygon_clips
+
+    standard = open_dataset(synth(tmp_path / "a", patients=2, test_patients=0, size=96, console=quiet()), "train")
+    variant = open_dataset(synth(tmp_path / "b", patients=2, test_patients=0, size=96, console=quiet(), options={"forearm_out": 0.15}), "train")
+    forearm = {standard.classes.index("Radius"), standard.classes.index("Ulna")}
+    fractions = []
+    for a, b in zip(standard.samples, variant.samples, strict=True):
+        assert a.image_path.read_bytes() == b.image_path.read_bytes()  # the same X-ray, labelled past its frame
+        for pa, pb in zip(a.polygons, b.polygons, strict=True):
+            if pa.class_index not in forearm:
+                np.testing.assert_array_equal(pa.points, pb.points)
+            else:
+                assert pa.points[:, 1].max() == 95 and pb.points[:, 1].max() > 95
+        fractions += [c.fraction for c in polygon_clips(b.polygons, (96, 96), variant.classes, b.label_path) if c.class_index in forearm]
+    assert 0.1 < max(fractions) <= 0.15 and min(fractions) > 0
+    with pytest.raises(CompkitError, match="forearm_out"):
+        synth(tmp_path / "c", patients=1, test_patients=0, size=96, console=quiet(), options={"forearm_out": -0.1})

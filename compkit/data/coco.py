@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from compkit.data.formats import SegmentationDataset, register_format
-from compkit.data.raster import check_inside, check_points, rasterize
+from compkit.data.raster import check_points, polygon_clips, rasterize
 from compkit.data.sample import Polygon, Sample
 from compkit.errors import CompkitError
 from compkit.fileio import read_json
@@ -88,5 +88,5 @@ class CocoDataset(SegmentationDataset):
         if sample.label_path is None:
             raise CompkitError(sample.image_path, "image has no labels")
         shape = shape or self.image_shape(sample)
-        check_inside(sample.polygons, shape, self.classes, sample.label_path)
+        polygon_clips(sample.polygons, shape, self.classes, sample.label_path)  # refuses what cannot be clipped
         return rasterize(sample.polygons, len(self.classes), shape)

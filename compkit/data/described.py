@@ -53,7 +53,7 @@ from compkit.data.rlecsv import RleSpec, RleTable, decide_order, read_rle_table
 from compkit.data.sample import Sample
 from compkit.fileio import read_yaml
 from compkit.errors import CompkitError
-from compkit.imageio import IMAGE_SUFFIXES, INTENSITY_RULES, image_size, read_image, read_label_image
+from compkit.imageio import IMAGE_SUFFIXES, INTENSITY_RULES, read_label
 from compkit.recipe import Section, describe_validation_error, did_you_mean
 
 TEMPLATE_FIELDS = ("id", "stem", "name", "ext", "split", "parent")
@@ -314,8 +314,11 @@ class DescribedDataset(SegmentationDataset):
         if spec.format is not None:
             if spec.format == DESCRIBED_FORMAT:
                 raise CompkitError(path, f"format: {DESCRIBED_FORMAT} would read this file again; name a layout or leave format out")
-            return open_dataset(root, split, spec.format, labels=labels, classes=classes or spec.classes)
-        return cls.from_spec(root, spec, split, labels, classes, source=path)
+            dataset = open_dataset(root, split, spec.format, labels=labels, classes=classes or spec.classes)
+        else:
+            dataset = cls.from_spec(root, spec, split, labels, classes, source=path)
+        dataset.description = path
+        return dataset
 
     @classmethod
     def from_spec(
@@ -564,16 +567,18 @@ class DescribedDataset(SegmentationDataset):
         extra = list(files.get("paths", []))
         if files.get("key") is not None:
             extra.append(self.table.path)
-        return [sample.image_path, *dict.fromkeys(extra)]
+        return [sample.image_path, *dict.fromkeys(extra), *self.ignore_files(sample)]
+
+    def dataset_files(self) -> list[Path]:
+        """Also the meta table (``meta:``)."""
+        meta = [self.root / self.spec.meta.file] if self.spec.meta is not None else []
+        return list(dict.fromkeys([*super().dataset_files(), *(p for p in meta if p.is_file())]))
 
     def image_shape(self, sample: Sample) -> tuple[int, int]:
         key = self.files.get(sample.image_id, {}).get("key")
         if key is not None and key in self.table.sizes:
             return self.table.sizes[key]
-        return image_size(sample.image_path)
-
-    def read_image(self, sample: Sample, intensity: str | None = None) -> np.ndarray:
-        return read_image(sample.image_path, intensity=intensity or self.intensity)
+        return super().image_shape(sample)
 
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         if sample.label_path is None:
@@ -592,8 +597,10 @@ class DescribedDataset(SegmentationDataset):
         return mask
 
     def _index_mask(self, path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(C, H, W) classes and (H, W) ignored pixels of a label-index or palette mask."""
-        values = read_label_image(path)
+        """(C, H, W) classes and (H, W) ignored pixels of a label-index or palette mask (palette files: a number key
+        is the palette index, an ``R,G,B`` key the index's palette colour)."""
+        label = read_label(path)
+        values = label.values
         if values.shape[:2] != shape:
             raise CompkitError(path, f"mask is {values.shape[1]}x{values.shape[0]}, its image is {shape[1]}x{shape[0]}")
         index = {name: c for c, name in enumerate(self.classes)}
@@ -603,9 +610,10 @@ class DescribedDataset(SegmentationDataset):
         for key, name in self.spec.values.items():
             value = _value_key(key)
             if isinstance(value, tuple):
-                if values.ndim != 3:
+                if values.ndim != 3 and label.palette is None:
                     raise CompkitError(path, f"values key {key!r} is a colour but the mask is grey")
-                hit = (values == np.array(value, values.dtype)).all(axis=2)
+                colours = label.colours()
+                hit = (colours == np.array(value, colours.dtype)).all(axis=2)
             else:
                 grey = values if values.ndim == 2 else cv2.cvtColor(values, cv2.COLOR_BGR2GRAY)
                 hit = grey == value

@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from compkit.data.sample import Sample
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, warn
 from compkit.fileio import image_size, read_image
+from compkit.imageio import IMAGE_SUFFIXES, SWAPPING_ORIENTATIONS, apply_orientation, exif_orientation
 
 DATASET_FORMATS: dict[str, type[SegmentationDataset]] = {}
 IGNORE_DIR = "ignore"
@@ -66,6 +67,9 @@ class SegmentationDataset(ABC):
         self.intensity = "auto"
         #: What the reader decided and why (e.g. an RLE order read from the labels), for `compkit check-data`.
         self.notes: list[str] = []
+        #: The ``dataset.yaml`` this split was opened through, if any (set by the described format).
+        self.description: Path | None = None
+        self._orientations: dict[str, int] = {}  # image id -> the EXIF orientation applied (see orientation())
 
     @classmethod
     @abstractmethod
@@ -97,11 +101,34 @@ class SegmentationDataset(ABC):
         raise KeyError(image_id)
 
     def read_image(self, sample: Sample, intensity: str | None = None) -> np.ndarray:
-        """(H, W, 3) uint8, BGR as OpenCV reads it (16-bit and DICOM images windowed by ``intensity``)."""
-        return read_image(sample.image_path, intensity=intensity or self.intensity)
+        """(H, W, 3) uint8, BGR as OpenCV reads it (16-bit and DICOM images windowed by ``intensity``), as stored
+        or turned by :meth:`orientation`."""
+        image = read_image(sample.image_path, intensity=intensity or self.intensity)
+        return apply_orientation(image, self.orientation(sample))
 
     def image_shape(self, sample: Sample) -> tuple[int, int]:
-        return image_size(sample.image_path)
+        height, width = image_size(sample.image_path)
+        return (width, height) if self.orientation(sample) in SWAPPING_ORIENTATIONS else (height, width)
+
+    def orientation(self, sample: Sample) -> int:
+        """The EXIF orientation the sample's image is read with: 1, as stored (compkit ignores the tag: the stored
+        pixels are what was labelled, see :mod:`compkit.imageio`), unless the image is tagged with a quarter turn,
+        is not square, and its label files fit only the turned image (height and width swapped): then the tag's,
+        with a one-line note. Images without labels (a test set) are always read as stored."""
+        if sample.image_id not in self._orientations:
+            self._orientations[sample.image_id] = self._labelled_orientation(sample)
+        return self._orientations[sample.image_id]
+
+    def _labelled_orientation(self, sample: Sample) -> int:
+        tag = exif_orientation(sample.image_path)
+        if tag not in SWAPPING_ORIENTATIONS or sample.label_path is None:
+            return 1
+        height, width = image_size(sample.image_path)
+        labels = [p for p in self.source_files(sample)[1:] if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        if height == width or not labels or {image_size(p) for p in labels} != {(width, height)}:
+            return 1
+        warn(sample.image_path, f"stored {width}x{height} with EXIF orientation {tag}, its masks are {height}x{width}: they fit only the turned image, so the image is turned as its tag says")
+        return tag
 
     @abstractmethod
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -112,7 +139,7 @@ class SegmentationDataset(ABC):
 
         Stored beside any layout as ``<root>/ignore/<image id with / as __>.npy``: ``np.packbits`` of the mask.
         """
-        path = self.root / IGNORE_DIR / ignore_file_name(sample.image_id)
+        path = self.ignore_file(sample)
         if not path.is_file():
             return None
         packed = np.load(path, allow_pickle=False)
@@ -136,9 +163,27 @@ class SegmentationDataset(ABC):
         sample = self.root / "sample_submission.csv"
         return SubmissionConventions(sample=sample if sample.is_file() else None)
 
+    def ignore_file(self, sample: Sample) -> Path:
+        """Where the sample's ignore mask would be (see :meth:`read_ignore`); it may not exist."""
+        return self.root / IGNORE_DIR / ignore_file_name(sample.image_id)
+
     def source_files(self, sample: Sample) -> list[Path]:
-        """The files a sample is read from (the preprocessing cache is rebuilt when one changes)."""
-        return [p for p in (sample.image_path, sample.label_path) if p is not None]
+        """Every file a sample is read from: its image first, then its label files, then its ignore masks (the
+        preprocessing cache re-reads the sample when one changes). Formats whose labels are not one file per sample
+        (a mask per class, a field-of-view template) list their own."""
+        labels = [sample.label_path] if sample.label_path is not None else []
+        return [sample.image_path, *labels, *self.ignore_files(sample)]
+
+    def ignore_files(self, sample: Sample) -> list[Path]:
+        """The sample's ignore files that exist (a file appearing later changes :meth:`source_files` too)."""
+        path = self.ignore_file(sample)
+        return [path] if path.is_file() else []
+
+    def dataset_files(self) -> list[Path]:
+        """The files every sample is read through, beside its own (the dataset description, class list, meta
+        tables): the preprocessing cache re-reads every sample when one changes. Those that exist."""
+        description = self.description or self.root / DESCRIPTION_FILE
+        return [p for p in dict.fromkeys([description, *self.meta_files()]) if p.is_file()]
 
     def unmatched_labels(self) -> list[Path]:
         """Label files that no image claimed (shown by `compkit check-data`)."""

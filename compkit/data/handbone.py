@@ -19,7 +19,7 @@ import numpy as np
 from compkit.data.classes import HANDBONE_CLASSES
 from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.meta import patient_key, read_meta
-from compkit.data.raster import check_inside, check_points, rasterize
+from compkit.data.raster import check_points, polygon_clips, rasterize
 from compkit.data.sample import Polygon, Sample
 from compkit.data.writer import DatasetWriter, link_or_copy, trace_polygons
 from compkit.errors import CompkitError, warn
@@ -173,5 +173,5 @@ class HandBoneDataset(SegmentationDataset):
         if sample.label_path is None:
             raise CompkitError(sample.image_path, "image has no labels")
         shape = shape or self.image_shape(sample)
-        check_inside(sample.polygons, shape, self.classes, sample.label_path)
+        polygon_clips(sample.polygons, shape, self.classes, sample.label_path)  # refuses what cannot be clipped
         return rasterize(sample.polygons, len(self.classes), shape)

@@ -30,9 +30,10 @@ import numpy as np
 
 from compkit.data.described import DescribedDataset, spec_to_yaml, validate_spec
 from compkit.data.formats import register_format
+from compkit.data.masks import binary_foreground
 from compkit.data.rlecsv import find_rle_csv, read_rle_table
 from compkit.errors import CompkitError
-from compkit.imageio import IMAGE_SUFFIXES, LOSSY_SUFFIXES, is_dicom, read_label_image
+from compkit.imageio import IMAGE_SUFFIXES, LOSSY_SUFFIXES, is_dicom, read_label, read_label_image
 
 TRAIN_DIRS = ("train", "training", "trainval", "train_images", "train_data", "training_set")
 TEST_DIRS = ("test", "testing", "test_images", "test_data", "test_set")
@@ -124,8 +125,8 @@ def mask_kind(path: Path) -> str:
     except CompkitError:
         return "unreadable"
     grey = values if values.ndim == 2 else cv2.cvtColor(values, cv2.COLOR_BGR2GRAY)
-    if grey.dtype != np.uint8:
-        return "index" if grey.max() < 256 and len(np.unique(grey)) <= 32 else "image"
+    if grey.dtype != np.uint8:  # 16-bit: values past 255 judged at the same share of the range
+        grey = (grey >> 8 if grey.max() > 255 else grey).astype(np.uint8)
     middle = np.count_nonzero((grey > 12) & (grey < 243)) / grey.size
     distinct = np.unique(grey)
     if middle < 0.03 and (len(distinct) <= 2 or distinct.max() > 128):
@@ -141,10 +142,8 @@ def _probe(paths: list[Path]) -> str:
 
 
 def _foreground(path: Path) -> np.ndarray:
-    values = read_label_image(path)
-    grey = values if values.ndim == 2 else cv2.cvtColor(values, cv2.COLOR_BGR2GRAY)
-    threshold = 128 if grey.max() > 1 else 1
-    return cv2.resize((grey >= threshold).astype(np.uint8), (32, 32), interpolation=cv2.INTER_NEAREST).astype(bool)
+    foreground = binary_foreground(read_label(path)).astype(np.uint8)
+    return cv2.resize(foreground, (32, 32), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def _is_field_of_view(paths: list[Path]) -> bool:

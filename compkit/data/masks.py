@@ -13,7 +13,8 @@ ISIC 2018 / HAM10000::
     <root>[/<split>]/.../ISIC_0024306_segmentation.png    # 0/255
     <root>/*metadata*.csv                                  # lesion_id, image_id, dx, age, sex, localization
 
-Masks are anti-aliased: a pixel belongs to the class where the mask is at least 128.
+Masks are anti-aliased: a pixel belongs to the class where the mask is at least 128 (palette, 0/1, 16-bit and
+RGBA masks by what they mean: :func:`binary_foreground`).
 """
 from __future__ import annotations
 
@@ -29,21 +30,39 @@ from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.sample import Sample
 from compkit.data.writer import DatasetWriter
 from compkit.errors import CompkitError
-from compkit.imageio import read_label_image
+from compkit.fileio import open_text, read_text
+from compkit.imageio import LabelImage, read_label
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_FILE_SUFFIXES = (*IMAGE_SUFFIXES, *(s.upper() for s in IMAGE_SUFFIXES))  # a.TIF's mask may be a.png or a.PNG
 MASK_THRESHOLD = 128
 
 
+def binary_foreground(label: LabelImage, threshold: int = MASK_THRESHOLD) -> np.ndarray:
+    """A binary mask's foreground (bool), by what the file means: palette files where the index is not 0 (index 0
+    is the background, as VOC and CVAT write it); grey files where the value is at least ``threshold`` (8-bit;
+    anti-aliased and JPEG masks), where it is 1 in a lossless 0/1 file, and for 16-bit files with values past 255
+    at the same share of the range (``threshold`` x 256: 32768 for 128); colour files by their grey value."""
+    values = label.values
+    if label.palette is not None:
+        return values != 0
+    grey = values if values.ndim == 2 else cv2.cvtColor(values, cv2.COLOR_BGR2GRAY)
+    top = int(grey.max()) if grey.size else 0
+    if top == 1 and not label.lossy:
+        return grey >= 1
+    if grey.dtype == np.uint16 and top > 255:
+        return grey >= threshold * 256
+    return grey >= threshold
+
+
 def read_binary_mask(path: Path, shape: tuple[int, int], threshold: int = MASK_THRESHOLD) -> np.ndarray:
-    """A binary mask file (any image kind: PNG, GIF, 1-bit BMP, JPEG with compression noise) as 0/1 uint8:
-    foreground where the grey value is at least ``threshold``."""
-    mask = read_label_image(path)
-    if mask.ndim == 3:
-        mask = cv2.cvtColor(mask, cv2.COLOR_BGR2GRAY)
-    if mask.shape != shape:
-        raise CompkitError(path, f"mask is {mask.shape[1]}x{mask.shape[0]}, its image is {shape[1]}x{shape[0]}")
-    return (mask >= threshold).astype(np.uint8)
+    """A binary mask file (any image kind: PNG, palette PNG, 16-bit, RGBA, GIF, 1-bit BMP, JPEG with compression
+    noise) as 0/1 uint8, foreground by :func:`binary_foreground`."""
+    label = read_label(path)
+    if label.values.shape[:2] != shape:
+        height, width = label.values.shape[:2]
+        raise CompkitError(path, f"mask is {width}x{height}, its image is {shape[1]}x{shape[0]}")
+    return binary_foreground(label, threshold).astype(np.uint8)
 
 
 def parse_number(value: str) -> Any:
@@ -58,7 +77,7 @@ def parse_number(value: str) -> Any:
 def read_image_table(path: Path) -> tuple[list[str], list[list[str]]]:
     """A CSV as (header, rows); a header-less file gets column names ``image``, ``value1``, ..."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open_text(path, csv=True) as f:
             rows = [r for r in csv.reader(f) if r]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise CompkitError(path, f"unreadable CSV ({e})") from None
@@ -140,7 +159,7 @@ class MaskFolderDataset(SegmentationDataset):
         label_base = Path(labels) if labels is not None else base
         mask_dirs = {p.name[: -len(cls.mask_suffix)]: p for p in label_base.iterdir() if p.is_dir() and p.name.endswith(cls.mask_suffix)} if label_base.is_dir() else {}
         if classes is None and (root / CLASSES_FILE).is_file():  # a written copy keeps its source's class order
-            classes = [c.strip() for c in (root / CLASSES_FILE).read_text(encoding="utf-8").splitlines() if c.strip()]
+            classes = [c.strip() for c in read_text(root / CLASSES_FILE).splitlines() if c.strip()]
         if classes is None:  # the training split's mask folders name the classes (a test set may lack some)
             try:
                 train_base = _split_base(root, "train", cls._has_images)
@@ -165,7 +184,7 @@ class MaskFolderDataset(SegmentationDataset):
             files = {}
             for c, name in enumerate(classes):
                 if name in mask_dirs:
-                    candidates = [mask_dirs[name] / image_id, *(mask_dirs[name] / Path(image_id).with_suffix(s) for s in IMAGE_SUFFIXES)]
+                    candidates = [mask_dirs[name] / image_id, *(mask_dirs[name] / Path(image_id).with_suffix(s) for s in MASK_FILE_SUFFIXES)]
                     found = next((m for m in candidates if m.is_file()), None)
                     if found is not None:
                         files[c] = found
@@ -191,6 +210,16 @@ class MaskFolderDataset(SegmentationDataset):
         """The image-level CSVs (grades, patients) travel with written copies; compkit's own ``augmented.csv`` is
         written anew."""
         return [p for p in sorted(self.root.glob("*.csv")) if p.name != AUGMENTED_CSV]
+
+    def source_files(self, sample: Sample) -> list[Path]:
+        """The image and its class masks (``label_path`` is the masks' folder: it only marks the sample labelled)."""
+        return [sample.image_path, *self.mask_files[sample.image_id].values(), *self.ignore_files(sample)]
+
+    def dataset_files(self) -> list[Path]:
+        """Also ``classes.txt`` and every root CSV (``augmented.csv`` is read as image-level values too)."""
+        classes = self.root / CLASSES_FILE
+        extra = [classes] if classes.is_file() else []
+        return list(dict.fromkeys([*super().dataset_files(), *extra, *sorted(self.root.glob("*.csv"))]))
 
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         if sample.label_path is None:
@@ -253,6 +282,10 @@ class IsicDataset(SegmentationDataset):
             for row in rows:
                 meta[row[key]] = {h: parse_number(v) for h, v in zip(header, row, strict=False) if h != "image_id"}
         return meta
+
+    def dataset_files(self) -> list[Path]:
+        """Also the root CSVs the image-level values are read from."""
+        return list(dict.fromkeys([*super().dataset_files(), *sorted(self.root.glob("*.csv"))]))
 
     def read_mask(self, sample: Sample, shape: tuple[int, int] | None = None) -> np.ndarray:
         if sample.label_path is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from compkit.errors import CompkitError
+from compkit.fileio import TEXT_ENCODING
 
 # Real column names (Korean) and English ones, mapped to compkit's names.
 META_COLUMNS: dict[str, str] = {
@@ -62,7 +63,7 @@ def read_meta(path: str | Path) -> dict[str, dict[str, Any]]:
         if path.suffix.lower() in (".xlsx", ".xls"):
             frame = pd.read_excel(path, engine="openpyxl")
         else:
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, encoding=TEXT_ENCODING)
     except FileNotFoundError:
         raise CompkitError(path, "meta file not found") from None
     except Exception as e:  # pandas/openpyxl raise many types for corrupt files

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from compkit import rle as rle_codec
 from compkit.errors import CompkitError
+from compkit.fileio import open_text
 from compkit.recipe import Section
 
 EMPTY_TOKENS = ("", "nan", "none", "null", "-1")
@@ -118,7 +119,7 @@ def _natural(value: str):
 
 def _read(path: Path) -> tuple[list[str], list[list[str]]]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with open_text(path, csv=True) as handle:
             rows = [row for row in csv.reader(handle) if row]
     except FileNotFoundError:
         raise CompkitError(path, "label CSV not found") from None
@@ -334,7 +335,7 @@ def find_rle_csv(root: Path) -> Path | None:
         if "sample" in path.stem.lower() or "submission" in path.stem.lower():
             continue
         try:
-            with open(path, newline="", encoding="utf-8-sig") as handle:
+            with open_text(path, csv=True) as handle:
                 reader = csv.reader(handle)
                 rows = [r for _, r in zip(range(501), reader, strict=False) if r]
         except (OSError, UnicodeDecodeError, csv.Error):

@@ -45,7 +45,32 @@ def load_splits(data: str | Path, override: str | Path | None = None) -> dict[st
             raise CompkitError(path, f"fold {k} is not {{'train': [image ids], 'val': [image ids]}}")
         if not all(isinstance(i, str) for part in ("train", "val") for i in fold[part]):
             raise CompkitError(path, f"fold {k} lists something other than image ids")
+    check_consistent(splits, path)
     return splits
+
+
+def first_few(items: list[str], shown: int = 3) -> str:
+    return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
+
+
+def check_consistent(splits: dict[str, Any], path: Path) -> None:
+    """No fold trains on its own validation images, and no image validates in two folds (its predictions would
+    not be out-of-fold in one of them)."""
+    folds = splits["folds"]
+    leaks = sorted((i, k) for k, fold in enumerate(folds) for i in set(fold["train"]) & set(fold["val"]))
+    if leaks:
+        named = [f"{i} in fold {k}" for i, k in leaks]
+        raise CompkitError(path, f"{len(leaks)} images are in both train and val of one fold (first: {first_few(named)}); rerun `compkit split --force`")
+    validating: dict[str, list[int]] = {}
+    for k, fold in enumerate(folds):
+        for i in fold["val"]:
+            validating.setdefault(i, []).append(k)
+    twice = sorted((i, ks) for i, ks in validating.items() if len(ks) > 1)
+    if twice:
+        named = [f"{i} in folds {' and '.join(map(str, ks))}" for i, ks in twice]
+        raise CompkitError(
+            path, f"{len(twice)} images are in the validation lists of several folds (first: {first_few(named)}): each belongs to exactly one; rerun `compkit split --force`"
+        )
 
 
 def fingerprint(splits: dict[str, Any]) -> str:
@@ -77,11 +102,18 @@ def check_current(splits: dict[str, Any], dataset: SegmentationDataset, path: Pa
     named = {i for fold in splits["folds"] for part in ("train", "val") for i in fold[part]}
     gone = sorted(named - ids)
     if gone:
-        raise CompkitError(path, f"names {len(gone)} images the dataset lacks (first: {gone[0]}); rerun `compkit split --force`")
+        raise CompkitError(path, f"names {len(gone)} images the dataset lacks (first: {first_few(gone)}); rerun `compkit split --force`")
     unassigned = sorted(ids - named)
     if unassigned:
         raise CompkitError(
-            path, f"{len(unassigned)} images of the dataset are in no fold (first: {unassigned[0]}): added after `compkit split`? rerun `compkit split --force`"
+            path, f"{len(unassigned)} images of the dataset are in no fold (first: {first_few(unassigned)}): added after `compkit split`? rerun `compkit split --force`"
+        )
+    # Every original validates in exactly one fold (several: see check_consistent); augmented images in none.
+    validated = {i for fold in splits["folds"] for i in fold["val"]}
+    unvalidated = sorted(s.image_id for s in dataset.samples if not is_augmented(s) and s.image_id not in validated)
+    if unvalidated:
+        raise CompkitError(
+            path, f"{len(unvalidated)} images are in no fold's validation list (first: {first_few(unvalidated)}): each original image belongs to exactly one; rerun `compkit split --force`"
         )
 
 

@@ -372,11 +372,13 @@ class SmpFamily(ModelFamily):
                     else:
                         state.stale_epochs += 1
                 if dist.is_main:
+                    # results.csv first: interrupted before last.pt is saved, --resume keeps the rows up to
+                    # last.pt's epoch and replays this one; the other way round its row would be lost.
+                    writer.write(state.rows)
                     payload = checkpoint()
                     if improved:
                         save_checkpoint(folder / CHECKPOINT_BEST, payload)
                     save_checkpoint(folder / CHECKPOINT_LAST, payload)
-                    writer.write(state.rows)
                     if validate_now:
                         progress.console.print(
                             f"fold {job.fold} epoch {epoch}: loss {row['train_loss']:.4f}  val dice {dice.mean:.4f}"

@@ -113,13 +113,19 @@ def hand_bones(pose: Pose, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return bones
 
 
-def _transform(points: np.ndarray, pose: Pose, mirror: bool, size: int) -> np.ndarray:
+def _transform(points: np.ndarray, pose: Pose, mirror: bool, size: int, overhang: float = 0.0) -> np.ndarray:
+    """Unit outline -> pixel points, clipped to the image (``overhang``: allowed to run on past the bottom edge by up
+    to this fraction of the size)."""
     centre = np.array([0.5, 0.62])
     c, s = math.cos(math.radians(pose.angle)), math.sin(math.radians(pose.angle))
     pts = (points - centre) * (pose.scale * HAND_SCALE) @ np.array([[c, s], [-s, c]]) + centre + np.array(pose.shift)
     if mirror:
         pts[:, 0] = 1.0 - pts[:, 0]
     pts = np.rint(pts * (size - 1))
+    if overhang:
+        pts[:, 1] = np.clip(pts[:, 1], 0, size - 1 + round(overhang * size))
+        pts[:, 0] = np.clip(pts[:, 0], 0, size - 1)
+        return pts.astype(np.int32)
     return np.clip(pts, 0, size - 1).astype(np.int32)
 
 
@@ -247,13 +253,18 @@ def write_handbone(
     noise: float = 1.0,
     bone_width: float = 1.0,
     aspect: float = 1.0,
+    forearm_out: float = 0.0,
 ) -> str:
     """The hand-bone layout into ``data`` (test labels into ``gt``); returns a one-line summary. Variants (the
     defaults give the standard data exactly): ``contrast`` scales the bones' brightness over the soft tissue,
     ``noise`` the noise, ``bone_width`` the fingers' and metacarpals' widths; ``aspect`` < 1 crops each image to a
-    portrait ``size * aspect`` x ``size`` (width x height)."""
+    portrait ``size * aspect`` x ``size`` (width x height); ``forearm_out`` > 0 lets the Radius and Ulna polygons run
+    on past the bottom edge by up to that fraction of the size, as annotators of real X-rays draw them (the image
+    is the same)."""
     if not 0.3 <= aspect <= 1.0:
         raise CompkitError("aspect", f"must be within 0.3..1 (portrait crops of the square image), got {aspect}")
+    if not 0.0 <= forearm_out <= 1.0:
+        raise CompkitError("forearm_out", f"must be within 0..1 (a fraction of the image size), got {forearm_out}")
     rng = np.random.default_rng(seed)
     total = patients + test_patients
     ids = rng.permutation(np.arange(1, total + 1))  # test patients interleave with train ones, as in the real data
@@ -281,6 +292,8 @@ def write_handbone(
             unit = hand_bones(hand_pose, prng)
             bones = {k: _transform(v, hand_pose, mirror, size) for k, v in unit.items()}
             image = render(bones, hand_pose, size, prng)
+            if forearm_out:  # labelled past the frame; rendered (above) within it
+                bones = {**bones, **{k: _transform(unit[k], hand_pose, mirror, size, forearm_out) for k in FOREARM}}
             if aspect != 1.0:  # a portrait crop of the middle columns; outlines keep their pixel coordinates in it
                 left = (size - round(size * aspect)) // 2
                 image = np.ascontiguousarray(image[:, left : left + round(size * aspect)])

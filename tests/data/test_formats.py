@@ -115,6 +115,21 @@ def test_meta_files(synth_data, fundus_data, isic_data, coco_data):
         assert open_dataset(root).meta_files() == []
 
 
+def test_source_files_are_the_files_read(synth_data, fundus_data, isic_data, coco_data):
+    """Every format lists its samples' files (image first, then label files; never a folder) and the dataset's own,
+    so that the preprocessing cache sees a change to any of them."""
+    for root in (synth_data, fundus_data, isic_data, coco_data):
+        dataset = open_dataset(root)
+        for sample in dataset.samples:
+            files = dataset.source_files(sample)
+            assert files[0] == sample.image_path and len(files) >= 2, (root, files)
+            assert all(p.is_file() for p in files), (root, files)
+        assert all(p.is_file() for p in dataset.dataset_files())
+    assert [p.name for p in open_dataset(isic_data).dataset_files()] == [p.name for p in sorted(isic_data.glob("*.csv"))]
+    masks = open_dataset(fundus_data)
+    assert len(masks.source_files(masks.sample("0001_1.png"))) == 1 + len(masks.mask_files["0001_1.png"])
+
+
 def test_shared_surface(synth_data):
     dataset = open_dataset(synth_data)
     first = dataset.samples[0]

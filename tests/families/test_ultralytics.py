@@ -240,3 +240,16 @@ def test_ultralytics_leaves_process_settings_as_it_found_them():
         cv2.setNumThreads(0)
         torch.use_deterministic_algorithms(True, warn_only=True)
     assert (torch.get_num_threads(), cv2.getNumThreads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_yolo_labels_of_masks_reaching_the_edges_stay_normalised():
+    import compkit.families.ultralytics as ultralytics_family
+
+    mask = np.zeros((2, 64, 64), np.uint8)
+    mask[0, 40:, :20] = 1  # a forearm clipped at the bottom-left corner
+    mask[1] = 1  # the whole image
+    lines = ultralytics_family._polygon_lines(mask)
+    assert [c for c, _ in lines] == [0, 1]
+    for _, coords in lines:
+        values = np.array(coords.split(), float)
+        assert values.min() == 0.0 and values.max() <= 1.0 and len(values) % 2 == 0
