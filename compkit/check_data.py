@@ -166,8 +166,9 @@ def description_text(root: Path, described: Any, doubts: list[str], target: Path
     if target is not None and target.parent.resolve() != root.resolve():
         data, folder = root.resolve(), target.parent.resolve()
         # Relative, so that both can move together (/kaggle/working -> ../input/x); absolute when they share only /.
-        where = str(data) if os.path.commonpath([data, folder]) == data.anchor else os.path.relpath(data, folder)
-        text += "# the data, relative to this file\n" + yaml.safe_dump({"root": where}, allow_unicode=True, width=1000)
+        absolute = os.path.commonpath([data, folder]) == data.anchor
+        where = str(data) if absolute else os.path.relpath(data, folder)
+        text += f"# the data{'' if absolute else ', relative to this file'}\n" + yaml.safe_dump({"root": where}, allow_unicode=True, width=1000)
     return text + spec_to_yaml(described)
 
 

@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from compkit.checkpoint import CHECKPOINT_LAST, checkpoint_epoch
 from compkit.data import open_dataset
 from compkit.data.splits import check_current, fingerprint, load_splits, splits_path
 from compkit.device import resolve_device
@@ -29,7 +30,6 @@ from compkit.distributed import DistInfo, barrier, cleanup, init_distributed, la
 from compkit.errors import CompkitError
 from compkit.entry import callable_stage
 from compkit.families import FoldJob, ModelFamily, load_fold, resolve_family
-from compkit.checkpoint import CHECKPOINT_LAST, checkpoint_epoch
 from compkit.fileio import atomic_write, write_json
 from compkit.locks import OutputLock, command_line, interruptible
 from compkit.planning import PLAN_NAME, describe_seconds, parse_budget, plan_recipe, write_plan
