@@ -51,7 +51,7 @@ def test_a_real_variant_is_skipped_with_a_message_where_absent(tmp_path, monkeyp
 
 
 def test_drive_is_described_and_split_in_the_workdir(tmp_path):
-    source = SHARED_DATA / REAL_VARIANTS["drive"]
+    source = (SHARED_DATA / REAL_VARIANTS["drive"]).resolve()
     if not source.is_dir():
         pytest.skip(f"{source} is absent: the DRIVE set is read in place from ../shared/data")
     files = sorted(source.rglob("*"))
