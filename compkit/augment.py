@@ -5,7 +5,7 @@ import inspect
 from typing import Any
 
 from compkit.errors import CompkitError, first_line
-from compkit.recipe import did_you_mean
+from compkit.registry import did_you_mean
 
 
 def create_augmentation(items: list[dict[str, Any]], seed: int | None = None):

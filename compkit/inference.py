@@ -6,6 +6,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from compkit.registry import Registry
+
 # A TTA view: (forward transform of the input batch, inverse transform of the output logits).
 View = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 TTA_SCALES = (0.75, 1.0, 1.25)
@@ -48,13 +50,12 @@ def _scale(factor: float) -> View:
     return (forward, inverse)
 
 
-TTA_VIEWS: dict[str, list[View]] = {
-    "none": [(_identity, _identity)],
-    "hflip": [(_identity, _identity), _flip((3,))],
-    "vflip": [(_identity, _identity), _flip((2,))],
-    "d4": [_rot(k, f) for f in (False, True) for k in range(4)],
-    "scales": [_scale(s) for s in TTA_SCALES] + [_flip((3,))],
-}
+TTA_VIEWS: Registry[list[View]] = Registry("TTA", option="infer.tta")
+TTA_VIEWS.register("none", [(_identity, _identity)], "the image only")
+TTA_VIEWS.register("hflip", [(_identity, _identity), _flip((3,))], "the image and its left-right mirror")
+TTA_VIEWS.register("vflip", [(_identity, _identity), _flip((2,))], "the image and its upside-down mirror")
+TTA_VIEWS.register("d4", [_rot(k, f) for f in (False, True) for k in range(4)], "the 8 rotations and mirrors of the square")
+TTA_VIEWS.register("scales", [_scale(s) for s in TTA_SCALES] + [_flip((3,))], f"scaled by {TTA_SCALES}, and left-right mirrored")
 
 
 def segmentation_logits(output):

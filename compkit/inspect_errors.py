@@ -88,6 +88,34 @@ def _bars(per_class: dict[str, float]) -> str:
     return "".join(rows)
 
 
+class Confusions:
+    """Per pair of classes (a, b): pixels of a missed where b was predicted instead; and each class's true area."""
+
+    def __init__(self, classes: list[str]) -> None:
+        self.classes = classes
+        self.areas = np.zeros(len(classes), np.int64)
+        self.pixels = np.zeros((len(classes), len(classes)), np.int64)
+
+    def update(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        """One image's (classes, H, W) boolean prediction and truth."""
+        self.areas += truth.reshape(len(self.classes), -1).sum(axis=1)
+        missed, extra = truth & ~pred, pred & ~truth
+        both = missed.any(axis=0) & extra.any(axis=0)
+        if both.any():
+            self.pixels += missed[:, both].astype(np.int64) @ extra[:, both].T.astype(np.int64)
+
+    def pairs(self, limit: int = 10) -> list[tuple[float, int, str, str]]:
+        """(share of the missed class's area, pixels, missed class, predicted class), largest share first; pairs
+        under CONFUSION_SHARE are left out (a few stray pixels are noise)."""
+        found = [
+            (self.pixels[a, b] / max(self.areas[a], 1), int(self.pixels[a, b]), self.classes[a], self.classes[b])
+            for a in range(len(self.classes))
+            for b in range(len(self.classes))
+            if a != b and self.pixels[a, b] and self.pixels[a, b] >= CONFUSION_SHARE * max(self.areas[a], 1)
+        ]
+        return sorted(found, reverse=True)[:limit]
+
+
 def inspect(
     source: str | Path,
     split: str = "val",
@@ -130,9 +158,8 @@ def inspect(
         return pred
 
     meter = DiceMeter(dataset.classes)
-    areas = np.zeros(len(classes), np.int64)
     pair_scores: list[tuple[float, str, int]] = []
-    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    confusions = Confusions(classes)
     scored: list[tuple[float, str]] = []
     ids = [i for i in cache.image_ids if i in read]
     with Progress(console=console, transient=True) as progress:
@@ -142,25 +169,11 @@ def inspect(
             pred = predicted(image_id)
             per_class_dice = meter.update(pred, truth)
             scored.append((float(per_class_dice.mean()), image_id))
-            areas += truth.reshape(len(classes), -1).sum(axis=1)
             present = (truth | pred).reshape(len(classes), -1).any(axis=1)
             pair_scores += [(float(per_class_dice[c]), image_id, c) for c in np.flatnonzero(present)]
-            missed, extra = truth & ~pred, pred & ~truth
-            both = missed.any(axis=0) & extra.any(axis=0)
-            if both.any():
-                confusion += (missed[:, both].astype(np.int64) @ extra[:, both].T.astype(np.int64))
+            confusions.update(pred, truth)
             progress.advance(task)
-    np.fill_diagonal(confusion, 0)
-    # Pairs that matter: confused pixels as a share of the missed class's area (a few stray pixels are noise).
-    pairs = sorted(
-        (
-            (confusion[a, b] / max(areas[a], 1), int(confusion[a, b]), classes[a], classes[b])
-            for a in range(len(classes))
-            for b in range(len(classes))
-            if confusion[a, b] and confusion[a, b] >= CONFUSION_SHARE * max(areas[a], 1)
-        ),
-        reverse=True,
-    )[:10]
+    pairs = confusions.pairs()
     worst = sorted(scored)[:WORST]
     worst_pairs = sorted(pair_scores)[:WORST]
     gallery = []
@@ -183,7 +196,7 @@ def inspect(
         "worst_classes": [{"image": i, "class": classes[c], "dice": d} for d, i, c in worst_pairs],
         "confusions": [{"missed": a, "predicted_instead": b, "pixels": n, "share_of_class": round(float(share), 4)} for share, n, a, b in pairs],
     }
-    confusions = "".join(
+    confusion_items = "".join(
         f"<li>{html.escape(a)} missed where {html.escape(b)} was predicted: {n:,} px ({100 * share:.1f}% of {html.escape(a)})</li>" for share, n, a, b in pairs
     ) or f"<li>none reaches {100 * CONFUSION_SHARE:.0f}% of a class's area</li>"
     cards = "".join(
@@ -200,7 +213,7 @@ figcaption{{font-size:11px;max-width:200px}} img{{width:200px;height:200px;image
 <p>{len(ids)} images, mean dice {report['mean_dice']:.4f}, {html.escape(report['measured'])}.</p>
 <h2>worst classes: one tile per image and class</h2><p class="legend">{_legend()}</p><div class="gallery">{cards}</div>
 <h2>dice per class (worst first)</h2><div class="bars">{_bars(report['per_class'])}</div>
-<h2>confused classes</h2><ul>{confusions}</ul></body></html>"""
+<h2>confused classes</h2><ul>{confusion_items}</ul></body></html>"""
     with claim_output_folder(Path(out or "reports/inspect"), explicit=out is not None, exist_ok=exist_ok) as out:
         write_json(out / "inspect.json", report)
         with atomic_write(out / "inspect.html", "w", encoding="utf-8") as f:

@@ -90,6 +90,29 @@ def interrupt_line(error: KeyboardInterrupt) -> tuple[str, int]:
     return f"interrupted ({name}): {said}", getattr(error, "exit_code", 128 + signal.SIGINT)
 
 
+class deferred_interrupts(contextlib.AbstractContextManager):
+    """Within the block, SIGTERM and SIGINT wait for it to end, then interrupt as usual: for writes that must be
+    whole together (an epoch's ``results.csv``, ``best.pt`` and ``last.pt``). An exception raised inside
+    ``torch.save`` would come out as a RuntimeError about the half-written file, not as the interrupt."""
+
+    def __enter__(self) -> deferred_interrupts:
+        global _deferring
+        _deferring += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        global _deferring, _pending
+        _deferring -= 1
+        if not _deferring and _pending is not None:
+            signum, _pending = _pending, None
+            if exc_type is None:  # an error already on its way out says more than the waiting signal
+                raise Interrupted(signum, _kept[-1] if _kept else None)
+
+
+_deferring = 0  # open deferred_interrupts blocks
+_pending: int | None = None  # the signal that came during them
+
+
 def install_signal_handlers() -> None:
     """SIGTERM and SIGINT raise :class:`Interrupted` in this process (a second SIGTERM during the cleanup is ignored:
     the cleanup finishes; a second Ctrl-C still interrupts it). Processes forked from this one (data-loader
@@ -97,12 +120,16 @@ def install_signal_handlers() -> None:
     owner = os.getpid()
 
     def handler(signum, frame):
+        global _pending
         if os.getpid() != owner:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         if signum == signal.SIGTERM:
             signal.signal(signum, signal.SIG_IGN)
+        if _deferring:
+            _pending = signum
+            return
         raise Interrupted(signum, _kept[-1] if _kept else None)
 
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -22,7 +22,7 @@ from compkit.errors import CompkitError
 from compkit.fileio import read_json, read_text
 from compkit.data.splits import fingerprint, load_splits, splits_path
 from compkit.postprocess import RULES
-from compkit.recipe import did_you_mean
+from compkit.registry import did_you_mean
 from compkit.runs import RECIPE_FILE, data_root_of, fold_dirs, read_run_record, recipe_difference, saved_recipe
 from compkit.store import Store, quantise, resample
 

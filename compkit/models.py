@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from compkit.errors import CompkitError, first_line
-from compkit.recipe import ModelConfig, did_you_mean
+from compkit.recipe import ModelConfig
+from compkit.registry import did_you_mean
 from compkit.weights import WeightsCache, encoder_weights, libraries_read, require, smp_encoder_name, weights_cache
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +91,7 @@ def describe_seconds(seconds: float) -> str:
 
 
 def _gb(n: float) -> str:
-    if n < 2**20:  # on a CPU the probe reads the process's memory growth, which reused memory can hide
+    if n < 2**20:
         return "under 1 MB"
     return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
@@ -138,12 +137,29 @@ class Plan:
         return header + yaml.safe_dump(self.recipe, sort_keys=False, allow_unicode=True, width=1000)
 
 
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class SavedForBackward:
+    """Counts the bytes autograd keeps for backward during a forward pass (the activations), each storage once.
+
+    The CPU allocator keeps no peak statistics, and the process's memory growth reads about 0 once freed memory is
+    reused; what a training step holds at its peak (before backward frees it) is what autograd saved."""
+
+    def __init__(self, *already_counted: torch.Tensor) -> None:
+        self._storages = {t.untyped_storage().data_ptr() for t in already_counted}
+        self.bytes = 0
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self._storages:
+            self._storages.add(storage.data_ptr())
+            self.bytes += storage.nbytes()
+        return tensor
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, device: torch.device, steps: int = 3) -> Probe:
@@ -157,19 +173,15 @@ def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, 
     criterion = create_loss({"bce": 0.5, "dice": 0.5}).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     y = (torch.rand(batch, classes, size, size, device=device) > 0.9).float()
-    before = _rss_bytes()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    peak = 0
 
     def step() -> None:
-        nonlocal peak
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
             logits = model(x)
         loss = criterion(logits.float(), y)
-        peak = max(peak, _rss_bytes() - before)  # activations are alive now, before backward frees them
         loss.backward()
         optimizer.step()
 
@@ -184,7 +196,10 @@ def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, 
         return time.perf_counter() - began
 
     model.train()
-    step()  # warm-up: allocations, oneDNN primitives, cudnn autotuning
+    parameters = list(model.parameters())
+    activations = SavedForBackward(x, y, *parameters)
+    with activations.hooks():
+        step()  # warm-up: allocations, oneDNN primitives, cudnn autotuning
     durations = []
     probe_started = time.perf_counter()
     # The median step of at least `steps` and at least PROBE_SECONDS (at most 4x `steps`): one slow step on a busy
@@ -193,14 +208,17 @@ def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, 
         durations.append(timed(step))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
+    else:  # what a step holds at most: weights, gradients, optimizer state, the batch and the saved activations
+        state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+        peak = 2 * _bytes(parameters) + _bytes(state) + _bytes([x, y]) + activations.bytes
     seconds = float(sorted(durations)[len(durations) // 2])
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
         timed(lambda: model(x))  # warm-up: eval mode takes other kernels
         forwards = [timed(lambda: model(x)) for _ in range(steps)]
     forward_seconds = float(sorted(forwards)[len(forwards) // 2])
-    parameters = sum(p.numel() for p in model.parameters())
-    return Probe(candidate["arch"], candidate["encoder"], dict(candidate.get("params", {})), size, batch, batch / seconds, max(peak, 1), parameters, batch / forward_seconds)
+    return Probe(candidate["arch"], candidate["encoder"], dict(candidate.get("params", {})), size, batch,
+                 batch / seconds, peak, sum(p.numel() for p in parameters), batch / forward_seconds)
 
 
 def _round_size(size: float) -> int:

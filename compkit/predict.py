@@ -46,8 +46,8 @@ def predict(
     console = console or Console()
     if split not in SPLIT_STORES:
         raise CompkitError("--split", f"must be one of {', '.join(SPLIT_STORES)}, got {split!r}")
-    if tta is not None and tta not in TTA_VIEWS:
-        raise CompkitError("--tta", f"must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
+    if tta is not None:
+        TTA_VIEWS.get(tta, where="--tta")  # an unknown view set fails here, before any fold is read
     if batch is not None and batch < 1:
         raise CompkitError("--batch", f"must be at least 1, got {batch}")
     if window is not None and window < 32:

@@ -6,7 +6,6 @@ overrides any value (parsed as YAML). The fully resolved recipe is saved into ev
 """
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from compkit.errors import CompkitError
 from compkit.fileio import read_yaml
 from compkit.imageio import INTENSITY_RULES
 from compkit.inference import TTA_VIEWS
+from compkit.registry import did_you_mean, unknown_name
 from compkit.tracking import TRACKERS
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -196,7 +196,7 @@ class Recipe(Section):
 
 def _choice(what: str, value: str, known: tuple[str, ...]) -> str:
     if value not in known:
-        raise ValueError(f"unknown {what} {value!r}{did_you_mean(value, known)} (known: {', '.join(known)})")
+        raise ValueError(unknown_name(what, value, known))
     return value
 
 
@@ -205,13 +205,6 @@ def defaults(section: str) -> Any:
     field = Recipe.model_fields[section]
     value = field.default_factory() if field.default_factory is not None else field.default
     return value.model_dump() if isinstance(value, BaseModel) else value
-
-
-def did_you_mean(value: str, known) -> str:
-    known = [str(k) for k in known]
-    close = difflib.get_close_matches(str(value), known, n=1, cutoff=0.6)
-    close = close or [k for k in known if str(value) and k.startswith(str(value))][:1]
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def recipe_dirs() -> list[Path]:

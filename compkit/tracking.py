@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from compkit.errors import CompkitError
+from compkit.registry import Registry, doc_summary
 
 
 class Tracker:
@@ -35,12 +36,12 @@ class Tracker:
         pass
 
 
-TRACKERS: dict[str, type[Tracker]] = {}
+TRACKERS: Registry[type[Tracker]] = Registry("logger", option="train.loggers")
 
 
 def register(cls: type[Tracker]) -> type[Tracker]:
-    TRACKERS[cls.name] = cls
-    return cls
+    """Class decorator: register a tracker under its ``name`` (described by its docstring's first line)."""
+    return TRACKERS.register(cls.name, cls, doc_summary(cls.__doc__))
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -162,9 +163,7 @@ class WandbTracker(Tracker):
 def check_loggers(names: list[str]) -> None:
     """Unknown names and missing packages fail before a fold writes anything, in one line naming the extra."""
     for name in names:
-        if name not in TRACKERS:
-            raise CompkitError("train.loggers", f"unknown logger {name!r}; choose from {', '.join(TRACKERS)}")
-        cls = TRACKERS[name]
+        cls = TRACKERS.get(name)
         if importlib.util.find_spec(cls.package) is None:
             raise CompkitError("train.loggers", f"{name} needs the {cls.package} package: pip install 'compkit[{cls.extra}]'")
 

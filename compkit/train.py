@@ -135,13 +135,23 @@ def choose_run_dir(runs_dir: Path, name: str | None, cfg, splits_fingerprint: st
 
 def claim_run_dir(runs_dir: Path, name: str | None, cfg, splits_fingerprint: str, resume: bool, exist_ok: bool, console: Console) -> OutputLock:
     """:func:`choose_run_dir`, locked for the whole training (a held :class:`OutputLock`; ``.output`` is the
-    folder). Chosen again once locked: a process that held it may have trained another recipe into it meanwhile."""
-    while True:
-        run_dir = choose_run_dir(runs_dir, name, cfg, splits_fingerprint, resume, exist_ok, console)
-        lock = OutputLock(run_dir, "--name").acquire()
-        if choose_run_dir(runs_dir, name, cfg, splits_fingerprint, resume, exist_ok, Console(quiet=True)) == run_dir:
-            return lock
-        lock.release()
+    folder). The folder asked for (``--name``, else the recipe's name) is locked before it is looked at, so a second
+    process aiming at it meets the lock, never the first one's half-written folds; where it holds another
+    experiment, the folder chosen instead is locked and chosen again (another process may have taken it)."""
+    asked = OutputLock(runs_dir / (name or cfg.name or "run"), "--name").acquire()
+    try:
+        while True:
+            run_dir = choose_run_dir(runs_dir, name, cfg, splits_fingerprint, resume, exist_ok, console)
+            if run_dir == asked.output:
+                return asked
+            lock = OutputLock(run_dir, "--name").acquire()
+            if choose_run_dir(runs_dir, name, cfg, splits_fingerprint, resume, exist_ok, Console(quiet=True)) == run_dir:
+                asked.release()
+                return lock
+            lock.release()
+    except BaseException:
+        asked.release()
+        raise
 
 
 def interrupted_fold(folder: Path, k: int, since: float) -> str:

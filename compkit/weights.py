@@ -8,7 +8,7 @@ into the libraries' standard caches, and reads a filled cache without any networ
   ``model.safetensors``.
 - timm encoders (``tu-<model>``): timm's hub repository for the tag (``timm/<model>.<tag>``): ``model.safetensors``
   (``pytorch_model.bin`` where that is all it publishes), following the repository's ``main``.
-- asset libraries (ultralytics' YOLO release files, registered by their family): ``<assets>/<library>/<file>``.
+- asset libraries (ultralytics' YOLO release files, :data:`ASSET_LIBRARIES`): ``<assets>/<library>/<file>``.
 - a local file.
 
 Hub entries live in the hub's standard cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``), so weights fetched once,
@@ -36,7 +36,8 @@ from urllib.parse import urlparse
 from rich.console import Console
 
 from compkit.errors import CompkitError
-from compkit.recipe import did_you_mean
+from compkit.registry import Registry, did_you_mean
+from compkit.ultralytics_env import fetch_release_file, release_tag
 
 if TYPE_CHECKING:
     from compkit.recipe import ModelConfig
@@ -151,12 +152,13 @@ class AssetLibrary:
     fetch: Callable[[str, Path], None]  # download the named release file to a path
 
 
-ASSET_LIBRARIES: dict[str, AssetLibrary] = {}
-
-
-def register_asset_library(library: AssetLibrary) -> AssetLibrary:
-    ASSET_LIBRARIES[library.name] = library
-    return library
+# Registered here, all of them, so that listing and pulling never depend on which family was imported first.
+ASSET_LIBRARIES: Registry[AssetLibrary] = Registry("asset library")
+ASSET_LIBRARIES.register(
+    "ultralytics",
+    AssetLibrary(name="ultralytics", url="https://github.com", describe=release_tag, fetch=fetch_release_file),
+    "ultralytics' YOLO release files (yolov8n-seg.pt, yolo11x-seg.pt, ...)",
+)
 
 
 def weights_cache(folder: str | Path | None = None) -> WeightsCache:

@@ -2,12 +2,17 @@
 (the pasting itself: tests/test_submit.py)."""
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
+from compkit import rle
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, foreground_box, load_sample
 from compkit.ensemble import ensemble
+from compkit.members import open_member
+from compkit.postprocess import upsample_mask
 from compkit.score import score
 from compkit.split import split
 from compkit.store import Store
@@ -18,6 +23,13 @@ from tests.conftest import FAST, quiet
 # Test mean dice of the 1-epoch crop_border pipeline below, measured at 0.084 (an empty submission scores 0.083
 # on this data: most lesion classes are absent from most eyes). A measured floor, comfortably below.
 CROP_PIPELINE_FLOOR = 0.05
+
+
+def disk_bounds(image: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the synthetic eye disk, read independently of foreground_box: the red channel (BGR) is
+    over 100 inside the disk, even at its vignetted edge, and 0 outside it."""
+    ys, xs = np.nonzero(image[..., 2] > 50)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
 @pytest.fixture
@@ -44,6 +56,23 @@ def test_pipeline_with_crop(fundus_copy, tmp_path):
     split(fundus, folds=2, seed=0, force=True, console=quiet())
     runs = tmp_path / "runs"
     train("tiny", data=fundus, fold="all", overrides=[*FAST, "train.epochs=1", "data.crop_border=true"], runs_dir=runs, console=quiet())
-    assert Store(runs / "tiny" / "fold0" / "test").box(open_dataset(fundus, "test").samples[0].image_id) is not None
+    test = open_dataset(fundus, "test")
+    store = Store(runs / "tiny" / "fold0" / "test")
+    for s in test.samples:  # each test image's probabilities cover its eye disk, give or take its anti-aliased rim
+        assert np.allclose(store.box(s.image_id), disk_bounds(test.read_image(s)), atol=2)
     ens = ensemble([runs / "tiny"], name="c", out_dir=tmp_path / "ens", console=quiet())
     assert score(submit(ens, out=tmp_path / "s.csv", console=quiet()), fundus, console=quiet()) > CROP_PIPELINE_FLOOR
+
+    # The ensemble's predictions go back where they came from: inside the first test image's eye disk, at its
+    # place. A threshold at the median probability of the least uniform class makes about half the disk foreground.
+    member, first = open_member(ens), test.samples[0]
+    q, (y0, y1, x0, x1) = member.test_uint8(first.image_id), member.box(first.image_id)
+    c = int(np.argmax([q[k].std() if test.classes[k] not in (member.postprocess or {}) else -1 for k in range(len(q))]))
+    threshold = (float(np.median(q[c])) + 0.5) / 255
+    expected = np.zeros((128, 128), np.uint8)
+    expected[y0:y1, x0:x1] = upsample_mask(q[c], (y1 - y0, x1 - x0), threshold)
+    assert 0 < expected.sum() < 0.9 * (y1 - y0) * (x1 - x0)
+    out = submit(ens, out=tmp_path / "half.csv", threshold=str(threshold), console=quiet())
+    row = list(csv.reader(open(out)))[1 + c]  # image by image, class by class
+    assert test.classes[c] in row
+    assert np.array_equal(rle.decode(row[2], (128, 128), test.rle_order), expected)

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from compkit.inspect_errors import error_overlay, inspect
+from compkit.inspect_errors import Confusions, error_overlay, inspect
 from tests.conftest import quiet, screenshot
 
 
@@ -21,6 +21,29 @@ def test_error_colours_per_class_missed_and_extra_both_show():
     assert tuple(out[1, 3]) == (0, 230, 255)  # the truth's outline where it was found: cyan
     assert tuple(out[3, 1]) == (165, 143, 0)  # missed on the outline stays yellow
     assert tuple(out[0, 0]) == (0, 0, 0)
+
+
+def test_confusions_count_missed_pixels_where_another_class_was_predicted():
+    classes = ["bone", "joint", "soft"]
+    truth = np.zeros((3, 20, 20), bool)
+    pred = np.zeros((3, 20, 20), bool)
+    truth[0, 0:10, 0:10] = True  # bone: 100 px, of which the right 40 are predicted as joint
+    pred[0, 0:10, 0:6] = True
+    pred[1, 0:10, 6:10] = True
+    truth[0, 10:12, 10:15] = True  # 10 bone px missed with nothing predicted there: not a confusion
+    truth[2, 12:20, 0:20] = True  # soft: 160 px, 4 of them predicted as bone (2.5 %, under the 5 % shown)
+    pred[2, 12:20, 0:20] = True
+    pred[2, 12, 0:4] = False
+    pred[0, 12, 0:4] = True
+    confusions = Confusions(classes)
+    confusions.update(pred, truth)
+    assert confusions.pairs() == [(40 / 110, 40, "bone", "joint")]
+    # A second image with bone found everywhere: the same 40 px are now a share of 220 px of bone.
+    second = np.zeros((3, 20, 20), bool)
+    second[0, 0:11, 0:10] = True
+    confusions.update(second, second)
+    assert confusions.pairs() == [(40 / 220, 40, "bone", "joint")]
+    assert confusions.pixels[2, 0] == 4 and confusions.areas.tolist() == [220, 0, 160]
 
 
 def test_inspect_a_run(trained_tiny_run, tmp_path):
@@ -39,7 +62,7 @@ def test_inspect_a_run(trained_tiny_run, tmp_path):
     order = sorted(report["per_class"], key=report["per_class"].get)
     positions = [html.index(f'<span class="label">{c}</span>') for c in order]
     assert positions == sorted(positions)
-    assert all(c["share_of_class"] >= 0.05 for c in report["confusions"])
+    assert all(set(c) == {"missed", "predicted_instead", "pixels", "share_of_class"} for c in report["confusions"])
     test_page = inspect(run, split="test", out=tmp_path / "test-report", console=quiet())
     test_report = json.loads((tmp_path / "test-report" / "inspect.json").read_text())
     assert test_report["images"] == 4 and "compkit score measures the submission at full image size" in test_report["measured"]

@@ -127,3 +127,20 @@ def test_sigterm_reaches_the_cli_as_one_line_and_exit_code_143(tmp_path):
     assert err.strip() == f"interrupted (SIGTERM): {tmp_path / 'out'} left as it was"
     assert time.time() - started < 10
     assert not lock_path(tmp_path / "out").exists()
+
+
+def test_a_signal_during_deferred_writes_waits_for_them_then_interrupts():
+    from compkit.locks import deferred_interrupts, install_signal_handlers
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        install_signal_handlers()
+        written = []
+        with pytest.raises(Interrupted) as caught:
+            with deferred_interrupts():
+                os.kill(os.getpid(), signal.SIGTERM)
+                written.append("last.pt")  # the block goes on to its end
+        assert written == ["last.pt"] and caught.value.exit_code == 143
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -2,6 +2,9 @@
 and the time budget that stops a fold (keeping its best checkpoint)."""
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 import yaml
 
@@ -21,6 +24,18 @@ def comments(path) -> list[str]:
     return [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
 
 
+def planned_time_budget(path, budget_s: float, folds: int) -> float:
+    """The plan's train.time_budget, checked against its own reason line and the bound the budget sets: each fold's
+    share of the budget less the fixed costs (FIXED_OVERHEAD_S and 5 % of the budget), at least 1 s."""
+    from compkit.planning import FIXED_OVERHEAD_S
+
+    value = load_recipe(path).train.time_budget
+    stated = [float(m.group(1)) for r in comments(path) if (m := re.search(r"train\.time_budget (\d+) s per fold", r))]
+    assert len(stated) == 1 and abs(stated[0] - value) <= 0.5
+    assert 1.0 <= value <= (budget_s - FIXED_OVERHEAD_S - 0.05 * budget_s) / folds
+    return value
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("dataset", "vertical_flip", "grey"), [("synth_data", False, True), ("fundus_data", True, False), ("isic_data", True, False)])
 def test_plan_writes_an_explained_recipe_that_trains(dataset, vertical_flip, grey, request, tmp_path):
@@ -36,7 +51,7 @@ def test_plan_writes_an_explained_recipe_that_trains(dataset, vertical_flip, gre
     assert "HorizontalFlip" in names  # no synthetic class is side-specific (hand bones: left hands are mirrored)
     assert ("VerticalFlip" in names) == vertical_flip  # the forearm is always at the bottom of a hand X-ray
     assert ("RandomGamma" in names) == grey
-    assert cfg.train.time_budget is not None and 0 < cfg.train.time_budget < 90  # a share of 3 minutes per fold
+    assert planned_time_budget(out, 180, folds=2) == cfg.train.time_budget  # a share of 3 minutes per fold
     assert cfg.train.epochs >= 1 and cfg.train.early_stop is None and cfg.sched.name == "onecycle"
     # The probe decides by measured speed, so the choice depends on the machine's load: one of the candidates.
     assert cfg.model.encoder in {c["encoder"] for c in CANDIDATES}
@@ -68,7 +83,22 @@ def test_train_plan_with_a_budget_plans_then_trains_within_it(data_copy, tmp_pat
     console = Console(record=True, width=200, file=open(tmp_path / "out.txt", "w"))
     result = train("plan", data=data_copy, fold="all", runs_dir=tmp_path / "runs", budget="60s", console=console)
     planned = tmp_path / "runs" / "plan.yaml"
-    assert planned.is_file() and load_recipe(planned).train.time_budget is not None
+    time_budget = planned_time_budget(planned, 60, folds=2)
+    for fold in ("fold0", "fold1"):  # the planner's budget trains each fold: --budget does not replace it
+        assert load_recipe(result.run_dir / fold / "recipe.yaml").train.time_budget == time_budget
     assert result.run_dir == tmp_path / "runs" / "plan" and len(result) == 2
     text = console.export_text()
     assert "wall time" in text and "of the 60 s budget" in text
+
+
+@pytest.mark.slow
+def test_a_budget_gives_each_fold_its_share_as_the_time_budget(data_copy, tmp_path):
+    """Without a plan, --budget becomes train.time_budget: 80 % of what is left of it, shared by the folds trained."""
+    split(data_copy, folds=2, seed=0, console=quiet())
+    began = time.time()
+    result = train("tiny", data=data_copy, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs",
+                   budget="1h", console=quiet())
+    took = time.time() - began
+    budgets = [load_recipe(result.run_dir / f"fold{k}" / "recipe.yaml").train.time_budget for k in (0, 1)]
+    assert budgets[0] == budgets[1]
+    assert round(0.8 * (3600 - took) / 2, 1) <= budgets[0] <= 0.8 * 3600 / 2

@@ -27,9 +27,18 @@ def test_memory_sizes():
         parse_memory("lots")
 
 
-def test_probe_times_a_real_model():
+def test_probe_times_a_real_model(monkeypatch):
+    monkeypatch.setattr("compkit.planning.PROBE_SECONDS", 0.0)  # one timed step is enough here
     probe = probe_model(CANDIDATES[0], classes=3, size=64, batch=2, device=torch.device("cpu"), steps=1)
-    assert probe.images_per_second > 0 and probe.parameters > 1_000_000 and probe.peak_bytes >= 1
+    assert probe.images_per_second > 0 and probe.parameters > 1_000_000
+    # Peak memory: at least the float32 weights, their gradients and AdamW's two moments, plus the batch (an image
+    # of 3 channels and a mask of 3 classes); the activations come on top and grow with the pixel count.
+    fixed = 4 * 4 * probe.parameters
+    batch_bytes = 2 * (3 + 3) * 64 * 64 * 4
+    assert probe.peak_bytes > fixed + batch_bytes
+    larger = probe_model(CANDIDATES[0], classes=3, size=128, batch=2, device=torch.device("cpu"), steps=1)
+    activations, larger_activations = probe.peak_bytes - fixed, larger.peak_bytes - fixed
+    assert larger_activations == pytest.approx(4 * activations, rel=0.1)
     # throughput falls with the pixel count, memory grows with it and with the batch
     assert probe.speed_at(128) == pytest.approx(probe.images_per_second / 4)
     assert probe.memory_at(128, 4) == pytest.approx(probe.peak_bytes * 8)

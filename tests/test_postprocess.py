@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from compkit.postprocess import apply_rule, candidate_rules, median_component_area
 
@@ -33,8 +34,10 @@ def test_candidates_scale_with_the_median_area():
     area = median_component_area(blobs())
     assert area == 4 / 400
     rules = candidate_rules(area)
+    # min_size at a tenth, three tenths and six tenths of the median component's area
     assert rules[:2] == [{"rule": "none"}, {"rule": "largest"}]
-    assert all(r["min_area"] < area for r in rules[2:])
+    assert [r["rule"] for r in rules[2:]] == ["min_size"] * 3
+    assert [r["min_area"] for r in rules[2:]] == pytest.approx([0.1 * area, 0.3 * area, 0.6 * area])
 
 
 def test_empty_is_a_candidate_only_for_a_class_absent_from_every_truth():

@@ -122,7 +122,7 @@ def test_out_writes_beside_a_read_only_run(trained_tiny_run, tmp_path):
 
 
 def test_errors_name_the_option(run_copy, tmp_path):
-    with pytest.raises(CompkitError, match="must be one of none, hflip") as info:
+    with pytest.raises(CompkitError, match=r"unknown TTA 'flip' \(did you mean 'vflip'\?\) \(known: none, hflip, vflip, d4, scales\)") as info:
         predict([run_copy], tta="flip", console=quiet())
     assert info.value.path == "--tta"
     with pytest.raises(CompkitError, match="must be one of test, val, got 'train'") as info:

@@ -164,3 +164,22 @@ def test_a_pickle_in_hub_weights_does_not_run(tmp_path, cut_network, monkeypatch
     assert info.value.path.endswith("pytorch_model.bin")
     assert not marker.exists(), "the weights file ran code"
     assert not cut_network
+
+
+def test_the_cache_listing_does_not_depend_on_what_was_imported_first(tmp_path):
+    """Asset libraries are registered with the weights cache itself, not by their family's module as it is imported."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ultralytics").mkdir()
+    (tmp_path / "ultralytics" / "yolov8n-seg.pt").write_bytes(b"not really weights")
+    listing = (
+        "from compkit.weights import cached_entries, weights_cache\n"
+        f"print([(e.library, e.name, e.tag, e.file.name) for e in cached_entries(weights_cache({str(tmp_path)!r}))])"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    alone, after_families = (
+        subprocess.run([sys.executable, "-c", first + listing], capture_output=True, text=True, env=env, check=True).stdout
+        for first in ("", "import compkit.families\n")
+    )
+    assert alone == after_families == "[('ultralytics', 'yolov8n-seg', 'coco', 'yolov8n-seg.pt')]\n"

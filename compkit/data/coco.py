@@ -22,6 +22,8 @@ from compkit.fileio import read_json
 
 @register_format
 class CocoDataset(SegmentationDataset):
+    """COCO polygon annotations (``annotations/instances_<split>.json``)."""
+
     format_name = "coco"
 
     @classmethod

@@ -54,7 +54,8 @@ from compkit.data.sample import Sample
 from compkit.fileio import read_yaml
 from compkit.errors import CompkitError
 from compkit.imageio import IMAGE_SUFFIXES, INTENSITY_RULES, read_label
-from compkit.recipe import Section, describe_validation_error, did_you_mean
+from compkit.recipe import Section, describe_validation_error
+from compkit.registry import did_you_mean
 
 TEMPLATE_FIELDS = ("id", "stem", "name", "ext", "split", "parent")
 NAME_FORMS = ("name", "stem", "path", "path_stem", "id")

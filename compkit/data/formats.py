@@ -1,8 +1,9 @@
 """Dataset formats: a registry of readers that turn a folder into :class:`Sample` lists.
 
 Every format exposes the same surface (``classes``, ``samples``, ``read_image``, ``read_mask``), so split,
-train, predict and submit never branch on the format. New formats register themselves with
-:func:`register_format`.
+train, predict and submit never branch on the format. A new format is a module that registers its class with
+:func:`register_format`, imported by ``compkit/data/__init__.py`` (in detection order), so that every format is
+known whatever was imported before.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from compkit.data.sample import Sample
 from compkit.errors import CompkitError, warn
 from compkit.fileio import image_size, read_image
 from compkit.imageio import IMAGE_SUFFIXES, SWAPPING_ORIENTATIONS, apply_orientation, exif_orientation
+from compkit.registry import Registry, doc_summary
 
-DATASET_FORMATS: dict[str, type[SegmentationDataset]] = {}
+DATASET_FORMATS: Registry[type[SegmentationDataset]] = Registry("dataset format")  # in detection order
 IGNORE_DIR = "ignore"
 DESCRIPTION_FILE = "dataset.yaml"
 DESCRIBED_FORMAT = "described"  # the format that reads a dataset.yaml (compkit.data.described)
@@ -44,8 +46,8 @@ def ignore_file_name(image_id: str) -> str:
 
 
 def register_format(cls: type[SegmentationDataset]) -> type[SegmentationDataset]:
-    DATASET_FORMATS[cls.format_name] = cls
-    return cls
+    """Class decorator: register a format under its ``format_name`` (described by its docstring's first line)."""
+    return DATASET_FORMATS.register(cls.format_name, cls, doc_summary(cls.__doc__))
 
 
 class SegmentationDataset(ABC):
@@ -213,7 +215,7 @@ def description_file(data: str | Path) -> Path | None:
 
 def detected_formats(root: Path) -> list[str]:
     """Registered formats whose layout ``root`` has, in registration order (the specific ones first)."""
-    return [name for name, cls in DATASET_FORMATS.items() if cls.detect(root)]
+    return DATASET_FORMATS.names(where=lambda cls: cls.detect(root))
 
 
 def open_dataset(
@@ -239,11 +241,9 @@ def open_dataset(
     if format == "auto":
         found = detected_formats(root)
         if not found:
-            known = ", ".join(sorted(DATASET_FORMATS))
+            known = ", ".join(DATASET_FORMATS)
             raise CompkitError(
                 root, f"not a dataset layout compkit knows (formats: {known}); `compkit check-data {root}` shows what it sees and proposes a {DESCRIPTION_FILE}"
             )
         format = found[0]
-    if format not in DATASET_FORMATS:
-        raise CompkitError(root, f"unknown dataset format '{format}' (known: {', '.join(sorted(DATASET_FORMATS))})")
-    return DATASET_FORMATS[format].open(root, split=split, labels=labels, classes=classes)
+    return DATASET_FORMATS.get(format, where=root).open(root, split=split, labels=labels, classes=classes)

@@ -97,6 +97,8 @@ class HandBoneWriter(DatasetWriter):
 
 @register_format
 class HandBoneDataset(SegmentationDataset):
+    """The hand-bone X-ray layout: ``<split>/DCM`` images, ``<split>/outputs_json`` polygons."""
+
     format_name = "handbone"
     writer_class = HandBoneWriter
 

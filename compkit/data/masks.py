@@ -132,6 +132,8 @@ class MaskFolderWriter(DatasetWriter):
 
 @register_format
 class MaskFolderDataset(SegmentationDataset):
+    """Mask folders (FGADR): ``Original_Images/`` and one ``<Class>_Masks/`` folder per class."""
+
     format_name = "masks"
     writer_class = MaskFolderWriter
     rle_order = "F"  # most Kaggle competitions flatten column-major
@@ -233,6 +235,8 @@ class MaskFolderDataset(SegmentationDataset):
 
 @register_format
 class IsicDataset(SegmentationDataset):
+    """ISIC skin lesions: ``<id>.jpg`` beside ``<id>_segmentation.png``."""
+
     format_name = "isic"
     rle_order = "F"
     mask_suffix = "_segmentation"

@@ -133,7 +133,7 @@ def _read(path: Path) -> tuple[list[str], list[list[str]]]:
 def _pick(header: list[str], given: str | None, known: tuple[str, ...], path: Path, what: str) -> str | None:
     if given is not None:
         if given not in header:
-            from compkit.recipe import did_you_mean
+            from compkit.registry import did_you_mean
 
             raise CompkitError(path, f"no {what} column {given!r}{did_you_mean(given, header)} (columns: {', '.join(header)})")
         return given

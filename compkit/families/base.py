@@ -21,7 +21,8 @@ from compkit.data.cache import SampleCache
 from compkit.distributed import DistInfo
 from compkit.errors import CompkitError
 from compkit.prediction import InferenceSettings, Predictor
-from compkit.recipe import Recipe, did_you_mean
+from compkit.recipe import Recipe
+from compkit.registry import Registry, doc_summary
 from compkit.weights import PretrainedWeights, WeightsCache
 
 
@@ -106,24 +107,22 @@ class ModelFamily(ABC):
         """A trained fold's predictor from its checkpoint."""
 
 
-FAMILIES: dict[str, type[ModelFamily]] = {}
+FAMILIES: Registry[type[ModelFamily]] = Registry("family", option="model.family")
 
 
 def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
-    FAMILIES[cls.name] = cls
-    return cls
+    """Class decorator: register a family under its ``name`` (described by its docstring's first line)."""
+    return FAMILIES.register(cls.name, cls, doc_summary(cls.__doc__))
 
 
 def create_family(name: str) -> ModelFamily:
-    if name not in FAMILIES:
-        raise CompkitError("model.family", f"unknown family {name!r}{did_you_mean(name, FAMILIES)} (known: {', '.join(FAMILIES)})")
-    return FAMILIES[name]()
+    return FAMILIES.get(name)()
 
 
 def resolve_family(recipe: Recipe, console: Console | None = None) -> ModelFamily:
     """The recipe's family; a recipe without ``model.family`` gets it inferred from ``model.arch`` once (with a note)."""
     if recipe.model.family is None:
-        claimed = [name for name, cls in FAMILIES.items() if cls.claims(recipe.model.arch)]
+        claimed = FAMILIES.names(where=lambda cls: cls.claims(recipe.model.arch))
         if not claimed:
             raise CompkitError("model.family", f"no family builds model.arch {recipe.model.arch!r}: set model.family ({', '.join(FAMILIES)})")
         recipe.model.family = claimed[0]

@@ -21,6 +21,7 @@ from compkit.distributed import any_rank, barrier, broadcast_flag
 from compkit.errors import CompkitError, first_line
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
 from compkit.inference import segmentation_logits, sliding_window_logits
+from compkit.locks import deferred_interrupts
 from compkit.losses import create_loss
 from compkit.models import architectures, create_model
 from compkit.optimization import create_optimizer, create_schedule
@@ -172,6 +173,8 @@ def _seed_everything(seed: int) -> None:
 
 @register_family
 class SmpFamily(ModelFamily):
+    """segmentation-models-pytorch encoders and decoders, trained by compkit's own loop."""
+
     name: ClassVar[str] = "smp"
 
     @classmethod
@@ -372,13 +375,15 @@ class SmpFamily(ModelFamily):
                     else:
                         state.stale_epochs += 1
                 if dist.is_main:
-                    # results.csv first: interrupted before last.pt is saved, --resume keeps the rows up to
-                    # last.pt's epoch and replays this one; the other way round its row would be lost.
-                    writer.write(state.rows)
-                    payload = checkpoint()
-                    if improved:
-                        save_checkpoint(folder / CHECKPOINT_BEST, payload)
-                    save_checkpoint(folder / CHECKPOINT_LAST, payload)
+                    # One unit for a signal (it waits): results.csv, best.pt and last.pt of the same epoch. results.csv
+                    # first: should the process die between them anyway, --resume keeps the rows up to last.pt's
+                    # epoch and replays this one; the other way round its row would be lost.
+                    with deferred_interrupts():
+                        writer.write(state.rows)
+                        payload = checkpoint()
+                        if improved:
+                            save_checkpoint(folder / CHECKPOINT_BEST, payload)
+                        save_checkpoint(folder / CHECKPOINT_LAST, payload)
                     if validate_now:
                         progress.console.print(
                             f"fold {job.fold} epoch {epoch}: loss {row['train_loss']:.4f}  val dice {dice.mean:.4f}"

@@ -20,20 +20,17 @@ or a release file name) are read from compkit's weights cache (``<cache>/ultraly
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
-import shutil
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import cv2
-import matplotlib
 import numpy as np
 import torch
 from rich.console import Console
@@ -47,13 +44,14 @@ from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_fa
 from compkit.fileio import AtomicFolder
 from compkit.inference import TTA_VIEWS
 from compkit.prediction import InferenceSettings, validation_dice
-from compkit.recipe import Recipe, defaults, did_you_mean
+from compkit.recipe import Recipe, defaults
+from compkit.registry import did_you_mean
 from compkit.results import ResultsWriter, read_results, validation_columns, validation_overlays
-from compkit.weights import SETTING, AssetLibrary, PretrainedWeights, local_weights, register_asset_library, require, weights_cache
+from compkit.ultralytics_env import prepare_offline, process_settings_kept, release_files, release_tag
+from compkit.weights import SETTING, PretrainedWeights, local_weights, require, weights_cache
 
 ULTRALYTICS_SUBDIR = "ultralytics"
 EXPORT_SUBDIR = "yolo_data"
-FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSProp"}
 PREDICT_CONF = 0.05  # low: the per-pixel map is mask x confidence, thresholding happens later
 ULTRALYTICS_CLIP_GRAD = 10.0  # ultralytics clips gradients at this norm, always
@@ -64,69 +62,6 @@ NO_BUILTIN_AUGMENTATION = dict(
 )  # fmt: skip
 
 
-@contextlib.contextmanager
-def process_settings_kept() -> Iterator[None]:
-    """ultralytics changes process-wide settings (torch's thread count and deterministic mode, OpenCV's threads);
-    put them back afterwards, so that what runs next in the process (another fold, an smp run) is unaffected."""
-    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
-    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(cv_threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-        torch.utils.deterministic.fill_uninitialized_memory = fill
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get("COMPKIT_CONFIG_DIR", Path.home() / ".config" / "compkit")) / "ultralytics"
-
-
-def prepare_offline() -> None:
-    """Everything ultralytics would fetch, set or probe, settled before it is imported."""
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir()))
-    font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
-    font_dir.mkdir(parents=True, exist_ok=True)
-    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    for name in FONTS:
-        if not (font_dir / name).exists():
-            shutil.copyfile(source, font_dir / name)
-    with process_settings_kept():
-        from ultralytics import settings  # imported only now: the environment above must be set first
-
-    if settings.get("sync", True):
-        settings.update({"sync": False})
-
-
-def release_files() -> frozenset[str]:
-    """ultralytics' pretrained release files (``yolov8n-seg.pt``, ``yolo11x-seg.pt``, ...)."""
-    prepare_offline()
-    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
-
-    return frozenset(n for n in GITHUB_ASSETS_NAMES if n.endswith(".pt"))
-
-
-def release_tag(file_name: str) -> tuple[str, str]:
-    """(model name, what it was pretrained on) of a release file."""
-    stem = file_name.removesuffix(".pt")
-    return stem, "imagenet" if "-cls" in stem else "oiv7" if "-oiv7" in stem else "coco"
-
-
-def fetch_release_file(file_name: str, target: Path) -> None:
-    """Download a release file to ``target`` with ultralytics' own downloader (progress bar, size check)."""
-    prepare_offline()
-    from ultralytics.utils.downloads import attempt_download_asset
-
-    attempt_download_asset(str(target))  # a missing path whose name is a release file: downloaded to that path
-
-
-register_asset_library(AssetLibrary(name="ultralytics", url="https://github.com", describe=release_tag, fetch=fetch_release_file))
 
 
 def release_weights(reference: str) -> PretrainedWeights | None:
@@ -275,6 +210,8 @@ class YoloPredictor:
 
 @register_family
 class UltralyticsFamily(ModelFamily):
+    """YOLO-seg models, trained by ultralytics offline."""
+
     name: ClassVar[str] = "ultralytics"
     calibrated: ClassVar[bool] = False
     supports_distributed: ClassVar[bool] = False  # ultralytics runs its own DDP; compkit trains it on one device
@@ -415,12 +352,33 @@ class UltralyticsFamily(ModelFamily):
         writer.write(rows)
         writer.close({"validation": validation_overlays(folder, predictor, cache, job.val_positions, recipe.infer.threshold, settings)})
         epochs = len(rows)
-        checkpoint = {"family": self.name, "classes": list(dataset.classes), "model": state, "epoch": epochs, "best_dice": dice.mean}
+        best_epoch = epochs  # without a best.pt, ultralytics' last.pt was loaded
+        if best_file.name == "best.pt":
+            best_epoch = _saved_epoch(read_results(folder / ULTRALYTICS_SUBDIR), trained.ckpt) or epochs
+        checkpoint = {"family": self.name, "classes": list(dataset.classes), "model": state, "epoch": best_epoch,
+                      "best_dice": dice.mean}
         if head_source_nc is not None:
             checkpoint["head_source_nc"] = head_source_nc
         save_checkpoint(folder / CHECKPOINT_BEST, checkpoint)
         console.print(f"fold {job.fold}: val dice {dice.mean:.4f} at threshold {recipe.infer.threshold}, {float(dice.tuned.mean()):.4f} at the best threshold per class (yolo)")
-        return FoldOutcome(dice.mean, epochs, epochs)
+        return FoldOutcome(dice.mean, best_epoch, epochs)
+
+
+def _saved_epoch(records: list[dict[str, Any]], checkpoint: dict[str, Any] | None) -> int | None:
+    """The epoch an ultralytics checkpoint holds: the last ``results.csv`` row with the validation metrics it was
+    saved with (ultralytics sets a finished run's ``epoch`` to -1 but keeps ``train_metrics``; an epoch that ties
+    the best fitness overwrites best.pt, hence the last match). None when no row matches."""
+    saved = {k: float(v) for k, v in ((checkpoint or {}).get("train_metrics") or {}).items() if k != "fitness"}
+    if not saved:
+        return None
+    for record in reversed(records):
+        row = {k.strip(): (v or "").strip() for k, v in record.items() if k}
+        try:
+            if all(math.isclose(float(row[k]), v, rel_tol=1e-5, abs_tol=1e-12) for k, v in saved.items()):
+                return int(float(row["epoch"]))
+        except (KeyError, ValueError):
+            continue
+    return None
 
 
 def _results_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

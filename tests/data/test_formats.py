@@ -29,10 +29,10 @@ def coco_data(tmp_path):
 @pytest.fixture
 def registry():
     """Restores the registry after a test registers a format of its own."""
-    saved = dict(DATASET_FORMATS)
+    saved = DATASET_FORMATS.names()
     yield DATASET_FORMATS
-    DATASET_FORMATS.clear()
-    DATASET_FORMATS.update(saved)
+    for name in DATASET_FORMATS.names(where=lambda cls: cls.format_name not in saved):
+        DATASET_FORMATS.unregister(name)
 
 
 def test_built_in_formats_are_registered():
@@ -57,11 +57,11 @@ def test_a_handbone_test_folder_alone_is_detected(tmp_path):
 
 
 def test_unknown_format_and_unknown_layout(tmp_path, synth_data):
-    with pytest.raises(CompkitError, match=rf"unknown dataset format 'nifti' \(known: {', '.join(sorted(DATASET_FORMATS))}\)") as info:
+    with pytest.raises(CompkitError, match=rf"unknown dataset format 'nifti' \(known: {', '.join(DATASET_FORMATS)}\)") as info:
         open_dataset(synth_data, format="nifti")
     assert info.value.path == str(synth_data)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CompkitError, match=rf"not a dataset layout compkit knows \(formats: {', '.join(sorted(DATASET_FORMATS))}\)"):
+    with pytest.raises(CompkitError, match=rf"not a dataset layout compkit knows \(formats: {', '.join(DATASET_FORMATS)}\)"):
         open_dataset(tmp_path / "empty")
     with pytest.raises(CompkitError, match="dataset folder not found"):
         open_dataset(tmp_path / "missing")

@@ -253,3 +253,29 @@ def test_yolo_labels_of_masks_reaching_the_edges_stay_normalised():
     for _, coords in lines:
         values = np.array(coords.split(), float)
         assert values.min() == 0.0 and values.max() <= 1.0 and len(values) % 2 == 0
+
+
+@pytest.mark.slow
+def test_the_best_epoch_is_the_one_best_pt_holds(data_copy, tmp_path, no_network, yolo_env, monkeypatch):
+    """Ultralytics writes best.pt at each epoch that reaches the best fitness; here its validation judges the first
+    of two epochs the best (the second scores lower), so best.pt holds epoch 1 and the fold reports epoch 1."""
+    from compkit.families.ultralytics import prepare_offline
+
+    prepare_offline()  # before ultralytics is imported: it reads its settings folder (and font) once, on import
+    from ultralytics.engine.trainer import BaseTrainer
+
+    measured = BaseTrainer.validate
+
+    def first_epoch_best(trainer):
+        metrics, _ = measured(trainer)
+        trainer.best_fitness = 1.0
+        return metrics, 1.0 if trainer.epoch == 0 else 0.5
+
+    monkeypatch.setattr(BaseTrainer, "validate", first_epoch_best)
+    split(data_copy, folds=2, seed=0, console=quiet())
+    overrides = ["data.image_size=64", "train.epochs=2", "train.batch_size=4", "train.workers=0", "infer.batch_size=4",
+                 "model.encoder_weights=null"]
+    runs = tmp_path / "runs"
+    [result] = train("yolov8-seg", data=data_copy, fold="0", overrides=overrides, runs_dir=runs, console=quiet())
+    assert (result["best_epoch"], result["epochs"]) == (1, 2)
+    assert load_checkpoint(runs / "yolov8-seg" / "fold0" / "best.pt")["epoch"] == 1
