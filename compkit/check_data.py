@@ -28,7 +28,7 @@ from compkit.data.layouts import Survey, survey
 from compkit.data.raster import clip_summary, describe_clips, polygon_clips
 from compkit.errors import CompkitError
 from compkit.fileio import atomic_write, writable_folder
-from compkit.imageio import describe_image, exif_orientation, read_label_image
+from compkit.imageio import describe_image, read_label_image
 
 SHOWN = 3  # names listed per kind of unmatched file
 VALUES_SHOWN = 8
@@ -60,7 +60,7 @@ def split_report(dataset: SegmentationDataset, limit: int, console: Console) -> 
         for i, sample in enumerate(dataset.samples):
             shape = dataset.image_shape(sample)
             sizes[f"{shape[1]}x{shape[0]}"] += 1
-            tag = exif_orientation(sample.image_path)
+            tag = dataset.exif_tag(sample)
             if tag != 1:
                 tagged.append((sample.image_id, tag, dataset.orientation(sample)))
             if i < limit:

@@ -20,9 +20,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import open_dataset
+from compkit.data.formats import dataset_folder
 from compkit.data.raster import describe_clips
 from compkit.errors import CompkitError
-from compkit.fileio import atomic_write, write_json
+from compkit.fileio import atomic_write, writable_folder, write_json
 from compkit.fingerprint import fingerprint_of, hand_angle  # noqa: F401  (hand_angle: part of this module's API)
 from compkit.runs import claim_output_folder, output_folder
 from compkit.plots import array_png, figure_png, plt
@@ -169,7 +170,8 @@ def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_
         console.print(f"polygons clipped to the image: {describe_clips(result['clipped_polygons'])}")
     console.print(f"recommendation: {result['recommendation']['text']}")
     console.print(f"[green]wrote[/green] {out / 'fingerprint.json'} and {out / 'eda.html'}")
-    console.print(f"next: compkit split {data}")
+    where = "" if writable_folder(dataset_folder(data)) else " --out splits.json"  # read-only data: splits beside you
+    console.print(f"next: compkit split --data {data}{where}")
     return out / "eda.html"
 
 

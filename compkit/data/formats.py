@@ -72,6 +72,7 @@ class SegmentationDataset(ABC):
         #: The ``dataset.yaml`` this split was opened through, if any (set by the described format).
         self.description: Path | None = None
         self._orientations: dict[str, int] = {}  # image id -> the EXIF orientation applied (see orientation())
+        self._tags: dict[str, int] = {}  # image id -> its EXIF orientation tag (see exif_tag())
 
     @classmethod
     @abstractmethod
@@ -121,8 +122,14 @@ class SegmentationDataset(ABC):
             self._orientations[sample.image_id] = self._labelled_orientation(sample)
         return self._orientations[sample.image_id]
 
+    def exif_tag(self, sample: Sample) -> int:
+        """The image's EXIF orientation tag (1 where it has none), read once per sample."""
+        if sample.image_id not in self._tags:
+            self._tags[sample.image_id] = exif_orientation(sample.image_path)
+        return self._tags[sample.image_id]
+
     def _labelled_orientation(self, sample: Sample) -> int:
-        tag = exif_orientation(sample.image_path)
+        tag = self.exif_tag(sample)
         if tag not in SWAPPING_ORIENTATIONS or sample.label_path is None:
             return 1
         height, width = image_size(sample.image_path)
