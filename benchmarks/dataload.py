@@ -16,7 +16,7 @@ from rich.table import Table
 
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, load_sample
-from compkit.synth import synth
+from compkit.stages.synth import synth
 
 
 def main() -> None:

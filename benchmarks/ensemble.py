@@ -31,8 +31,8 @@ def build(root: Path, images: int, members: int, size: int, image_size: int) -> 
 
     from compkit.data.cache import resize_mask
     from compkit.data.labelled import open_labelled
-    from compkit.store import StoreWriter
-    from compkit.synth import synth
+    from compkit.stores.probabilities import StoreWriter
+    from compkit.stages.synth import synth
 
     data = root / "data"
     synth(data, patients=1, test_patients=(images + 1) // 2, size=image_size, seed=0, console=Console(quiet=True))
@@ -58,8 +58,8 @@ def build(root: Path, images: int, members: int, size: int, image_size: int) -> 
 def run_compkit(root: Path, members: int) -> dict:
     from rich.console import Console
 
-    from compkit.ensemble import ensemble
-    from compkit.submit import submit
+    from compkit.stages.ensemble import ensemble
+    from compkit.stages.submit import submit
 
     quiet = Console(quiet=True)
     start = time.perf_counter()
@@ -74,7 +74,7 @@ def run_naive(root: Path, members: int) -> dict:
     import torch.nn.functional as F
 
     from compkit.data import open_dataset
-    from compkit.store import Store
+    from compkit.stores.probabilities import Store
 
     start = time.perf_counter()
     stores = [Store(root / f"member{m}") for m in range(members)]
@@ -112,8 +112,8 @@ def measure(which: str, root: Path, members: int) -> dict:
 
 def mask_agreement(a: str, b: str, shape: tuple[int, int]) -> float:
     """Mean dice between the two submissions' masks, row by row (cv2 and torch upsampling differ at edges)."""
-    from compkit import rle
-    from compkit.metrics import dice_from_counts
+    from compkit.submission import rle
+    from compkit.evaluation.metrics import dice_from_counts
 
     with open(a) as fa, open(b) as fb:
         ra, rb = list(csv.reader(fa))[1:], list(csv.reader(fb))[1:]

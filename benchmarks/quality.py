@@ -29,15 +29,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compkit.check_data import check_data
-from compkit.ensemble import ensemble
-from compkit.fileio import read_yaml
-from compkit.planning import PLAN_NAME, describe_seconds, parse_budget
-from compkit.score import evaluate
-from compkit.split import split
-from compkit.submit import submit
-from compkit.synth import synth
-from compkit.train import train
+from compkit.stages.check_data import check_data
+from compkit.stages.ensemble import ensemble
+from compkit.util.fileio import read_yaml
+from compkit.planning.planner import PLAN_NAME, describe_seconds, parse_budget
+from compkit.stages.score import evaluate
+from compkit.stages.split import split
+from compkit.stages.submit import submit
+from compkit.stages.synth import synth
+from compkit.stages.train import train
 
 # name -> (synth kind, synth arguments): none of these is the demo's data (40 patients, 512 px, standard contrast).
 VARIANTS = {

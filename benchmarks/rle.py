@@ -15,9 +15,9 @@ from baselines import baseline_encode, baseline_decode  # benchmarks/ is on sys.
 from rich.console import Console
 from rich.table import Table
 
-from compkit import rle
+from compkit.submission import rle
 from compkit.data import open_dataset
-from compkit.synth import synth
+from compkit.stages.synth import synth
 
 
 def per_mask_ms(fn, items, repeat: int) -> float:

@@ -17,26 +17,30 @@ _os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
 
 __version__ = "0.1.0"
 
+# name -> (module, function): ``compkit.train(...)`` is ``compkit.stages.train.train(...)``.
 _API = {
-    "synth": "compkit.synth",
-    "split": "compkit.split",
-    "train": "compkit.train",
-    "predict": "compkit.predict",
-    "ensemble": "compkit.ensemble",
-    "submit": "compkit.submit",
-    "score": "compkit.score",
-    "eda": "compkit.eda",
-    "pseudo": "compkit.pseudo",
-    "inspect": "compkit.inspect_errors",
-    "augment": "compkit.augment_offline",
-    "demo": "compkit.demo",
+    "synth": ("compkit.stages.synth", "synth"),
+    "split": ("compkit.stages.split", "split"),
+    "plan": ("compkit.stages.plan", "plan"),
+    "train": ("compkit.stages.train", "train"),
+    "predict": ("compkit.stages.predict", "predict"),
+    "ensemble": ("compkit.stages.ensemble", "ensemble"),
+    "submit": ("compkit.stages.submit", "submit"),
+    "score": ("compkit.stages.score", "score"),
+    "eda": ("compkit.stages.eda", "eda"),
+    "pseudo": ("compkit.stages.pseudo", "pseudo"),
+    "inspect": ("compkit.stages.inspect", "inspect"),
+    "augment": ("compkit.stages.augment", "augment"),
+    "check_data": ("compkit.stages.check_data", "check_data"),
+    "encode_labels": ("compkit.stages.encode_labels", "encode_labels"),
+    "demo": ("compkit.stages.demo", "demo"),
+    "load_run": ("compkit.inference.loaded_run", "load_run"),
 }
-__all__ = [*_API, "load_run", "__version__"]
+__all__ = [*_API, "__version__"]
 
 
 def __getattr__(name: str):
     if name in _API:
-        return _importlib.import_module(_API[name])  # a callable stage module: compkit.train(...) trains
-    if name == "load_run":
-        return _importlib.import_module("compkit.run_model").load_run
+        module, function = _API[name]
+        return getattr(_importlib.import_module(module), function)
     raise AttributeError(f"module 'compkit' has no attribute {name!r}")

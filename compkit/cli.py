@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 
 
 class _CompkitGroup(TyperGroup):
@@ -25,7 +25,7 @@ class _CompkitGroup(TyperGroup):
             print(f"error: {e}", file=sys.stderr, flush=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt as e:
-            from compkit.locks import interrupt_line
+            from compkit.util.locks import interrupt_line
 
             line, code = interrupt_line(e)
             if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for every rank
@@ -59,7 +59,7 @@ def _choices(values):
 
 
 def _tta_choices():
-    from compkit.inference import TTA_VIEWS
+    from compkit.inference.tta import TTA_VIEWS
 
     return _choices(TTA_VIEWS)
 
@@ -107,7 +107,7 @@ def synth(
     kind: Annotated[_choices(["handbone", "fundus", "isic"]), typer.Option(help="handbone (X-rays, 29 bones), fundus (FGADR layout) or isic (skin lesions).")] = "handbone",
 ) -> None:
     """Write a synthetic dataset in a real competition's exact layout (hand bones by default)."""
-    from compkit.synth import synth as run
+    from compkit.stages.synth import synth as run
 
     run(data, patients=patients, test_patients=test_patients, size=size, seed=seed, force=force, kind=kind)
 
@@ -122,7 +122,7 @@ def check_data(
     data: DataOption = None,
 ) -> None:
     """How compkit reads a dataset: format, splits, labels per class, unmatched files, mask values, sizes; proposes a dataset.yaml."""
-    from compkit.check_data import check_data as run
+    from compkit.stages.check_data import check_data as run
 
     data = _dataset(data_arg, data)
     run(data, write=write, force=force, limit=limit, out=out)
@@ -138,7 +138,7 @@ def export(
     mode: Annotated[_choices(["auto", "labels", "regions", "per-class"]), typer.Option(help="auto, labels, regions (overlapping classes) or per-class (one binary dataset per class).")] = "auto",
 ) -> None:
     """Export a dataset in nnU-Net v2's raw layout (imagesTr, labelsTr, imagesTs, dataset.json, splits_final.json)."""
-    from compkit.export import export as run
+    from compkit.stages.export import export as run
 
     run(target, data, out, dataset_id=id_, name=name, mode=mode)
 
@@ -154,7 +154,7 @@ def split(
     data: DataOption = None,
 ) -> None:
     """Patient-grouped (optionally stratified) K-fold split -> DATA/splits.json."""
-    from compkit.split import split as run
+    from compkit.stages.split import split as run
 
     data = _dataset(data_arg, data)
     run(data, folds=folds, seed=seed, stratify=stratify, force=force, out=out)
@@ -168,7 +168,7 @@ def score(
     split: Annotated[_choices(["test", "train"]), typer.Option(help="Which split the submission covers.")] = "test",
 ) -> None:
     """Compute the leaderboard metric (mean Dice) of a submission against local ground truth."""
-    from compkit.score import score as run
+    from compkit.stages.score import score as run
 
     run(submission, data, gt=gt, split=split)
 
@@ -182,7 +182,7 @@ def encode_labels(
     data: DataOption = None,
 ) -> None:
     """Write ground-truth labels as a submission CSV (a perfect submission, to check the submission path)."""
-    from compkit.encode_labels import encode_labels as run
+    from compkit.stages.encode_labels import encode_labels as run
 
     data = _dataset(data_arg, data)
     run(data, out, split=split, gt=gt)
@@ -205,7 +205,7 @@ def train(
     budget: Annotated[Optional[str], typer.Option(help="Time budget (10m, 6h): with --recipe plan, plan for it; otherwise each fold gets its share as train.time_budget.")] = None,  # noqa: UP007
 ) -> None:
     """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/ (--recipe plan: plan first, see `compkit plan`)."""
-    from compkit.train import train as run
+    from compkit.stages.train import train as run
 
     overrides = [*(set_ or []), *([f"train.device={device}"] if device else [])]
     run(recipe, data=data, fold=fold, overrides=overrides, name=name, resume=resume, devices=devices, runs_dir=runs_dir or out, exist_ok=exist_ok, weights_dir=weights_cache, budget=budget)
@@ -224,7 +224,7 @@ def plan(
     base: Annotated[str, typer.Option(help="Recipe the plan extends.")] = "tiny",
 ) -> None:
     """A recipe fitted to the data (fingerprint), this machine (a measured probe) and a time budget, with its reasons."""
-    from compkit.plan import plan as run
+    from compkit.stages.plan import plan as run
 
     data = _dataset(data_arg, data)
     run(data, budget=budget, device=device, memory=memory, folds=folds, out=out, exist_ok=exist_ok, base=base)
@@ -244,7 +244,7 @@ def predict(
     exist_ok: Annotated[bool, typer.Option(help="Replace stores that exist.")] = False,
 ) -> None:
     """Predict the test (or validation) images of every fold -> a probability store per fold."""
-    from compkit.predict import predict as run
+    from compkit.stages.predict import predict as run
 
     run(runs, data=data, split=split, tta=tta, batch=batch, window=window, overlap=overlap, device=device, out=out, exist_ok=exist_ok)
 
@@ -264,7 +264,7 @@ def ensemble(
     mixed_folds: Annotated[bool, typer.Option(help="Accept runs whose folds were trained with different recipes or splits.")] = False,
 ) -> None:
     """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
-    from compkit.ensemble import ensemble as run
+    from compkit.stages.ensemble import ensemble as run
 
     parsed = None
     if weights:
@@ -285,7 +285,7 @@ def submit(
     ensembles_dir: Annotated[Path, typer.Option(help="Where to look for the newest ensemble.")] = Path("ensembles"),
 ) -> None:
     """Threshold, upsample and run-length encode test probabilities -> a validated submission CSV."""
-    from compkit.submit import submit as run
+    from compkit.stages.submit import submit as run
 
     run(source, out=out, threshold=threshold, sample=sample, data=data, ensembles_dir=ensembles_dir)
 
@@ -301,7 +301,7 @@ def pseudo(
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Pseudo-labels from confident test predictions, written as a dataset in the same layout."""
-    from compkit.pseudo import pseudo as run
+    from compkit.stages.pseudo import pseudo as run
 
     run(source, out, data=data, min_confidence=min_confidence, max_images=max_images, soft=soft, force=force)
 
@@ -318,7 +318,7 @@ def augment(
     data: DataOption = None,
 ) -> None:
     """Offline augmentation (mosaics, rotations, flips) with exactly transformed labels -> a new dataset."""
-    from compkit.augment_offline import augment as run
+    from compkit.stages.augment import augment as run
 
     data = _dataset(data_arg, data)
     run(data, out, mosaics=mosaic, rotations=rotate or [], flip=flip, seed=seed, force=force)
@@ -333,7 +333,7 @@ def eda(
     data: DataOption = None,
 ) -> None:
     """Dataset report: class areas, overlaps, intensities, meta data, outliers and plots (HTML)."""
-    from compkit.eda import eda as run
+    from compkit.stages.eda import eda as run
 
     data = _dataset(data_arg, data)
     run(data, out, gallery=gallery, exist_ok=exist_ok)
@@ -349,7 +349,7 @@ def inspect(
     exist_ok: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
 ) -> None:
     """Error analysis: dice per class, worst images with missed/extra pixels drawn, confused classes (HTML)."""
-    from compkit.inspect_errors import inspect as run
+    from compkit.stages.inspect import inspect as run
 
     run(source, split=split, data=data, gt=gt, out=out, exist_ok=exist_ok)
 
@@ -362,7 +362,7 @@ def demo(
     recipe: Annotated[str, typer.Option(help="Recipe to train: plan (planned for --budget) or any recipe name or path.")] = "plan",
 ) -> None:
     """The whole pipeline on synthetic data: synth, split, plan, train, predict, ensemble, submit, score."""
-    from compkit.demo import demo as run
+    from compkit.stages.demo import demo as run
 
     run(workdir, patients=patients, budget=budget, recipe=recipe)
 
@@ -379,7 +379,7 @@ app.add_typer(recipes_app)
 def recipes_main(ctx: typer.Context) -> None:
     """List the recipes (name, model, size, batch, description) when no subcommand is given."""
     if ctx.invoked_subcommand is None:
-        from compkit.recipes_cmd import list_recipes
+        from compkit.stages.recipes import list_recipes
 
         list_recipes()
 
@@ -387,7 +387,7 @@ def recipes_main(ctx: typer.Context) -> None:
 @recipes_app.command("list")
 def recipes_list() -> None:
     """Every recipe with one line each."""
-    from compkit.recipes_cmd import list_recipes
+    from compkit.stages.recipes import list_recipes
 
     list_recipes()
 
@@ -398,7 +398,7 @@ def recipes_show(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")] = None,  # noqa: UP007
 ) -> None:
     """Print the resolved recipe: extends merged, --set applied, every default filled in."""
-    from compkit.recipes_cmd import show
+    from compkit.stages.recipes import show
 
     show(name, set_ or [])
 
@@ -410,7 +410,7 @@ def recipes_copy(
     exist_ok: Annotated[bool, typer.Option(help="Replace FILE if it exists.")] = False,
 ) -> None:
     """Copy a recipe to FILE to start your own."""
-    from compkit.recipes_cmd import copy
+    from compkit.stages.recipes import copy
 
     copy(name, file, exist_ok=exist_ok)
 
@@ -434,7 +434,7 @@ def weights_pull(
     cache: CacheOption = None,
 ) -> None:
     """Download the pretrained weights recipes or encoders need into the cache."""
-    from compkit.weights_cmd import pull as run
+    from compkit.stages.weights import pull as run
 
     run(references, cache=cache)
 
@@ -442,7 +442,7 @@ def weights_pull(
 @weights_app.command("list")
 def weights_list(cache: CacheOption = None) -> None:
     """Show the cached weights (name, tag, size, path, recipes served) and what recipes still lack."""
-    from compkit.weights_cmd import list_weights as run
+    from compkit.stages.weights import list_weights as run
 
     run(cache=cache)
 
@@ -454,13 +454,13 @@ def weights_export(
     cache: CacheOption = None,
 ) -> None:
     """Copy cached weights into a folder that an offline machine uses with COMPKIT_WEIGHTS=DIR (or --cache DIR)."""
-    from compkit.weights_cmd import export as run
+    from compkit.stages.weights import export as run
 
     run(out, references or [], cache=cache)
 
 
 def main() -> None:
-    from compkit.locks import install_signal_handlers
+    from compkit.util.locks import install_signal_handlers
 
     install_signal_handlers()  # here, not at import: the Python API leaves a notebook's signals alone
     app(prog_name="compkit")

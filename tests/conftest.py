@@ -8,7 +8,7 @@ import huggingface_hub.constants  # noqa: F401  (imported before any test sets H
 import pytest
 from rich.console import Console
 
-from compkit.synth import synth
+from compkit.stages.synth import synth
 
 # A tiny run that trains in seconds on a CPU: 64 px, small decoder, no loader workers.
 FAST = [
@@ -83,8 +83,8 @@ class TrainedRun(NamedTuple):
 def trained_tiny_run(synth_data, tmp_path_factory) -> TrainedRun:
     """`tiny` trained once per session on every fold (2) of a copy of the synthetic data, for 1 epoch at 64 px
     (``TRAINED_TINY_OVERRIDES``). Shared read-only: copy the run folder (``copy_run``) before changing it."""
-    from compkit.split import split
-    from compkit.train import train
+    from compkit.stages.split import split
+    from compkit.stages.train import train
 
     root = tmp_path_factory.mktemp("trained")
     data = copy_dataset(synth_data, root / "data")
@@ -106,8 +106,8 @@ FUNDUS_AUX = "model.aux={classes: 5, target: 'csv:grade'}"
 def trained_fundus_aux(fundus_data, tmp_path_factory) -> TrainedRun:
     """`tiny` with a 5-grade classification head (target: the CSV's ``grade`` column) trained once per session on
     fold 0 (of 2) of a copy of the fundus data, 1 epoch (``run / "fold0"``). Read-only: copy it before changing it."""
-    from compkit.split import split
-    from compkit.train import train
+    from compkit.stages.split import split
+    from compkit.stages.train import train
 
     root = tmp_path_factory.mktemp("fundus-aux")
     data = copy_dataset(fundus_data, root / "fundus")

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from compkit import rle
+from compkit.submission import rle
 
 
 def seeded(*seed: int) -> np.random.Generator:

@@ -13,8 +13,8 @@ import pytest
 
 import compkit
 from compkit.data import open_dataset
-from compkit.store import Store
-from compkit.submission import validate
+from compkit.stores.probabilities import Store
+from compkit.submission.layouts import validate
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -27,9 +27,10 @@ def readme_block(marker: str) -> str:
 def test_import_is_light_and_commands_are_callable():
     code = "import sys, compkit; assert 'torch' not in sys.modules, 'import compkit loaded torch'; assert callable(compkit.train)"
     subprocess.run([os.sys.executable, "-c", code], check=True)
-    import compkit.train as module  # importing the module keeps compkit.train callable
+    import compkit.stages.train as module  # importing the stage module does not shadow the API name
 
-    assert compkit.train is module and callable(compkit.train) and compkit.inspect.__name__ == "compkit.inspect_errors"
+    assert compkit.train is module.train and compkit.inspect.__module__ == "compkit.stages.inspect"
+    assert all(callable(getattr(compkit, name)) for name in compkit.__all__ if name != "__version__")
     with pytest.raises(AttributeError):
         compkit.no_such_thing  # noqa: B018
 

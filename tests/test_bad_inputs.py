@@ -24,8 +24,8 @@ import torch
 from typer.testing import CliRunner
 
 from compkit.cli import app
-from compkit.ensemble import ensemble
-from compkit.submit import submit
+from compkit.stages.ensemble import ensemble
+from compkit.stages.submit import submit
 from tests.conftest import FAST, quiet
 
 runner = CliRunner()
@@ -531,8 +531,8 @@ def test_a_full_disk_while_writing_an_ensemble(world, small_disk):
 
 @pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint(small_disk):
-    from compkit.checkpoint import save_checkpoint
-    from compkit.errors import CompkitError
+    from compkit.training.checkpoint import save_checkpoint
+    from compkit.util.errors import CompkitError
 
     path = small_disk / "best.pt"
     save_checkpoint(path, {"model": {"w": torch.zeros(10)}})

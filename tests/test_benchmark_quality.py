@@ -14,7 +14,7 @@ from quality import REAL_VARIANTS, SHARED_DATA, VARIANTS, benchmark, prepare_rea
 
 from compkit.data import open_dataset  # noqa: E402
 from compkit.data.splits import load_splits  # noqa: E402
-from compkit.score import score  # noqa: E402
+from compkit.stages.score import score  # noqa: E402
 from tests.conftest import quiet  # noqa: E402
 
 

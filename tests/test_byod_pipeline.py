@@ -8,22 +8,22 @@ import csv
 import numpy as np
 import pytest
 
-from compkit import rle
-from compkit.check_data import check_data
+from compkit.submission import rle
+from compkit.stages.check_data import check_data
 from compkit.data import open_dataset
-from compkit.encode_labels import encode_labels
-from compkit.ensemble import ensemble
-from compkit.export import export
-from compkit.metrics import DiceMeter
-from compkit.predict import predict
-from compkit.score import score
-from compkit.split import split
-from compkit.submit import submit
-from compkit.train import train
+from compkit.stages.encode_labels import encode_labels
+from compkit.stages.ensemble import ensemble
+from compkit.stages.export import export
+from compkit.evaluation.metrics import DiceMeter
+from compkit.stages.predict import predict
+from compkit.stages.score import score
+from compkit.stages.split import split
+from compkit.stages.submit import submit
+from compkit.stages.train import train
 from tests.conftest import quiet
 from tests.layouts import drive, kaggle_long, kaggle_wide_dicom, kvasir, ph2
-from tests.test_export import fake_nnunet_predictions
-from tests.test_train import FAST
+from tests.stages.test_export import fake_nnunet_predictions
+from tests.stages.test_train import FAST
 
 pytestmark = pytest.mark.slow
 ONE_EPOCH = [*FAST, "train.epochs=1", "train.batch_size=2", "infer.tta=none"]

@@ -156,7 +156,7 @@ def test_version_and_shell_completion():
 
 
 def test_every_subcommand_help_follows_one_convention():
-    from compkit.inference import TTA_VIEWS
+    from compkit.inference.tta import TTA_VIEWS
 
     wide = CliRunner(env={"COLUMNS": "200"})
     commands = ["synth", "check-data", "export", "split", "score", "encode-labels", "train", "predict", "ensemble", "submit", "pseudo", "augment", "eda", "inspect", "demo", "recipes", "weights"]
@@ -176,7 +176,7 @@ def test_every_subcommand_help_follows_one_convention():
 def test_recipes_list_show_and_copy(tmp_path):
     import yaml
 
-    from compkit.recipe import available_recipes, load_recipe
+    from compkit.training.recipe import available_recipes, load_recipe
 
     wide = CliRunner(env={"COLUMNS": "200"})
     listed = wide.invoke(app, ["recipes"])

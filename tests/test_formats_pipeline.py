@@ -5,12 +5,12 @@ import csv
 
 import pytest
 
-from compkit.ensemble import ensemble
-from compkit.score import score
-from compkit.split import split
-from compkit.submit import submit
-from compkit.synth import synth
-from compkit.train import train
+from compkit.stages.ensemble import ensemble
+from compkit.stages.score import score
+from compkit.stages.split import split
+from compkit.stages.submit import submit
+from compkit.stages.synth import synth
+from compkit.stages.train import train
 from tests.conftest import FAST, quiet
 
 # Test mean dice after 1 epoch, measured: fundus 0.084 (an empty submission scores 0.083 there: most lesion

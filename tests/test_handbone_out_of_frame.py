@@ -13,8 +13,8 @@ from compkit.cli import app
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, resize_mask
 from compkit.data.raster import rasterize
-from compkit.fileio import read_json
-from compkit.synth import synth
+from compkit.util.fileio import read_json
+from compkit.stages.synth import synth
 from tests.conftest import FAST, quiet
 
 

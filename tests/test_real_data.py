@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from compkit import rle
+from compkit.submission import rle
 from compkit.cli import app
 from compkit.data import open_dataset
 from tests.conftest import FAST

@@ -27,8 +27,8 @@ from rich.progress import Progress
 
 from compkit.data.formats import SegmentationDataset
 from compkit.data.sample import Sample
-from compkit.errors import CompkitError, first_line
-from compkit.fileio import AtomicFolder, read_json, writable_folder
+from compkit.util.errors import CompkitError, first_line
+from compkit.util.fileio import AtomicFolder, read_json, writable_folder
 
 CACHE_VERSION = 2  # 2: per-sample file signatures in index.json
 

@@ -16,8 +16,8 @@ import numpy as np
 from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.raster import check_points, polygon_clips, rasterize
 from compkit.data.sample import Polygon, Sample
-from compkit.errors import CompkitError
-from compkit.fileio import read_json
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import read_json
 
 
 @register_format

@@ -20,7 +20,7 @@ Labels are one of: ``labels`` (per class, binary mask files, foreground where th
 palette mask per image: ``{1: liver, 2: tumour, 255: ignore}`` or ``{'255,0,0': tumour}`` as R,G,B), or ``rle``
 (run-length encodings in a CSV, see :mod:`compkit.data.rlecsv`). Also: ``patient`` (a regex on the id, or
 ``{column: NAME}`` of the meta table) groups images into folds; ``meta`` (a CSV of image-level values: ``{file,
-key}``); ``intensity`` (16-bit and DICOM images, see :mod:`compkit.imageio`); ``missing`` (training images
+key}``); ``intensity`` (16-bit and DICOM images, see :mod:`compkit.util.imageio`); ``missing`` (training images
 without labels: ``error``, ``empty`` or ``skip``); ``submission`` (``rle_order``, ``image_name``, ``header``,
 ``empty``, ``wide``, ``sample``); ``format: NAME`` reads a registered layout as it is (``format: handbone``).
 
@@ -51,11 +51,11 @@ from compkit.data.formats import (
 from compkit.data.masks import MASK_THRESHOLD, parse_number, read_binary_mask, read_image_table
 from compkit.data.rlecsv import RleSpec, RleTable, decide_order, read_rle_table
 from compkit.data.sample import Sample
-from compkit.fileio import read_yaml
-from compkit.errors import CompkitError
-from compkit.imageio import IMAGE_SUFFIXES, INTENSITY_RULES, read_label
-from compkit.recipe import Section, describe_validation_error
-from compkit.registry import did_you_mean
+from compkit.util.fileio import read_yaml
+from compkit.util.errors import CompkitError
+from compkit.util.imageio import IMAGE_SUFFIXES, INTENSITY_RULES, read_label
+from compkit.training.recipe import Section, describe_validation_error
+from compkit.util.registry import did_you_mean
 
 TEMPLATE_FIELDS = ("id", "stem", "name", "ext", "split", "parent")
 NAME_FORMS = ("name", "stem", "path", "path_stem", "id")

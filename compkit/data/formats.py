@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from compkit.data.sample import Sample
-from compkit.errors import CompkitError, warn
-from compkit.fileio import image_size, read_image
-from compkit.imageio import IMAGE_SUFFIXES, SWAPPING_ORIENTATIONS, apply_orientation, exif_orientation
-from compkit.registry import Registry, doc_summary
+from compkit.util.errors import CompkitError, warn
+from compkit.util.fileio import image_size, read_image
+from compkit.util.imageio import IMAGE_SUFFIXES, SWAPPING_ORIENTATIONS, apply_orientation, exif_orientation
+from compkit.util.registry import Registry, doc_summary
 
 DATASET_FORMATS: Registry[type[SegmentationDataset]] = Registry("dataset format")  # in detection order
 IGNORE_DIR = "ignore"
@@ -65,7 +65,7 @@ class SegmentationDataset(ABC):
         self.split = split
         self.classes = tuple(classes)
         self.samples = list(samples)
-        #: How images of more than 8 bits become 8-bit (compkit.imageio.INTENSITY_RULES); a recipe may override it.
+        #: How images of more than 8 bits become 8-bit (compkit.util.imageio.INTENSITY_RULES); a recipe may override it.
         self.intensity = "auto"
         #: What the reader decided and why (e.g. an RLE order read from the labels), for `compkit check-data`.
         self.notes: list[str] = []
@@ -115,7 +115,7 @@ class SegmentationDataset(ABC):
 
     def orientation(self, sample: Sample) -> int:
         """The EXIF orientation the sample's image is read with: 1, as stored (compkit ignores the tag: the stored
-        pixels are what was labelled, see :mod:`compkit.imageio`), unless the image is tagged with a quarter turn,
+        pixels are what was labelled, see :mod:`compkit.util.imageio`), unless the image is tagged with a quarter turn,
         is not square, and its label files fit only the turned image (height and width swapped): then the tag's,
         with a one-line note. Images without labels (a test set) are always read as stored."""
         if sample.image_id not in self._orientations:

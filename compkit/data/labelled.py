@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compkit.data.formats import SegmentationDataset, dataset_folder, open_dataset
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 
 
 def ground_truth_dir(data: str | Path) -> Path:

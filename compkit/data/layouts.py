@@ -32,8 +32,8 @@ from compkit.data.described import DescribedDataset, spec_to_yaml, validate_spec
 from compkit.data.formats import register_format
 from compkit.data.masks import binary_foreground
 from compkit.data.rlecsv import find_rle_csv, read_rle_table
-from compkit.errors import CompkitError
-from compkit.imageio import IMAGE_SUFFIXES, LOSSY_SUFFIXES, is_dicom, read_label, read_label_image
+from compkit.util.errors import CompkitError
+from compkit.util.imageio import IMAGE_SUFFIXES, LOSSY_SUFFIXES, is_dicom, read_label, read_label_image
 
 TRAIN_DIRS = ("train", "training", "trainval", "train_images", "train_data", "training_set")
 TEST_DIRS = ("test", "testing", "test_images", "test_data", "test_set")

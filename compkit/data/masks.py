@@ -29,9 +29,9 @@ import numpy as np
 from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.sample import Sample
 from compkit.data.writer import DatasetWriter
-from compkit.errors import CompkitError
-from compkit.fileio import open_text, read_text
-from compkit.imageio import LabelImage, read_label
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import open_text, read_text
+from compkit.util.imageio import LabelImage, read_label
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_FILE_SUFFIXES = (*IMAGE_SUFFIXES, *(s.upper() for s in IMAGE_SUFFIXES))  # a.TIF's mask may be a.png or a.PNG

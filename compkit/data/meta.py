@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from compkit.errors import CompkitError
-from compkit.fileio import TEXT_ENCODING
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import TEXT_ENCODING
 
 # Real column names (Korean) and English ones, mapped to compkit's names.
 META_COLUMNS: dict[str, str] = {

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from compkit.data.sample import Polygon
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 
 MAX_COORDINATE = 1_000_000  # pixels; anything larger is a broken annotation, not an image
 

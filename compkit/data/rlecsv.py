@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from compkit import rle as rle_codec
-from compkit.errors import CompkitError
-from compkit.fileio import open_text
-from compkit.recipe import Section
+from compkit.submission import rle as rle_codec
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import open_text
+from compkit.training.recipe import Section
 
 EMPTY_TOKENS = ("", "nan", "none", "null", "-1")
 ID_COLUMNS = ("id", "imageid", "image_id", "image", "imagename", "image_name", "img", "imgid", "img_id", "file", "filename", "file_name", "name", "case", "patient_slice")
@@ -133,7 +133,7 @@ def _read(path: Path) -> tuple[list[str], list[list[str]]]:
 def _pick(header: list[str], given: str | None, known: tuple[str, ...], path: Path, what: str) -> str | None:
     if given is not None:
         if given not in header:
-            from compkit.registry import did_you_mean
+            from compkit.util.registry import did_you_mean
 
             raise CompkitError(path, f"no {what} column {given!r}{did_you_mean(given, header)} (columns: {', '.join(header)})")
         return given

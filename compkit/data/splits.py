@@ -17,8 +17,8 @@ import numpy as np
 
 from compkit.data.formats import SegmentationDataset, dataset_folder
 from compkit.data.sample import Sample
-from compkit.errors import CompkitError
-from compkit.fileio import read_json
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import read_json
 
 SPLITS_FILE = "splits.json"
 SPLITS_VERSION = 1

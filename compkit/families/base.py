@@ -3,7 +3,7 @@
 A family is everything compkit needs to know about one kind of model: which recipe settings it honours
 (:meth:`ModelFamily.check`), which pretrained weights it starts from (:meth:`ModelFamily.pretrained`), how it trains a fold (:meth:`ModelFamily.train_fold`, leaving ``best.pt`` with
 ``family`` in it), and how a trained fold predicts (:meth:`ModelFamily.load` -> a
-:class:`compkit.prediction.Predictor`). Stages only ever talk to this interface; adding a family is adding a
+:class:`compkit.inference.predictor.Predictor`). Stages only ever talk to this interface; adding a family is adding a
 module that calls :func:`register_family`.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ from rich.console import Console
 
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
-from compkit.distributed import DistInfo
-from compkit.errors import CompkitError
-from compkit.prediction import InferenceSettings, Predictor
-from compkit.recipe import Recipe
-from compkit.registry import Registry, doc_summary
-from compkit.weights import PretrainedWeights, WeightsCache
+from compkit.training.distributed import DistInfo
+from compkit.util.errors import CompkitError
+from compkit.inference.predictor import InferenceSettings, Predictor
+from compkit.training.recipe import Recipe
+from compkit.util.registry import Registry, doc_summary
+from compkit.pretrained.weights import PretrainedWeights, WeightsCache
 
 
 @dataclass

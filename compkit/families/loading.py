@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from compkit.checkpoint import check_classes, fold_checkpoint, load_checkpoint
-from compkit.errors import CompkitError
+from compkit.training.checkpoint import check_classes, fold_checkpoint, load_checkpoint
+from compkit.util.errors import CompkitError
 from compkit.families.base import ModelFamily, resolve_family
-from compkit.prediction import Predictor
-from compkit.recipe import Recipe
-from compkit.runs import fold_recipe
+from compkit.inference.predictor import Predictor
+from compkit.training.recipe import Recipe
+from compkit.training.runs import fold_recipe
 
 
 @dataclass

@@ -13,23 +13,23 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from compkit.augment import create_augmentation
-from compkit.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
+from compkit.training.augmentation import create_augmentation
+from compkit.training.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
-from compkit.distributed import any_rank, barrier, broadcast_flag
-from compkit.errors import CompkitError, first_line
+from compkit.training.distributed import any_rank, barrier, broadcast_flag
+from compkit.util.errors import CompkitError, first_line
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
-from compkit.inference import segmentation_logits, sliding_window_logits
-from compkit.locks import deferred_interrupts
-from compkit.losses import create_loss
-from compkit.models import architectures, create_model
-from compkit.optimization import create_optimizer, create_schedule
-from compkit.prediction import InferenceSettings, validation_dice
-from compkit.preprocess import Normaliser
-from compkit.recipe import Recipe
-from compkit.results import ResultsWriter, read_results, validation_columns, validation_overlays
-from compkit.weights import PretrainedWeights, WeightsCache, encoder_normalisation, encoder_reference, encoder_weights
+from compkit.inference.tta import segmentation_logits, sliding_window_logits
+from compkit.util.locks import deferred_interrupts
+from compkit.training.losses import create_loss
+from compkit.training.models import architectures, create_model
+from compkit.training.optimization import create_optimizer, create_schedule
+from compkit.inference.predictor import InferenceSettings, validation_dice
+from compkit.training.preprocess import Normaliser
+from compkit.training.recipe import Recipe
+from compkit.training.results import ResultsWriter, read_results, validation_columns, validation_overlays
+from compkit.pretrained.weights import PretrainedWeights, WeightsCache, encoder_normalisation, encoder_reference, encoder_weights
 
 
 class SmpPredictor:

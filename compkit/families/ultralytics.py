@@ -35,20 +35,20 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from compkit.augment import create_augmentation
-from compkit.checkpoint import CHECKPOINT_BEST, save_checkpoint
+from compkit.training.augmentation import create_augmentation
+from compkit.training.checkpoint import CHECKPOINT_BEST, save_checkpoint
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
-from compkit.errors import CompkitError, first_line
+from compkit.util.errors import CompkitError, first_line
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
-from compkit.fileio import AtomicFolder
-from compkit.inference import TTA_VIEWS
-from compkit.prediction import InferenceSettings, validation_dice
-from compkit.recipe import Recipe, defaults
-from compkit.registry import did_you_mean
-from compkit.results import ResultsWriter, read_results, validation_columns, validation_overlays
-from compkit.ultralytics_env import prepare_offline, process_settings_kept, release_files, release_tag
-from compkit.weights import SETTING, PretrainedWeights, local_weights, require, weights_cache
+from compkit.util.fileio import AtomicFolder
+from compkit.inference.tta import TTA_VIEWS
+from compkit.inference.predictor import InferenceSettings, validation_dice
+from compkit.training.recipe import Recipe, defaults
+from compkit.util.registry import did_you_mean
+from compkit.training.results import ResultsWriter, read_results, validation_columns, validation_overlays
+from compkit.pretrained.ultralytics_env import prepare_offline, process_settings_kept, release_files, release_tag
+from compkit.pretrained.weights import SETTING, PretrainedWeights, local_weights, require, weights_cache
 
 ULTRALYTICS_SUBDIR = "ultralytics"
 EXPORT_SUBDIR = "yolo_data"

@@ -18,8 +18,8 @@ import numpy as np
 from rich.progress import Progress
 
 from compkit.data.classes import HANDBONE_CLASSES
-from compkit.errors import CompkitError
-from compkit.fileio import atomic_write, write_png
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import atomic_write, write_png
 
 # Fingers as chains of bones from the wrist outwards: (classes proximal -> distal, base (x, y), angle in degrees
 # from vertical, bone lengths, bone widths), in units of the image size, for a right hand.

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from rich.progress import Progress
 
-from compkit.fileio import write_png
+from compkit.util.fileio import write_png
 
 FUNDUS_LESIONS = ("Microaneurysms", "Hemohedge", "HardExudate", "SoftExudate", "IRMA", "Neovascularization")
 # (count range, radius range in px at 512, colour BGR delta, drawn as: dot/blob/line)

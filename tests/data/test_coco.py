@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from compkit.data import open_dataset
-from compkit.errors import CompkitError
-from compkit.fileio import write_image
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import write_image
 
 
 def make_coco(root, segmentation=None):

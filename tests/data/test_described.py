@@ -8,9 +8,9 @@ import pytest
 
 from compkit.data import open_dataset
 from compkit.data.splits import splits_path
-from compkit.errors import CompkitError
-from compkit.split import split
-from compkit.synth import synth
+from compkit.util.errors import CompkitError
+from compkit.stages.split import split
+from compkit.stages.synth import synth
 from tests.conftest import quiet
 from tests.layouts import drive, write, write_gif
 

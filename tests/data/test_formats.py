@@ -13,8 +13,8 @@ from compkit.data.formats import detected_formats, ignore_file_name
 from compkit.data.handbone import HandBoneDataset, HandBoneWriter
 from compkit.data.masks import IsicDataset, MaskFolderDataset, MaskFolderWriter
 from compkit.data.sample import Sample
-from compkit.errors import CompkitError
-from compkit.fileio import write_image
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import write_image
 from tests.data.test_coco import make_coco
 
 BUILT_IN = {"handbone": HandBoneDataset, "masks": MaskFolderDataset, "isic": IsicDataset, "coco": CocoDataset}

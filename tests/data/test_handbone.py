@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compkit.data import HANDBONE_CLASSES, open_dataset
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 
 
 def test_reads_layout(synth_data):

@@ -6,7 +6,7 @@ import pytest
 
 from compkit.data import open_dataset
 from compkit.data.layouts import class_name, infer_readings, survey
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 from tests.layouts import blob, drive, kaggle_long, kvasir, ph2, photo, write, write_gif, seeded
 
 

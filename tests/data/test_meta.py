@@ -4,7 +4,7 @@ import pytest
 from openpyxl import Workbook
 
 from compkit.data import patient_key, read_meta
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 
 
 def write_xlsx(path, header, rows):

@@ -6,7 +6,7 @@ import pytest
 
 from compkit.data import Polygon, rasterize
 from compkit.data.raster import clip_summary, describe_clips, polygon_clips
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 
 
 def square(cls: int, x0: int, y0: int, x1: int, y1: int) -> Polygon:

@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import pytest
 
-from compkit import rle
+from compkit.submission import rle
 from compkit.data.rlecsv import RleSpec, boundary_ratio, decide_order, find_rle_csv, read_rle_table
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 from tests.layouts import blob, seeded
 
 

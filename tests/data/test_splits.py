@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from compkit.data.splits import check_current, load_splits
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 
 
 def sample(image_id: str, augmented: bool = False):

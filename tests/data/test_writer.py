@@ -13,7 +13,7 @@ from compkit.data import open_dataset
 from compkit.data.handbone import HandBoneWriter
 from compkit.data.masks import MaskFolderWriter
 from compkit.data.writer import link_or_copy, trace_polygons
-from compkit.metrics import dice_per_class
+from compkit.evaluation.metrics import dice_per_class
 from tests.data.test_coco import make_coco
 
 

@@ -8,11 +8,11 @@ import torch
 import yaml
 from rich.console import Console
 
-from compkit.checkpoint import load_checkpoint, save_checkpoint
+from compkit.training.checkpoint import load_checkpoint, save_checkpoint
 from compkit.data import HANDBONE_CLASSES
-from compkit.errors import CompkitError
+from compkit.util.errors import CompkitError
 from compkit.families import FAMILIES, create_family, load_fold, resolve_family
-from compkit.recipe import load_recipe
+from compkit.training.recipe import load_recipe
 
 
 @pytest.fixture(scope="module")

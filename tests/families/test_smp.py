@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compkit.checkpoint import load_checkpoint
+from compkit.training.checkpoint import load_checkpoint
 from compkit.families import load_fold
-from compkit.split import split
-from compkit.train import train
+from compkit.stages.split import split
+from compkit.stages.train import train
 from tests.conftest import FAST, quiet
 
 EMA = [*FAST, "train.ema=0.9", "train.epochs=2", "sched.name=none"]  # a constant rate: one epoch extended to two is two

@@ -13,21 +13,21 @@ import torch
 from rich.console import Console
 
 from compkit.data import open_dataset
-from compkit.ensemble import ensemble
-from compkit.errors import CompkitError
+from compkit.stages.ensemble import ensemble
+from compkit.util.errors import CompkitError
 from compkit.families.ultralytics import UltralyticsFamily
-from compkit.prediction import InferenceSettings
-from compkit.recipe import load_recipe
-from compkit.score import score
-from compkit.submission import validate
-from compkit.fileio import read_json
-from compkit.split import split
-from compkit.store import Store
-from compkit.submit import submit
-from compkit.checkpoint import load_checkpoint
-from compkit.train import train
+from compkit.inference.predictor import InferenceSettings
+from compkit.training.recipe import load_recipe
+from compkit.stages.score import score
+from compkit.submission.layouts import validate
+from compkit.util.fileio import read_json
+from compkit.stages.split import split
+from compkit.stores.probabilities import Store
+from compkit.stages.submit import submit
+from compkit.training.checkpoint import load_checkpoint
+from compkit.stages.train import train
 from tests.conftest import quiet
-from tests.test_train import FAST
+from tests.stages.test_train import FAST
 
 
 @pytest.fixture

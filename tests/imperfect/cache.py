@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from compkit import rle
+from compkit.submission import rle
 from compkit.data import open_dataset
 from compkit.data.cache import SampleCache, build_cache, load_ignore, load_sample
 from tests.conftest import FAST, copy_dataset, quiet

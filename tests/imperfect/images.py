@@ -17,17 +17,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from compkit import rle
-from compkit.check_data import check_data
+from compkit.submission import rle
+from compkit.stages.check_data import check_data
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, resize_mask
-from compkit.eda import eda
-from compkit.ensemble import ensemble
-from compkit.imageio import apply_orientation
-from compkit.predict import predict
-from compkit.split import split
-from compkit.submit import submit
-from compkit.train import train
+from compkit.stages.eda import eda
+from compkit.stages.ensemble import ensemble
+from compkit.util.imageio import apply_orientation
+from compkit.stages.predict import predict
+from compkit.stages.split import split
+from compkit.stages.submit import submit
+from compkit.stages.train import train
 from tests.conftest import FAST, quiet
 from tests.imperfect import Case, Env
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from compkit.check_data import check_data
+from compkit.stages.check_data import check_data
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, resize_mask
-from compkit.fileio import read_json
+from compkit.util.fileio import read_json
 from tests.conftest import copy_dataset, quiet
 from tests.imperfect import Case, Env
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from compkit.checkpoint import checkpoint_epoch
-from compkit.locks import lock_path
-from compkit.results import read_results
-from compkit.split import split
+from compkit.training.checkpoint import checkpoint_epoch
+from compkit.util.locks import lock_path
+from compkit.training.results import read_results
+from compkit.stages.split import split
 from tests.conftest import FAST, copy_dataset, quiet
 from tests.imperfect import Case, Env
 
@@ -56,7 +56,7 @@ def split_copy(env: Env) -> Path:
 
 def hold(output: Path) -> subprocess.Popen:
     """A process holding ``output``'s lock, once it says so."""
-    code = "import sys, time\nfrom compkit.locks import OutputLock\nOutputLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n"
+    code = "import sys, time\nfrom compkit.util.locks import OutputLock\nOutputLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n"
     process = subprocess.Popen([sys.executable, "-c", code, str(output)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "held"
     return process

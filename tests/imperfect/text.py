@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from compkit.check_data import check_data
+from compkit.stages.check_data import check_data
 from compkit.data import open_dataset
 from compkit.data.splits import load_splits
-from compkit.recipe import load_recipe
+from compkit.training.recipe import load_recipe
 from tests.conftest import copy_dataset, quiet
 from tests.imperfect import Case, Env
 from tests.layouts import drive, kaggle_long

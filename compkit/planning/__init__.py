@@ -1,0 +1,1 @@
+"""Planning: dataset fingerprints and a recipe fitted to a dataset, this machine and a time budget."""

@@ -1,0 +1,1 @@
+"""Pretrained weights: what a model starts from, the libraries' caches, pulling, offline use."""

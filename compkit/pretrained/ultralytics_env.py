@@ -1,0 +1,82 @@
+"""ultralytics settled before it is imported (offline, safe loading, a configuration folder compkit owns, a font
+copied from matplotlib), its process-wide settings put back after it runs, and its pretrained release files.
+
+Shared by the YOLO family (:mod:`compkit.families.ultralytics`) and the weights cache (:mod:`compkit.pretrained.weights`,
+which lists and pulls the release files), so it imports nothing of compkit's; torch, OpenCV, matplotlib and
+ultralytics are imported only when used, so that listing the weights cache stays cheap."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+
+
+@contextlib.contextmanager
+def process_settings_kept() -> Iterator[None]:
+    """ultralytics changes process-wide settings (torch's thread count and deterministic mode, OpenCV's threads);
+    put them back afterwards, so that what runs next in the process (another fold, an smp run) is unaffected."""
+    import cv2
+    import torch
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("COMPKIT_CONFIG_DIR", Path.home() / ".config" / "compkit")) / "ultralytics"
+
+
+def prepare_offline() -> None:
+    """Everything ultralytics would fetch, set or probe, settled before it is imported."""
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir()))
+    font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+    font_dir.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in FONTS:
+        if not (font_dir / name).exists():
+            shutil.copyfile(source, font_dir / name)
+    with process_settings_kept():
+        from ultralytics import settings  # imported only now: the environment above must be set first
+
+    if settings.get("sync", True):
+        settings.update({"sync": False})
+
+
+def release_files() -> frozenset[str]:
+    """ultralytics' pretrained release files (``yolov8n-seg.pt``, ``yolo11x-seg.pt``, ...)."""
+    prepare_offline()
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return frozenset(n for n in GITHUB_ASSETS_NAMES if n.endswith(".pt"))
+
+
+def release_tag(file_name: str) -> tuple[str, str]:
+    """(model name, what it was pretrained on) of a release file."""
+    stem = file_name.removesuffix(".pt")
+    return stem, "imagenet" if "-cls" in stem else "oiv7" if "-oiv7" in stem else "coco"
+
+
+def fetch_release_file(file_name: str, target: Path) -> None:
+    """Download a release file to ``target`` with ultralytics' own downloader (progress bar, size check)."""
+    prepare_offline()
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    attempt_download_asset(str(target))  # a missing path whose name is a release file: downloaded to that path

@@ -1,0 +1,97 @@
+"""``compkit submit``: an ensemble's (or a run's) test probabilities -> a validated submission CSV.
+
+Each image's probabilities are upsampled to its original size one class at a time (memory stays flat),
+thresholded (tuned per class where the ensemble has thresholds), postprocessed, cleared outside the dataset's field
+of view (where it has one), run-length encoded and written in the competition's row order: a sample submission's
+(``--sample``, or the dataset's ``sample_submission.csv``) header, rows, row order and id form where there is one.
+The CSV is validated before it is renamed into place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from compkit.data import Sample, open_dataset
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import atomic_write
+from compkit.util.locks import OutputLock
+from compkit.stores.members import MEMBERS_FILE, check_covers, dataset_root, open_member, resolve_thresholds
+from compkit.evaluation.postprocess import apply_rule, upsample_mask
+from compkit.submission.layouts import convert_rows, submission_layout, validate, write_submission
+
+
+def newest_ensemble(ensembles_dir: str | Path) -> Path:
+    candidates = sorted(Path(ensembles_dir).glob(f"*/{MEMBERS_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CompkitError(ensembles_dir, "no ensemble found: run `compkit ensemble runs/*` first, or name a run folder")
+    return candidates[-1].parent
+
+
+def submit(
+    source: str | Path | None = None,
+    out: str | Path | None = None,
+    threshold: str = "auto",
+    sample: str | Path | None = None,
+    data: str | Path | None = None,
+    ensembles_dir: str | Path = "ensembles",
+    console: Console | None = None,
+) -> Path:
+    console = console or Console()
+    if source:
+        source = Path(source)
+        console.print(f"using {source} (named on the command line)")
+    else:
+        source = newest_ensemble(ensembles_dir)
+        console.print(f"using {source}: the newest ensemble in {ensembles_dir} (name a SOURCE to choose another)")
+    member = open_member(source)
+    name = member.path.parent.name if member.kind == "csv" and member.path.name == "vote.csv" else member.name
+    out = Path(out) if out else Path("submissions") / f"{name}.csv"
+    root = dataset_root(member, data)
+    dataset = open_dataset(root, "test")
+    layout = submission_layout(dataset, sample)  # the sample's header, rows, order and id form, where there is one
+
+    if member.kind == "csv":  # a hard vote of CSVs is already a submission (in the dataset's own layout)
+        rows = validate(member.path, dataset)
+        with OutputLock(out), atomic_write(out, "w", newline="", encoding="utf-8") as handle:
+            convert_rows(rows, submission_layout(dataset), layout, handle)
+            handle.flush()
+            validate(handle.name, dataset, layout=layout)
+    else:
+        if list(member.classes) != list(dataset.classes):
+            raise CompkitError(source, "the store's classes differ from the dataset's")
+        check_covers(member, dataset)
+        thresholds = resolve_thresholds(member, threshold, console)
+        rules = member.postprocess or {}
+        origin = "tuned on OOF" if threshold in ("auto", "tuned") and member.thresholds else f"--threshold {threshold}" if threshold not in ("auto", "tuned") else "0.5 (no tuned thresholds)"
+        low, high = float(thresholds.min()), float(thresholds.max())
+        console.print(f"thresholds: {origin}, " + (f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class (thresholds.json)"))
+        console.print("postprocessing: " + (", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none"))
+
+        def mask_for(sample: Sample) -> np.ndarray:
+            q = member.test_uint8(sample.image_id)
+            size = dataset.image_shape(sample)
+            mask = np.empty((len(dataset.classes), *size), np.bool_)
+            box = member.box(sample.image_id)
+            if box is not None:  # the probabilities cover a crop of the image: outside it is background
+                mask[:] = False
+                y0, y1, x0, x1 = box
+            for c, name in enumerate(dataset.classes):
+                if box is None:
+                    upsample_mask(q[c], size, thresholds[c], out=mask[c])
+                else:
+                    mask[c, y0:y1, x0:x1] = upsample_mask(q[c], (y1 - y0, x1 - x0), thresholds[c])
+                if name in rules:
+                    mask[c] = apply_rule(mask[c], rules[name])
+            ignore = dataset.read_ignore(sample, size)  # outside a field of view: never foreground
+            if ignore is not None:
+                mask &= ~ignore.astype(bool)
+            return mask
+
+        with OutputLock(out):
+            write_submission(out, dataset, mask_for, console, description=f"submitting {member.name}", layout=layout)
+    following = f", rows and header of {layout.sample}" if layout.sample else ""
+    console.print(f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes{following}); validated: header, rows, ids and run-length encodings")
+    console.print(f"next: compkit score {out} --data {root}  (with local test labels), or upload {out}")
+    return out

@@ -1,0 +1,65 @@
+"""``compkit synth``: a synthetic dataset in a real competition's exact layout (hand bones, fundus lesions,
+skin lesions; the generators live in :mod:`compkit.synthetic`). Test labels go to ``DATA_gt`` beside it."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from compkit.data.labelled import ground_truth_dir
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import AtomicFolder
+from compkit.synthetic import SYNTH_KINDS
+
+
+def _prepare_output(path: Path, force: bool) -> None:
+    empty_dir = path.is_dir() and not any(path.iterdir())
+    if path.exists() and not empty_dir and not force:
+        raise CompkitError(path, "already exists and is not empty (use --force to replace it)")
+
+
+def synth(
+    data: str | Path,
+    patients: int = 40,
+    test_patients: int = 10,
+    size: int = 512,
+    seed: int = 0,
+    force: bool = False,
+    kind: str = "handbone",
+    console: Console | None = None,
+    options: dict | None = None,
+) -> Path:
+    """Write a synthetic dataset of ``kind`` to ``data`` (and test labels to ``data``_gt). Returns ``data``.
+    ``options``: the generator's variant parameters (:mod:`compkit.synthetic`: contrast, noise, bone_width, aspect,
+    forearm_out, lesion_scale), e.g. for data the defaults were not tuned on."""
+    console = console or Console()
+    data = Path(data).absolute()
+    gt = ground_truth_dir(data)
+    if kind not in SYNTH_KINDS:
+        raise CompkitError(None, f"unknown --kind {kind!r} (known: {', '.join(SYNTH_KINDS)})")
+    if patients < 1 or test_patients < 0:
+        raise CompkitError(None, "--patients must be at least 1 and --test-patients at least 0")
+    if size < 64:
+        raise CompkitError(None, f"--size {size} is too small (at least 64 px)")
+    for target in (data, gt):
+        _prepare_output(target, force)
+    data_folder, gt_folder = AtomicFolder(data), AtomicFolder(gt)
+    try:
+        with Progress(console=console, transient=True) as progress:
+            summary = SYNTH_KINDS[kind](data_folder.staging, gt_folder.staging, patients, test_patients, size, seed, progress, **(options or {}))
+        data_folder.commit()
+        if any(gt_folder.staging.iterdir()):
+            gt_folder.commit()
+        else:  # no test labels this time: an older DATA_gt would no longer match DATA
+            gt_folder.abort()
+            shutil.rmtree(gt, ignore_errors=True)
+    except OSError as e:
+        raise CompkitError(data, f"cannot write: {e.strerror or e}") from None
+    finally:
+        data_folder.abort()
+        gt_folder.abort()
+    console.print(f"[green]synthetic dataset[/green] {data}: {summary}, {size} px; test labels in {gt}")
+    console.print(f"next: compkit eda {data}")
+    return data

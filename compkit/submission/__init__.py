@@ -1,0 +1,1 @@
+"""Submissions: the competition's CSV layouts and run-length encoding."""

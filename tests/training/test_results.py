@@ -1,0 +1,41 @@
+"""results.csv/results.png: the one writer every family uses."""
+from __future__ import annotations
+
+from compkit.training.results import best_epoch, plot_results, read_results, write_results
+
+
+def test_best_epoch_is_the_highest_validated_dice_and_the_first_of_ties():
+    rows = [
+        {"epoch": 1, "val_dice_mean": 0.2},
+        {"epoch": 2, "val_dice_mean": ""},  # not validated that epoch
+        {"epoch": 3, "val_dice_mean": 0.5},
+        {"epoch": 4, "val_dice_mean": 0.5},
+    ]
+    assert best_epoch(rows) == (3, 0.5)
+    assert best_epoch([{"epoch": 1, "val_dice_mean": ""}]) is None
+
+
+def test_results_round_trip_and_the_plot_of_a_single_epoch(tmp_path):
+    import cv2
+
+    rows = [{"epoch": 1, "train_loss": 0.9, "train_bce": 0.7, "lr": 1e-3, "val_loss": 0.8, "val_dice_mean": 0.1}]
+    write_results(tmp_path, rows)
+    assert read_results(tmp_path) == [{k: str(v) for k, v in rows[0].items()}]
+    plot_results(tmp_path, rows)
+    image = cv2.imread(str(tmp_path / "results.png"))
+    assert image is not None and image.shape[1] > 3 * image.shape[0]  # four panels side by side
+
+
+def test_the_writer_redraws_the_plot_at_most_every_interval_and_when_it_closes(tmp_path):
+    from compkit.training.recipe import Recipe
+    from compkit.training.results import ResultsWriter
+
+    row = lambda epoch: {"epoch": epoch, "train_loss": 1.0 / epoch, "lr": 1e-3, "val_dice_mean": 0.1 * epoch}  # noqa: E731
+    writer = ResultsWriter(tmp_path, Recipe())
+    writer.write([row(1)])
+    first = (tmp_path / "results.png").read_bytes()
+    writer.write([row(1), row(2), row(3)])
+    assert len(read_results(tmp_path)) == 3  # the CSV after every epoch
+    assert (tmp_path / "results.png").read_bytes() == first  # the plot not redrawn within the interval
+    writer.close()
+    assert (tmp_path / "results.png").read_bytes() != first  # ... but when the fold ends

@@ -1,0 +1,140 @@
+"""Run folders you can trust: they never silently change meaning, record what made them, and resume exactly,
+also for more epochs (compkit.training.runs and the train stage)."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from rich.console import Console
+
+from compkit.training.checkpoint import load_checkpoint
+from compkit.util.errors import CompkitError
+from compkit.training.optimization import create_optimizer, create_schedule, lr_factor
+from compkit.training.recipe import OptimConfig, SchedConfig
+from compkit.training.runs import next_free, output_folder, recipe_difference
+from compkit.stages.split import split
+from compkit.stages.train import train
+from tests.conftest import FAST, quiet
+
+ONE_EPOCH = [*FAST, "train.epochs=1"]
+
+
+from tests.stages.test_train import rows, split_data  # noqa: F401,F811  (the fixture and reader test_train uses)
+
+
+def test_recipe_difference_names_the_first_changed_key():
+    assert recipe_difference({"train": {"epochs": 3, "seed": 1}}, {"train": {"epochs": 1, "seed": 1}}) == "train.epochs: 3 -> 1"
+    assert recipe_difference({"a": {"b": 1}}, {"a": {"b": 1}}) is None
+
+
+def test_output_folders_are_never_silently_reused(tmp_path):
+    taken = tmp_path / "eda"
+    taken.mkdir()
+    assert output_folder(taken, explicit=False, exist_ok=False) == tmp_path / "eda-2"
+    assert output_folder(taken, explicit=True, exist_ok=True) == taken
+    with pytest.raises(CompkitError, match="already exists: pass --exist-ok"):
+        output_folder(taken, explicit=True, exist_ok=False)
+    (tmp_path / "eda-2").mkdir()
+    assert next_free(taken) == tmp_path / "eda-3"
+
+
+@pytest.mark.slow
+def test_a_changed_recipe_never_overwrites_a_run(split_data, tmp_path):
+    runs = tmp_path / "runs"
+    train("tiny", data=split_data, overrides=ONE_EPOCH, runs_dir=runs, console=quiet())
+    # The same recipe again (another fold, say) trains into the same run.
+    train("tiny", data=split_data, fold="1", overrides=ONE_EPOCH, runs_dir=runs, console=quiet())
+    assert sorted(p.name for p in (runs / "tiny").iterdir()) == ["fold0", "fold1"]
+    # Another recipe without --name: a new run folder, the first one untouched.
+    before = (runs / "tiny" / "fold0" / "best.pt").read_bytes()
+    [result] = train("tiny", data=split_data, overrides=[*FAST, "train.epochs=2"], runs_dir=runs, console=quiet())
+    assert result["folder"] == runs / "tiny-2" / "fold0"
+    assert (runs / "tiny" / "fold0" / "best.pt").read_bytes() == before
+    # With --name it is refused, naming what differs; --exist-ok trains over it.
+    with pytest.raises(CompkitError, match=r"fold0 was trained with another recipe \(train.epochs: 1 -> 2\): pass --exist-ok"):
+        train("tiny", data=split_data, overrides=[*FAST, "train.epochs=2"], name="tiny", runs_dir=runs, console=quiet())
+    train("tiny", data=split_data, overrides=[*FAST, "train.epochs=2"], name="tiny", runs_dir=runs, exist_ok=True, console=quiet())
+    assert len(rows(runs / "tiny" / "fold0")) == 2
+
+
+@pytest.mark.slow
+def test_another_split_is_another_experiment(split_data, tmp_path):
+    runs = tmp_path / "runs"
+    train("tiny", data=split_data, overrides=ONE_EPOCH, runs_dir=runs, console=quiet())
+    split(split_data, folds=2, seed=5, force=True, console=quiet())
+    [result] = train("tiny", data=split_data, overrides=ONE_EPOCH, runs_dir=runs, console=quiet())
+    assert result["folder"].parent.name == "tiny-2"
+
+
+def test_each_fold_records_what_made_it(split_data, tmp_path):
+    console = Console(file=io.StringIO(), width=120)
+    train("tiny", data=split_data, overrides=ONE_EPOCH, runs_dir=tmp_path / "runs", console=console)
+    folder = tmp_path / "runs" / "tiny" / "fold0"
+    record = json.loads((folder / "run.json").read_text())
+    assert record["overrides"] == ONE_EPOCH and record["recipe"]["train"]["epochs"] == 1
+    assert record["versions"]["torch"] == torch.__version__.split("+")[0] or record["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert {"compkit", "segmentation-models-pytorch", "timm", "ultralytics", "cuda"} <= set(record["versions"])
+    assert record["device"] == "cpu" and record["started"] <= record["ended"] and len(record["splits_fingerprint"]) == 16
+    assert (folder / record["data_root_relative"]).resolve() == split_data.resolve()
+    log = (folder / "train.log").read_text()
+    assert "fold 0 epoch 1" in log
+
+
+@pytest.mark.slow
+def test_a_ten_step_run_trains_with_every_schedule(data_copy, tmp_path):
+    """10 training images, batch 2, 2 epochs: 10 optimizer steps (one-cycle used to divide by zero here)."""
+    split(data_copy, folds=6, seed=0, console=quiet())  # 12 images: 10 train, 2 validate
+    for schedule in ("onecycle", "cosine", "step", "plateau", "none"):
+        [result] = train(
+            "tiny", data=data_copy, overrides=[*FAST, "train.epochs=2", "train.batch_size=2", f"sched.name={schedule}", "sched.warmup_epochs=1"],
+            name=schedule, runs_dir=tmp_path / "runs", console=quiet(),
+        )  # fmt: skip
+        assert result["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_resume_extends_training_on_the_longer_schedule(split_data, tmp_path):
+    runs = tmp_path / "runs"
+    train("tiny", data=split_data, overrides=[*FAST, "train.epochs=2"], runs_dir=runs, console=quiet())
+    folder = runs / "tiny" / "fold0"
+    console = Console(file=io.StringIO(), width=120)
+    [result] = train("tiny", data=split_data, overrides=[*FAST, "train.epochs=4"], resume=True, runs_dir=runs, console=console)
+    assert result["epochs"] == 4 and [int(r["epoch"]) for r in rows(folder)] == [1, 2, 3, 4]
+    text = console.export_text()
+    assert "train.epochs 2 -> 4" in text and "resuming fold 0 after epoch 2" in text
+    # The schedule's step count carried over: the last lr is where the 4-epoch cosine curve ends.
+    checkpoint = load_checkpoint(folder / "last.pt")
+    steps = checkpoint["schedule"]["step"]
+    base = 0.005
+    expected = base * lr_factor(SchedConfig(name="onecycle", pct_start=0.1), steps, steps, steps // 4, base)
+    assert float(rows(folder)[-1]["lr"]) == pytest.approx(expected, rel=1e-6)
+    # Anything else changed is refused, naming it.
+    with pytest.raises(CompkitError, match=r"cannot resume: fold0 was trained with another recipe \(optim.lr: 0.005 -> 0.001\)"):
+        train("tiny", data=split_data, overrides=[*FAST, "train.epochs=5", "optim.lr=0.001"], resume=True, runs_dir=runs, console=quiet())
+
+
+def test_schedules_extend_without_a_jump_at_the_start():
+    """Rebuilt for more steps, a schedule resumes at the same step of the longer curve (no restart from warm-up)."""
+    model = torch.nn.Linear(2, 1)
+    for name in ("cosine", "onecycle", "step", "none"):
+        short = create_schedule(create_optimizer(model, OptimConfig(lr=0.1)), SchedConfig(name=name), steps_per_epoch=5, epochs=2)
+        for _ in range(10):
+            short.after_step()
+        longer = create_schedule(create_optimizer(model, OptimConfig(lr=0.1)), SchedConfig(name=name), steps_per_epoch=5, epochs=4)
+        longer.load_state_dict(short.state_dict())
+        assert longer.step_count == 10
+        assert longer.lr == pytest.approx(0.1 * lr_factor(SchedConfig(name=name), 10, 20, 5, 0.1))
+
+
+def test_an_ensemble_refuses_a_run_whose_folds_are_different_experiments(trained_tiny_run, tmp_path):
+    from compkit.stages.ensemble import ensemble
+    from tests.conftest import copy_run
+
+    run = copy_run(trained_tiny_run.run, tmp_path / "tiny")
+    recipe = run / "fold1" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("\n  epochs: 1\n", "\n  epochs: 2\n"))
+    with pytest.raises(CompkitError, match=r"not one experiment: fold1 differs from fold0 in train.epochs: 1 -> 2 \(pass --mixed-folds"):
+        ensemble([run], data=trained_tiny_run.data, out_dir=tmp_path / "ens", console=quiet())
+    assert ensemble([run], data=trained_tiny_run.data, out_dir=tmp_path / "ens", mixed_folds=True, console=quiet()).is_dir()
