@@ -1,4 +1,5 @@
 """The competition baseline's RLE code, verbatim in behaviour: the reference the benchmarks compare against."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,6 +21,6 @@ def baseline_decode(text: str, height: int, width: int) -> np.ndarray:
     starts -= 1
     ends = starts + lengths
     img = np.zeros(height * width, dtype=np.uint8)
-    for lo, hi in zip(starts, ends):
+    for lo, hi in zip(starts, ends, strict=True):
         img[lo:hi] = 1
     return img.reshape(height, width)

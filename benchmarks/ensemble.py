@@ -7,6 +7,7 @@ competition baseline's RLE. Each path runs in its own process so that its peak R
 
 Run: .venv/bin/python benchmarks/ensemble.py [--images 50 200] [--members 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from baselines import baseline_encode  # benchmarks/ is on sys.path when run as a script
 
 
@@ -31,8 +31,8 @@ def build(root: Path, images: int, members: int, size: int, image_size: int) -> 
 
     from compkit.data.cache import resize_mask
     from compkit.data.labelled import open_labelled
-    from compkit.stores.probabilities import StoreWriter
     from compkit.stages.synth import synth
+    from compkit.stores.probabilities import StoreWriter
 
     data = root / "data"
     synth(data, patients=1, test_patients=(images + 1) // 2, size=image_size, seed=0, console=Console(quiet=True))
@@ -63,7 +63,9 @@ def run_compkit(root: Path, members: int) -> dict:
 
     quiet = Console(quiet=True)
     start = time.perf_counter()
-    ens = ensemble([root / f"member{m}" for m in range(members)], name="bench", data=root / "data", out_dir=root / "ens", console=quiet)
+    ens = ensemble(
+        [root / f"member{m}" for m in range(members)], name="bench", data=root / "data", out=root / "ens", console=quiet
+    )
     out = submit(ens, out=root / "compkit.csv", console=quiet)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "csv": str(out)}
@@ -103,7 +105,9 @@ def child(args: argparse.Namespace) -> None:
 
 def measure(which: str, root: Path, members: int) -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", which, "--root", str(root), "--members", str(members)], capture_output=True, text=True
+        [sys.executable, __file__, "--child", which, "--root", str(root), "--members", str(members)],
+        capture_output=True,
+        text=True,
     )
     if done.returncode:
         raise SystemExit(done.stderr[-2000:])
@@ -112,8 +116,8 @@ def measure(which: str, root: Path, members: int) -> dict:
 
 def mask_agreement(a: str, b: str, shape: tuple[int, int]) -> float:
     """Mean dice between the two submissions' masks, row by row (cv2 and torch upsampling differ at edges)."""
-    from compkit.submission import rle
     from compkit.evaluation.metrics import dice_from_counts
+    from compkit.submission import rle
 
     with open(a) as fa, open(b) as fb:
         ra, rb = list(csv.reader(fa))[1:], list(csv.reader(fb))[1:]
@@ -154,17 +158,40 @@ def main() -> None:
                 naive, agreement = None, None
             rows.append((m, ours, naive, need, agreement))
 
-    table = Table(title=f"ensemble ({args.members} members, soft) + submit, {args.size} px stores -> {args.image_size} px masks")
-    for column in ("images", "compkit img/s", "compkit peak RSS", "naive img/s", "naive peak RSS", "speed-up", "mask dice vs naive"):
+    table = Table(
+        title=f"ensemble ({args.members} members, soft) + submit, {args.size} px stores -> {args.image_size} px masks"
+    )
+    for column in (
+        "images",
+        "compkit img/s",
+        "compkit peak RSS",
+        "naive img/s",
+        "naive peak RSS",
+        "speed-up",
+        "mask dice vs naive",
+    ):
         table.add_column(column, justify="right")
     for m, ours, naive, need, agreement in rows:
         if naive:
             table.add_row(
-                str(m), f"{m / ours['seconds']:.2f}", f"{ours['peak_rss_mb']:.0f} MB", f"{m / naive['seconds']:.2f}",
-                f"{naive['peak_rss_mb']:.0f} MB", f"{naive['seconds'] / ours['seconds']:.1f}x", f"{agreement:.4f}",
+                str(m),
+                f"{m / ours['seconds']:.2f}",
+                f"{ours['peak_rss_mb']:.0f} MB",
+                f"{m / naive['seconds']:.2f}",
+                f"{naive['peak_rss_mb']:.0f} MB",
+                f"{naive['seconds'] / ours['seconds']:.1f}x",
+                f"{agreement:.4f}",
             )
         else:
-            table.add_row(str(m), f"{m / ours['seconds']:.2f}", f"{ours['peak_rss_mb']:.0f} MB", "-", f"needs > {need / 2**30:.0f} GB: skipped", "-", "-")
+            table.add_row(
+                str(m),
+                f"{m / ours['seconds']:.2f}",
+                f"{ours['peak_rss_mb']:.0f} MB",
+                "-",
+                f"needs > {need / 2**30:.0f} GB: skipped",
+                "-",
+                "-",
+            )
     Console().print(table)
     for m, ours, naive, _, _ in rows:
         line = f"M={m}: compkit {m / ours['seconds']:.2f} img/s, peak {ours['peak_rss_mb']:.0f} MB"

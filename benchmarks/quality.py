@@ -14,6 +14,7 @@ pipeline's wall time against the budget.
 
 Run: .venv/bin/python benchmarks/quality.py [--budget 10m] [--variants handbone-thin fundus drive ...] [--workdir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,42 +30,78 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from compkit.planning.planner import PLAN_NAME, describe_seconds, parse_budget
 from compkit.stages.check_data import check_data
 from compkit.stages.ensemble import ensemble
-from compkit.util.fileio import read_yaml
-from compkit.planning.planner import PLAN_NAME, describe_seconds, parse_budget
 from compkit.stages.score import evaluate
 from compkit.stages.split import split
 from compkit.stages.submit import submit
 from compkit.stages.synth import synth
 from compkit.stages.train import train
+from compkit.util.fileio import read_yaml
 
 # name -> (synth kind, synth arguments): none of these is the demo's data (40 patients, 512 px, standard contrast).
 VARIANTS = {
-    "handbone-thin": ("handbone", {"patients": 16, "test_patients": 4, "size": 384, "seed": 7, "options": {"contrast": 0.7, "noise": 1.8, "bone_width": 0.8}}),
-    "handbone-portrait": ("handbone", {"patients": 12, "test_patients": 4, "size": 320, "seed": 11, "options": {"contrast": 1.3, "noise": 0.6, "bone_width": 1.2, "aspect": 0.75}}),
-    "fundus": ("fundus", {"patients": 20, "test_patients": 5, "size": 256, "seed": 3, "options": {"lesion_scale": 1.5}}),
+    "handbone-thin": (
+        "handbone",
+        {
+            "patients": 16,
+            "test_patients": 4,
+            "size": 384,
+            "seed": 7,
+            "options": {"contrast": 0.7, "noise": 1.8, "bone_width": 0.8},
+        },
+    ),
+    "handbone-portrait": (
+        "handbone",
+        {
+            "patients": 12,
+            "test_patients": 4,
+            "size": 320,
+            "seed": 11,
+            "options": {"contrast": 1.3, "noise": 0.6, "bone_width": 1.2, "aspect": 0.75},
+        },
+    ),
+    "fundus": (
+        "fundus",
+        {"patients": 20, "test_patients": 5, "size": 256, "seed": 3, "options": {"lesion_scale": 1.5}},
+    ),
     "skin": ("isic", {"patients": 40, "test_patients": 10, "size": 192, "seed": 5, "options": {"contrast": 0.7}}),
     # A few seconds' worth, for the benchmark's own test.
-    "smoke": ("handbone", {"patients": 3, "test_patients": 1, "size": 96, "seed": 1, "options": {"contrast": 0.8, "bone_width": 1.3}}),
+    "smoke": (
+        "handbone",
+        {"patients": 3, "test_patients": 1, "size": 96, "seed": 1, "options": {"contrast": 0.8, "bone_width": 1.3}},
+    ),
 }
 # name -> folder under ../shared/data: real data sets, read in place (never copied), skipped where absent.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_VARIANTS = {"drive": "DRIVE"}
-DEFAULT_VARIANTS = ("handbone-thin", "handbone-portrait", "fundus", "skin", "drive")  # drive: skipped where ../shared is absent
+DEFAULT_VARIANTS = (
+    "handbone-thin",
+    "handbone-portrait",
+    "fundus",
+    "skin",
+    "drive",
+)  # drive: skipped where ../shared is absent
 RECIPES = (PLAN_NAME, "tiny")
 
 
 def run_pipeline(recipe: str, data: Path, work: Path, budget_s: float, overrides: list[str], quiet: Console) -> dict:
     """Train every fold within the budget, ensemble, submit and score; the test dice and the wall time."""
     started = time.time()
-    runs = train(recipe, data=data, fold="all", overrides=overrides, runs_dir=work / "runs", budget=budget_s, console=quiet)
-    ens = ensemble([runs.run_dir], method="soft", name=recipe, out_dir=work / "ensembles", console=quiet)
+    runs = train(recipe, data=data, fold="all", overrides=overrides, out=work / "runs", budget=budget_s, console=quiet)
+    ens = ensemble([runs.run_dir], method="soft", name=recipe, out=work / "ensembles", console=quiet)
     csv = submit(ens, out=work / f"{recipe}.csv", console=quiet)
     meter = evaluate(csv, data, console=quiet)
     seconds = time.time() - started
     size = read_yaml(Path(runs[0]["folder"]) / "recipe.yaml")["data"]["image_size"]
-    return {"dice": meter.mean(), "pooled": float(meter.pooled().mean()), "size": size, "seconds": seconds, "epochs": [r["epochs"] for r in runs]}
+    return {
+        "dice": meter.mean(),
+        "pooled": float(meter.pooled().mean()),
+        "size": size,
+        "seconds": seconds,
+        "epochs": [r["epochs"] for r in runs],
+    }
 
 
 def prepare_real(name: str, work: Path, quiet: Console) -> tuple[Path, list[str]] | None:
@@ -94,7 +131,14 @@ def user_cache(folder: Path) -> Iterator[None]:
         os.environ.pop("COMPKIT_CACHE", None)
 
 
-def benchmark(variants: list[str], budget: str, workdir: Path, recipes: tuple[str, ...] = RECIPES, overrides: list[str] | None = None, console: Console | None = None) -> list[dict]:
+def benchmark(
+    variants: list[str],
+    budget: str,
+    workdir: Path,
+    recipes: tuple[str, ...] = RECIPES,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+) -> list[dict]:
     console = console or Console()
     quiet = Console(quiet=True)
     budget_s = parse_budget(budget)
@@ -109,18 +153,30 @@ def benchmark(variants: list[str], budget: str, workdir: Path, recipes: tuple[st
                 continue
             data, extra = prepared
             cache = workdir / name / "cache"
-            row = {"variant": name, "kind": "real", "budget_s": budget_s, "source": str(SHARED_DATA / REAL_VARIANTS[name])}
+            row = {
+                "variant": name,
+                "kind": "real",
+                "budget_s": budget_s,
+                "source": str(SHARED_DATA / REAL_VARIANTS[name]),
+            }
         else:
             kind, arguments = VARIANTS[name]
             data = workdir / name / "data"
             if not data.is_dir():
                 synth(data, kind=kind, console=quiet, **arguments)
                 split(data, folds=2, seed=0, console=quiet)
-            row = {"variant": name, "kind": kind, "budget_s": budget_s, **{k: v for k, v in arguments.items() if k != "seed"}}
+            row = {
+                "variant": name,
+                "kind": kind,
+                "budget_s": budget_s,
+                **{k: v for k, v in arguments.items() if k != "seed"},
+            }
         for recipe in recipes:
             console.print(f"{name}: {recipe} with a {describe_seconds(budget_s)} budget ...")
             with user_cache(cache) if cache else contextlib.nullcontext():
-                row[recipe] = run_pipeline(recipe, data, workdir / name / recipe, budget_s, [*(overrides or []), *extra], quiet)
+                row[recipe] = run_pipeline(
+                    recipe, data, workdir / name / recipe, budget_s, [*(overrides or []), *extra], quiet
+                )
             result = row[recipe]
             console.print(
                 f"  test mean dice {result['dice']:.4f}, pooled {result['pooled']:.4f} at {result['size']} px in {result['seconds']:.0f} s "
@@ -131,8 +187,21 @@ def benchmark(variants: list[str], budget: str, workdir: Path, recipes: tuple[st
 
 
 def table(rows: list[dict], recipes: tuple[str, ...] = RECIPES) -> Table:
-    out = Table(title="test dice at the same time budget (higher is better): mean per image, and pooled over all pixels (DRIVE: the papers' F1 in the field of view)")
-    columns = ("variant", "budget", *(f"{r} dice" for r in recipes), *(f"{r} pooled" for r in recipes), *(f"{r} px" for r in recipes), "difference", *(f"{r} wall" for r in recipes))
+    out = Table(
+        title=(
+            "test dice at the same time budget (higher is better): mean per image, and pooled over all pixels "
+            "(DRIVE: the papers' F1 in the field of view)"
+        )
+    )
+    columns = (
+        "variant",
+        "budget",
+        *(f"{r} dice" for r in recipes),
+        *(f"{r} pooled" for r in recipes),
+        *(f"{r} px" for r in recipes),
+        "difference",
+        *(f"{r} wall" for r in recipes),
+    )
     for column in columns:
         out.add_column(column, justify="left" if column == "variant" else "right")
     for row in rows:
@@ -144,7 +213,10 @@ def table(rows: list[dict], recipes: tuple[str, ...] = RECIPES) -> Table:
             *(f"{row[r]['pooled']:.4f}" for r in recipes),
             *(str(row[r]["size"]) for r in recipes),
             f"{dice[0] - dice[-1]:+.4f}",
-            *(f"{row[r]['seconds']:.0f} s" + (" (over)" if row[r]["seconds"] > row["budget_s"] else "") for r in recipes),
+            *(
+                f"{row[r]['seconds']:.0f} s" + (" (over)" if row[r]["seconds"] > row["budget_s"] else "")
+                for r in recipes
+            ),
         )
     return out
 
@@ -152,14 +224,26 @@ def table(rows: list[dict], recipes: tuple[str, ...] = RECIPES) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="10m", help="time budget of each recipe's whole pipeline (10m, 90s)")
-    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=sorted([*VARIANTS, *REAL_VARIANTS]), help="drive: the real DRIVE set from ../shared/data (skipped where absent)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keeps the data and runs (default: a temporary folder)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(DEFAULT_VARIANTS),
+        choices=sorted([*VARIANTS, *REAL_VARIANTS]),
+        help="drive: the real DRIVE set from ../shared/data (skipped where absent)",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keeps the data and runs (default: a temporary folder)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), help="recipes to compare (the last is the reference)")
+    parser.add_argument(
+        "--recipes", nargs="+", default=list(RECIPES), help="recipes to compare (the last is the reference)"
+    )
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 200)  # the table's 11 columns, readable in a log file too
     with tempfile.TemporaryDirectory() as tmp:
-        rows = benchmark(args.variants, args.budget, args.workdir or Path(tmp), recipes=tuple(args.recipes), console=console)
+        rows = benchmark(
+            args.variants, args.budget, args.workdir or Path(tmp), recipes=tuple(args.recipes), console=console
+        )
     recipes = tuple(args.recipes)
     console.print(table(rows, recipes))
     if len(recipes) > 1 and rows:

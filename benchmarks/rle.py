@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/rle.py [--images 4] [--repeat 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,14 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from baselines import baseline_encode, baseline_decode  # benchmarks/ is on sys.path when run as a script
+from baselines import baseline_decode, baseline_encode  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
-from compkit.submission import rle
 from compkit.data import open_dataset
 from compkit.stages.synth import synth
+from compkit.submission import rle
 
 
 def per_mask_ms(fn, items, repeat: int) -> float:
@@ -43,11 +43,15 @@ def main() -> None:
         masks = [channel for s in dataset.samples[: args.images] for channel in dataset.read_mask(s)]
     shape = masks[0].shape
     texts = [rle.encode(m) for m in masks]
-    assert all(baseline_encode(m) == t for m, t in zip(masks, texts)), "encoders disagree"
+    assert all(baseline_encode(m) == t for m, t in zip(masks, texts, strict=True)), "encoders disagree"
     assert all((baseline_decode(t, *shape) == rle.decode(t, shape)).all() for t in texts[:29]), "decoders disagree"
 
     rows = [
-        ("encode (row-major)", per_mask_ms(baseline_encode, masks, args.repeat), per_mask_ms(rle.encode, masks, args.repeat)),
+        (
+            "encode (row-major)",
+            per_mask_ms(baseline_encode, masks, args.repeat),
+            per_mask_ms(rle.encode, masks, args.repeat),
+        ),
         (
             "decode (row-major)",
             per_mask_ms(lambda t: baseline_decode(t, *shape), texts, args.repeat),

@@ -6,6 +6,7 @@ The Python API mirrors the commands: ``compkit.synth``, ``split``, ``train``, ``
 ``.predict(image)`` returns per-class probabilities at the image's size. Everything is imported on first use,
 so ``import compkit`` stays quick.
 """
+
 import importlib as _importlib
 import os as _os
 

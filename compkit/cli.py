@@ -1,10 +1,11 @@
 """The ``compkit`` command line: parses arguments and delegates to one entry function per subcommand."""
+
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import click
 import typer
@@ -36,8 +37,14 @@ class _CompkitGroup(TyperGroup):
             names = {cls.__name__ for cls in type(e).__mro__}
             if "UsageError" not in names or "NoArgsIsHelpError" in names:
                 raise
-            command = f"compkit {e.ctx.info_name} --help" if e.ctx is not None and e.ctx.parent is not None else "compkit --help"
-            message = " ".join(e.format_message().split()).replace("Value error, ", "")  # pydantic's prefix on a bad choice
+            command = (
+                f"compkit {e.ctx.info_name} --help"
+                if e.ctx is not None and e.ctx.parent is not None
+                else "compkit --help"
+            )
+            message = " ".join(e.format_message().split()).replace(
+                "Value error, ", ""
+            )  # pydantic's prefix on a bad choice
             print(f"error: {message} (see {command})", file=sys.stderr, flush=True)
             raise typer.Exit(2) from None
 
@@ -51,6 +58,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
 
 def _choices(values):
     """A closed set of values as a type, so --help lists them and typer checks them (taken from the registry that
@@ -74,17 +82,26 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,  # noqa: UP007
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
 ) -> None:
     """A toolkit for Kaggle-style medical image segmentation competitions.
 
     First day: synth/check-data -> eda -> split -> train -> predict -> ensemble -> submit -> inspect, then iterate."""
 
 
-DataArg = Annotated[Path, typer.Argument(help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")]
+DataArg = Annotated[
+    Path, typer.Argument(help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")
+]
 # The one way to name the dataset is --data; a positional DATA (the older form) still works, hidden from --help.
-DataOption = Annotated[Optional[Path], typer.Option("--data", help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml.")]  # noqa: UP007
-PositionalData = Annotated[Optional[Path], typer.Argument(hidden=True, metavar="DATA", help="Older form of --data.")]  # noqa: UP007
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Dataset folder (any layout `compkit check-data` reads), or its dataset.yaml."),
+]
+PositionalData = Annotated[Path | None, typer.Argument(hidden=True, metavar="DATA", help="Older form of --data.")]
+# The one word for "replace an output that exists" is --exist-ok; --force, its older name, still works, hidden.
+ForceAlias = Annotated[bool, typer.Option("--force", hidden=True, help="Older name of --exist-ok.")]
 
 
 def _dataset(positional: Path | None, option: Path | None) -> Path:
@@ -103,29 +120,51 @@ def synth(
     test_patients: Annotated[int, typer.Option(help="Test patients (labels in DATA_gt).")] = 10,
     size: Annotated[int, typer.Option(help="Image side in pixels (the real data is 2048).")] = 512,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace DATA and DATA_gt if they exist.")] = False,
-    kind: Annotated[_choices(["handbone", "fundus", "isic"]), typer.Option(help="handbone (X-rays, 29 bones), fundus (FGADR layout) or isic (skin lesions).")] = "handbone",
+    exist_ok: Annotated[bool, typer.Option(help="Replace DATA and DATA_gt if they exist.")] = False,
+    kind: Annotated[
+        _choices(["handbone", "fundus", "isic"]),
+        typer.Option(help="handbone (X-rays, 29 bones), fundus (FGADR layout) or isic (skin lesions)."),
+    ] = "handbone",
+    force: ForceAlias = False,
 ) -> None:
     """Write a synthetic dataset in a real competition's exact layout (hand bones by default)."""
     from compkit.stages.synth import synth as run
 
-    run(data, patients=patients, test_patients=test_patients, size=size, seed=seed, force=force, kind=kind)
+    run(
+        data,
+        patients=patients,
+        test_patients=test_patients,
+        size=size,
+        seed=seed,
+        exist_ok=exist_ok or force,
+        kind=kind,
+    )
 
 
 @app.command("check-data")
 def check_data(
-    write: Annotated[bool, typer.Option(help="Write the proposed (or detected) description to DATA/dataset.yaml.")] = False,
-    force: Annotated[bool, typer.Option(help="With --write: replace an existing dataset.yaml.")] = False,
-    limit: Annotated[int, typer.Option(help="Read the masks of at most this many images per split for the statistics.")] = 500,
-    out: Annotated[Optional[Path], typer.Option(help="Write the description to this file instead of DATA/dataset.yaml (read-only data; its root: points back at DATA; then --data FILE).")] = None,  # noqa: UP007
+    write: Annotated[
+        bool, typer.Option(help="Write the proposed (or detected) description to DATA/dataset.yaml.")
+    ] = False,
+    exist_ok: Annotated[bool, typer.Option(help="With --write: replace an existing dataset.yaml.")] = False,
+    limit: Annotated[
+        int, typer.Option(help="Read the masks of at most this many images per split for the statistics.")
+    ] = 500,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the description to this file instead of DATA/dataset.yaml (read-only data; its root: points back at DATA; then --data FILE)."
+        ),
+    ] = None,
     data_arg: PositionalData = None,
     data: DataOption = None,
+    force: ForceAlias = False,
 ) -> None:
     """How compkit reads a dataset: format, splits, labels per class, unmatched files, mask values, sizes; proposes a dataset.yaml."""
     from compkit.stages.check_data import check_data as run
 
     data = _dataset(data_arg, data)
-    run(data, write=write, force=force, limit=limit, out=out)
+    run(data, write=write, exist_ok=exist_ok or force, limit=limit, out=out)
 
 
 @app.command()
@@ -133,9 +172,14 @@ def export(
     target: Annotated[str, typer.Argument(help="Layout to write: nnunet (nnU-Net v2 raw 2D).")],
     data: DataArg,
     out: Annotated[Path, typer.Argument(help="Folder to write Dataset<ID>_<Name>/ into (e.g. $nnUNet_raw).")],
-    id_: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (per-class mode: the first of consecutive ids).")] = 501,
-    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: the data folder's).")] = None,  # noqa: UP007
-    mode: Annotated[_choices(["auto", "labels", "regions", "per-class"]), typer.Option(help="auto, labels, regions (overlapping classes) or per-class (one binary dataset per class).")] = "auto",
+    id_: Annotated[
+        int, typer.Option("--id", help="nnU-Net dataset id (per-class mode: the first of consecutive ids).")
+    ] = 501,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: the data folder's).")] = None,
+    mode: Annotated[
+        _choices(["auto", "labels", "regions", "per-class"]),
+        typer.Option(help="auto, labels, regions (overlapping classes) or per-class (one binary dataset per class)."),
+    ] = "auto",
 ) -> None:
     """Export a dataset in nnU-Net v2's raw layout (imagesTr, labelsTr, imagesTs, dataset.json, splits_final.json)."""
     from compkit.stages.export import export as run
@@ -147,24 +191,30 @@ def export(
 def split(
     folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
     seed: Annotated[int, typer.Option(help="Shuffling seed: the same seed gives the same folds.")] = 21,
-    stratify: Annotated[Optional[str], typer.Option(help="Meta column to stratify by (e.g. sex, age).")] = None,  # noqa: UP007
-    force: Annotated[bool, typer.Option(help="Rebuild splits.json even if it exists.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Write the splits here instead of DATA/splits.json (read-only data; then --set data.splits=FILE).")] = None,  # noqa: UP007
+    stratify: Annotated[str | None, typer.Option(help="Meta column to stratify by (e.g. sex, age).")] = None,
+    exist_ok: Annotated[bool, typer.Option(help="Rebuild splits.json even if it exists.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the splits here instead of DATA/splits.json (read-only data; then --set data.splits=FILE)."
+        ),
+    ] = None,
     data_arg: PositionalData = None,
     data: DataOption = None,
+    force: ForceAlias = False,
 ) -> None:
     """Patient-grouped (optionally stratified) K-fold split -> DATA/splits.json."""
     from compkit.stages.split import split as run
 
     data = _dataset(data_arg, data)
-    run(data, folds=folds, seed=seed, stratify=stratify, force=force, out=out)
+    run(data, folds=folds, seed=seed, stratify=stratify, exist_ok=exist_ok or force, out=out)
 
 
 @app.command()
 def score(
     submission: Annotated[Path, typer.Argument(help="Submission CSV (image_name,class,rle).")],
     data: Annotated[Path, typer.Option(help="Dataset folder whose images the submission covers.")],
-    gt: Annotated[Optional[Path], typer.Option(help="Ground-truth folder with outputs_json/ (default: DATA_gt).")] = None,  # noqa: UP007
+    gt: Annotated[Path | None, typer.Option(help="Ground-truth folder with outputs_json/ (default: DATA_gt).")] = None,
     split: Annotated[_choices(["test", "train"]), typer.Option(help="Which split the submission covers.")] = "test",
 ) -> None:
     """Compute the leaderboard metric (mean Dice) of a submission against local ground truth."""
@@ -177,7 +227,7 @@ def score(
 def encode_labels(
     out: Annotated[Path, typer.Option(help="Submission CSV to write.")] = Path("submissions/labels.csv"),
     split: Annotated[_choices(["test", "train"]), typer.Option(help="Which split's labels.")] = "test",
-    gt: Annotated[Optional[Path], typer.Option(help="Ground-truth folder for the test split (default: DATA_gt).")] = None,  # noqa: UP007
+    gt: Annotated[Path | None, typer.Option(help="Ground-truth folder for the test split (default: DATA_gt).")] = None,
     data_arg: PositionalData = None,
     data: DataOption = None,
 ) -> None:
@@ -191,35 +241,72 @@ def encode_labels(
 @app.command()
 def train(
     recipe: Annotated[str, typer.Option(help="Recipe name (recipes/NAME.yaml) or path.")],
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,  # noqa: UP007
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,
     fold: Annotated[str, typer.Option(help="Fold number, or 'all'.")] = "0",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")] = None,  # noqa: UP007
-    name: Annotated[Optional[str], typer.Option(help="Run name (default: the recipe's name) -> runs/NAME/fold<k>.")] = None,  # noqa: UP007
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Run name (default: the recipe's name) -> runs/NAME/fold<k>.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from last.pt of each fold.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default: the recipe's train.device).")] = None,  # noqa: UP007
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: the recipe's train.device).")
+    ] = None,
     devices: Annotated[int, typer.Option(help="GPUs (or CPU processes) for DDP; re-runs itself under torchrun.")] = 1,
     out: Annotated[Path, typer.Option(help="Folder that holds the run folders (-> OUT/NAME/fold<k>).")] = Path("runs"),
-    runs_dir: Annotated[Optional[Path], typer.Option(hidden=True, help="Old name of --out.")] = None,  # noqa: UP007
-    exist_ok: Annotated[bool, typer.Option(help="Train into --name even if its folds were trained with another recipe or split.")] = False,
-    weights_cache: Annotated[Optional[Path], typer.Option(help="Pretrained-weights folder (a `compkit weights export`; default: $COMPKIT_WEIGHTS, else the standard caches).")] = None,  # noqa: UP007
-    budget: Annotated[Optional[str], typer.Option(help="Time budget (10m, 6h): with --recipe plan, plan for it; otherwise each fold gets its share as train.time_budget.")] = None,  # noqa: UP007
+    runs_dir: Annotated[Path | None, typer.Option(hidden=True, help="Old name of --out.")] = None,
+    exist_ok: Annotated[
+        bool, typer.Option(help="Train into --name even if its folds were trained with another recipe or split.")
+    ] = False,
+    weights_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pretrained-weights folder (a `compkit weights export`; default: $COMPKIT_WEIGHTS, else the standard caches)."
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Time budget (10m, 6h): with --recipe plan, plan for it; otherwise each fold gets its share as train.time_budget."
+        ),
+    ] = None,
 ) -> None:
     """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/ (--recipe plan: plan first, see `compkit plan`)."""
     from compkit.stages.train import train as run
 
     overrides = [*(set_ or []), *([f"train.device={device}"] if device else [])]
-    run(recipe, data=data, fold=fold, overrides=overrides, name=name, resume=resume, devices=devices, runs_dir=runs_dir or out, exist_ok=exist_ok, weights_dir=weights_cache, budget=budget)
+    run(
+        recipe,
+        data=data,
+        fold=fold,
+        overrides=overrides,
+        name=name,
+        resume=resume,
+        devices=devices,
+        out=runs_dir or out,
+        exist_ok=exist_ok,
+        weights_cache=weights_cache,
+        budget=budget,
+    )
 
 
 @app.command()
 def plan(
     data_arg: PositionalData = None,
     data: DataOption = None,
-    budget: Annotated[str, typer.Option(help="Time for the whole pipeline (train every fold, predict with TTA, ensemble): 10m, 6h, 90s.")] = "10m",
+    budget: Annotated[
+        str,
+        typer.Option(help="Time for the whole pipeline (train every fold, predict with TTA, ensemble): 10m, 6h, 90s."),
+    ] = "10m",
     device: Annotated[str, typer.Option(help="Device to plan for: auto, cpu, cuda.")] = "auto",
-    memory: Annotated[Optional[str], typer.Option(help="Memory to plan for (24GB; default: the device's).")] = None,  # noqa: UP007
-    folds: Annotated[Optional[int], typer.Option(help="Folds that will be trained (default: the splits file's, else 2).")] = None,  # noqa: UP007
-    out: Annotated[Optional[Path], typer.Option(help="Recipe file to write (default: plan.yaml, or plan-2.yaml when taken).")] = None,  # noqa: UP007
+    memory: Annotated[str | None, typer.Option(help="Memory to plan for (24GB; default: the device's).")] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="Folds that will be trained (default: the splits file's, else 2).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Recipe file to write (default: plan.yaml, or plan-2.yaml when taken).")
+    ] = None,
     exist_ok: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     base: Annotated[str, typer.Option(help="Recipe the plan extends.")] = "tiny",
 ) -> None:
@@ -233,35 +320,71 @@ def plan(
 @app.command()
 def predict(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (runs/NAME) or fold folders (runs/NAME/fold0).")],
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,  # noqa: UP007
-    split: Annotated[_choices(["test", "val"]), typer.Option(help="test, or val (the fold's validation images -> oof/).")] = "test",
-    tta: Annotated[Optional[_tta_choices()], typer.Option(help="Test-time augmentation views (default: the recipe's infer.tta).")] = None,  # noqa: UP007
-    batch: Annotated[Optional[int], typer.Option(help="Images (or windows) per forward pass.")] = None,  # noqa: UP007
-    window: Annotated[Optional[int], typer.Option(help="Sliding-window size in pixels (default: the recipe's).")] = None,  # noqa: UP007
-    overlap: Annotated[Optional[float], typer.Option(help="Sliding-window overlap, 0..1.")] = None,  # noqa: UP007
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,
+    split: Annotated[
+        _choices(["test", "val"]), typer.Option(help="test, or val (the fold's validation images -> oof/).")
+    ] = "test",
+    tta: Annotated[
+        _tta_choices() | None, typer.Option(help="Test-time augmentation views (default: the recipe's infer.tta).")
+    ] = None,
+    batch: Annotated[int | None, typer.Option(help="Images (or windows) per forward pass.")] = None,
+    window: Annotated[int | None, typer.Option(help="Sliding-window size in pixels (default: the recipe's).")] = None,
+    overlap: Annotated[float | None, typer.Option(help="Sliding-window overlap, 0..1.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    out: Annotated[Optional[Path], typer.Option(help="Write the stores to OUT/<run>/fold<k>/ (for read-only run folders) instead of into the runs.")] = None,  # noqa: UP007
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the stores to OUT/<run>/fold<k>/ (for read-only run folders) instead of into the runs."
+        ),
+    ] = None,
     exist_ok: Annotated[bool, typer.Option(help="Replace stores that exist.")] = False,
 ) -> None:
     """Predict the test (or validation) images of every fold -> a probability store per fold."""
     from compkit.stages.predict import predict as run
 
-    run(runs, data=data, split=split, tta=tta, batch=batch, window=window, overlap=overlap, device=device, out=out, exist_ok=exist_ok)
+    run(
+        runs,
+        data=data,
+        split=split,
+        tta=tta,
+        batch=batch,
+        window=window,
+        overlap=overlap,
+        device=device,
+        out=out,
+        exist_ok=exist_ok,
+    )
 
 
 @app.command()
 def ensemble(
-    paths: Annotated[list[Path], typer.Argument(help="Run, fold or ensemble folders, nnU-Net --save_probabilities folders, or submission CSVs (e.g. runs/*).")],
-    method: Annotated[_choices(["soft", "hard"]), typer.Option(help="soft (mean probability) or hard (votes).")] = "soft",
-    weights: Annotated[Optional[str], typer.Option(help="Comma-separated weight per member, e.g. 2,1,1.")] = None,  # noqa: UP007
-    votes: Annotated[Optional[int], typer.Option(help="Hard voting: votes needed to keep a pixel (default: majority).")] = None,  # noqa: UP007
-    name: Annotated[Optional[str], typer.Option(help="Ensemble name -> ensembles/NAME (default: the members' names).")] = None,  # noqa: UP007
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the members' recipe data.root).")] = None,  # noqa: UP007
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run, fold or ensemble folders, nnU-Net --save_probabilities folders, or submission CSVs (e.g. runs/*)."
+        ),
+    ],
+    method: Annotated[
+        _choices(["soft", "hard"]), typer.Option(help="soft (mean probability) or hard (votes).")
+    ] = "soft",
+    weights: Annotated[str | None, typer.Option(help="Comma-separated weight per member, e.g. 2,1,1.")] = None,
+    votes: Annotated[
+        int | None, typer.Option(help="Hard voting: votes needed to keep a pixel (default: majority).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Ensemble name -> ensembles/NAME (default: the members' names).")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the members' recipe data.root).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the ensembles (-> OUT/NAME).")] = Path("ensembles"),
-    out_dir: Annotated[Optional[Path], typer.Option(hidden=True, help="Old name of --out.")] = None,  # noqa: UP007
-    resolution: Annotated[Optional[int], typer.Option(help="Side in pixels where members meet (default: the largest member's store resolution).")] = None,  # noqa: UP007
+    out_dir: Annotated[Path | None, typer.Option(hidden=True, help="Old name of --out.")] = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(help="Side in pixels where members meet (default: the largest member's store resolution)."),
+    ] = None,
     exist_ok: Annotated[bool, typer.Option(help="Replace the ensemble --name if it exists.")] = False,
-    mixed_folds: Annotated[bool, typer.Option(help="Accept runs whose folds were trained with different recipes or splits.")] = False,
+    mixed_folds: Annotated[
+        bool, typer.Option(help="Accept runs whose folds were trained with different recipes or splits.")
+    ] = False,
 ) -> None:
     """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
     from compkit.stages.ensemble import ensemble as run
@@ -271,17 +394,39 @@ def ensemble(
         try:
             parsed = [float(w) for w in weights.split(",")]
         except ValueError:
-            raise typer.BadParameter(f"{weights!r} is not a comma-separated list of numbers", param_hint="--weights") from None
-    run([str(p) for p in paths], method=method, weights=parsed, votes=votes, name=name, data=data, out_dir=out_dir or out, resolution=resolution, exist_ok=exist_ok, mixed_folds=mixed_folds)
+            raise typer.BadParameter(
+                f"{weights!r} is not a comma-separated list of numbers", param_hint="--weights"
+            ) from None
+    run(
+        [str(p) for p in paths],
+        method=method,
+        weights=parsed,
+        votes=votes,
+        name=name,
+        data=data,
+        out=out_dir or out,
+        resolution=resolution,
+        exist_ok=exist_ok,
+        mixed_folds=mixed_folds,
+    )
 
 
 @app.command()
 def submit(
-    source: Annotated[Optional[Path], typer.Argument(help="Ensemble or run folder (default: the newest ensemble).")] = None,  # noqa: UP007
-    out: Annotated[Optional[Path], typer.Option(help="CSV to write (default: submissions/NAME.csv).")] = None,  # noqa: UP007
-    threshold: Annotated[str, typer.Option(help="auto (tuned when available), tuned, or a number such as 0.5.")] = "auto",
-    sample: Annotated[Optional[Path], typer.Option(help="Sample submission to follow: its header, rows, order and id form (default: the dataset's sample_submission.csv).")] = None,  # noqa: UP007
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
+    source: Annotated[
+        Path | None, typer.Argument(help="Ensemble or run folder (default: the newest ensemble).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="CSV to write (default: submissions/NAME.csv).")] = None,
+    threshold: Annotated[
+        str, typer.Option(help="auto (tuned when available), tuned, or a number such as 0.5.")
+    ] = "auto",
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sample submission to follow: its header, rows, order and id form (default: the dataset's sample_submission.csv)."
+        ),
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the source's).")] = None,
     ensembles_dir: Annotated[Path, typer.Option(help="Where to look for the newest ensemble.")] = Path("ensembles"),
 ) -> None:
     """Threshold, upsample and run-length encode test probabilities -> a validated submission CSV."""
@@ -294,39 +439,51 @@ def submit(
 def pseudo(
     source: Annotated[Path, typer.Argument(help="Ensemble or run folder whose test probabilities to use.")],
     out: Annotated[Path, typer.Option(help="Folder for the pseudo-labelled dataset (then set data.pseudo to it).")],
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
-    min_confidence: Annotated[float, typer.Option(help="Keep images whose least confident class reaches this (0..1).")] = 0.8,
-    max_images: Annotated[Optional[int], typer.Option(help="Keep at most this many (the most confident).")] = None,  # noqa: UP007
-    soft: Annotated[bool, typer.Option(help="Mark uncertain pixels (0.1 < p < 0.9) to be ignored by the loss.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the source's).")] = None,
+    min_confidence: Annotated[
+        float, typer.Option(help="Keep images whose least confident class reaches this (0..1).")
+    ] = 0.8,
+    max_images: Annotated[int | None, typer.Option(help="Keep at most this many (the most confident).")] = None,
+    soft: Annotated[
+        bool, typer.Option(help="Mark uncertain pixels (0.1 < p < 0.9) to be ignored by the loss.")
+    ] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    force: ForceAlias = False,
 ) -> None:
     """Pseudo-labels from confident test predictions, written as a dataset in the same layout."""
     from compkit.stages.pseudo import pseudo as run
 
-    run(source, out, data=data, min_confidence=min_confidence, max_images=max_images, soft=soft, force=force)
+    exist_ok = exist_ok or force
+    run(source, out, data=data, min_confidence=min_confidence, max_images=max_images, soft=soft, exist_ok=exist_ok)
 
 
 @app.command()
 def augment(
     out: Annotated[Path, typer.Option(help="Folder for the augmented dataset (originals + new samples).")],
     mosaic: Annotated[int, typer.Option(help="RICAP-style mosaics of four images to add.")] = 0,
-    rotate: Annotated[Optional[list[float]], typer.Option(help="Rotation in degrees; repeat for several.")] = None,  # noqa: UP007
+    rotate: Annotated[list[float] | None, typer.Option(help="Rotation in degrees; repeat for several.")] = None,
     flip: Annotated[bool, typer.Option(help="Mirror the rotated copies (or add mirrored copies).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed for the mosaics.")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     data_arg: PositionalData = None,
     data: DataOption = None,
+    force: ForceAlias = False,
 ) -> None:
     """Offline augmentation (mosaics, rotations, flips) with exactly transformed labels -> a new dataset."""
     from compkit.stages.augment import augment as run
 
     data = _dataset(data_arg, data)
-    run(data, out, mosaics=mosaic, rotations=rotate or [], flip=flip, seed=seed, force=force)
+    run(data, out, mosaics=mosaic, rotations=rotate or [], flip=flip, seed=seed, exist_ok=exist_ok or force)
 
 
 @app.command()
 def eda(
-    out: Annotated[Optional[Path], typer.Option(help="Report folder: fingerprint.json and eda.html (default reports/eda, or reports/eda-2, ... when taken).")] = None,  # noqa: UP007
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report folder: fingerprint.json and eda.html (default reports/eda, or reports/eda-2, ... when taken)."
+        ),
+    ] = None,
     gallery: Annotated[int, typer.Option(help="Images with their labels drawn in the gallery.")] = 8,
     exist_ok: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     data_arg: PositionalData = None,
@@ -342,10 +499,17 @@ def eda(
 @app.command()
 def inspect(
     source: Annotated[Path, typer.Argument(help="Run, fold or ensemble folder.")],
-    split: Annotated[_choices(["val", "test"]), typer.Option(help="val (out-of-fold predictions) or test (needs ground truth).")] = "val",
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: the source's).")] = None,  # noqa: UP007
-    gt: Annotated[Optional[Path], typer.Option(help="Ground truth for --split test (default: DATA_gt).")] = None,  # noqa: UP007
-    out: Annotated[Optional[Path], typer.Option(help="Report folder: inspect.json and inspect.html (default reports/inspect, or -2, ... when taken).")] = None,  # noqa: UP007
+    split: Annotated[
+        _choices(["val", "test"]), typer.Option(help="val (out-of-fold predictions) or test (needs ground truth).")
+    ] = "val",
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the source's).")] = None,
+    gt: Annotated[Path | None, typer.Option(help="Ground truth for --split test (default: DATA_gt).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report folder: inspect.json and inspect.html (default reports/inspect, or -2, ... when taken)."
+        ),
+    ] = None,
     exist_ok: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
 ) -> None:
     """Error analysis: dice per class, worst images with missed/extra pixels drawn, confused classes (HTML)."""
@@ -356,10 +520,16 @@ def inspect(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs, ensembles and submission.")] = Path("demo"),
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs, ensembles and submission.")] = Path(
+        "demo"
+    ),
     patients: Annotated[int, typer.Option(help="Synthetic training patients.")] = 40,
-    budget: Annotated[str, typer.Option(help="Time budget of the whole demo (10m, 1h): the planned recipe fills it.")] = "10m",
-    recipe: Annotated[str, typer.Option(help="Recipe to train: plan (planned for --budget) or any recipe name or path.")] = "plan",
+    budget: Annotated[
+        str, typer.Option(help="Time budget of the whole demo (10m, 1h): the planned recipe fills it.")
+    ] = "10m",
+    recipe: Annotated[
+        str, typer.Option(help="Recipe to train: plan (planned for --budget) or any recipe name or path.")
+    ] = "plan",
 ) -> None:
     """The whole pipeline on synthetic data: synth, split, plan, train, predict, ensemble, submit, score."""
     from compkit.stages.demo import demo as run
@@ -395,7 +565,9 @@ def recipes_list() -> None:
 @recipes_app.command("show")
 def recipes_show(
     name: Annotated[str, typer.Argument(help="Recipe name or path.")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")] = None,  # noqa: UP007
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")
+    ] = None,
 ) -> None:
     """Print the resolved recipe: extends merged, --set applied, every default filled in."""
     from compkit.stages.recipes import show
@@ -422,10 +594,16 @@ weights_app = typer.Typer(
 )
 app.add_typer(weights_app)
 CacheOption = Annotated[
-    Optional[Path],  # noqa: UP007
-    typer.Option("--cache", help="Weights folder (default: $COMPKIT_WEIGHTS, else the Hugging Face hub cache and ~/.cache/compkit/weights)."),
+    Path | None,
+    typer.Option(
+        "--cache",
+        help="Weights folder (default: $COMPKIT_WEIGHTS, else the Hugging Face hub cache and ~/.cache/compkit/weights).",
+    ),
 ]
-ReferencesHelp = "Recipes (hrnet, path/to/recipe.yaml) or encoders and release files (resnet34, resnet50.ssl, tu-resnet18, tu-convnext_tiny.fb_in22k, yolov8x-seg)."
+ReferencesHelp = (
+    "Recipes (hrnet, path/to/recipe.yaml) or encoders and release files (resnet34, resnet50.ssl, tu-resnet18, "
+    "tu-convnext_tiny.fb_in22k, yolov8x-seg)."
+)
 
 
 @weights_app.command("pull")
@@ -449,8 +627,12 @@ def weights_list(cache: CacheOption = None) -> None:
 
 @weights_app.command("export")
 def weights_export(
-    out: Annotated[Path, typer.Argument(help="Folder to write (attach it to the offline machine, e.g. as a Kaggle dataset).")],
-    references: Annotated[Optional[list[str]], typer.Argument(help=ReferencesHelp + " Default: every cached entry.")] = None,  # noqa: UP007
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write (attach it to the offline machine, e.g. as a Kaggle dataset).")
+    ],
+    references: Annotated[
+        list[str] | None, typer.Argument(help=ReferencesHelp + " Default: every cached entry.")
+    ] = None,
     cache: CacheOption = None,
 ) -> None:
     """Copy cached weights into a folder that an offline machine uses with COMPKIT_WEIGHTS=DIR (or --cache DIR)."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 from typing import NamedTuple
@@ -26,6 +27,17 @@ TRAINED_TINY_OVERRIDES = [*FAST, "train.epochs=1"]
 
 def quiet() -> Console:
     return Console(quiet=True)
+
+
+def csv_rows(path: str | Path) -> list[list[str]]:
+    """A CSV file's rows, header included (the file closed again)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def csv_dicts(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def copy_dataset(source: Path, root: Path) -> Path:
@@ -89,7 +101,7 @@ def trained_tiny_run(synth_data, tmp_path_factory) -> TrainedRun:
     root = tmp_path_factory.mktemp("trained")
     data = copy_dataset(synth_data, root / "data")
     split(data, folds=2, seed=0, console=quiet())
-    train("tiny", data=data, fold="all", overrides=TRAINED_TINY_OVERRIDES, runs_dir=root / "runs", console=quiet())
+    train("tiny", data=data, fold="all", overrides=TRAINED_TINY_OVERRIDES, out=root / "runs", console=quiet())
     return TrainedRun(data, root / "runs" / "tiny")
 
 
@@ -112,7 +124,9 @@ def trained_fundus_aux(fundus_data, tmp_path_factory) -> TrainedRun:
     root = tmp_path_factory.mktemp("fundus-aux")
     data = copy_dataset(fundus_data, root / "fundus")
     split(data, folds=2, seed=0, console=quiet())
-    train("tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1", FUNDUS_AUX], runs_dir=root / "runs", console=quiet())
+    train(
+        "tiny", data=data, fold="0", overrides=[*FAST, "train.epochs=1", FUNDUS_AUX], out=root / "runs", console=quiet()
+    )
     return TrainedRun(data, root / "runs" / "tiny")
 
 
@@ -178,10 +192,21 @@ def planted_weights(tmp_path_factory) -> dict:
         torch.manual_seed(1234)
         timm_state = timm.create_model("resnet18", pretrained=False).state_dict()
         native_state = smp.encoders.get_encoder("resnet18", weights=None).state_dict()
-    plant_hub_entry(folder / "hub", "timm/resnet18.a1_in1k", {"config.json": b'{"architecture": "resnet18"}', "model.safetensors": save(timm_state)})
+    plant_hub_entry(
+        folder / "hub",
+        "timm/resnet18.a1_in1k",
+        {"config.json": b'{"architecture": "resnet18"}', "model.safetensors": save(timm_state)},
+    )
     settings = smp.encoders.encoders["resnet18"]["pretrained_settings"]["imagenet"]
-    config = json.dumps({"mean": PLANTED_MEAN, "std": PLANTED_STD, "input_space": "RGB", "input_range": [0, 1]}).encode()
-    plant_hub_entry(folder / "hub", settings["repo_id"], {"config.json": config, "model.safetensors": save(native_state)}, settings["revision"])
+    config = json.dumps(
+        {"mean": PLANTED_MEAN, "std": PLANTED_STD, "input_space": "RGB", "input_range": [0, 1]}
+    ).encode()
+    plant_hub_entry(
+        folder / "hub",
+        settings["repo_id"],
+        {"config.json": config, "model.safetensors": save(native_state)},
+        settings["revision"],
+    )
     return {"folder": folder, "timm": timm_state, "smp": native_state}
 
 

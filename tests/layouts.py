@@ -1,5 +1,6 @@
 """Small datasets laid out as real public datasets and Kaggle competitions ship them (file kinds, names, quirks), for
 the bring-your-own-data tests. Every builder is deterministic and writes a handful of 64-96 px images."""
+
 from __future__ import annotations
 
 import contextlib
@@ -140,7 +141,11 @@ def kvasir(root: Path, train: int = 5, test: int = 2) -> Path:
         name = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), 12)) + ".jpg"
         mask = blob(rng, 80, 96)
         base = root if k < train else root / "test"
-        write(base / "images" / name, photo(rng, mask, lesion=(90, 110, 200), skin=(60, 60, 140)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        write(
+            base / "images" / name,
+            photo(rng, mask, lesion=(90, 110, 200), skin=(60, 60, 140)),
+            [cv2.IMWRITE_JPEG_QUALITY, 90],
+        )
         # test masks go to <root>_gt (held out, for local scoring), in the same relative place
         write_jpeg_mask((base if k < train else root.with_name(root.name + "_gt") / "test") / "masks" / name, mask)
     return root
@@ -149,7 +154,9 @@ def kvasir(root: Path, train: int = 5, test: int = 2) -> Path:
 UW_CLASSES = ("large_bowel", "small_bowel", "stomach")
 
 
-def kaggle_long(root: Path, cases: int = 3, slices: int = 2, test_cases: int = 1, size: tuple[int, int] = (80, 64)) -> Path:
+def kaggle_long(
+    root: Path, cases: int = 3, slices: int = 2, test_cases: int = 1, size: tuple[int, int] = (80, 64)
+) -> Path:
     """A Kaggle RLE competition, long format (UW-Madison GI style): 16-bit grey PNG slices ``train/<id>.png`` with ids
     ``case<N>_day<D>_slice_<S>`` (the patient is the case prefix), ``train.csv`` of ``id,class,segmentation`` with
     column-major RLE and empty cells, ``test/``, and a ``sample_submission.csv`` (``id,class,predicted``, ids without
@@ -197,14 +204,19 @@ def kaggle_wide_dicom(root: Path, train: int = 6, test: int = 2, size: int = 64)
         rng = seeded(5, k)
         uid = f"1.2.276.0.7230010.3.1.4.{8323329 + k}"
         values = rng.normal(1800, 40, (size, size))
-        masks = {"opacity": blob(rng, size, size), "effusion": blob(rng, size, size) if k % 2 else np.zeros((size, size), np.uint8)}
+        masks = {
+            "opacity": blob(rng, size, size),
+            "effusion": blob(rng, size, size) if k % 2 else np.zeros((size, size), np.uint8),
+        }
         values[masks["opacity"] > 0] = 300  # dark in stored values: bright after MONOCHROME1 inversion
         values[masks["effusion"] > 0] = 3600
         folder = "train_images" if k < train else "test_images"
         write_dicom(root / folder / f"{uid}.dcm", np.clip(values, 0, 4095))
         if k >= train:
             test_ids.append(uid)
-            held_out.append((uid, rle.encode(masks["opacity"], "C") or "-1", rle.encode(masks["effusion"], "C") or "-1"))
+            held_out.append(
+                (uid, rle.encode(masks["opacity"], "C") or "-1", rle.encode(masks["effusion"], "C") or "-1")
+            )
             continue
         if k == 0:  # two instances of one image: two rows, merged
             top, bottom = masks["opacity"].copy(), masks["opacity"].copy()

@@ -1,5 +1,6 @@
 """The Python API as the README shows it: its example, and the offline Kaggle inference notebook run as a script
 against read-only copies of a trained run and a dataset."""
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,11 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     assert probs.shape == (29, *image.shape[:2]) and probs.dtype == np.float32
     # The same numbers as the stores training wrote: each fold's test probabilities, resampled, averaged.
     test = open_dataset(namespace["data"], "test")
-    image_id = next(s.image_id for s in test.samples if (test.root / "test" / "DCM" / s.image_id).samefile(next(namespace["data"].glob("test/DCM/*/*.png"))))
+    image_id = next(
+        s.image_id
+        for s in test.samples
+        if (test.root / "test" / "DCM" / s.image_id).samefile(next(namespace["data"].glob("test/DCM/*/*.png")))
+    )
     stores = [Store(f / "test").read(image_id, image.shape[:2]) for f in sorted(folds.run_dir.glob("fold*"))]
     assert np.abs(probs - np.mean(stores, axis=0)).max() < 3 / 255, "load_run predicts what training predicted"
     assert namespace["csv"].read_text().startswith("image_name,class,rle")
@@ -63,7 +68,10 @@ def read_only(tmp_path):
     def protect(folder: Path) -> Path:
         target = folder.with_name(folder.name + "-ro")
         target.mkdir()
-        if os.geteuid() == 0 and not subprocess.run(["mount", "--bind", str(folder), str(target)], capture_output=True).returncode:
+        if (
+            os.geteuid() == 0
+            and not subprocess.run(["mount", "--bind", str(folder), str(target)], capture_output=True).returncode
+        ):
             mounted.append(target)
             if not subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], capture_output=True).returncode:
                 return target
@@ -77,7 +85,11 @@ def read_only(tmp_path):
 
 def test_the_kaggle_inference_notebook_runs_on_read_only_inputs(trained_tiny_run, tmp_path, monkeypatch, read_only):
     inputs = tmp_path / "input"
-    data = Path(shutil.copytree(trained_tiny_run.data, inputs / "data", ignore=shutil.ignore_patterns(".compkit-cache", "splits.json")))
+    data = Path(
+        shutil.copytree(
+            trained_tiny_run.data, inputs / "data", ignore=shutil.ignore_patterns(".compkit-cache", "splits.json")
+        )
+    )
     shutil.copytree(trained_tiny_run.data.with_name("data_gt"), inputs / "data_gt")
     runs = inputs / "runs"
     shutil.copytree(trained_tiny_run.run, runs / "tiny")  # recipes still name the training machine's data path
@@ -93,11 +105,15 @@ def test_the_kaggle_inference_notebook_runs_on_read_only_inputs(trained_tiny_run
     script = re.sub(r'WORK = ".*?"', f"WORK = {str(work)!r}", script).replace("hrnet", "tiny")
     namespace: dict = {}
     exec(compile(script, "README kaggle-inference", "exec"), namespace)
-    assert compkit.split(data, folds=2, out=work / "splits.json") == work / "splits.json", "splits of read-only data go elsewhere"
+    assert compkit.split(data, folds=2, out=work / "splits.json") == work / "splits.json", (
+        "splits of read-only data go elsewhere"
+    )
     submission = work / "submission.csv"
     rows = validate(submission, open_dataset(data, "test"))
     assert len(rows) == 4 * 29
     assert snapshot(data) | snapshot(runs) == before, "nothing written under the read-only inputs"
     assert any((tmp_path / "home-cache").iterdir()), "the preprocessing cache went to the user's cache folder"
     assert (work / "predictions" / "tiny" / "fold0" / "test" / "index.json").is_file()
-    assert (work / "predictions" / "tiny" / "fold0" / "recipe.yaml").is_file(), "the predictions are a run folder of their own"
+    assert (work / "predictions" / "tiny" / "fold0" / "recipe.yaml").is_file(), (
+        "the predictions are a run folder of their own"
+    )

@@ -1,6 +1,8 @@
 """benchmarks/quality.py: plan vs tiny at the same budget, run on its smallest variant with a 20 s budget."""
+
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -9,13 +11,13 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import quality  # noqa: E402
-from quality import REAL_VARIANTS, SHARED_DATA, VARIANTS, benchmark, prepare_real, table  # noqa: E402
+import quality
+from quality import REAL_VARIANTS, SHARED_DATA, VARIANTS, benchmark, prepare_real, table
 
-from compkit.data import open_dataset  # noqa: E402
-from compkit.data.splits import load_splits  # noqa: E402
-from compkit.stages.score import score  # noqa: E402
-from tests.conftest import quiet  # noqa: E402
+from compkit.data import open_dataset
+from compkit.data.splits import load_splits
+from compkit.stages.score import score
+from tests.conftest import quiet
 
 
 def test_variants_are_not_the_demos_data():
@@ -37,7 +39,7 @@ def test_quality_benchmark_runs_both_recipes_within_a_tiny_budget(tmp_path):
         assert 0 < row[recipe]["pooled"] <= 1 and row[recipe]["size"] >= 32
     assert row["tiny"]["size"] == 192  # the recipe's own size: nothing overrode it
     assert max(row["tiny"]["epochs"]) < 36  # tiny's 36 epochs do not fit 20 s: its folds stopped at their share
-    console = Console(record=True, width=200, file=open(tmp_path / "table.txt", "w"))
+    console = Console(record=True, width=200, file=io.StringIO())
     console.print(table(rows))
     text = console.export_text()
     assert "smoke" in text and "20 s" in text
@@ -45,7 +47,7 @@ def test_quality_benchmark_runs_both_recipes_within_a_tiny_budget(tmp_path):
 
 def test_a_real_variant_is_skipped_with_a_message_where_absent(tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "SHARED_DATA", tmp_path / "shared" / "data")
-    console = Console(record=True, width=200, file=open(tmp_path / "log.txt", "w"))
+    console = Console(record=True, width=200, file=io.StringIO())
     assert benchmark(["drive"], "20s", tmp_path / "work", console=console) == []
     assert f"drive: skipped, {tmp_path / 'shared' / 'data' / 'DRIVE'} is absent" in console.export_text()
 
@@ -56,7 +58,9 @@ def test_drive_is_described_and_split_in_the_workdir(tmp_path):
         pytest.skip(f"{source} is absent: the DRIVE set is read in place from ../shared/data")
     files = sorted(source.rglob("*"))
     description, overrides = prepare_real("drive", tmp_path / "drive", quiet())
-    assert description == tmp_path / "drive" / "dataset.yaml" and overrides == [f"data.splits={tmp_path / 'drive' / 'splits.json'}"]
+    assert description == tmp_path / "drive" / "dataset.yaml" and overrides == [
+        f"data.splits={tmp_path / 'drive' / 'splits.json'}"
+    ]
     assert open_dataset(description).root.resolve() == source and len(open_dataset(description, "test")) == 20
     folds = load_splits(description, tmp_path / "drive" / "splits.json")["folds"]
     assert [len(f["val"]) for f in folds] == [10, 10]

@@ -1,6 +1,7 @@
 """Bring your own data, end to end: each real-world layout (TIFF + GIF + field of view with a proposed dataset.yaml,
 nested BMP cases, JPEG masks, a Kaggle RLE CSV with 16-bit PNGs and a sample submission, a wide RLE CSV with DICOM)
 through split -> train -> predict -> ensemble -> submit -> score, without a conversion script."""
+
 from __future__ import annotations
 
 import csv
@@ -8,18 +9,18 @@ import csv
 import numpy as np
 import pytest
 
-from compkit.submission import rle
-from compkit.stages.check_data import check_data
 from compkit.data import open_dataset
+from compkit.evaluation.metrics import DiceMeter
+from compkit.stages.check_data import check_data
 from compkit.stages.encode_labels import encode_labels
 from compkit.stages.ensemble import ensemble
 from compkit.stages.export import export
-from compkit.evaluation.metrics import DiceMeter
 from compkit.stages.predict import predict
 from compkit.stages.score import score
 from compkit.stages.split import split
 from compkit.stages.submit import submit
 from compkit.stages.train import train
+from compkit.submission import rle
 from tests.conftest import quiet
 from tests.layouts import drive, kaggle_long, kaggle_wide_dicom, kvasir, ph2
 from tests.stages.test_export import fake_nnunet_predictions
@@ -32,10 +33,10 @@ ONE_EPOCH = [*FAST, "train.epochs=1", "train.batch_size=2", "infer.tta=none"]
 def pipeline(data, tmp_path, gt=None):
     """split -> train (fold 0 of 2) -> predict -> ensemble -> submit -> score; returns (rows, score, ensemble)."""
     split(data, folds=2, seed=0, console=quiet())
-    train("tiny", data=data, fold="0", overrides=ONE_EPOCH, runs_dir=tmp_path / "runs", console=quiet())
+    train("tiny", data=data, fold="0", overrides=ONE_EPOCH, out=tmp_path / "runs", console=quiet())
     [store] = predict([tmp_path / "runs" / "tiny"], split="test", tta="hflip", exist_ok=True, console=quiet())
     assert (store / "index.json").is_file()
-    ens = ensemble([tmp_path / "runs" / "tiny"], name="e", out_dir=tmp_path / "ens", console=quiet())
+    ens = ensemble([tmp_path / "runs" / "tiny"], name="e", out=tmp_path / "ens", console=quiet())
     out = submit(ens, out=tmp_path / "submission.csv", console=quiet())
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
@@ -57,11 +58,19 @@ def test_retinal_vessels_with_a_proposed_description(tmp_path):
         assert not (pred & ~inside).any(), "nothing is predicted outside the field of view"
         meter.update(pred & inside, truth.astype(bool) & inside)
     assert dice == pytest.approx(meter.mean())
-    assert score(encode_labels(data, tmp_path / "labels.csv", console=quiet()), data, console=quiet()) == pytest.approx(1.0)
+    assert score(encode_labels(data, tmp_path / "labels.csv", console=quiet()), data, console=quiet()) == pytest.approx(
+        1.0
+    )
     # an nnU-Net model's probabilities join the ensemble (members at 64x64 and 64x72 meet at the larger)
     [raw] = export("nnunet", data, tmp_path / "nnUNet_raw", console=quiet())
     fake_nnunet_predictions(data, raw, tmp_path / "nnunet_pred")
-    both = ensemble([tmp_path / "runs" / "tiny", tmp_path / "nnunet_pred"], weights=[1, 3], name="both", out_dir=tmp_path / "ens", console=quiet())
+    both = ensemble(
+        [tmp_path / "runs" / "tiny", tmp_path / "nnunet_pred"],
+        weights=[1, 3],
+        name="both",
+        out=tmp_path / "ens",
+        console=quiet(),
+    )
     assert score(submit(both, out=tmp_path / "both.csv", console=quiet()), data, console=quiet()) == pytest.approx(1.0)
 
 
@@ -79,7 +88,9 @@ def test_polyps_with_jpeg_masks_and_held_out_labels(tmp_path):
     gt = tmp_path / "Kvasir-SEG_gt"
     rows, dice, _ = pipeline(data, tmp_path, gt=gt)
     assert len(rows) == 3 and all(r[0].endswith(".jpg") for r in rows[1:])
-    assert score(encode_labels(data, tmp_path / "labels.csv", gt=gt, console=quiet()), data, gt=gt, console=quiet()) == pytest.approx(1.0)
+    assert score(
+        encode_labels(data, tmp_path / "labels.csv", gt=gt, console=quiet()), data, gt=gt, console=quiet()
+    ) == pytest.approx(1.0)
 
 
 def test_kaggle_rle_csv_with_sample_submission(tmp_path):

@@ -1,4 +1,5 @@
 """The command line as a user meets it: real subcommands, one-line errors with exit code 2."""
+
 from __future__ import annotations
 
 import json
@@ -98,7 +99,9 @@ def test_python_dash_m_entry_point(tmp_path):
     """The installed entry point, as a separate process: help works, errors are one line and exit 2."""
     done = subprocess.run([sys.executable, "-m", "compkit", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "synth" in done.stdout and "score" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "compkit", "split", str(tmp_path / "none")], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "compkit", "split", str(tmp_path / "none")], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {tmp_path / 'none'}: dataset folder not found"
 
@@ -110,7 +113,17 @@ def test_train_bad_recipe_value(data_copy):
 
 def test_train_incompatible_model(data_copy):
     run("split", data_copy, "--folds", "2")
-    result = run("train", "--recipe", "tiny", "--data", data_copy, "--set", "model.arch=UnetPlusPlus", "--set", "model.encoder=mit_b0")
+    result = run(
+        "train",
+        "--recipe",
+        "tiny",
+        "--data",
+        data_copy,
+        "--set",
+        "model.arch=UnetPlusPlus",
+        "--set",
+        "model.encoder=mit_b0",
+    )
     assert_one_line_error(result, "UnetPlusPlus cannot be built with encoder mit_b0")
     assert not (data_copy / ".compkit-cache").exists(), "failed before any work"
 
@@ -128,7 +141,10 @@ def test_train_predict_ensemble_submit_commands(trained_tiny_run, tmp_path):
     data = trained_tiny_run.data
     tiny = copy_run(trained_tiny_run.run, tmp_path / "runs" / "tiny")
     assert run("predict", tiny, "--tta", "d4", "--exist-ok").exit_code == 0
-    assert run("predict", tiny / "fold0", "--split", "val", "--window", "32", "--overlap", "0.5", "--exist-ok").exit_code == 0
+    assert (
+        run("predict", tiny / "fold0", "--split", "val", "--window", "32", "--overlap", "0.5", "--exist-ok").exit_code
+        == 0
+    )
     result = run("ensemble", tiny, "--name", "cli", "--out-dir", tmp_path / "ens")
     assert result.exit_code == 0, result.output
     out = tmp_path / "sub.csv"
@@ -150,16 +166,39 @@ def test_version_and_shell_completion():
     result = run("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"compkit {version('compkit')}"
     # As installed: the completion script of the `compkit` program (python -m compkit runs the same main()).
-    completion = subprocess.run([sys.executable, "-m", "compkit", "--show-completion", "bash"], capture_output=True, text=True, timeout=120)
+    completion = subprocess.run(
+        [sys.executable, "-m", "compkit", "--show-completion", "bash"], capture_output=True, text=True, timeout=120
+    )
     assert completion.returncode == 0, completion.stderr
-    assert "_COMPKIT_COMPLETE=complete_bash" in completion.stdout and "complete -o default -F _compkit_completion compkit" in completion.stdout
+    assert (
+        "_COMPKIT_COMPLETE=complete_bash" in completion.stdout
+        and "complete -o default -F _compkit_completion compkit" in completion.stdout
+    )
 
 
 def test_every_subcommand_help_follows_one_convention():
     from compkit.inference.tta import TTA_VIEWS
 
     wide = CliRunner(env={"COLUMNS": "200"})
-    commands = ["synth", "check-data", "export", "split", "score", "encode-labels", "train", "predict", "ensemble", "submit", "pseudo", "augment", "eda", "inspect", "demo", "recipes", "weights"]
+    commands = [
+        "synth",
+        "check-data",
+        "export",
+        "split",
+        "score",
+        "encode-labels",
+        "train",
+        "predict",
+        "ensemble",
+        "submit",
+        "pseudo",
+        "augment",
+        "eda",
+        "inspect",
+        "demo",
+        "recipes",
+        "weights",
+    ]
     helps = {c: wide.invoke(app, [c, "--help"]).stdout for c in commands}
     assert all(h.strip() for h in helps.values())
     for command, text in helps.items():
@@ -170,7 +209,41 @@ def test_every_subcommand_help_follows_one_convention():
     assert "<" + "|".join(TTA_VIEWS) + ">" in helps["predict"]
     assert "<test|val>" in helps["predict"] and "<val|test>" in helps["inspect"] and "<soft|hard>" in helps["ensemble"]
     assert "<test|train>" in helps["score"] and "<handbone|fundus|isic>" in helps["synth"]
-    assert "--device" in helps["train"] and "--device" in helps["predict"] and "--out" in helps["train"] and "--out" in helps["ensemble"]
+    assert (
+        "--device" in helps["train"]
+        and "--device" in helps["predict"]
+        and "--out" in helps["train"]
+        and "--out" in helps["ensemble"]
+    )
+
+
+def test_exist_ok_is_the_one_word_for_replacing_an_output(tmp_path):
+    wide = CliRunner(env={"COLUMNS": "200"})
+    replacing = ["synth", "check-data", "split", "plan", "train", "predict", "ensemble", "pseudo", "augment"]
+    replacing += ["eda", "inspect"]
+    for command in [[c] for c in replacing] + [["recipes", "copy"]]:
+        text = wide.invoke(app, [*command, "--help"]).stdout
+        assert "--exist-ok" in text and "--force" not in text, command  # --force: a hidden older name
+    data = tmp_path / "d"
+    made = ["synth", data, "--patients", 3, "--test-patients", 0, "--size", 64]
+    assert run(*made).exit_code == 0
+    assert_one_line_error(run(*made, "--seed", 1), str(data), "already exists")
+
+    def images() -> dict:
+        return {p.relative_to(data): p.read_bytes() for p in sorted(data.rglob("*.png"))}
+
+    seed_0 = images()
+    assert run(*made, "--seed", 1, "--exist-ok").exit_code == 0
+    seed_1 = images()
+    assert seed_1 != seed_0, "--exist-ok replaced it"
+    assert run(*made, "--force").exit_code == 0
+    assert images() == seed_0, "--force, the older name, replaced it too"
+    assert run("split", "--data", data, "--folds", 2).exit_code == 0
+    assert_one_line_error(run("split", "--data", data, "--folds", 3), "splits.json")
+    assert run("split", "--data", data, "--folds", 3, "--exist-ok").exit_code == 0
+    assert len(json.loads((data / "splits.json").read_text())["folds"]) == 3
+    assert run("split", "--data", data, "--folds", 2, "--force").exit_code == 0
+    assert len(json.loads((data / "splits.json").read_text())["folds"]) == 2
 
 
 def test_recipes_list_show_and_copy(tmp_path):
@@ -186,7 +259,11 @@ def test_recipes_list_show_and_copy(tmp_path):
     assert "A small U-Net that learns the synthetic hand bones" in listed.stdout
     shown = run("recipes", "show", "resnet34", "--set", "train.epochs=7")
     resolved = yaml.safe_load(shown.stdout)
-    assert resolved["train"]["epochs"] == 7 and resolved["model"]["encoder"] == "resnet34" and resolved["infer"]["tta"] == "hflip"
+    assert (
+        resolved["train"]["epochs"] == 7
+        and resolved["model"]["encoder"] == "resnet34"
+        and resolved["infer"]["tta"] == "hflip"
+    )
     mine = tmp_path / "mine.yaml"
     copied = run("recipes", "copy", "resnet34", mine)
     assert copied.exit_code == 0 and f"next: compkit train --recipe {mine}" in " ".join(copied.stdout.split())
@@ -195,7 +272,11 @@ def test_recipes_list_show_and_copy(tmp_path):
 
 
 def test_a_bad_set_names_set_not_the_recipe_file(tmp_path):
-    assert_one_line_error(run("train", "--recipe", "tiny", "--set", "train.epoch=3", "--out", tmp_path / "runs"), "error: --set: train.epoch=3", "did you mean 'epochs'")
+    assert_one_line_error(
+        run("train", "--recipe", "tiny", "--set", "train.epoch=3", "--out", tmp_path / "runs"),
+        "error: --set: train.epoch=3",
+        "did you mean 'epochs'",
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -221,5 +302,18 @@ def test_data_is_one_option_everywhere_and_the_positional_form_still_works(tmp_p
     assert run("split", data, "--folds", 2, "--force").exit_code == 0  # the older positional form
     assert_one_line_error(run("eda", "--out", tmp_path / "r"), "error: --data: missing: pass --data DATA")
     assert_one_line_error(run("split", data, "--data", tmp_path / "other"), "error: --data: the dataset is given twice")
-    for command in ("check-data", "split", "encode-labels", "augment", "eda", "train", "predict", "ensemble", "submit", "score", "inspect", "pseudo"):
+    for command in (
+        "check-data",
+        "split",
+        "encode-labels",
+        "augment",
+        "eda",
+        "train",
+        "predict",
+        "ensemble",
+        "submit",
+        "score",
+        "inspect",
+        "pseudo",
+    ):
         assert "--data" in CliRunner(env={"COLUMNS": "200"}).invoke(app, [command, "--help"]).stdout, command

@@ -1,7 +1,6 @@
 """The fundus (masks) and skin-lesion (isic) formats through split, train, ensemble, submit and score unchanged."""
-from __future__ import annotations
 
-import csv
+from __future__ import annotations
 
 import pytest
 
@@ -11,7 +10,7 @@ from compkit.stages.split import split
 from compkit.stages.submit import submit
 from compkit.stages.synth import synth
 from compkit.stages.train import train
-from tests.conftest import FAST, quiet
+from tests.conftest import FAST, csv_rows, quiet
 
 # Test mean dice after 1 epoch, measured: fundus 0.084 (an empty submission scores 0.083 there: most lesion
 # classes are absent from most eyes), isic 0.33 (an empty submission scores 0.0). Measured floors, comfortably below.
@@ -37,10 +36,10 @@ def dataset_of_kind(request, tmp_path, fundus_copy):
 def test_pipeline(tmp_path, dataset_of_kind, kind, classes, first_name):
     data = dataset_of_kind
     split(data, folds=2, seed=0, console=quiet())
-    train("tiny", data=data, fold="all", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())
-    ens = ensemble([tmp_path / "runs" / "tiny"], name=kind, out_dir=tmp_path / "ens", console=quiet())
+    train("tiny", data=data, fold="all", overrides=[*FAST, "train.epochs=1"], out=tmp_path / "runs", console=quiet())
+    ens = ensemble([tmp_path / "runs" / "tiny"], name=kind, out=tmp_path / "ens", console=quiet())
     out = submit(ens, out=tmp_path / f"{kind}.csv", console=quiet())
-    rows = list(csv.reader(open(out)))
+    rows = csv_rows(out)
     assert len({r[1] for r in rows[1:]}) == classes
     assert rows[1][0].startswith(first_name)
     assert score(out, data, console=quiet()) > SCORE_FLOORS[kind]

@@ -1,5 +1,6 @@
 """Hand-bone X-rays whose forearm polygons run up to 15 % out of the bottom of the frame (as annotators draw them)
 go split -> eda -> train -> ensemble -> submit -> score through the CLI, training on the masks clipped to the image."""
+
 from __future__ import annotations
 
 import csv
@@ -13,21 +14,25 @@ from compkit.cli import app
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, resize_mask
 from compkit.data.raster import rasterize
-from compkit.util.fileio import read_json
 from compkit.stages.synth import synth
+from compkit.util.fileio import read_json
 from tests.conftest import FAST, quiet
 
 
 def cli(*args) -> str:
     result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, f"compkit {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}\n{result.exception!r}"
+    assert result.exit_code == 0, (
+        f"compkit {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}\n{result.exception!r}"
+    )
     return result.output
 
 
 @pytest.mark.slow
 def test_forearms_out_of_frame_train_on_the_clipped_masks(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = synth(tmp_path / "data", patients=3, test_patients=1, size=96, seed=3, console=quiet(), options={"forearm_out": 0.15})
+    data = synth(
+        tmp_path / "data", patients=3, test_patients=1, size=96, seed=3, console=quiet(), options={"forearm_out": 0.15}
+    )
     dataset = open_dataset(data, "train")
     radius, ulna = dataset.classes.index("Radius"), dataset.classes.index("Ulna")
     assert max(p.points[:, 1].max() for s in dataset.samples for p in s.polygons) >= 96 + 10  # >= 10 % out

@@ -1,4 +1,5 @@
 """Runs the catalogue of valid-but-imperfect inputs (``tests/imperfect/``): each case asserts the right result."""
+
 from __future__ import annotations
 
 import importlib

@@ -2,6 +2,7 @@
 vessel segmentation in color images of the retina", IEEE TMI 23(4), 2004 (../shared/data/DRIVE, read-only; never
 copied into the repository). check-data --out -> split --out -> train -> ensemble -> submit -> score in the field of
 view, all through the command line, nothing written into the data."""
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from compkit.submission import rle
 from compkit.cli import app
 from compkit.data import open_dataset
+from compkit.submission import rle
 from tests.conftest import FAST
 
 DRIVE = (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "DRIVE").resolve()  # ../shared may be a link
@@ -23,7 +24,13 @@ HEIGHT, WIDTH = 584, 565
 # 128 px with CLAHE (vessels stand out; without it 20 epochs stay at the all-foreground level), 20 epochs of 5 steps.
 # Measured (2 CPU cores shared with other work, 34 s for the whole test): test mean dice 0.488, pooled 0.490 in the
 # field of view; predicting the whole field of view scores 0.226, an empty prediction 0.
-TRAINING = [*FAST, "data.image_size=128", "train.epochs=20", "train.batch_size=2", "data.clahe={clip_limit: 2.0, tile_grid: 8}"]
+TRAINING = [
+    *FAST,
+    "data.image_size=128",
+    "train.epochs=20",
+    "train.batch_size=2",
+    "data.clahe={clip_limit: 2.0, tile_grid: 8}",
+]
 FLOOR = 0.30
 
 runner = CliRunner(env={"COLUMNS": "200"})  # tables and hints on one line each
@@ -32,7 +39,9 @@ runner = CliRunner(env={"COLUMNS": "200"})  # tables and hints on one line each
 @pytest.fixture(scope="module")
 def drive() -> Path:
     if not (DRIVE / "training" / "images").is_dir():
-        pytest.skip("../shared/data/DRIVE is absent: the DRIVE set is read in place from beside the repository (see ../shared/data/README.md)")
+        pytest.skip(
+            "../shared/data/DRIVE is absent: the DRIVE set is read in place from beside the repository (see ../shared/data/README.md)"
+        )
     return DRIVE
 
 
@@ -60,7 +69,9 @@ def test_drive_as_distributed(drive, tmp_path, monkeypatch):
 
     out = run("check-data", "--data", drive, "--write", "--out", description)
     assert "train: 20 images, 20 with labels" in out and "test: 20 images, 20 with labels" in out
-    assert re.search(r"values in 1st_manual/\*\.gif +0, 255 *\n", out) and re.search(r"image sizes \(w x h\) +565x584 \(20\)", out)
+    assert re.search(r"values in 1st_manual/\*\.gif +0, 255 *\n", out) and re.search(
+        r"image sizes \(w x h\) +565x584 \(20\)", out
+    )
     train, test = open_dataset(description), open_dataset(description, "test")
     assert train.root.resolve() == drive
     assert [s.image_id for s in train.samples] == [f"{n}_training.tif" for n in range(21, 41)]
@@ -103,7 +114,9 @@ def test_drive_as_distributed(drive, tmp_path, monkeypatch):
     assert (runs[:, 0] + runs[:, 1] - 1).max() <= HEIGHT * WIDTH, "encoded at the original 565x584"
     first = rle.decode(rows[1][2], (HEIGHT, WIDTH), "F").astype(bool)
     assert first.shape == (HEIGHT, WIDTH) and 0.02 < first.mean() < 0.3
-    assert not (first & test.read_ignore(test.samples[0], (HEIGHT, WIDTH))[0].astype(bool)).any(), "nothing outside the field of view"
+    assert not (first & test.read_ignore(test.samples[0], (HEIGHT, WIDTH))[0].astype(bool)).any(), (
+        "nothing outside the field of view"
+    )
 
     out = run("score", submission, "--data", description)
     dice = float(re.search(r"mean dice: ([0-9.]+)", out).group(1))

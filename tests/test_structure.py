@@ -1,5 +1,6 @@
 """compkit's structure: no import cycles, stages sit on the engine (never the other way round), no module reaches
 into another's underscore names, and no stage names a model family or a dataset format."""
+
 from __future__ import annotations
 
 import ast
@@ -45,7 +46,9 @@ def imports(name: str, tree: ast.Module, known: set[str]) -> list[tuple[str, lis
 def graph() -> dict[str, set[str]]:
     trees = modules()
     known = set(trees)
-    return {name: {target for target, _ in imports(name, tree, known) if target != name} for name, tree in trees.items()}
+    return {
+        name: {target for target, _ in imports(name, tree, known) if target != name} for name, tree in trees.items()
+    }
 
 
 def test_every_subcommand_is_a_stage_module_and_every_stage_a_subcommand():
@@ -55,12 +58,16 @@ def test_every_subcommand_is_a_stage_module_and_every_stage_a_subcommand():
 
     group = typer.main.get_command(app)
     commands = {f"compkit.stages.{name.replace('-', '_')}" for name in group.commands}
-    assert commands == STAGES, f"subcommands without a stage module: {sorted(commands - STAGES)}; stage modules without a subcommand: {sorted(STAGES - commands)}"
+    assert commands == STAGES, (
+        f"subcommands without a stage module: {sorted(commands - STAGES)}; stage modules without a subcommand: {sorted(STAGES - commands)}"
+    )
 
 
 def test_the_package_root_holds_only_the_entry_points():
     loose = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert loose == ["__init__.py", "__main__.py", "cli.py"], f"modules outside a folder: {loose}: put each in the stage or engine folder it serves"
+    assert loose == ["__init__.py", "__main__.py", "cli.py"], (
+        f"modules outside a folder: {loose}: put each in the stage or engine folder it serves"
+    )
 
 
 def test_no_import_cycles():
@@ -114,4 +121,6 @@ def test_no_stage_names_a_family_or_a_format():
             if isinstance(node, ast.Compare):
                 for value in [node.left, *node.comparators]:
                     if isinstance(value, ast.Constant) and value.value in names:
-                        raise AssertionError(f"{path.name}:{node.lineno} compares with {value.value!r}: ask the family or format instead")
+                        raise AssertionError(
+                            f"{path.name}:{node.lineno} compares with {value.value!r}: ask the family or format instead"
+                        )

@@ -12,11 +12,13 @@ in order, the cache version). The files are checked on every open: samples whose
 new folder, the others copied from the old one, and the new folder is swapped in whole; a damaged cache (truncated,
 corrupt, half-written) is rebuilt with a note.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,9 @@ def foreground_box(image: np.ndarray, level: int = 10) -> tuple[int, int, int, i
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def prepare_image(image: np.ndarray, size: int, clahe: dict[str, Any] | None = None, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def prepare_image(
+    image: np.ndarray, size: int, clahe: dict[str, Any] | None = None, box: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
     """Original BGR image -> (size, size, 3) uint8 RGB: crop to ``box``, CLAHE, then area resizing."""
     if box is not None:
         image = image[box[0] : box[1], box[2] : box[3]]
@@ -93,7 +97,9 @@ def load_sample(
     return prepare_image(image, size, clahe, box), mask, box
 
 
-def load_ignore(dataset: SegmentationDataset, sample: Sample, size: int, box: tuple[int, int, int, int] | None) -> np.ndarray | None:
+def load_ignore(
+    dataset: SegmentationDataset, sample: Sample, size: int, box: tuple[int, int, int, int] | None
+) -> np.ndarray | None:
     """The sample's ignore mask (soft pseudo-labels), framed and resized like its labels, or None."""
     ignore = dataset.read_ignore(sample, dataset.image_shape(sample))
     if ignore is None:
@@ -124,7 +130,24 @@ def file_signatures(paths: list[Path], root: Path) -> list[list]:
     return [file_signature(p, root) for p in paths]
 
 
-def cache_settings(dataset: SegmentationDataset, size: int, clahe: dict[str, Any] | None, crop: bool, intensity: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SourceSignatures:
+    """The signatures (:func:`file_signature`) of the files a cache is built from: per sample (``samples[i]``: the
+    files of sample ``i``), and the dataset's own (description, class list, meta table) that every sample reads."""
+
+    samples: list[list[list]]
+    dataset: list[list]
+
+    @classmethod
+    def of(cls, dataset: SegmentationDataset) -> SourceSignatures:
+        """The signatures of ``dataset``'s files now (each sample's first, then the dataset's)."""
+        samples = [file_signatures(dataset.source_files(s), dataset.root) for s in dataset.samples]
+        return cls(samples, file_signatures(dataset.dataset_files(), dataset.root))
+
+
+def cache_settings(
+    dataset: SegmentationDataset, size: int, clahe: dict[str, Any] | None, crop: bool, intensity: str
+) -> dict[str, Any]:
     """What a cache folder is keyed by: everything that changes every entry, and the entries' ids in order."""
     return {
         "version": CACHE_VERSION,
@@ -183,7 +206,11 @@ class SampleCache:
         path = self.folder / name
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:  # missing, truncated ("mmap length is greater than file size"), not .npy
+        except (
+            OSError,
+            ValueError,
+            EOFError,
+        ) as e:  # missing, truncated ("mmap length is greater than file size"), not .npy
             raise BrokenCache(path, f"unreadable ({first_line(e)})") from None
         if array.shape != shape or array.dtype != np.uint8:
             raise BrokenCache(path, f"holds {array.dtype} {array.shape}, index.json says uint8 {shape}")
@@ -221,7 +248,9 @@ def reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         with open(path, "r+b") as f:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
     except OSError as e:
-        raise CompkitError(path, f"cannot write the preprocessing cache: {e.strerror or e} (set data.cache_dir to a disk with room)") from None
+        raise CompkitError(
+            path, f"cannot write the preprocessing cache: {e.strerror or e} (set data.cache_dir to a disk with room)"
+        ) from None
     return array
 
 
@@ -258,13 +287,16 @@ def build_cache(
     settings = cache_settings(dataset, size, clahe, crop, intensity)
     folder = root / f"{dataset.split}-{size}px-{settings_key(settings)}"
     # Signed before anything is read: a file changed while it is being read is re-read next time, never kept.
-    sources = [file_signatures(dataset.source_files(s), dataset.root) for s in dataset.samples]
-    shared = file_signatures(dataset.dataset_files(), dataset.root)
+    signatures = SourceSignatures.of(dataset)
+    sources, shared = signatures.samples, signatures.dataset
     old = open_built(folder, settings, console)
     changed = list(range(len(dataset.samples)))
     if old is not None:
         if old.dataset_sources != shared:  # a description, class list or meta table: every sample may read otherwise
-            names = sorted({e[0] for e in shared if e not in old.dataset_sources} | {e[0] for e in old.dataset_sources if e not in shared})
+            names = sorted(
+                {e[0] for e in shared if e not in old.dataset_sources}
+                | {e[0] for e in old.dataset_sources if e not in shared}
+            )
             note(console, f"cache: {', '.join(names)} changed since it was built: all {len(changed)} images re-read")
             old = None
         else:
@@ -272,7 +304,7 @@ def build_cache(
             if not changed:
                 return old
             note(console, f"cache: {len(changed)} of {len(sources)} images changed since it was built: re-read")
-    write_cache(folder, dataset, settings, sources, shared, changed, old, console)
+    write_cache(folder, dataset, settings, signatures, changed, old, console)
     return SampleCache(folder)
 
 
@@ -298,19 +330,22 @@ def write_cache(
     folder: Path,
     dataset: SegmentationDataset,
     settings: dict[str, Any],
-    sources: list[list[list]],
-    shared: list[list],
+    signatures: SourceSignatures,
     changed: list[int],
     old: SampleCache | None,
     console: Console,
 ) -> None:
     """Write the cache into a staging folder and swap it in: the ``changed`` samples decoded, the others copied from
-    ``old`` (the same settings, so the same entries in the same places)."""
+    ``old`` (the same settings, so the same entries in the same places); ``signatures``: of the files read, for the
+    index (signed before they were read)."""
     size, clahe, crop, intensity, has_masks = (settings[k] for k in ("size", "clahe", "crop", "intensity", "has_masks"))
     try:
         atomic = AtomicFolder(folder)
     except CompkitError as e:
-        raise CompkitError(folder.parent, f"cannot write the preprocessing cache: {e.problem.removeprefix('cannot write: ')} (set data.cache_dir)") from None
+        raise CompkitError(
+            folder.parent,
+            f"cannot write the preprocessing cache: {e.problem.removeprefix('cannot write: ')} (set data.cache_dir)",
+        ) from None
     reread = set(changed)
     with atomic as staging:
         n, c = len(dataset.samples), len(dataset.classes)
@@ -357,7 +392,7 @@ def write_cache(
             "has_masks": has_masks,
             "has_ignores": has_ignores,
             "boxes": boxes if crop else None,
-            "sources": sources,
-            "dataset_sources": shared,
+            "sources": signatures.samples,
+            "dataset_sources": signatures.dataset,
         }
         (staging / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")

@@ -1,4 +1,5 @@
 """Class lists. The class list belongs to the dataset; the 29 hand-bone classes are the default."""
+
 from __future__ import annotations
 
 HANDBONE_CLASSES: tuple[str, ...] = (

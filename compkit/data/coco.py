@@ -6,6 +6,7 @@
 Classes are the categories (by id order); each polygon is rasterised into its category's channel, as for the
 hand-bone JSONs. An image's ``patient_id`` field, when present, groups its images in one fold.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,7 +29,11 @@ class CocoDataset(SegmentationDataset):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return next((root / "annotations").glob("instances_*.json"), None) is not None if (root / "annotations").is_dir() else False
+        return (
+            next((root / "annotations").glob("instances_*.json"), None) is not None
+            if (root / "annotations").is_dir()
+            else False
+        )
 
     def has_split(self, split: str) -> bool:
         return (self.root / split).is_dir()
@@ -43,7 +48,12 @@ class CocoDataset(SegmentationDataset):
         if not ann_path.is_file():
             if split == "train":
                 raise CompkitError(ann_path, "missing COCO annotation file")
-            return cls(root, split, tuple(classes or cls._classes(root / "annotations" / "instances_train.json")), cls._unlabelled(image_dir))
+            return cls(
+                root,
+                split,
+                tuple(classes or cls._classes(root / "annotations" / "instances_train.json")),
+                cls._unlabelled(image_dir),
+            )
         data = read_json(ann_path)
         for key in ("images", "categories", "annotations"):
             if not isinstance(data.get(key), list):
@@ -62,18 +72,31 @@ class CocoDataset(SegmentationDataset):
                 try:
                     points = np.asarray(flat, dtype=np.float64).reshape(-1, 2)
                 except (TypeError, ValueError):
-                    raise CompkitError(ann_path, f"annotation {n}: a polygon is not a flat list of x, y numbers") from None
+                    raise CompkitError(
+                        ann_path, f"annotation {n}: a polygon is not a flat list of x, y numbers"
+                    ) from None
                 check_points(points, ann_path, f"annotation {n}")
                 if len(points) < 3:
                     raise CompkitError(ann_path, f"annotation {n}: polygon has {len(points)} points, needs at least 3")
-                polygons.setdefault(ann["image_id"], []).append(Polygon(index[ann["category_id"]], np.rint(points).astype(np.int32), n))
+                polygons.setdefault(ann["image_id"], []).append(
+                    Polygon(index[ann["category_id"]], np.rint(points).astype(np.int32), n)
+                )
         samples = []
         for image in sorted(data["images"], key=lambda i: i["file_name"]):
             path = image_dir / image["file_name"]
             if not path.is_file():
                 raise CompkitError(path, f"image listed in {ann_path.name} not found")
             patient = str(image.get("patient_id", Path(image["file_name"]).stem))
-            samples.append(Sample(Path(image["file_name"]).as_posix(), patient, path, ann_path, tuple(polygons.get(image["id"], ())), {}))
+            samples.append(
+                Sample(
+                    Path(image["file_name"]).as_posix(),
+                    patient,
+                    path,
+                    ann_path,
+                    tuple(polygons.get(image["id"], ())),
+                    {},
+                )
+            )
         return cls(root, split, names, samples)
 
     @staticmethod

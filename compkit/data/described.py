@@ -26,6 +26,7 @@ without labels: ``error``, ``empty`` or ``skip``); ``submission`` (``rle_order``
 
 Test labels found the same way (``test/1st_manual``) are what ``compkit score`` compares with.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,10 +52,10 @@ from compkit.data.formats import (
 from compkit.data.masks import MASK_THRESHOLD, parse_number, read_binary_mask, read_image_table
 from compkit.data.rlecsv import RleSpec, RleTable, decide_order, read_rle_table
 from compkit.data.sample import Sample
-from compkit.util.fileio import read_yaml
-from compkit.util.errors import CompkitError
-from compkit.util.imageio import IMAGE_SUFFIXES, INTENSITY_RULES, read_label
 from compkit.training.recipe import Section, describe_validation_error
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import read_yaml
+from compkit.util.imageio import IMAGE_SUFFIXES, INTENSITY_RULES, read_label
 from compkit.util.registry import did_you_mean
 
 TEMPLATE_FIELDS = ("id", "stem", "name", "ext", "split", "parent")
@@ -72,7 +73,9 @@ def _check_template(template: str) -> str:
         raise ValueError(f"bad template {template!r} ({e})") from None
     for f in fields:
         if f not in TEMPLATE_FIELDS:
-            raise ValueError(f"unknown template field {{{f}}} in {template!r}{did_you_mean(f, TEMPLATE_FIELDS)} (fields: {', '.join(TEMPLATE_FIELDS)})")
+            raise ValueError(
+                f"unknown template field {{{f}}} in {template!r}{did_you_mean(f, TEMPLATE_FIELDS)} (fields: {', '.join(TEMPLATE_FIELDS)})"
+            )
     if os.path.isabs(template):
         raise ValueError(f"template {template!r} must be a path from the image's folder, not an absolute path")
     return template
@@ -115,7 +118,9 @@ class IgnoreSpec(Section):
 
 class SubmissionSpec(Section):
     rle_order: Literal["C", "F"] | None = None  # default: the labels' CSV order, else F (most Kaggle competitions)
-    image_name: Literal["name", "stem", "path", "path_stem", "id"] | None = None  # default: file name (or the sample's form)
+    image_name: Literal["name", "stem", "path", "path_stem", "id"] | None = (
+        None  # default: file name (or the sample's form)
+    )
     header: list[str] | None = None
     empty: str = ""  # the empty-mask token ('' or '-1')
     wide: bool = False  # one row per image, one RLE column per class
@@ -180,7 +185,9 @@ class DatasetSpec(Section):
     @classmethod
     def _intensity(cls, v: str) -> str:
         if v not in INTENSITY_RULES:
-            raise ValueError(f"unknown intensity rule {v!r}{did_you_mean(v, INTENSITY_RULES)} (known: {', '.join(INTENSITY_RULES)})")
+            raise ValueError(
+                f"unknown intensity rule {v!r}{did_you_mean(v, INTENSITY_RULES)} (known: {', '.join(INTENSITY_RULES)})"
+            )
         return v
 
     @model_validator(mode="after")
@@ -191,10 +198,14 @@ class DatasetSpec(Section):
             raise ValueError("splits needs a train entry: a glob of the training images, e.g. {train: images/*.png}")
         unknown = [s for s in self.splits if s not in SPLIT_NAMES]
         if unknown:
-            raise ValueError(f"unknown split {unknown[0]!r}{did_you_mean(unknown[0], SPLIT_NAMES)} (splits: train, test)")
+            raise ValueError(
+                f"unknown split {unknown[0]!r}{did_you_mean(unknown[0], SPLIT_NAMES)} (splits: train, test)"
+            )
         given = [k for k in ("labels", "label", "rle") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of labels (a mask per class), label (+ values: one index mask per image) or rle (a CSV)")
+            raise ValueError(
+                "give exactly one of labels (a mask per class), label (+ values: one index mask per image) or rle (a CSV)"
+            )
         if self.label is not None and not self.values:
             raise ValueError("label needs values: {pixel value: class}, e.g. {1: liver, 2: tumour}")
         if self.values:
@@ -281,7 +292,16 @@ class DescribedDataset(SegmentationDataset):
     format_name = DESCRIBED_FORMAT
     rle_order = "F"
 
-    def __init__(self, root: Path, split: str, classes, samples, spec: DatasetSpec, files: dict[str, dict[str, Any]], table: RleTable | None):
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        classes,
+        samples,
+        spec: DatasetSpec,
+        files: dict[str, dict[str, Any]],
+        table: RleTable | None,
+    ):
         super().__init__(root, split, classes, samples)
         self.spec = spec
         self.files = files  # image id -> {"labels": {class index: Path}, "label": Path, "ignore": Path, "key": csv key}
@@ -307,14 +327,18 @@ class DescribedDataset(SegmentationDataset):
         return cls.open_description(root / DESCRIPTION_FILE, split, labels, classes)
 
     @classmethod
-    def open_description(cls, path: Path, split: str = "train", labels=None, classes: Sequence[str] | None = None) -> SegmentationDataset:
+    def open_description(
+        cls, path: Path, split: str = "train", labels=None, classes: Sequence[str] | None = None
+    ) -> SegmentationDataset:
         spec = load_spec(path)
         root = cls.root_of(path)
         if not root.is_dir():
             raise CompkitError(path, f"root {root} is not a folder")
         if spec.format is not None:
             if spec.format == DESCRIBED_FORMAT:
-                raise CompkitError(path, f"format: {DESCRIBED_FORMAT} would read this file again; name a layout or leave format out")
+                raise CompkitError(
+                    path, f"format: {DESCRIBED_FORMAT} would read this file again; name a layout or leave format out"
+                )
             dataset = open_dataset(root, split, spec.format, labels=labels, classes=classes or spec.classes)
         else:
             dataset = cls.from_spec(root, spec, split, labels, classes, source=path)
@@ -365,28 +389,17 @@ class DescribedDataset(SegmentationDataset):
             raise CompkitError(source, f"no {split} images match {', '.join(globs)} under {root}")
         if table is not None:
             dataset._match_csv(infos, source)
-        unlabelled = [i for i in infos if not i[3]["labelled"]]
-        if split == "train" and unlabelled and not lenient:
-            if spec.missing == "error":
-                path = unlabelled[0][0]
-                raise CompkitError(
-                    path,
-                    f"{len(unlabelled)} of {len(infos)} training images have no labels (first: {path.relative_to(root)}); "
-                    "set missing: empty (no labels = empty masks) or missing: skip in the dataset.yaml, or fix the templates "
-                    f"(`compkit check-data {root}` shows what matched)",
-                )
-            if spec.missing == "skip":
-                infos = [i for i in infos if i[3]["labelled"]]
-                dataset.notes.append(f"{len(unlabelled)} training images without labels skipped (missing: skip)")
-            else:
-                for info in unlabelled:
-                    info[3]["labelled"] = True
-                dataset.notes.append(f"{len(unlabelled)} training images without labels read as empty masks (missing: empty)")
+        if split == "train" and not lenient:
+            infos = dataset._apply_missing(infos)
         samples = []
         for path, image_id, fields, files in sorted(infos, key=lambda i: i[1]):
             values = dataset._meta_for(meta, path, image_id, fields)
             patient = dataset._patient(path, fields, values, source)
-            marker = (files["paths"][0] if files["paths"] else (table.path if table is not None else root)) if files["labelled"] else None
+            marker = (
+                (files["paths"][0] if files["paths"] else (table.path if table is not None else root))
+                if files["labelled"]
+                else None
+            )
             samples.append(Sample(image_id, patient, path, marker, (), values))
             dataset.files[image_id] = files
         dataset.samples = samples
@@ -401,8 +414,37 @@ class DescribedDataset(SegmentationDataset):
             dataset.rle_order = spec.submission.rle_order
         return dataset
 
+    def _apply_missing(self, infos: list[tuple]) -> list[tuple]:
+        """Training images without labels, as the description's ``missing`` says: an error, skipped, or read as
+        empty masks."""
+        unlabelled = [i for i in infos if not i[3]["labelled"]]
+        if not unlabelled:
+            return infos
+        if self.spec.missing == "error":
+            path = unlabelled[0][0]
+            raise CompkitError(
+                path,
+                f"{len(unlabelled)} of {len(infos)} training images have no labels (first: {path.relative_to(self.root)}); "
+                "set missing: empty (no labels = empty masks) or missing: skip in the dataset.yaml, or fix the templates "
+                f"(`compkit check-data {self.root}` shows what matched)",
+            )
+        if self.spec.missing == "skip":
+            self.notes.append(f"{len(unlabelled)} training images without labels skipped (missing: skip)")
+            return [i for i in infos if i[3]["labelled"]]
+        for info in unlabelled:
+            info[3]["labelled"] = True
+        self.notes.append(f"{len(unlabelled)} training images without labels read as empty masks (missing: empty)")
+        return infos
+
     def _fields(self, path: Path, split: str, id_regex: re.Pattern | None, source: Path) -> dict[str, str]:
-        fields = {"stem": path.stem, "name": path.name, "ext": path.suffix.lstrip("."), "split": split, "parent": path.parent.name, "id": path.stem}
+        fields = {
+            "stem": path.stem,
+            "name": path.name,
+            "ext": path.suffix.lstrip("."),
+            "split": split,
+            "parent": path.parent.name,
+            "id": path.stem,
+        }
         if id_regex is not None:
             match = id_regex.search(path.stem)
             if match is None:
@@ -416,7 +458,14 @@ class DescribedDataset(SegmentationDataset):
 
     def _find_labels(self, path: Path, fields: dict[str, str], label_root: Path | None) -> dict[str, Any]:
         spec = self.spec
-        files: dict[str, Any] = {"labels": {}, "label": None, "ignore": None, "key": None, "paths": [], "labelled": False}
+        files: dict[str, Any] = {
+            "labels": {},
+            "label": None,
+            "ignore": None,
+            "key": None,
+            "paths": [],
+            "labelled": False,
+        }
         if spec.labels:
             for c, name in enumerate(self.classes):
                 template = spec.labels.get(name)
@@ -461,10 +510,14 @@ class DescribedDataset(SegmentationDataset):
                 matched.add(key)
         if not matched and self.split == "train":
             example = next(iter(keys), "")
-            raise CompkitError(table.path, f"no {table.id_column} matches an image (e.g. {example!r} vs {infos[0][0].name!r})")
+            raise CompkitError(
+                table.path, f"no {table.id_column} matches an image (e.g. {example!r} vs {infos[0][0].name!r})"
+            )
         extra = sorted(keys - matched)
         if extra and self.split == "train":
-            self.notes.append(f"{len(extra)} {table.path.name} rows name images that are not in the {self.split} split (first: {extra[0]})")
+            self.notes.append(
+                f"{len(extra)} {table.path.name} rows name images that are not in the {self.split} split (first: {extra[0]})"
+            )
 
     def _csv_order(self, source: Path) -> str:
         order = self.spec.rle.order
@@ -502,9 +555,15 @@ class DescribedDataset(SegmentationDataset):
             return {}
         key = header.index(spec.key) if spec.key in header else 0
         if spec.key is not None and spec.key not in header:
-            raise CompkitError(path, f"no column {spec.key!r}{did_you_mean(spec.key, header)} (columns: {', '.join(header)})")
+            raise CompkitError(
+                path, f"no column {spec.key!r}{did_you_mean(spec.key, header)} (columns: {', '.join(header)})"
+            )
         return {
-            row[key].strip(): {h: parse_number(v) for j, (h, v) in enumerate(zip(header, row, strict=False)) if j != key and not h.startswith("Unnamed")}
+            row[key].strip(): {
+                h: parse_number(v)
+                for j, (h, v) in enumerate(zip(header, row, strict=False))
+                if j != key and not h.startswith("Unnamed")
+            }
             for row in rows
             if len(row) > key
         }
@@ -523,7 +582,9 @@ class DescribedDataset(SegmentationDataset):
         if spec.column is not None:
             value = values.get(spec.column)
             if value is None:
-                raise CompkitError(path, f"no meta value {spec.column!r} to group it by (patient: {{column: {spec.column}}})")
+                raise CompkitError(
+                    path, f"no meta value {spec.column!r} to group it by (patient: {{column: {spec.column}}})"
+                )
             return str(value)
         match = re.search(spec.regex, fields["id"])
         if match is None:
@@ -536,7 +597,7 @@ class DescribedDataset(SegmentationDataset):
         claimed = {p for *_, files in infos for p in files["paths"]}
         images = {p for p, *_ in infos}
         patterns = set()
-        for path, _, fields, _ in infos:
+        for path, *_ in infos:
             for template in templates:
                 wild = re.sub(r"\{[a-z]+\}", "*", template)
                 folder = path.parent if label_root is None else label_root / path.parent.relative_to(self.root)
@@ -550,9 +611,16 @@ class DescribedDataset(SegmentationDataset):
             if not rest or not base.is_dir():
                 continue
             for candidate in base.glob(rest):
-                if candidate.is_file() and candidate not in claimed and candidate not in images and candidate.suffix.lower() in IMAGE_SUFFIXES:
+                if (
+                    candidate.is_file()
+                    and candidate not in claimed
+                    and candidate not in images
+                    and candidate.suffix.lower() in IMAGE_SUFFIXES
+                ):
                     found.add(candidate)
-        unmatched = sorted(p.relative_to(self.root).as_posix() if p.is_relative_to(self.root) else str(p) for p in found)
+        unmatched = sorted(
+            p.relative_to(self.root).as_posix() if p.is_relative_to(self.root) else str(p) for p in found
+        )
         if self.table is not None and self.split == "train":
             keys = {f["key"] for *_, f in infos if f["key"] is not None}
             unmatched += [f"{self.table.path.name}: {k}" for k in sorted(set(self.table.entries) - keys)]
@@ -626,7 +694,9 @@ class DescribedDataset(SegmentationDataset):
         if not known.all():
             stray = values[~known]
             shown = sorted({tuple(int(x) for x in v) if np.ndim(v) else int(v) for v in stray[:10000]})[:5]
-            raise CompkitError(path, f"pixel values {shown} are not in values: (add them, e.g. as background or ignore)")
+            raise CompkitError(
+                path, f"pixel values {shown} are not in values: (add them, e.g. as background or ignore)"
+            )
         return mask, ignored
 
     def read_ignore(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
@@ -650,7 +720,9 @@ class DescribedDataset(SegmentationDataset):
 
     def submission_name(self, sample: Sample) -> str:
         if self.spec.submission.image_name == "id":
-            return self._fields(sample.image_path, self.split, re.compile(self.spec.id) if self.spec.id else None, self.root)["id"]
+            return self._fields(
+                sample.image_path, self.split, re.compile(self.spec.id) if self.spec.id else None, self.root
+            )["id"]
         return sample.image_name
 
     def submission_conventions(self) -> SubmissionConventions:

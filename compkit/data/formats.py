@@ -5,6 +5,7 @@ train, predict and submit never branch on the format. A new format is a module t
 :func:`register_format`, imported by ``compkit/data/__init__.py`` (in detection order), so that every format is
 known whatever was imported before.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -136,7 +137,11 @@ class SegmentationDataset(ABC):
         labels = [p for p in self.source_files(sample)[1:] if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         if height == width or not labels or {image_size(p) for p in labels} != {(width, height)}:
             return 1
-        warn(sample.image_path, f"stored {width}x{height} with EXIF orientation {tag}, its masks are {height}x{width}: they fit only the turned image, so the image is turned as its tag says")
+        warn(
+            sample.image_path,
+            f"stored {width}x{height} with EXIF orientation {tag}, its masks are {height}x{width}: they fit only the "
+            "turned image, so the image is turned as its tag says",
+        )
         return tag
 
     @abstractmethod
@@ -250,7 +255,9 @@ def open_dataset(
         if not found:
             known = ", ".join(DATASET_FORMATS)
             raise CompkitError(
-                root, f"not a dataset layout compkit knows (formats: {known}); `compkit check-data {root}` shows what it sees and proposes a {DESCRIPTION_FILE}"
+                root,
+                f"not a dataset layout compkit knows (formats: {known}); `compkit check-data {root}` shows what it "
+                f"sees and proposes a {DESCRIPTION_FILE}",
             )
         format = found[0]
     return DATASET_FORMATS.get(format, where=root).open(root, split=split, labels=labels, classes=classes)

@@ -7,6 +7,7 @@
 <root>/test/DCM/ID040/image1661319116107.png       # labels, if any, live in a separate folder
 ```
 """
+
 from __future__ import annotations
 
 import json
@@ -71,7 +72,9 @@ class HandBoneWriter(DatasetWriter):
 
     def original(self, sample: Sample) -> None:
         link_or_copy(sample.image_path, self.out / "train" / "DCM" / sample.image_id)
-        link_or_copy(sample.label_path, self.out / "train" / "outputs_json" / Path(sample.image_id).with_suffix(".json"))
+        link_or_copy(
+            sample.label_path, self.out / "train" / "outputs_json" / Path(sample.image_id).with_suffix(".json")
+        )
 
     def labelled(self, sample: Sample, mask: np.ndarray, metadata: dict | None = None) -> None:
         link_or_copy(sample.image_path, self.out / "train" / "DCM" / sample.image_id)
@@ -91,7 +94,13 @@ class HandBoneWriter(DatasetWriter):
         ]
         label = self.out / "train" / "outputs_json" / Path(image_id).with_suffix(".json")
         label.parent.mkdir(parents=True, exist_ok=True)
-        data = {"filename": Path(image_id).name, "metadata": metadata, "attributes": {}, "last_workers": {}, "annotations": annotations}
+        data = {
+            "filename": Path(image_id).name,
+            "metadata": metadata,
+            "attributes": {},
+            "last_workers": {},
+            "annotations": annotations,
+        }
         label.write_text(json.dumps(data), encoding="utf-8")
 
 
@@ -158,9 +167,14 @@ class HandBoneDataset(SegmentationDataset):
             )
         if label_dir is not None:
             stems = {Path(s.image_id).with_suffix("").as_posix() for s in samples}
-            orphans = sorted(p for p in label_dir.rglob("*.json") if p.relative_to(label_dir).with_suffix("").as_posix() not in stems)
+            orphans = sorted(
+                p for p in label_dir.rglob("*.json") if p.relative_to(label_dir).with_suffix("").as_posix() not in stems
+            )
             if orphans:
-                warn(label_dir, f"{len(orphans)} label JSONs have no image and are not used (first: {orphans[0].relative_to(label_dir)})")
+                warn(
+                    label_dir,
+                    f"{len(orphans)} label JSONs have no image and are not used (first: {orphans[0].relative_to(label_dir)})",
+                )
         samples.sort(key=lambda s: s.image_id)
         return cls(root, split, classes, samples)
 

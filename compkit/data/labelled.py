@@ -1,5 +1,6 @@
 """Labelled splits for scoring: train labels live in the dataset; test labels where the format finds them (e.g. a
 described layout's ``test/1st_manual``), else in a ground-truth folder, by default ``DATA_gt`` beside ``DATA``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,11 +8,13 @@ from pathlib import Path
 from compkit.data.formats import SegmentationDataset, dataset_folder, open_dataset
 from compkit.util.errors import CompkitError
 
+GROUND_TRUTH_SUFFIX = "_gt"  # DATA's test labels in DATA_gt beside it
+
 
 def ground_truth_dir(data: str | Path) -> Path:
     """Where ``compkit synth`` puts the test labels: ``DATA_gt`` beside ``DATA``."""
     data = dataset_folder(data)
-    return data.with_name(data.name + "_gt")
+    return data.with_name(data.name + GROUND_TRUTH_SUFFIX)
 
 
 def open_labelled(data: str | Path, split: str = "test", gt: str | Path | None = None) -> SegmentationDataset:
@@ -32,5 +35,8 @@ def open_labelled(data: str | Path, split: str = "test", gt: str | Path | None =
         raise CompkitError(data, f"the {split} split has no labels to score against")
     unlabelled = [s for s in dataset.samples if s.label_path is None]
     if unlabelled:
-        raise CompkitError(unlabelled[0].image_path, f"{len(unlabelled)} of {len(dataset)} {split} images have no labels to score against")
+        raise CompkitError(
+            unlabelled[0].image_path,
+            f"{len(unlabelled)} of {len(dataset)} {split} images have no labels to score against",
+        )
     return dataset

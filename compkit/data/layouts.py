@@ -16,6 +16,7 @@ groups of two-valued files mask groups. For each image, the mask files sharing i
 give templates relative to the image's folder (``../1st_manual/{id}_manual1.gif``); templates that hold for most
 images are its labels, or its field of view when the masks are large and the same disk in every image.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,24 @@ TRAIN_DIRS = ("train", "training", "trainval", "train_images", "train_data", "tr
 TEST_DIRS = ("test", "testing", "test_images", "test_data", "test_set")
 SKIP_DIRS = ("ignore", "__macosx")
 MASK_SUFFIXES = ("_segmentation", "_mask", "_masks", "_seg", "_label", "_labels", "_gt")
-GENERIC_NAMES = {"mask", "masks", "label", "labels", "gt", "groundtruth", "ground_truth", "annotation", "annotations", "seg", "segmentation", "segmentations", "manual", "target", "targets", "y"}
+GENERIC_NAMES = {
+    "mask",
+    "masks",
+    "label",
+    "labels",
+    "gt",
+    "groundtruth",
+    "ground_truth",
+    "annotation",
+    "annotations",
+    "seg",
+    "segmentation",
+    "segmentations",
+    "manual",
+    "target",
+    "targets",
+    "y",
+}
 SEPARATORS = "_-. "
 LEAD = re.compile(r"^([^_\-. ]+)")
 COVERAGE = 0.6  # share of images a template must pair with
@@ -82,10 +100,18 @@ def _substitute(text: str, token: str, placeholder: str) -> tuple[str, bool]:
 
 def split_roots(root: Path) -> tuple[Path, Path | None, list[str]]:
     """(train root, test root or None, notes): ``train/``-like and ``test/``-like folders, else the root itself."""
-    children = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else {}
+    children = (
+        {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        if root.is_dir()
+        else {}
+    )
     train = next((children[n] for n in TRAIN_DIRS if n in children), root)
     test = next((children[n] for n in TEST_DIRS if n in children), None)
-    notes = [f"folder {p.name}/ is neither a train nor a test split: not used" for n, p in children.items() if n in ("val", "valid", "validation")]
+    notes = [
+        f"folder {p.name}/ is neither a train nor a test split: not used"
+        for n, p in children.items()
+        if n in ("val", "valid", "validation")
+    ]
     return train, test, notes
 
 
@@ -94,7 +120,9 @@ def list_images(base: Path, root: Path, exclude: tuple[Path, ...] = ()) -> list[
     found = []
     for folder, dirs, files in os.walk(base):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() not in SKIP_DIRS and here / d not in exclude)
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and d.lower() not in SKIP_DIRS and here / d not in exclude
+        )
         found += [here / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")]
         if len(found) > MAX_FILES:
             break
@@ -105,8 +133,10 @@ def _group_key(path: Path, base: Path, stems_by_folder: dict[Path, set[str]]) ->
     """A file's path relative to ``base`` with its name (or id) replaced by ``*``: its group."""
     rel = path.relative_to(base)
     stem, lead = path.stem, _lead(path.stem)
-    suffix = next((s for s in MASK_SUFFIXES if stem.lower().endswith(s) and stem[: -len(s)] in stems_by_folder[path.parent]), None)
-    name = f"*{stem[-len(suffix):]}{path.suffix}" if suffix else f"*{path.suffix}"
+    suffix = next(
+        (s for s in MASK_SUFFIXES if stem.lower().endswith(s) and stem[: -len(s)] in stems_by_folder[path.parent]), None
+    )
+    name = f"*{stem[-len(suffix) :]}{path.suffix}" if suffix else f"*{path.suffix}"
     parts = []
     for part in rel.parts[:-1]:
         replaced, hit = _substitute(part, stem, "*")
@@ -166,7 +196,11 @@ def class_name(template: str) -> str:
         for suffix in MASK_SUFFIXES:
             if text.lower().endswith(suffix) and len(text) > len(suffix):
                 text = text[: -len(suffix)].strip(SEPARATORS)
-        if text and text.lower() not in GENERIC_NAMES and not text.lower().startswith(tuple(f"{g}_" for g in GENERIC_NAMES)):
+        if (
+            text
+            and text.lower() not in GENERIC_NAMES
+            and not text.lower().startswith(tuple(f"{g}_" for g in GENERIC_NAMES))
+        ):
             return text
     return "foreground"
 
@@ -197,14 +231,20 @@ def _mine(images: list[Path], index: dict[str, list[Path]], mask_groups: dict[Pa
 
 
 def _digits_only_differ(a: str, b: str) -> bool:
-    return re.sub(r"\d+", "#", a) == re.sub(r"\d+", "#", b) or re.sub(r"\d+(st|nd|rd|th)?", "#", a) == re.sub(r"\d+(st|nd|rd|th)?", "#", b)
+    return re.sub(r"\d+", "#", a) == re.sub(r"\d+", "#", b) or re.sub(r"\d+(st|nd|rd|th)?", "#", a) == re.sub(
+        r"\d+(st|nd|rd|th)?", "#", b
+    )
 
 
 def _patient_regex(stems: list[str]) -> str | None:
     """``^([^_]+)``-style grouping when the ids' leading tokens repeat (``case12_day3_slice_0004``)."""
     leads = [_lead(s) for s in stems]
     distinct = set(leads)
-    if len(stems) >= 4 and 2 <= len(distinct) <= 0.7 * len(stems) and all(lead != s for lead, s in zip(leads, stems, strict=True)):
+    if (
+        len(stems) >= 4
+        and 2 <= len(distinct) <= 0.7 * len(stems)
+        and all(lead != s for lead, s in zip(leads, stems, strict=True))
+    ):
         return r"^([^_\-. ]+)"
     return None
 
@@ -247,80 +287,128 @@ class _Split:
 def _pair_readings(root: Path) -> list[Reading]:
     train_base, test_base, notes = split_roots(root)
     exclude = tuple(p for p in (test_base,) if p is not None)
-    exclude += tuple(p for p in root.iterdir() if p.is_dir() and p.name.lower() in ("val", "valid", "validation")) if root.is_dir() else ()
+    exclude += (
+        tuple(p for p in root.iterdir() if p.is_dir() and p.name.lower() in ("val", "valid", "validation"))
+        if root.is_dir()
+        else ()
+    )
     train = _Split(train_base, root, exclude)
     test = _Split(test_base, root, ()) if test_base is not None else None
     readings = []
     for group in train.image_groups():
-        images = train.groups[group]
-        templates = _mine(images, train.index, train.mask_group)
-        if not templates:
-            continue
-        doubts = list(notes)
-        # A lossy copy of a lossless mask (PH2's IMD002_lesion.jpg beside IMD002_lesion.bmp) is left out.
-        stems = {os.path.splitext(t)[0] for t in templates if Path(t).suffix.lower() not in LOSSY_SUFFIXES}
-        templates = {t: v for t, v in templates.items() if not (Path(t).suffix.lower() in LOSSY_SUFFIXES and os.path.splitext(t)[0] in stems)}
-        labels, fov = {}, None
-        kinds = set()
-        for template, (mask_group, kind) in sorted(templates.items()):
-            kinds.add(kind)
-            paths = train.groups[mask_group]
-            if _is_field_of_view(paths) and len(templates) > 1 and fov is None:
-                fov = template
-                continue
-            labels[template] = train.kinds[mask_group]
-        if not labels:
-            continue
-        names: dict[str, str] = {}
-        for template in labels:
-            name = class_name(template)
-            while name in names:
-                name += "_2"
-            names[name] = template
-        coverage = min(
-            sum(os.path.isfile(os.path.normpath(img.parent / t.format(stem=img.stem, id=_lead(img.stem)))) for img in images) / len(images)
-            for t in labels
-        )
-        spec: dict[str, Any] = {"splits": {"train": "/".join(p for p in (_posix(train_base, root), group) if p)}}
-        if test is not None:
-            tail = group.split("/")
-            matches = sorted(test.image_groups(), key=lambda g: (-len(os.path.commonprefix([g.split("/")[::-1], tail[::-1]])), -len(test.groups[g])))
-            if matches:
-                spec["splits"]["test"] = "/".join(p for p in (_posix(test_base, root), matches[0]) if p)
-        stems_all = [p.stem for p in images]
-        if "id" in kinds:
-            spec["id"] = _id_regex(stems_all)
-            doubts.append("files pair by a leading number or token, not by the whole name")
-        index_labels = [t for t, kind in labels.items() if kind == "index"]
-        if index_labels:
-            template = index_labels[0]
-            values = sorted({int(v) for img in images[:PROBE_FILES] for v in np.unique(_label_values(img, template))})
-            spec["label"] = template
-            spec["values"] = {v: ("background" if v == 0 else f"class_{v}") for v in values}
-            doubts.append(f"{template} holds label values {values}: name their classes in values:")
-        else:
-            spec["labels"] = names
-        if fov is not None:
-            spec["ignore"] = {"outside": fov}
-            doubts.append(f"{fov} looks like a field-of-view mask (large, the same disk in every image): pixels outside it are ignored")
-        patient = _patient_regex(stems_all)
-        if patient:
-            spec["patient"] = patient
-        templates_list = list(labels)
-        if any(_digits_only_differ(a, b) for i, a in enumerate(templates_list) for b in templates_list[i + 1 :]):
-            doubts.append(f"{' and '.join(templates_list)} look like two annotators of the same class, read here as two classes")
-        if coverage < SURE_COVERAGE:
-            doubts.append(f"only {coverage:.0%} of the images have a mask at {', '.join(labels)}")
-        summary = f"{spec['splits']['train']} ({len(images)} images) with " + ", ".join(f"{n}: {t}" for n, t in names.items())
-        if fov:
-            summary += f", field of view {fov}"
-        confident = not [d for d in doubts if d not in notes]
-        readings.append(Reading(spec, "pairs", summary, confident, doubts))
+        reading = _group_reading(group, (train_base, train), (test_base, test), root, notes)
+        if reading is not None:
+            readings.append(reading)
     if len(readings) > 1:
         for r in readings:
             r.confident = False
             r.doubts.append(f"{len(readings)} image folders have masks: which one is the dataset?")
     return readings
+
+
+def _mask_templates(images: list[Path], train: _Split) -> dict[str, tuple[str, str]]:
+    """The mask templates that pair with ``images``: template -> (mask group, how it pairs); a lossy copy of a
+    lossless mask (PH2's IMD002_lesion.jpg beside IMD002_lesion.bmp) is left out."""
+    templates = _mine(images, train.index, train.mask_group)
+    stems = {os.path.splitext(t)[0] for t in templates if Path(t).suffix.lower() not in LOSSY_SUFFIXES}
+    return {
+        t: v
+        for t, v in templates.items()
+        if not (Path(t).suffix.lower() in LOSSY_SUFFIXES and os.path.splitext(t)[0] in stems)
+    }
+
+
+def _class_names(labels: dict[str, str]) -> dict[str, str]:
+    """Class name -> template, each name made unique."""
+    names: dict[str, str] = {}
+    for template in labels:
+        name = class_name(template)
+        while name in names:
+            name += "_2"
+        names[name] = template
+    return names
+
+
+def _coverage(images: list[Path], labels: dict[str, str]) -> float:
+    """The share of images that have a mask, for the least covered template."""
+    return min(
+        sum(
+            os.path.isfile(os.path.normpath(img.parent / t.format(stem=img.stem, id=_lead(img.stem)))) for img in images
+        )
+        / len(images)
+        for t in labels
+    )
+
+
+def _matching_test_group(group: str, test_base: Path, test: _Split, root: Path) -> str | None:
+    """The test image folder that mirrors the training folder ``group`` (the longest common tail, then the largest)."""
+    tail = group.split("/")
+    matches = sorted(
+        test.image_groups(),
+        key=lambda g: (-len(os.path.commonprefix([g.split("/")[::-1], tail[::-1]])), -len(test.groups[g])),
+    )
+    return "/".join(p for p in (_posix(test_base, root), matches[0]) if p) if matches else None
+
+
+def _group_reading(group: str, train_split: tuple, test_split: tuple, root: Path, notes: list[str]) -> Reading | None:
+    """How the images of one training folder pair with masks, as a description with its doubts (None: they do not)."""
+    (train_base, train), (test_base, test) = train_split, test_split
+    images = train.groups[group]
+    templates = _mask_templates(images, train)
+    if not templates:
+        return None
+    doubts = list(notes)
+    labels, fov = {}, None
+    kinds = set()
+    for template, (mask_group, kind) in sorted(templates.items()):
+        kinds.add(kind)
+        paths = train.groups[mask_group]
+        if _is_field_of_view(paths) and len(templates) > 1 and fov is None:
+            fov = template
+            continue
+        labels[template] = train.kinds[mask_group]
+    if not labels:
+        return None
+    names = _class_names(labels)
+    coverage = _coverage(images, labels)
+    spec: dict[str, Any] = {"splits": {"train": "/".join(p for p in (_posix(train_base, root), group) if p)}}
+    if test is not None and (test_group := _matching_test_group(group, test_base, test, root)) is not None:
+        spec["splits"]["test"] = test_group
+    stems_all = [p.stem for p in images]
+    if "id" in kinds:
+        spec["id"] = _id_regex(stems_all)
+        doubts.append("files pair by a leading number or token, not by the whole name")
+    index_labels = [t for t, kind in labels.items() if kind == "index"]
+    if index_labels:
+        template = index_labels[0]
+        values = sorted({int(v) for img in images[:PROBE_FILES] for v in np.unique(_label_values(img, template))})
+        spec["label"] = template
+        spec["values"] = {v: ("background" if v == 0 else f"class_{v}") for v in values}
+        doubts.append(f"{template} holds label values {values}: name their classes in values:")
+    else:
+        spec["labels"] = names
+    if fov is not None:
+        spec["ignore"] = {"outside": fov}
+        doubts.append(
+            f"{fov} looks like a field-of-view mask (large, the same disk in every image): pixels outside it are ignored"
+        )
+    patient = _patient_regex(stems_all)
+    if patient:
+        spec["patient"] = patient
+    templates_list = list(labels)
+    if any(_digits_only_differ(a, b) for i, a in enumerate(templates_list) for b in templates_list[i + 1 :]):
+        doubts.append(
+            f"{' and '.join(templates_list)} look like two annotators of the same class, read here as two classes"
+        )
+    if coverage < SURE_COVERAGE:
+        doubts.append(f"only {coverage:.0%} of the images have a mask at {', '.join(labels)}")
+    summary = f"{spec['splits']['train']} ({len(images)} images) with " + ", ".join(
+        f"{n}: {t}" for n, t in names.items()
+    )
+    if fov:
+        summary += f", field of view {fov}"
+    confident = not [d for d in doubts if d not in notes]
+    return Reading(spec, "pairs", summary, confident, doubts)
 
 
 def _label_values(image: Path, template: str) -> np.ndarray:
@@ -342,18 +430,44 @@ def _rle_readings(root: Path) -> list[Reading]:
     keys = set(table.entries)
     best: tuple[int, Path, str] | None = None
     for folder in [root, *(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]:
-        files = list_images(folder, root) if folder != root else [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        files = (
+            list_images(folder, root)
+            if folder != root
+            else [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        )
         if not files:
             continue
-        hits = sum(any(k in keys for k in (p.stem, p.name, p.relative_to(folder).as_posix(), p.relative_to(folder).with_suffix("").as_posix())) for p in files)
+        hits = sum(
+            any(
+                k in keys
+                for k in (
+                    p.stem,
+                    p.name,
+                    p.relative_to(folder).as_posix(),
+                    p.relative_to(folder).with_suffix("").as_posix(),
+                )
+            )
+            for p in files
+        )
         suffix = Counter(p.suffix for p in files).most_common(1)[0][0]
         if hits and (best is None or hits > best[0]):
             nested = any(len(p.relative_to(folder).parts) > 1 for p in files)
             best = (hits, folder, f"{'**/' if nested else ''}*{suffix}")
     if best is None:
-        return [Reading({}, "rlecsv", f"{csv_path.name} names no image found under {root}", False, ["no images match the CSV's ids"])]
+        return [
+            Reading(
+                {},
+                "rlecsv",
+                f"{csv_path.name} names no image found under {root}",
+                False,
+                ["no images match the CSV's ids"],
+            )
+        ]
     hits, folder, pattern = best
-    spec: dict[str, Any] = {"splits": {"train": "/".join(p for p in (_posix(folder, root), pattern) if p)}, "rle": {"file": csv_path.name}}
+    spec: dict[str, Any] = {
+        "splits": {"train": "/".join(p for p in (_posix(folder, root), pattern) if p)},
+        "rle": {"file": csv_path.name},
+    }
     doubts = []
     for name in TEST_DIRS:
         candidate = next((p for p in root.iterdir() if p.is_dir() and p.name.lower() == name), None)
@@ -366,7 +480,10 @@ def _rle_readings(root: Path) -> list[Reading]:
     share = hits / max(1, len(keys))
     if share < 0.9:
         doubts.append(f"only {hits} of the {len(keys)} ids in {csv_path.name} have an image in {folder.name}/")
-    summary = f"{spec['splits']['train']} ({hits} images) with run-length encodings in {csv_path.name} ({table.layout} format, classes {', '.join(table.classes)})"
+    summary = (
+        f"{spec['splits']['train']} ({hits} images) with run-length encodings in {csv_path.name} ({table.layout} "
+        f"format, classes {', '.join(table.classes)})"
+    )
     return [Reading(spec, "rlecsv", summary, not doubts, doubts)]
 
 
@@ -379,7 +496,11 @@ def infer_readings(root: str | Path) -> list[Reading]:
     if not root.is_dir():
         return []
     # Keyed by the folder's and its sub-folders' times: a file added or removed there is seen.
-    key = (str(root.resolve()), root.stat().st_mtime_ns, tuple(p.stat().st_mtime_ns for p in sorted(root.iterdir()) if p.is_dir()))
+    key = (
+        str(root.resolve()),
+        root.stat().st_mtime_ns,
+        tuple(p.stat().st_mtime_ns for p in sorted(root.iterdir()) if p.is_dir()),
+    )
     if key not in _CACHE:
         _CACHE[key] = _rle_readings(root) + _pair_readings(root)
     return _CACHE[key]
@@ -474,4 +595,6 @@ def survey(data: str | Path) -> Survey:
     if fixed:
         return Survey(data, fixed[0], True, readings, others=found[1:])
     sure = len(readings) == 1 and readings[0].confident
-    return Survey(data, readings[0].format if readings else None, sure, readings, others=[r.format for r in readings[1:]])
+    return Survey(
+        data, readings[0].format if readings else None, sure, readings, others=[r.format for r in readings[1:]]
+    )

@@ -16,6 +16,7 @@ ISIC 2018 / HAM10000::
 Masks are anti-aliased: a pixel belongs to the class where the mask is at least 128 (palette, 0/1, 16-bit and
 RGBA masks by what they mean: :func:`binary_foreground`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -159,13 +160,25 @@ class MaskFolderDataset(SegmentationDataset):
     def open(cls, root: Path, split: str = "train", labels=None, classes: Sequence[str] | None = None):
         base = _split_base(root, split, cls._has_images)
         label_base = Path(labels) if labels is not None else base
-        mask_dirs = {p.name[: -len(cls.mask_suffix)]: p for p in label_base.iterdir() if p.is_dir() and p.name.endswith(cls.mask_suffix)} if label_base.is_dir() else {}
+        mask_dirs = (
+            {
+                p.name[: -len(cls.mask_suffix)]: p
+                for p in label_base.iterdir()
+                if p.is_dir() and p.name.endswith(cls.mask_suffix)
+            }
+            if label_base.is_dir()
+            else {}
+        )
         if classes is None and (root / CLASSES_FILE).is_file():  # a written copy keeps its source's class order
             classes = [c.strip() for c in read_text(root / CLASSES_FILE).splitlines() if c.strip()]
         if classes is None:  # the training split's mask folders name the classes (a test set may lack some)
             try:
                 train_base = _split_base(root, "train", cls._has_images)
-                classes = sorted(p.name[: -len(cls.mask_suffix)] for p in train_base.iterdir() if p.is_dir() and p.name.endswith(cls.mask_suffix))
+                classes = sorted(
+                    p.name[: -len(cls.mask_suffix)]
+                    for p in train_base.iterdir()
+                    if p.is_dir() and p.name.endswith(cls.mask_suffix)
+                )
             except CompkitError:
                 classes = sorted(mask_dirs)
         classes = tuple(classes)
@@ -173,7 +186,9 @@ class MaskFolderDataset(SegmentationDataset):
             raise CompkitError(base, f"no <Class>{cls.mask_suffix} folders: the class list is unknown")
         unknown = [c for c in mask_dirs if c not in classes]
         if unknown:
-            raise CompkitError(mask_dirs[unknown[0]], f"mask folder for unknown class {unknown[0]!r} (classes: {', '.join(classes)})")
+            raise CompkitError(
+                mask_dirs[unknown[0]], f"mask folder for unknown class {unknown[0]!r} (classes: {', '.join(classes)})"
+            )
         image_dir = base / cls.image_dir
         paths = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not paths:
@@ -186,7 +201,10 @@ class MaskFolderDataset(SegmentationDataset):
             files = {}
             for c, name in enumerate(classes):
                 if name in mask_dirs:
-                    candidates = [mask_dirs[name] / image_id, *(mask_dirs[name] / Path(image_id).with_suffix(s) for s in MASK_FILE_SUFFIXES)]
+                    candidates = [
+                        mask_dirs[name] / image_id,
+                        *(mask_dirs[name] / Path(image_id).with_suffix(s) for s in MASK_FILE_SUFFIXES),
+                    ]
                     found = next((m for m in candidates if m.is_file()), None)
                     if found is not None:
                         files[c] = found
@@ -247,7 +265,10 @@ class IsicDataset(SegmentationDataset):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return next(root.rglob(f"ISIC_*{cls.mask_suffix}.png"), None) is not None or next(root.rglob("ISIC_*.jpg"), None) is not None
+        return (
+            next(root.rglob(f"ISIC_*{cls.mask_suffix}.png"), None) is not None
+            or next(root.rglob("ISIC_*.jpg"), None) is not None
+        )
 
     def has_split(self, split: str) -> bool:
         return (self.root / split).is_dir()

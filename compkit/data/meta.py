@@ -1,4 +1,5 @@
 """Reading per-patient meta data (``meta_data.xlsx`` or ``.csv``), quirks of the real file included."""
+
 from __future__ import annotations
 
 import math
@@ -60,10 +61,8 @@ def read_meta(path: str | Path) -> dict[str, dict[str, Any]]:
 
     path = Path(path)
     try:
-        if path.suffix.lower() in (".xlsx", ".xls"):
-            frame = pd.read_excel(path, engine="openpyxl")
-        else:
-            frame = pd.read_csv(path, encoding=TEXT_ENCODING)
+        excel = path.suffix.lower() in (".xlsx", ".xls")
+        frame = pd.read_excel(path, engine="openpyxl") if excel else pd.read_csv(path, encoding=TEXT_ENCODING)
     except FileNotFoundError:
         raise CompkitError(path, "meta file not found") from None
     except Exception as e:  # pandas/openpyxl raise many types for corrupt files

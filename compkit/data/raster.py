@@ -1,5 +1,6 @@
 """Polygon -> multi-hot mask rasterisation, exactly as the competition's baseline does it; a polygon running out of
 the image is clipped to its visible part (how far each ran out: :func:`polygon_clips`)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,7 +58,8 @@ def polygon_clips(polygons: Sequence[Polygon], shape: tuple[int, int], classes: 
         if out.any() and not _fills_inside(polygon.points, shape):
             raise CompkitError(
                 path,
-                f"{_where(polygon, classes)}: the polygon (x {low[0]}..{high[0]}, y {low[1]}..{high[1]}) has no part inside the {width}x{height} image",
+                f"{_where(polygon, classes)}: the polygon (x {low[0]}..{high[0]}, y {low[1]}..{high[1]}) has no part "
+                f"inside the {width}x{height} image",
             )
         fraction = max(out[0] / width, out[1] / height)
         clips.append(Clip(polygon.class_index, int(out.max()), float(fraction)))
@@ -93,10 +95,14 @@ def clip_summary(clips: Sequence[Clip], classes: Sequence[str]) -> dict[str, dic
 
 def describe_clips(summary: dict[str, dict[str, float]]) -> str:
     """One line: "Radius 3 of 4 (up to 14 px, 14.6%; median 9 px, 9.4%), Ulna ..." or "none"."""
-    return ", ".join(
-        f"{name} {s['clipped']} of {s['polygons']} (up to {s['max_pixels']} px, {s['max_fraction']:.1%}; median {s['median_pixels']:g} px, {s['median_fraction']:.1%})"
-        for name, s in summary.items()
-    ) or "none"
+    return (
+        ", ".join(
+            f"{name} {s['clipped']} of {s['polygons']} (up to {s['max_pixels']} px, {s['max_fraction']:.1%}; median "
+            f"{s['median_pixels']:g} px, {s['median_fraction']:.1%})"
+            for name, s in summary.items()
+        )
+        or "none"
+    )
 
 
 def rasterize(polygons: Sequence[Polygon], num_classes: int, shape: tuple[int, int]) -> np.ndarray:

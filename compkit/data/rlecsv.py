@@ -11,6 +11,7 @@
   (:func:`decide_order`: decoded in the right order, masks are compact shapes; in the wrong order, stripes);
 - image sizes from the image files, or from CSV columns when named.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,14 +26,41 @@ import numpy as np
 from pydantic import Field
 
 from compkit.submission import rle as rle_codec
+from compkit.training.recipe import Section
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import open_text
-from compkit.training.recipe import Section
 
 EMPTY_TOKENS = ("", "nan", "none", "null", "-1")
-ID_COLUMNS = ("id", "imageid", "image_id", "image", "imagename", "image_name", "img", "imgid", "img_id", "file", "filename", "file_name", "name", "case", "patient_slice")
+ID_COLUMNS = (
+    "id",
+    "imageid",
+    "image_id",
+    "image",
+    "imagename",
+    "image_name",
+    "img",
+    "imgid",
+    "img_id",
+    "file",
+    "filename",
+    "file_name",
+    "name",
+    "case",
+    "patient_slice",
+)
 CLASS_COLUMNS = ("class", "classid", "class_id", "classname", "class_name", "label", "category", "category_id", "organ")
-RLE_COLUMNS = ("segmentation", "encodedpixels", "encoded_pixels", "rle", "rle_mask", "rles", "mask", "annotation", "predicted", "pixels")
+RLE_COLUMNS = (
+    "segmentation",
+    "encodedpixels",
+    "encoded_pixels",
+    "rle",
+    "rle_mask",
+    "rles",
+    "mask",
+    "annotation",
+    "predicted",
+    "pixels",
+)
 HEIGHT_COLUMNS = ("height", "img_height", "image_height", "orig_height", "rows")
 WIDTH_COLUMNS = ("width", "img_width", "image_width", "orig_width", "cols", "columns")
 KEY_SEPARATORS = ("_", "-", "|", ":")
@@ -64,9 +92,13 @@ class RleSpec(Section):
 
     file: str
     id_column: str | None = None
-    class_column: str | None = None  # long format (absent, with one RLE column: a key column <image>_<class>, or one class)
+    class_column: str | None = (
+        None  # long format (absent, with one RLE column: a key column <image>_<class>, or one class)
+    )
     rle_column: str | None = None  # long format
-    columns: dict[str, str] | None = None  # wide format: CSV column -> class (default: every RLE column, named after it)
+    columns: dict[str, str] | None = (
+        None  # wide format: CSV column -> class (default: every RLE column, named after it)
+    )
     order: Literal["C", "F", "auto"] = "auto"
     relative: bool | None = None  # None: decided from the strings
     empty: list[str] = Field(default_factory=list)  # more empty-mask tokens besides '', NaN and -1
@@ -109,7 +141,10 @@ class RleTable:
             try:
                 mask |= rle_codec.decode(self.absolute(text), shape, order)
             except ValueError as e:
-                raise CompkitError(self.path, f"{self.id_column} {key!r}, class {class_name!r}: bad RLE for a {shape[1]}x{shape[0]} image: {e}") from None
+                raise CompkitError(
+                    self.path,
+                    f"{self.id_column} {key!r}, class {class_name!r}: bad RLE for a {shape[1]}x{shape[0]} image: {e}",
+                ) from None
         return mask
 
 
@@ -135,7 +170,9 @@ def _pick(header: list[str], given: str | None, known: tuple[str, ...], path: Pa
         if given not in header:
             from compkit.util.registry import did_you_mean
 
-            raise CompkitError(path, f"no {what} column {given!r}{did_you_mean(given, header)} (columns: {', '.join(header)})")
+            raise CompkitError(
+                path, f"no {what} column {given!r}{did_you_mean(given, header)} (columns: {', '.join(header)})"
+            )
         return given
     return next((h for h in header if _norm(h) in known), None)
 
@@ -168,6 +205,31 @@ def _split_keys(values: list[str]) -> tuple[str, list[str]] | None:
     return None
 
 
+def _layout_columns(
+    path: Path, spec: RleSpec, table: tuple[list[str], list[list[str]]], id_column: str, class_column: str | None
+) -> tuple[str, list[str]]:
+    """The table's layout before keys are looked at (wide: a column per class; long: one RLE column, with a class
+    column or one class) and its RLE columns."""
+    header, rows = table
+    if spec.columns:
+        for column in spec.columns:
+            _pick(header, column, (), path, "class")
+        return "wide", list(spec.columns)
+    candidates = [h for h in rle_columns(header, rows, tuple(spec.empty)) if h not in (id_column, class_column)]
+    rle_column = _pick(header, spec.rle_column, RLE_COLUMNS, path, "RLE")
+    if rle_column is None and len(candidates) == 1:
+        rle_column = candidates[0]
+    if class_column is not None:
+        if rle_column is None:
+            raise CompkitError(path, f"no RLE column found (columns: {', '.join(header)}): name it with rle.rle_column")
+        return "long", [rle_column]
+    if len(candidates) > 1 or (spec.rle_column is None and rle_column is None and candidates):
+        return "wide", candidates
+    if rle_column is not None:
+        return "long", [rle_column]
+    raise CompkitError(path, f"no column of run-length encodings found (columns: {', '.join(header)})")
+
+
 def read_rle_table(path: Path, spec: RleSpec | None = None) -> RleTable:
     """Read a label CSV in any of the shapes in the module docstring."""
     spec = spec or RleSpec(file=path.name)
@@ -175,33 +237,13 @@ def read_rle_table(path: Path, spec: RleSpec | None = None) -> RleTable:
     header, rows = _read(path)
     id_column = _pick(header, spec.id_column, ID_COLUMNS, path, "id") or header[0]
     class_column = _pick(header, spec.class_column, CLASS_COLUMNS, path, "class")
-    if spec.columns:
-        for column in spec.columns:
-            _pick(header, column, (), path, "class")
-        layout = "wide"
-        rle_cols = list(spec.columns)
-    else:
-        candidates = [h for h in rle_columns(header, rows, extra) if h not in (id_column, class_column)]
-        rle_column = _pick(header, spec.rle_column, RLE_COLUMNS, path, "RLE")
-        if rle_column is None and len(candidates) == 1:
-            rle_column = candidates[0]
-        if class_column is not None:
-            if rle_column is None:
-                raise CompkitError(path, f"no RLE column found (columns: {', '.join(header)}): name it with rle.rle_column")
-            layout, rle_cols = "long", [rle_column]
-        elif len(candidates) > 1 or (spec.rle_column is None and rle_column is None and candidates):
-            layout, rle_cols = "wide", candidates
-        elif rle_column is not None:
-            layout, rle_cols = "long", [rle_column]
-        else:
-            raise CompkitError(path, f"no column of run-length encodings found (columns: {', '.join(header)})")
+    layout, rle_cols = _layout_columns(path, spec, (header, rows), id_column, class_column)
     index = {h: j for j, h in enumerate(header)}
     size_cols = spec.size_columns or (
         (_pick(header, None, HEIGHT_COLUMNS, path, "height"), _pick(header, None, WIDTH_COLUMNS, path, "width"))
     )
     table = RleTable(path, layout, id_column, (), empty=extra)
     ids = [r[index[id_column]].strip() if index[id_column] < len(r) else "" for r in rows]
-    class_of: Callable[[int, str], tuple[str, str]]
     if layout == "wide":
         mapping = spec.columns or {c: c for c in rle_cols}
         classes = list(dict.fromkeys(mapping.values()))
@@ -227,13 +269,17 @@ def read_rle_table(path: Path, spec: RleSpec | None = None) -> RleTable:
         elif layout == "wide":
             cells = [(mapping[c], row[index[c]] if index[c] < len(row) else "") for c in rle_cols]
         elif class_column is not None:
-            cells = [(row[index[class_column]].strip(), row[index[rle_cols[0]]] if index[rle_cols[0]] < len(row) else "")]
+            cells = [
+                (row[index[class_column]].strip(), row[index[rle_cols[0]]] if index[rle_cols[0]] < len(row) else "")
+            ]
         else:
             cells = [(classes[0], row[index[rle_cols[0]]] if index[rle_cols[0]] < len(row) else "")]
         per_class = table.entries.setdefault(key, {})
         for class_name, value in cells:
             if not looks_like_rle(value, extra):
-                raise CompkitError(path, f"line {line}: {value[:40]!r} is not a run-length encoding (start length pairs, or empty)")
+                raise CompkitError(
+                    path, f"line {line}: {value[:40]!r} is not a run-length encoding (start length pairs, or empty)"
+                )
             if not is_empty(value, extra):
                 per_class.setdefault(class_name, []).append(value.strip())
         if all(size_cols):
@@ -323,10 +369,21 @@ def decide_order(
                 contrast[o].append(value)
     mean = {o: float(np.mean(v)) if v else 0.0 for o, v in contrast.items()}
     better, worse = sorted(("C", "F"), key=lambda o: -mean[o])
-    why = "square images: both orders give compact shapes (each the other's transpose)" if square else "both orders give similar shapes"
+    why = (
+        "square images: both orders give compact shapes (each the other's transpose)"
+        if square
+        else "both orders give similar shapes"
+    )
     if mean[better] > CONTRAST_MARGIN * mean[worse] + 0.02:
-        return better, f"{why}; decoded {names[better]} the masks sit on image structure (contrast {mean[better]:.2f} vs {mean[worse]:.2f})"
-    return "F", f"{why} and the images cannot tell (contrast {mean['F']:.2f} vs {mean['C']:.2f}): F assumed, as most Kaggle competitions; state rle.order in the dataset.yaml"
+        return (
+            better,
+            f"{why}; decoded {names[better]} the masks sit on image structure (contrast {mean[better]:.2f} vs {mean[worse]:.2f})",
+        )
+    return (
+        "F",
+        f"{why} and the images cannot tell (contrast {mean['F']:.2f} vs {mean['C']:.2f}): F assumed, as most Kaggle "
+        "competitions; state rle.order in the dataset.yaml",
+    )
 
 
 def find_rle_csv(root: Path) -> Path | None:

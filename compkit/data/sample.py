@@ -1,4 +1,5 @@
 """What one dataset image becomes: a Sample with its polygons and meta values."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ Originals are grouped by patient: every original image is in exactly one fold's 
 validate: each joins the ``train`` side of every fold none of whose validation patients it was made from, so
 no fold ever trains on its own validation patients.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,7 @@ import numpy as np
 
 from compkit.data.formats import SegmentationDataset, dataset_folder
 from compkit.data.sample import Sample
-from compkit.util.errors import CompkitError
+from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import read_json
 
 SPLITS_FILE = "splits.json"
@@ -60,7 +61,11 @@ def check_consistent(splits: dict[str, Any], path: Path) -> None:
     leaks = sorted((i, k) for k, fold in enumerate(folds) for i in set(fold["train"]) & set(fold["val"]))
     if leaks:
         named = [f"{i} in fold {k}" for i, k in leaks]
-        raise CompkitError(path, f"{len(leaks)} images are in both train and val of one fold (first: {first_few(named)}); rerun `compkit split --force`")
+        raise CompkitError(
+            path,
+            f"{len(leaks)} images are in both train and val of one fold (first: {first_few(named)}); "
+            f"rerun `compkit split {REPLACE_FLAG}`",
+        )
     validating: dict[str, list[int]] = {}
     for k, fold in enumerate(folds):
         for i in fold["val"]:
@@ -69,7 +74,9 @@ def check_consistent(splits: dict[str, Any], path: Path) -> None:
     if twice:
         named = [f"{i} in folds {' and '.join(map(str, ks))}" for i, ks in twice]
         raise CompkitError(
-            path, f"{len(twice)} images are in the validation lists of several folds (first: {first_few(named)}): each belongs to exactly one; rerun `compkit split --force`"
+            path,
+            f"{len(twice)} images are in the validation lists of several folds (first: {first_few(named)}): "
+            f"each belongs to exactly one; rerun `compkit split {REPLACE_FLAG}`",
         )
 
 
@@ -102,22 +109,32 @@ def check_current(splits: dict[str, Any], dataset: SegmentationDataset, path: Pa
     named = {i for fold in splits["folds"] for part in ("train", "val") for i in fold[part]}
     gone = sorted(named - ids)
     if gone:
-        raise CompkitError(path, f"names {len(gone)} images the dataset lacks (first: {first_few(gone)}); rerun `compkit split --force`")
+        raise CompkitError(
+            path,
+            f"names {len(gone)} images the dataset lacks (first: {first_few(gone)}); "
+            f"rerun `compkit split {REPLACE_FLAG}`",
+        )
     unassigned = sorted(ids - named)
     if unassigned:
         raise CompkitError(
-            path, f"{len(unassigned)} images of the dataset are in no fold (first: {first_few(unassigned)}): added after `compkit split`? rerun `compkit split --force`"
+            path,
+            f"{len(unassigned)} images of the dataset are in no fold (first: {first_few(unassigned)}): "
+            f"added after `compkit split`? rerun `compkit split {REPLACE_FLAG}`",
         )
     # Every original validates in exactly one fold (several: see check_consistent); augmented images in none.
     validated = {i for fold in splits["folds"] for i in fold["val"]}
     unvalidated = sorted(s.image_id for s in dataset.samples if not is_augmented(s) and s.image_id not in validated)
     if unvalidated:
         raise CompkitError(
-            path, f"{len(unvalidated)} images are in no fold's validation list (first: {first_few(unvalidated)}): each original image belongs to exactly one; rerun `compkit split --force`"
+            path,
+            f"{len(unvalidated)} images are in no fold's validation list (first: {first_few(unvalidated)}): "
+            f"each original image belongs to exactly one; rerun `compkit split {REPLACE_FLAG}`",
         )
 
 
-def assign_folds(dataset: SegmentationDataset, fold_of_patient: dict[str, int], folds: int) -> list[dict[str, list[str]]]:
+def assign_folds(
+    dataset: SegmentationDataset, fold_of_patient: dict[str, int], folds: int
+) -> list[dict[str, list[str]]]:
     """Folds from a patient -> fold map: originals validate in their patient's fold and train in the others;
     augmented images train in every fold none of whose validation patients they were made from."""
     result: list[dict[str, list[str]]] = [{"train": [], "val": []} for _ in range(folds)]
@@ -142,7 +159,9 @@ def strata(samples: list[Sample], column: str, root: Path) -> list[str]:
     values = [s.meta.get(column) for s in samples]
     if all(v is None for v in values):
         known = sorted({k for s in samples for k in s.meta})
-        raise CompkitError(root, f"no meta column '{column}' to stratify by (meta columns: {', '.join(known) or 'none'})")
+        raise CompkitError(
+            root, f"no meta column '{column}' to stratify by (meta columns: {', '.join(known) or 'none'})"
+        )
     numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if len(numeric) == sum(v is not None for v in values) and len(set(numeric)) > 6:
         edges = np.quantile(numeric, [0.25, 0.5, 0.75])

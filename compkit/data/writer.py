@@ -5,6 +5,7 @@ along (:meth:`SegmentationDataset.meta_files`); formats without a layout of thei
 the ``masks`` layout, which any format's masks can be written as. Stages call ``dataset.writer(out)`` and never
 name a format.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,12 @@ class DatasetWriter(ABC):
 
     def original(self, sample: Sample) -> None:
         """A sample as it is (a layout may link its files instead of rewriting them)."""
-        self.new(sample.image_id, self.dataset.read_image(sample), self.dataset.read_mask(sample), {"source_patients": [sample.patient]})
+        self.new(
+            sample.image_id,
+            self.dataset.read_image(sample),
+            self.dataset.read_mask(sample),
+            {"source_patients": [sample.patient]},
+        )
 
     def labelled(self, sample: Sample, mask: np.ndarray, metadata: dict | None = None) -> None:
         """A sample's image with new labels (pseudo-labels)."""

@@ -1,5 +1,6 @@
 """The leaderboard metric: Dice per image and class with the baseline's smoothing, mean over images per class,
 then mean over classes. One implementation for scoring, validation and threshold tuning."""
+
 from __future__ import annotations
 
 import numpy as np

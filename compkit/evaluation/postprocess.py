@@ -5,6 +5,7 @@ removes components smaller than a fraction ``f`` of the image area (so a rule tr
 ``{"rule": "empty"}`` predicts nothing: a candidate only for a class with no pixels in any out-of-fold truth (a class
 the model never saw present can only add false positives; each empty image scores dice 1 when left empty).
 """
+
 from __future__ import annotations
 
 import cv2
@@ -22,9 +23,8 @@ def apply_rule(mask: np.ndarray, rule: dict | None) -> np.ndarray:
     if not rule or rule.get("rule", "none") == "none" or not mask.any():
         return mask
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count <= 2:  # background plus at most one component
-        if rule["rule"] == "largest":
-            return mask
+    if count <= 2 and rule["rule"] == "largest":  # background plus at most one component
+        return mask
     areas = stats[1:, cv2.CC_STAT_AREA]
     if rule["rule"] == "largest":
         keep = np.zeros(count, np.uint8)

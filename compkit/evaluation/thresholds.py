@@ -1,6 +1,7 @@
 """Per-class threshold tuning on quantised probabilities: per-image histograms inside and outside the truth,
 so the leaderboard dice of any threshold costs no pass over the pixels. Used by ``compkit ensemble`` (OOF
 thresholds) and by validation (the tuned dice of poorly calibrated families)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,9 @@ class OofTuner:
         offsets = (np.arange(self.c, dtype=np.int64) * 256)[:, None, None]
         idx = (q.astype(np.int64) + offsets).ravel()
         self.all.append(np.bincount(idx, minlength=256 * self.c).reshape(self.c, 256))
-        self.pos.append(np.bincount(idx, weights=truth.ravel().astype(np.float64), minlength=256 * self.c).reshape(self.c, 256))
+        self.pos.append(
+            np.bincount(idx, weights=truth.ravel().astype(np.float64), minlength=256 * self.c).reshape(self.c, 256)
+        )
 
     def dice(self, thresholds: np.ndarray) -> np.ndarray:
         """(images, classes) dice at one threshold per class (pixel kept where p > t)."""

@@ -1,11 +1,12 @@
 """The model-family interface and its registry.
 
 A family is everything compkit needs to know about one kind of model: which recipe settings it honours
-(:meth:`ModelFamily.check`), which pretrained weights it starts from (:meth:`ModelFamily.pretrained`), how it trains a fold (:meth:`ModelFamily.train_fold`, leaving ``best.pt`` with
-``family`` in it), and how a trained fold predicts (:meth:`ModelFamily.load` -> a
-:class:`compkit.inference.predictor.Predictor`). Stages only ever talk to this interface; adding a family is adding a
-module that calls :func:`register_family`.
+(:meth:`ModelFamily.check`), which pretrained weights it starts from (:meth:`ModelFamily.pretrained`), how it
+trains a fold (:meth:`ModelFamily.train_fold`, leaving ``best.pt`` with ``family`` in it), and how a trained fold
+predicts (:meth:`ModelFamily.load` -> a :class:`compkit.inference.predictor.Predictor`). Stages only ever talk to
+this interface; adding a family is adding a module that calls :func:`register_family`.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -18,31 +19,24 @@ from rich.console import Console
 
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
-from compkit.training.distributed import DistInfo
-from compkit.util.errors import CompkitError
 from compkit.inference.predictor import InferenceSettings, Predictor
+from compkit.pretrained.weights import CachedWeights, PretrainedWeights, WeightsCache
+from compkit.training.distributed import DistContext
 from compkit.training.recipe import Recipe
+from compkit.util.errors import CompkitError
 from compkit.util.registry import Registry, doc_summary
-from compkit.pretrained.weights import PretrainedWeights, WeightsCache
 
 
-@dataclass
-class FoldJob:
-    """Everything one fold's training needs; the family writes into ``folder``."""
+@dataclass(frozen=True)
+class FoldData:
+    """What one fold trains and validates on: the dataset's cached images, split by image id."""
 
-    recipe: Recipe
     dataset: SegmentationDataset
     cache: SampleCache
     fold: int
     train_ids: list[str]
     val_ids: list[str]
-    folder: Path
-    resume: bool
-    dist: DistInfo
-    device: torch.device
-    console: Console
-    pseudo: SampleCache | None = None
-    weights_cache: WeightsCache | None = None  # where the pretrained weights were located (default: the standard caches)
+    pseudo: SampleCache | None = None  # pseudo-labelled images added to the training side
 
     @property
     def train_positions(self) -> list[int]:
@@ -51,6 +45,27 @@ class FoldJob:
     @property
     def val_positions(self) -> list[int]:
         return [self.cache.position[i] for i in self.val_ids]
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """Where a fold trains and what it starts from."""
+
+    folder: Path
+    resume: bool = False
+    weights_cache: WeightsCache | None = None  # where the pretrained weights are (default: the standard caches)
+    start: CachedWeights | None = None  # the pretrained weights the model starts from, located in that cache
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Everything one fold's training needs: the resolved recipe, the data, the run, who trains; the family writes
+    into ``run.folder``."""
+
+    recipe: Recipe
+    data: FoldData
+    run: FoldRun
+    context: DistContext
 
 
 @dataclass
@@ -103,7 +118,9 @@ class ModelFamily(ABC):
         """Train one fold into ``job.folder`` (``best.pt`` holding ``model`` and ``family``, ``results.csv``)."""
 
     @abstractmethod
-    def load(self, recipe: Recipe, classes: list[str] | tuple[str, ...], checkpoint: dict[str, Any], device: torch.device) -> Predictor:
+    def load(
+        self, recipe: Recipe, classes: list[str] | tuple[str, ...], checkpoint: dict[str, Any], device: torch.device
+    ) -> Predictor:
         """A trained fold's predictor from its checkpoint."""
 
 
@@ -119,13 +136,27 @@ def create_family(name: str) -> ModelFamily:
     return FAMILIES.get(name)()
 
 
-def resolve_family(recipe: Recipe, console: Console | None = None) -> ModelFamily:
-    """The recipe's family; a recipe without ``model.family`` gets it inferred from ``model.arch`` once (with a note)."""
-    if recipe.model.family is None:
+def family_of(recipe: Recipe, console: Console | None = None) -> ModelFamily:
+    """The recipe's family, the recipe left as it is; without ``model.family`` it is inferred from ``model.arch``
+    (with a note)."""
+    name = recipe.model.family
+    if name is None:
         claimed = FAMILIES.names(where=lambda cls: cls.claims(recipe.model.arch))
         if not claimed:
-            raise CompkitError("model.family", f"no family builds model.arch {recipe.model.arch!r}: set model.family ({', '.join(FAMILIES)})")
-        recipe.model.family = claimed[0]
+            known = ", ".join(FAMILIES)
+            raise CompkitError(
+                "model.family", f"no family builds model.arch {recipe.model.arch!r}: set model.family ({known})"
+            )
+        name = claimed[0]
         if console is not None:
-            console.print(f"note: model.family not set; {recipe.model.family!r} inferred from model.arch {recipe.model.arch!r}")
-    return create_family(recipe.model.family)
+            console.print(f"note: model.family not set; {name!r} inferred from model.arch {recipe.model.arch!r}")
+    return create_family(name)
+
+
+def resolve_family(recipe: Recipe, console: Console | None = None) -> ModelFamily:
+    """The recipe's family; a recipe without ``model.family`` gets the one inferred from ``model.arch``, once (with
+    a note)."""
+    family = family_of(recipe, console)
+    if recipe.model.family is None:
+        recipe.model.family = family.name
+    return family

@@ -1,4 +1,5 @@
 """A trained fold folder back as a predictor: its recipe, its family (from the recipe and the checkpoint)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,12 +8,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from compkit.training.checkpoint import check_classes, fold_checkpoint, load_checkpoint
-from compkit.util.errors import CompkitError
 from compkit.families.base import ModelFamily, resolve_family
 from compkit.inference.predictor import Predictor
+from compkit.training.checkpoint import check_classes, fold_checkpoint, load_checkpoint
 from compkit.training.recipe import Recipe
 from compkit.training.runs import fold_recipe
+from compkit.util.errors import CompkitError
 
 
 @dataclass
@@ -23,7 +24,9 @@ class FoldModel:
     predictor: Predictor
 
 
-def load_fold(folder: Path, classes, device: torch.device, console: Console | None = None, recipe: Recipe | None = None) -> FoldModel:
+def load_fold(
+    folder: Path, classes, device: torch.device, console: Console | None = None, recipe: Recipe | None = None
+) -> FoldModel:
     """The fold's best (else last) checkpoint in its recipe's family, for ``classes`` (the dataset's); ``recipe``:
     the fold's recipe where the caller has already read it."""
     recipe = recipe or fold_recipe(folder)

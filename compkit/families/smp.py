@@ -1,35 +1,59 @@
 """segmentation-models-pytorch: any smp architecture with any smp or timm (``tu-``) encoder, trained by compkit's
 own loop (losses, optimizers, schedules, albumentations, AMP, DDP, resumable), predicted with TTA in logit space
 and Gaussian-blended sliding windows."""
+
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from compkit.training.augmentation import create_augmentation
-from compkit.training.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
-from compkit.training.distributed import any_rank, barrier, broadcast_flag
-from compkit.util.errors import CompkitError, first_line
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
+from compkit.inference.predictor import InferenceSettings, validation_dice
 from compkit.inference.tta import segmentation_logits, sliding_window_logits
-from compkit.util.locks import deferred_interrupts
+from compkit.pretrained.weights import (
+    PretrainedWeights,
+    WeightsCache,
+    encoder_normalisation,
+    encoder_reference,
+    encoder_weights,
+)
+from compkit.training.augmentation import create_augmentation
+from compkit.training.checkpoint import CHECKPOINT_LAST, load_checkpoint
+from compkit.training.distributed import any_rank
 from compkit.training.losses import create_loss
 from compkit.training.models import architectures, create_model
 from compkit.training.optimization import create_optimizer, create_schedule
-from compkit.inference.predictor import InferenceSettings, validation_dice
 from compkit.training.preprocess import Normaliser
 from compkit.training.recipe import Recipe
 from compkit.training.results import ResultsWriter, read_results, validation_columns, validation_overlays
-from compkit.pretrained.weights import PretrainedWeights, WeightsCache, encoder_normalisation, encoder_reference, encoder_weights
+from compkit.training.trainer import MIN_SECONDS, FoldState, Trainer
+from compkit.util.errors import CompkitError, first_line
+
+# Seeds: an epoch's from (seed, epoch), a sample's augmentation from (seed, epoch, sample), with strides that keep
+# neighbouring runs, epochs and samples apart (primes, so no two triples meet by a common factor).
+EPOCH_SEED_STRIDE = 1000
+SAMPLE_SEED_RUN_STRIDE = 1_000_003
+SAMPLE_SEED_EPOCH_STRIDE = 10_007
+AUGMENTATION_SEEDS = 2**31  # albumentations takes a signed 32-bit seed
+NUMPY_SEEDS = 2**32  # numpy takes an unsigned 32-bit seed
+#: EMA warm-up: the decay grows as 1 - (1 + step)^-power towards train.ema, so early weights are not kept for long.
+EMA_WARMUP_POWER = 0.75
+#: The logit an ignored pixel gets: confident background (sigmoid ~1e-13), so it adds neither loss nor gradient.
+IGNORED_PIXEL_LOGIT = -30.0
+#: Probabilities are clamped this far from 0 and 1 before going back to logits (the validation loss stays finite).
+PROBABILITY_FLOOR = 1e-6
+
+
+def sample_seed(seed: int, epoch: int, sample: int) -> int:
+    """The augmentation seed of one sample in one epoch: the same on every replay of that epoch."""
+    return (seed * SAMPLE_SEED_RUN_STRIDE + epoch * SAMPLE_SEED_EPOCH_STRIDE + sample) % AUGMENTATION_SEEDS
 
 
 class SmpPredictor:
@@ -45,7 +69,9 @@ class SmpPredictor:
         self.model.eval()
         x = self.normaliser.batch(images).to(self.device)
         with torch.autocast(self.device.type, enabled=self.amp):
-            logits = sliding_window_logits(self.model, x, settings.window, settings.overlap, settings.tta, settings.batch_size)
+            logits = sliding_window_logits(
+                self.model, x, settings.window, settings.overlap, settings.tta, settings.batch_size
+            )
         return torch.sigmoid(logits.float()).cpu().numpy()
 
 
@@ -53,7 +79,9 @@ class CachedSamples(torch.utils.data.Dataset):
     """Samples of a cache (by position), augmented with a seed that depends only on (seed, epoch, sample), so an
     interrupted epoch replays exactly."""
 
-    def __init__(self, items: list[tuple[SampleCache, int]], recipe: Recipe, augment: bool, labels: list[int] | None = None):
+    def __init__(
+        self, items: list[tuple[SampleCache, int]], recipe: Recipe, augment: bool, labels: list[int] | None = None
+    ):
         self.items = items  # (cache, position): the fold's training images, then any pseudo-labelled ones
         self.labels = labels or [-1] * len(items)  # image-level labels for an auxiliary head (-1: none)
         self.aug_items = recipe.aug if augment else []
@@ -74,7 +102,7 @@ class CachedSamples(torch.utils.data.Dataset):
         if self.aug_items:
             if self.augmentation is None:  # built lazily: once per worker process
                 self.augmentation = create_augmentation(self.aug_items)
-            self.augmentation.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + k) % 2**31)
+            self.augmentation.set_random_seed(sample_seed(self.seed, self.epoch, k))
             # Labels and ignored pixels move together: one stacked mask.
             stacked = np.ascontiguousarray(np.concatenate([mask, ignore]).transpose(1, 2, 0))
             out = self.augmentation(image=image, mask=stacked)
@@ -82,15 +110,6 @@ class CachedSamples(torch.utils.data.Dataset):
             mask, ignore = stacked[: len(mask)], stacked[len(mask) :]
         y = torch.from_numpy(np.ascontiguousarray(mask))
         return self.normaliser.image(image), y, self.labels[k], torch.from_numpy(np.ascontiguousarray(ignore))
-
-
-@dataclass
-class FoldState:
-    epoch: int = 0  # epochs completed
-    best_dice: float = -1.0
-    best_epoch: int = 0
-    stale_epochs: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def aux_labels(recipe: Recipe, dataset: SegmentationDataset, positions: list[int]) -> list[int]:
@@ -106,7 +125,9 @@ def aux_labels(recipe: Recipe, dataset: SegmentationDataset, positions: list[int
             labels.append(-1)
             continue
         if not isinstance(value, (int, float)) or value != int(value) or not 0 <= value < aux.classes:
-            raise CompkitError(dataset.samples[i].image_path, f"model.aux: {column}={value!r} is not a class in 0..{aux.classes - 1}")
+            raise CompkitError(
+                dataset.samples[i].image_path, f"model.aux: {column}={value!r} is not a class in 0..{aux.classes - 1}"
+            )
         labels.append(int(value))
     if all(v < 0 for v in labels):
         raise CompkitError(dataset.root, f"model.aux: no image has a meta value '{column}'")
@@ -117,7 +138,10 @@ def aux_loss(recipe: Recipe, logits: torch.Tensor, masks: torch.Tensor, labels: 
     aux = recipe.model.aux
     if aux.target == "presence":
         if logits.shape[1] != masks.shape[1]:
-            raise CompkitError("model.aux.classes", f"presence needs one output per mask class ({masks.shape[1]}), not {logits.shape[1]}")
+            raise CompkitError(
+                "model.aux.classes",
+                f"presence needs one output per mask class ({masks.shape[1]}), not {logits.shape[1]}",
+            )
         return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), masks.amax(dim=(2, 3)).float())
     known = labels >= 0
     if not known.any():
@@ -126,7 +150,9 @@ def aux_loss(recipe: Recipe, logits: torch.Tensor, masks: torch.Tensor, labels: 
 
 
 @torch.no_grad()
-def aux_accuracy(model, cache: SampleCache, positions: list[int], labels: list[int], recipe: Recipe, device: torch.device) -> float:
+def aux_accuracy(
+    model, cache: SampleCache, positions: list[int], labels: list[int], recipe: Recipe, device: torch.device
+) -> float:
     """Presence: per-class accuracy of present/absent; csv: accuracy of the image label."""
     model.eval()
     normaliser = Normaliser(recipe)
@@ -137,7 +163,8 @@ def aux_accuracy(model, cache: SampleCache, positions: list[int], labels: list[i
         x = normaliser.batch(np.stack([cache.image(i) for i in chunk])).to(device)
         logits = model(x)[1].float().cpu()
         if recipe.model.aux.target == "presence":
-            truth = torch.from_numpy(np.stack([cache.mask(i).reshape(len(cache.classes), -1).max(axis=1) for i in chunk])).float()
+            present = [cache.mask(i).reshape(len(cache.classes), -1).max(axis=1) for i in chunk]
+            truth = torch.from_numpy(np.stack(present)).float()
             hits += float(((logits > 0).float() == truth).float().sum())
             total += truth.numel()
         else:
@@ -148,27 +175,9 @@ def aux_accuracy(model, cache: SampleCache, positions: list[int], labels: list[i
     return hits / max(total, 1)
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-
-def _budget_clock(budget: float | None, started: float):
-    """Seconds left of a fold's time budget (infinite without one)."""
-    return (lambda: math.inf) if budget is None else (lambda: budget - (time.time() - started))
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % NUMPY_SEEDS)
 
 
 @register_family
@@ -205,203 +214,230 @@ class SmpFamily(ModelFamily):
         try:
             model.load_state_dict(checkpoint["model"])
         except RuntimeError as e:  # keys or shapes of another model
-            raise CompkitError("model", f"the checkpoint does not fit {recipe.model.arch}/{recipe.model.encoder} with {len(classes)} classes: {first_line(e)}") from None
+            model_name = f"{recipe.model.arch}/{recipe.model.encoder}"
+            raise CompkitError(
+                "model", f"the checkpoint does not fit {model_name} with {len(classes)} classes: {first_line(e)}"
+            ) from None
         return SmpPredictor(model.to(device).eval(), recipe, device)
 
     def train_fold(self, job: FoldJob) -> FoldOutcome:
-        recipe, dataset, cache, dist, device, console = job.recipe, job.dataset, job.cache, job.dist, job.device, job.console
-        folder, cfg = job.folder, recipe.train
-        train_pos, val_pos = job.train_positions, job.val_positions
+        state = SmpTrainer(job, tuned=not self.calibrated).fit()
+        return FoldOutcome(state.best_dice, state.best_epoch, state.epoch)
 
+
+class SmpTrainer(Trainer):
+    """compkit's own loop for an smp model: AMP, gradient accumulation and clipping, EMA, DDP, an auxiliary head,
+    soft pseudo-labels; every epoch replays exactly from (seed, epoch), so a resumed fold matches one never stopped."""
+
+    def __init__(self, job: FoldJob, tuned: bool = False):
+        super().__init__(job.recipe, job.data.fold, job.run.folder, job.context)
+        self.job, self.data = job, job.data
+        self.tuned = tuned  # also report the dice at the best threshold per class
+
+    # setup: model, optimizer, schedule, scaler, EMA, resume
+    def setup(self) -> None:
+        recipe, cfg, data, device = self.recipe, self.cfg, self.data, self.device
         _seed_everything(cfg.seed)
-        model = create_model(recipe.model, len(dataset.classes), cache=job.weights_cache).to(device)
-        if device.type == "cuda" and cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        criterion = create_loss(recipe.loss).to(device)
-        optimizer = create_optimizer(model, recipe.optim)
-        items = [(cache, i) for i in train_pos]
-        if job.pseudo is not None:  # pseudo-labelled images train every fold, never validate one
-            val_ids = set(job.val_ids)
-            items += [(job.pseudo, j) for j, image_id in enumerate(job.pseudo.image_ids) if image_id not in val_ids]
-        per_rank = math.ceil(len(items) / dist.world_size)
-        steps_per_epoch = max(1, math.ceil(math.ceil(per_rank / cfg.batch_size) / cfg.accumulate))
-        schedule = create_schedule(optimizer, recipe.sched, steps_per_epoch, cfg.epochs)
-        use_amp = cfg.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-        state = FoldState()
+        self.model = create_model(recipe.model, len(data.dataset.classes), cache=self.job.run.weights_cache).to(device)
+        self.channels_last = device.type == "cuda" and cfg.channels_last
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = create_loss(recipe.loss).to(device)
+        self.optimizer = create_optimizer(self.model, recipe.optim)
+        items = self._training_items()
+        per_rank = math.ceil(len(items) / self.dist.world_size)
+        self.steps_per_epoch = max(1, math.ceil(math.ceil(per_rank / cfg.batch_size) / cfg.accumulate))
+        self.schedule = create_schedule(self.optimizer, recipe.sched, self.steps_per_epoch, cfg.epochs)
+        self.use_amp = cfg.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_amp)
         # With train.ema, the averaged weights are what validation, best.pt and prediction see; the trained ones resume.
-        ema = None
+        self.ema = None
         if cfg.ema is not None:
             from timm.utils.model_ema import ModelEmaV3  # here: timm.utils imports wandb when it is installed (0.35 s)
 
-            ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True, warmup_power=0.75)
-        evaluated = ema.module if ema is not None else model  # the weights validation, best.pt and prediction use
-        predictor = SmpPredictor(evaluated, recipe, device)
-        val_settings = InferenceSettings("none", recipe.infer.window, recipe.infer.overlap, recipe.infer.batch_size)
+            self.ema = ModelEmaV3(self.model, decay=cfg.ema, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
+        self.evaluated = self.ema.module if self.ema is not None else self.model
+        self.predictor = SmpPredictor(self.evaluated, recipe, device)
+        infer = recipe.infer
+        self.val_settings = InferenceSettings("none", infer.window, infer.overlap, infer.batch_size)
+        if self.job.run.resume and (self.folder / CHECKPOINT_LAST).is_file():
+            self._resume()
+        if self.dist.is_main:
+            self.writer = ResultsWriter(self.folder, recipe, rows_already_logged=len(self.state.rows))
+        self.train_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        train_positions = data.train_positions
+        labels = aux_labels(recipe, data.dataset, train_positions) + [-1] * (len(items) - len(train_positions))
+        self.val_labels = aux_labels(recipe, data.dataset, data.val_positions)
+        self.samples = CachedSamples(items, recipe, augment=True, labels=labels)
 
-        def checkpoint() -> dict[str, Any]:
-            return {
-                "family": self.name,
-                "classes": list(dataset.classes),
-                "model": evaluated.state_dict(),
-                **({"trained_model": model.state_dict()} if ema is not None else {}),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": state.epoch,
-                "best_dice": state.best_dice,
-                "best_epoch": state.best_epoch,
-                "stale_epochs": state.stale_epochs,
-            }
+    def _training_items(self) -> list[tuple[SampleCache, int]]:
+        """(cache, position) of the fold's training images; pseudo-labelled ones train every fold, validate none."""
+        data = self.data
+        items = [(data.cache, i) for i in data.train_positions]
+        if data.pseudo is not None:
+            val_ids = set(data.val_ids)
+            items += [(data.pseudo, j) for j, image_id in enumerate(data.pseudo.image_ids) if image_id not in val_ids]
+        return items
 
-        if job.resume and (folder / CHECKPOINT_LAST).is_file():
-            ckpt = load_checkpoint(folder / CHECKPOINT_LAST)
-            model.load_state_dict(ckpt["trained_model"] if ema is not None else ckpt["model"])
-            if ema is not None:
-                ema.module.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            schedule.load_state_dict(ckpt["schedule"])
-            scaler.load_state_dict(ckpt["scaler"])
-            state = FoldState(ckpt["epoch"], ckpt["best_dice"], ckpt["best_epoch"], ckpt["stale_epochs"])
-            state.rows = read_results(folder, state.epoch)
-            if dist.is_main:
-                console.print(f"resuming fold {job.fold} after epoch {state.epoch} (best dice {state.best_dice:.4f})")
+    def _resume(self) -> None:
+        ckpt = load_checkpoint(self.folder / CHECKPOINT_LAST)
+        self.model.load_state_dict(ckpt["trained_model"] if self.ema is not None else ckpt["model"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = FoldState(ckpt["epoch"], ckpt["best_dice"], ckpt["best_epoch"], ckpt["stale_epochs"])
+        self.state.rows = read_results(self.folder, self.state.epoch)
+        if self.dist.is_main:
+            state = self.state
+            self.console.print(f"resuming fold {self.fold} after epoch {state.epoch} (best dice {state.best_dice:.4f})")
 
-        writer = ResultsWriter(folder, recipe, rows_already_logged=len(state.rows)) if dist.is_main else None
+    def checkpoint(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "family": SmpFamily.name,
+            "classes": list(self.data.dataset.classes),
+            "model": self.evaluated.state_dict(),
+            **({"trained_model": self.model.state_dict()} if self.ema is not None else {}),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": state.epoch,
+            "best_dice": state.best_dice,
+            "best_epoch": state.best_epoch,
+            "stale_epochs": state.stale_epochs,
+        }
 
-        def validation_loss(probs: np.ndarray, truth: np.ndarray) -> float:
-            """The training criterion on a validation image (its probabilities back as logits)."""
-            p = torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)[None]
-            return float(criterion(torch.logit(p).to(device), torch.from_numpy(truth.astype(np.float32))[None].to(device)))
+    # train_epoch: the optimizer steps of one epoch
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        started = time.time()
+        loader = self._epoch_loader(epoch)
+        self.train_model.train()
+        sums: dict[str, float] = {}  # per-image sums of the loss and its terms
+        seen = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        batches = len(loader)
+        for step, batch in enumerate(loader, start=1):
+            if step > 1 and any_rank(self.dist, self.clock.left() <= 0):  # an epoch longer than the time left
+                break
+            seen += self._train_step(epoch, step, batches, batch, sums)
+            rate = seen / max(time.time() - started, MIN_SECONDS)
+            loss, lr = sums["loss"] / seen, self.schedule.lr
+            stats = f"epoch {epoch}/{self.cfg.epochs} loss {loss:.4f} lr {lr:.2e} {rate:.1f} img/s"
+            self.progress.update(self.task, stats=stats)
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": round(sums["loss"] / max(seen, 1), 6)}
+        row.update({f"train_{k}": round(v / max(seen, 1), 6) for k, v in sums.items() if k != "loss"})
+        row["lr"] = self.schedule.lr
+        row["train_images_per_s"] = round(seen / max(time.time() - started, MIN_SECONDS), 2)
+        return row
 
-        train_model: torch.nn.Module = model
-        if dist.enabled:
-            train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    def _epoch_loader(self, epoch: int) -> torch.utils.data.DataLoader:
+        """This rank's share of the epoch's shuffled samples."""
+        cfg = self.cfg
+        # Everything random in an epoch derives from (seed, epoch): a resumed run replays it exactly.
+        epoch_seed = cfg.seed * EPOCH_SEED_STRIDE + epoch
+        _seed_everything(epoch_seed)
+        order = torch.randperm(len(self.samples), generator=torch.Generator().manual_seed(epoch_seed)).tolist()
+        self.samples.epoch = epoch
+        return torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.samples, order[self.dist.rank :: self.dist.world_size]),
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=cfg.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
 
-        labels = aux_labels(recipe, dataset, train_pos) + [-1] * (len(items) - len(train_pos))
-        val_labels = aux_labels(recipe, dataset, val_pos)
-        samples = CachedSamples(items, recipe, augment=True, labels=labels)
-        stop = state.epoch >= cfg.epochs
-        fold_started = time.time()
-        budget_left = _budget_clock(cfg.time_budget, fold_started)
-        with _progress(console) as progress:
-            task = progress.add_task(f"fold {job.fold}", total=steps_per_epoch * cfg.epochs, completed=steps_per_epoch * state.epoch, stats="", visible=dist.is_main)
-            while not stop:
-                epoch = state.epoch + 1
-                started = time.time()
-                # Everything random in an epoch derives from (seed, epoch): a resumed run replays it exactly.
-                _seed_everything(cfg.seed * 1000 + epoch)
-                order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
-                order = order[dist.rank :: dist.world_size]
-                samples.epoch = epoch
-                loader = torch.utils.data.DataLoader(
-                    torch.utils.data.Subset(samples, order),
-                    batch_size=cfg.batch_size,
-                    shuffle=False,
-                    num_workers=cfg.workers,
-                    pin_memory=device.type == "cuda",
-                    persistent_workers=False,
-                )
-                train_model.train()
-                sums: dict[str, float] = {}
-                seen = 0
-                optimizer.zero_grad(set_to_none=True)
-                batches = len(loader)
-                for step, (x, y, label, ignore) in enumerate(loader, start=1):
-                    if step > 1 and any_rank(dist, budget_left() <= 0):  # an epoch longer than the time left: stop inside it
-                        break
-                    x = x.to(device, non_blocking=True)
-                    y = y.to(device, non_blocking=True)
-                    if device.type == "cuda" and cfg.channels_last:
-                        x = x.to(memory_format=torch.channels_last)
-                    with torch.autocast(device.type, enabled=use_amp):
-                        output = train_model(x)
-                    logits = segmentation_logits(output)
-                    if ignore.any():  # soft pseudo-labels: uncertain pixels become confident background, without gradient
-                        ignored = ignore.to(device, non_blocking=True).bool()
-                        logits = torch.where(ignored, torch.full_like(logits, -30.0), logits)
-                        y = torch.where(ignored, torch.zeros_like(y), y)
-                    loss = criterion(logits, y)
-                    if recipe.model.aux is not None:
-                        extra = aux_loss(recipe, output[1], y, label.to(device))
-                        loss = loss + recipe.model.aux.weight * extra
-                        sums["aux"] = sums.get("aux", 0.0) + float(extra.detach()) * x.shape[0]
-                    if any_rank(dist, not torch.isfinite(loss).item()):
-                        raise CompkitError(
-                            folder,
-                            f"loss became NaN/inf at epoch {epoch}, step {step}; stopped, {CHECKPOINT_LAST} holds epoch {state.epoch} "
-                            "(try a lower optim.lr, train.clip_grad, or train.amp=false)",
-                        )
-                    scaler.scale(loss / cfg.accumulate).backward()
-                    if step % cfg.accumulate == 0 or step == batches or budget_left() <= 0:
-                        if cfg.clip_grad:
-                            scaler.unscale_(optimizer)
-                            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                        scaler.step(optimizer)
-                        scaler.update()
-                        optimizer.zero_grad(set_to_none=True)
-                        schedule.after_step()
-                        if ema is not None:
-                            ema.update(model, step=schedule.step_count)
-                        progress.advance(task)
-                    n = x.shape[0]
-                    seen += n
-                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
-                    for name, value in criterion.terms.items():
-                        sums[name] = sums.get(name, 0.0) + float(value) * n
-                    elapsed = time.time() - started
-                    progress.update(task, stats=f"epoch {epoch}/{cfg.epochs} loss {sums['loss'] / seen:.4f} lr {schedule.lr:.2e} {seen / max(elapsed, 1e-9):.1f} img/s")
+    def _train_step(self, epoch: int, step: int, batches: int, batch, sums: dict[str, float]) -> int:
+        """Forward and backward one batch (an optimizer step every ``train.accumulate``); adds to ``sums``; the
+        number of images."""
+        x, y, label, ignore = batch
+        device, aux = self.device, self.recipe.model.aux
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if self.channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        with torch.autocast(device.type, enabled=self.use_amp):
+            output = self.train_model(x)
+        logits = segmentation_logits(output)
+        if ignore.any():  # soft pseudo-labels: uncertain pixels become confident background, without gradient
+            ignored = ignore.to(device, non_blocking=True).bool()
+            logits = torch.where(ignored, torch.full_like(logits, IGNORED_PIXEL_LOGIT), logits)
+            y = torch.where(ignored, torch.zeros_like(y), y)
+        loss = self.criterion(logits, y)
+        if aux is not None:
+            extra = aux_loss(self.recipe, output[1], y, label.to(device))
+            loss = loss + aux.weight * extra
+            sums["aux"] = sums.get("aux", 0.0) + float(extra.detach()) * x.shape[0]
+        if any_rank(self.dist, not torch.isfinite(loss).item()):
+            raise CompkitError(
+                self.folder,
+                f"loss became NaN/inf at epoch {epoch}, step {step}; stopped, {CHECKPOINT_LAST} holds epoch "
+                f"{self.state.epoch} (try a lower optim.lr, train.clip_grad, or train.amp=false)",
+            )
+        self.scaler.scale(loss / self.cfg.accumulate).backward()
+        if step % self.cfg.accumulate == 0 or step == batches or self.clock.left() <= 0:
+            self._optimizer_step()
+        n = x.shape[0]
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+        for name, value in self.criterion.terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * n
+        return n
 
-                row: dict[str, Any] = {"epoch": epoch, "train_loss": round(sums["loss"] / max(seen, 1), 6)}
-                row.update({f"train_{k}": round(v / max(seen, 1), 6) for k, v in sums.items() if k != "loss"})
-                row["lr"] = schedule.lr
-                row["train_images_per_s"] = round(seen / max(time.time() - started, 1e-9), 2)
-                validate_now = epoch % cfg.val_every == 0 or epoch == cfg.epochs
-                dice = None
-                if validate_now and dist.is_main:
-                    dice = validation_dice(predictor, cache, val_pos, recipe.infer.threshold, val_settings, tuned=not self.calibrated, loss=validation_loss)
-                row.update(validation_columns(dataset.classes, dice if validate_now else None))
-                if recipe.model.aux is not None:
-                    accuracy = aux_accuracy(model, cache, val_pos, val_labels, recipe, device) if validate_now and dist.is_main else float("nan")
-                    row["val_aux_acc"] = round(accuracy, 6) if validate_now else ""
-                row["seconds"] = round(time.time() - started, 2)
-                state.epoch = epoch
-                state.rows.append(row)
-                improved = False
-                if validate_now and dist.is_main:
-                    schedule.after_validation(dice.mean)
-                    if dice.mean > state.best_dice:
-                        state.best_dice, state.best_epoch, state.stale_epochs, improved = dice.mean, epoch, 0, True
-                    else:
-                        state.stale_epochs += 1
-                if dist.is_main:
-                    # One unit for a signal (it waits): results.csv, best.pt and last.pt of the same epoch. results.csv
-                    # first: should the process die between them anyway, --resume keeps the rows up to last.pt's
-                    # epoch and replays this one; the other way round its row would be lost.
-                    with deferred_interrupts():
-                        writer.write(state.rows)
-                        payload = checkpoint()
-                        if improved:
-                            save_checkpoint(folder / CHECKPOINT_BEST, payload)
-                        save_checkpoint(folder / CHECKPOINT_LAST, payload)
-                    if validate_now:
-                        progress.console.print(
-                            f"fold {job.fold} epoch {epoch}: loss {row['train_loss']:.4f}  val dice {dice.mean:.4f}"
-                            + ("  [green]best[/green]" if improved else "")
-                        )
-                early = cfg.early_stop is not None and state.stale_epochs >= cfg.early_stop
-                # Another epoch (as long as the slowest so far) must fit in the fold's time budget.
-                out_of_time = epoch < cfg.epochs and budget_left() < max((float(r["seconds"]) for r in state.rows[-5:] if r.get("seconds") not in ("", None)), default=0.0)
-                stop = broadcast_flag(dist, epoch >= cfg.epochs or early or out_of_time)
-                if early and dist.is_main:
-                    progress.console.print(f"early stop: no improvement for {cfg.early_stop} validations")
-                elif out_of_time and dist.is_main:
-                    progress.console.print(
-                        f"time budget: fold {job.fold} stops after epoch {epoch} of {cfg.epochs} ({time.time() - fold_started:.0f} s of "
-                        f"train.time_budget {cfg.time_budget:.0f} s); {CHECKPOINT_BEST} holds epoch {state.best_epoch} (val dice {state.best_dice:.4f})"
-                    )
-                barrier(dist)
-        if writer is not None:
-            writer.close({"validation": validation_overlays(folder, predictor, cache, val_pos, recipe.infer.threshold, val_settings)})
-        return FoldOutcome(state.best_dice, state.best_epoch, state.epoch)
+    def _optimizer_step(self) -> None:
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.after_step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.schedule.step_count)
+        self.progress.advance(self.task)
 
+    # validate: the leaderboard dice of the evaluated weights, on rank 0
+    def validate(self, epoch: int, row: dict[str, Any]) -> float | None:
+        cfg, data, recipe = self.cfg, self.data, self.recipe
+        validate_now = epoch % cfg.val_every == 0 or epoch == cfg.epochs
+        here = validate_now and self.dist.is_main
+        dice = None
+        if here:
+            threshold = recipe.infer.threshold
+            dice = validation_dice(
+                self.predictor,
+                data.cache,
+                data.val_positions,
+                threshold,
+                self.val_settings,
+                tuned=self.tuned,
+                loss=self._validation_loss,
+            )
+        row.update(validation_columns(data.dataset.classes, dice))
+        if recipe.model.aux is not None:
+            accuracy = float("nan")
+            if here:
+                positions, labels = data.val_positions, self.val_labels
+                accuracy = aux_accuracy(self.model, data.cache, positions, labels, recipe, self.device)
+            row["val_aux_acc"] = round(accuracy, 6) if validate_now else ""
+        if dice is None:
+            return None
+        self.schedule.after_validation(dice.mean)
+        return dice.mean
+
+    def _validation_loss(self, probs: np.ndarray, truth: np.ndarray) -> float:
+        """The training criterion on a validation image (its probabilities back as logits)."""
+        p = torch.from_numpy(probs).clamp(PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)[None]
+        target = torch.from_numpy(truth.astype(np.float32))[None].to(self.device)
+        return float(self.criterion(torch.logit(p).to(self.device), target))
+
+    def finish(self) -> None:
+        if self.writer is not None:
+            data, threshold = self.data, self.recipe.infer.threshold
+            overlays = validation_overlays(
+                self.folder, self.predictor, data.cache, data.val_positions, threshold, self.val_settings
+            )
+            self.writer.close({"validation": overlays})

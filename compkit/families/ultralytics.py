@@ -18,6 +18,7 @@ or a release file name) are read from compkit's weights cache (``<cache>/ultraly
 ``compkit weights pull``), never fetched by ultralytics itself. Ultralytics' own files stay in
 ``fold<k>/ultralytics/``; compkit's ``best.pt`` holds the best weights as a state dict.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,33 +36,34 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from compkit.training.augmentation import create_augmentation
-from compkit.training.checkpoint import CHECKPOINT_BEST, save_checkpoint
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
-from compkit.util.errors import CompkitError, first_line
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
-from compkit.util.fileio import AtomicFolder
-from compkit.inference.tta import TTA_VIEWS
 from compkit.inference.predictor import InferenceSettings, validation_dice
-from compkit.training.recipe import Recipe, defaults
-from compkit.util.registry import did_you_mean
-from compkit.training.results import ResultsWriter, read_results, validation_columns, validation_overlays
+from compkit.inference.tta import TTA_VIEWS
 from compkit.pretrained.ultralytics_env import prepare_offline, process_settings_kept, release_files, release_tag
-from compkit.pretrained.weights import SETTING, PretrainedWeights, local_weights, require, weights_cache
+from compkit.pretrained.weights import SETTING, PretrainedWeights, local_weights
+from compkit.training.augmentation import create_augmentation
+from compkit.training.checkpoint import CHECKPOINT_BEST, save_checkpoint
+from compkit.training.recipe import Recipe, defaults
+from compkit.training.results import ResultsWriter, read_results, validation_columns, validation_overlays
+from compkit.util.errors import CompkitError, first_line, warn
+from compkit.util.fileio import AtomicFolder
+from compkit.util.registry import did_you_mean
 
 ULTRALYTICS_SUBDIR = "ultralytics"
 EXPORT_SUBDIR = "yolo_data"
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSProp"}
 PREDICT_CONF = 0.05  # low: the per-pixel map is mask x confidence, thresholding happens later
+MAX_DETECTIONS = 300  # instances kept per image (ultralytics' default): far more than the classes
 ULTRALYTICS_CLIP_GRAD = 10.0  # ultralytics clips gradients at this norm, always
+MIN_LR_FRACTION = 1e-6  # ultralytics' lrf must stay above 0 (a schedule down to min_lr 0 ends just above it)
+SECONDS_PER_HOUR = 3600  # ultralytics' time limit is in hours
 # Augmentations ultralytics adds by default: all off, the recipe's albumentations list is the augmentation.
 NO_BUILTIN_AUGMENTATION = dict(
     hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, degrees=0.0, translate=0.0, scale=0.0, shear=0.0, perspective=0.0,
     flipud=0.0, fliplr=0.0, mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, erasing=0.0, close_mosaic=0,
 )  # fmt: skip
-
-
 
 
 def release_weights(reference: str) -> PretrainedWeights | None:
@@ -83,15 +85,25 @@ def yolo_weights(recipe: Recipe) -> PretrainedWeights | None:
         return local_weights(arch, value)
     if value is True or value == "coco":
         if arch.endswith((".yaml", ".yml")):
-            raise CompkitError(SETTING, f"coco weights are named after model.arch, which is a yaml here ({arch}): name a release file (yolov8n-seg.pt)")
+            raise CompkitError(
+                SETTING,
+                f"coco weights are named after model.arch, which is a yaml here ({arch}): name a release file "
+                "(yolov8n-seg.pt)",
+            )
         weights = release_weights(arch)
         if weights is None:
-            raise CompkitError(SETTING, f"ultralytics publishes no {arch}.pt: name a release file (yolov8n-seg.pt) or a local .pt")
+            raise CompkitError(
+                SETTING, f"ultralytics publishes no {arch}.pt: name a release file (yolov8n-seg.pt) or a local .pt"
+            )
         return weights
     weights = release_weights(str(value))
     if weights is None:
         seg = sorted(n for n in release_files() if "-seg" in n)
-        raise CompkitError(SETTING, f"{value!r} is neither a local file nor an ultralytics release file{did_you_mean(str(value), seg)} (coco, or e.g. {', '.join(seg[:3])})")
+        raise CompkitError(
+            SETTING,
+            f"{value!r} is neither a local file nor an ultralytics release file{did_you_mean(str(value), seg)} "
+            f"(coco, or e.g. {', '.join(seg[:3])})",
+        )
     return weights
 
 
@@ -100,7 +112,9 @@ def _model_source(recipe: Recipe) -> str:
     return arch if arch.endswith((".yaml", ".yml")) else f"{arch}.yaml"
 
 
-def export_fold(dataset: SegmentationDataset, cache: SampleCache, train_ids: list[str], val_ids: list[str], folder: Path) -> Path:
+def export_fold(
+    dataset: SegmentationDataset, cache: SampleCache, train_ids: list[str], val_ids: list[str], folder: Path
+) -> Path:
     """Write the fold in ultralytics' segmentation layout under ``folder/yolo_data``; reuse it while unchanged."""
     root = folder / EXPORT_SUBDIR
     key = hashlib.sha1(json.dumps([cache.folder.name, train_ids, val_ids, list(dataset.classes)]).encode()).hexdigest()
@@ -118,7 +132,8 @@ def export_fold(dataset: SegmentationDataset, cache: SampleCache, train_ids: lis
                 lines = [f"{c} {coords}" for c, coords in _polygon_lines(cache.mask(cache.position[image_id]))]
                 (staging / "labels" / part / f"{stem}.txt").write_text("\n".join(lines) + "\n")
         names = "\n".join(f"  {i}: {json.dumps(name)}" for i, name in enumerate(dataset.classes))
-        (staging / "dataset.yaml").write_text(f"path: {root.absolute()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+        layout = f"path: {root.absolute()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n"
+        (staging / "dataset.yaml").write_text(layout)
         (staging / "export.json").write_text(json.dumps({"key": key}))
     return root / "dataset.yaml"
 
@@ -136,7 +151,9 @@ def _polygon_lines(mask: np.ndarray) -> list[tuple[int, str]]:
     return lines
 
 
-def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | None = None, head_source_nc: int | None = None):
+def build_yolo(
+    recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | None = None, head_source_nc: int | None = None
+):
     """An ultralytics YOLO object for ``recipe.model.arch`` with ``len(classes)`` classes (weights from a state dict).
 
     ``head_source_nc``: the class count of the model a fold's pretrained weights were transferred from. ultralytics
@@ -163,7 +180,9 @@ def build_yolo(recipe: Recipe, classes, state_dict: dict[str, torch.Tensor] | No
         try:
             network.load_state_dict(state_dict)
         except RuntimeError as e:  # keys or shapes of another model
-            raise CompkitError("model", f"the checkpoint does not fit {recipe.model.arch} with {len(classes)} classes: {first_line(e)}") from None
+            raise CompkitError(
+                "model", f"the checkpoint does not fit {recipe.model.arch} with {len(classes)} classes: {first_line(e)}"
+            ) from None
     network.names = dict(enumerate(classes))
     yolo.model = network
     return yolo
@@ -183,7 +202,15 @@ class YoloPredictor:
         height, width = images_rgb[0].shape[:2]
         batch = [cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2BGR) for im in images_rgb]
         with process_settings_kept():
-            results = self.yolo.predict(batch, imgsz=max(height, width), conf=PREDICT_CONF, retina_masks=True, verbose=False, device=self.device, max_det=300)
+            results = self.yolo.predict(
+                batch,
+                imgsz=max(height, width),
+                conf=PREDICT_CONF,
+                retina_masks=True,
+                verbose=False,
+                device=self.device,
+                max_det=MAX_DETECTIONS,
+            )
         out = np.zeros((len(batch), self.num_classes, height, width), np.float32)
         for b, result in enumerate(results):
             if result.masks is None:
@@ -225,27 +252,43 @@ class UltralyticsFamily(ModelFamily):
             raise CompkitError(setting, f"the ultralytics family cannot honour it: {why}")
 
         def substitute(setting: str, instead: str) -> None:
-            console.print(f"[yellow]warning:[/yellow] {setting}: ultralytics uses {instead} instead")
+            warn(setting, f"ultralytics uses {instead} instead", console)
 
         model, optim, sched, train = recipe.model, recipe.optim, recipe.sched, recipe.train
         if model.encoder not in ("none", defaults("model")["encoder"]):
-            refuse("model.encoder", f"ultralytics models have no separate encoder (set it to none, not {model.encoder!r})")
+            refuse(
+                "model.encoder", f"ultralytics models have no separate encoder (set it to none, not {model.encoder!r})"
+            )
         if model.params:
-            refuse("model.params", f"architecture arguments {sorted(model.params)} are smp's; ultralytics reads them from the model yaml")
+            arguments = sorted(model.params)
+            refuse(
+                "model.params",
+                f"architecture arguments {arguments} are smp's; ultralytics reads them from the model yaml",
+            )
         if model.aux is not None:
             refuse("model.aux", "ultralytics models have no auxiliary classification head")
         if model.in_channels != 3:
             refuse("model.in_channels", "ultralytics models take 3-channel images")
         if recipe.loss != defaults("loss"):
-            refuse("loss", "ultralytics trains with its own box, segmentation, class and DFL losses (remove the loss section)")
+            refuse(
+                "loss",
+                "ultralytics trains with its own box, segmentation, class and DFL losses (remove the loss section)",
+            )
         if optim.name not in OPTIMIZERS:
             refuse("optim.name", f"{optim.name!r} is not an ultralytics optimizer ({', '.join(OPTIMIZERS)})")
         if sched.name not in ("cosine", "none"):
-            refuse("sched.name", f"{sched.name!r}: ultralytics schedules are cosine (cos_lr) or linear decay; use cosine or none")
+            refuse(
+                "sched.name",
+                f"{sched.name!r}: ultralytics schedules are cosine (cos_lr) or linear decay; use cosine or none",
+            )
         if train.accumulate != 1:
-            substitute(f"train.accumulate={train.accumulate}", f"its nominal batch size nbs={train.batch_size * train.accumulate}")
+            nominal = train.batch_size * train.accumulate
+            substitute(f"train.accumulate={train.accumulate}", f"its nominal batch size nbs={nominal}")
         if train.clip_grad != ULTRALYTICS_CLIP_GRAD:
-            substitute(f"train.clip_grad={train.clip_grad}", f"gradient clipping at {ULTRALYTICS_CLIP_GRAD} (set train.clip_grad: {ULTRALYTICS_CLIP_GRAD})")
+            clip = ULTRALYTICS_CLIP_GRAD
+            substitute(
+                f"train.clip_grad={train.clip_grad}", f"gradient clipping at {clip} (set train.clip_grad: {clip})"
+            )
         if train.amp:
             substitute("train.amp=true", "fp32 (its AMP check downloads weights; set train.amp: false)")
         if train.val_every != 1:
@@ -280,88 +323,129 @@ class UltralyticsFamily(ModelFamily):
         return YoloPredictor(yolo, len(classes), device)
 
     def train_fold(self, job: FoldJob) -> FoldOutcome:
-        recipe, dataset, cache, folder, console = job.recipe, job.dataset, job.cache, job.folder, job.console
-        if job.resume:
+        recipe, data, folder = job.recipe, job.data, job.run.folder
+        if job.run.resume:
             raise CompkitError("--resume", "ultralytics folds train from the start (resume is an smp-family feature)")
-        data_yaml = export_fold(dataset, cache, job.train_ids, job.val_ids, folder)
+        data_yaml = export_fold(data.dataset, data.cache, data.train_ids, data.val_ids, folder)
         prepare_offline()
+        weights = job.run.start.file if job.run.start is not None else None  # located by the train stage
+        started = time.time()
+        yolo, head_source_nc = starting_model(recipe, weights)
+        where = folder / ULTRALYTICS_SUBDIR
+        job.context.console.print(
+            f"fold {data.fold}: training {recipe.model.arch} with ultralytics (its files in {where})"
+        )
+        with process_settings_kept():
+            yolo.train(**train_arguments(recipe, data_yaml, folder, job.context.device, pretrained=weights is not None))
+        return self._record_fold(job, head_source_nc, started)
+
+    def _record_fold(self, job: FoldJob, head_source_nc: int | None, started: float) -> FoldOutcome:
+        """compkit's results.csv, plots and best.pt from what ultralytics left, with the leaderboard dice."""
         from ultralytics import YOLO
 
-        wanted = self.pretrained(recipe)
-        weights = require(wanted, job.weights_cache or weights_cache()).file if wanted is not None else None
-        cfg = recipe.train
-        started = time.time()
-        yolo = YOLO(_model_source(recipe), task="segment")
-        head_source_nc = None
-        if weights is not None:
-            try:
-                # ultralytics reads its own checkpoint format, with ULTRALYTICS_SAFE_LOAD=1: tensors and known
-                # layers only; the layers that match (all but the class outputs when nc differs) are transferred.
-                with warnings.catch_warnings():  # torch's warnings about a foreign file would precede compkit's line
-                    warnings.simplefilter("ignore")
-                    yolo = yolo.load(str(weights))
-            except Exception as e:
-                raise CompkitError(weights, f"cannot load weights: {first_line(e)}") from None
-            head_source_nc = int(yolo.model.model[-1].nc)  # the fold's class branch keeps this model's width
-        augmentation = create_augmentation(recipe.aug)
-        console.print(f"fold {job.fold}: training {recipe.model.arch} with ultralytics (its files in {folder / ULTRALYTICS_SUBDIR})")
-        with process_settings_kept():
-            yolo.train(
-                data=str(data_yaml.absolute()),
-                epochs=cfg.epochs,
-                imgsz=recipe.data.image_size,
-                batch=cfg.batch_size,
-                nbs=cfg.batch_size * cfg.accumulate,
-                device=ultralytics_device(job.device),
-                workers=cfg.workers,
-                seed=cfg.seed,
-                deterministic=True,
-                project=str(folder.absolute()),
-                name=ULTRALYTICS_SUBDIR,
-                exist_ok=True,
-                overlap_mask=False,
-                amp=False,
-                plots=False,
-                pretrained=weights is not None,
-                optimizer=OPTIMIZERS[recipe.optim.name],
-                lr0=recipe.optim.lr,
-                lrf=1.0 if recipe.sched.name == "none" or recipe.optim.lr == 0 else max(recipe.sched.min_lr / recipe.optim.lr, 1e-6),
-                cos_lr=recipe.sched.name == "cosine",
-                warmup_epochs=recipe.sched.warmup_epochs,
-                momentum=recipe.optim.momentum,
-                weight_decay=recipe.optim.weight_decay,
-                patience=cfg.early_stop or cfg.epochs,
-                **({"time": cfg.time_budget / 3600} if cfg.time_budget else {}),  # ultralytics' own time limit, in hours
-                augmentations=list(augmentation.transforms) if augmentation is not None else [],
-                **NO_BUILTIN_AUGMENTATION,
-                verbose=False,
-            )
+        recipe, data, folder, device = job.recipe, job.data, job.run.folder, job.context.device
+        classes = data.dataset.classes
         best_file = folder / ULTRALYTICS_SUBDIR / "weights" / "best.pt"
         if not best_file.is_file():
             best_file = folder / ULTRALYTICS_SUBDIR / "weights" / "last.pt"
         trained = YOLO(str(best_file), task="segment")  # ultralytics reads the file it just wrote
         state = {k: v.float() for k, v in trained.model.state_dict().items()}
-        predictor = YoloPredictor(build_yolo(recipe, dataset.classes, state, head_source_nc), len(dataset.classes), job.device)
+        predictor = YoloPredictor(build_yolo(recipe, classes, state, head_source_nc), len(classes), device)
 
         # The leaderboard metric on the validation fold, as for every family (also at the best threshold).
         settings = InferenceSettings("none", None, 0.5, recipe.infer.batch_size)
-        dice = validation_dice(predictor, cache, job.val_positions, recipe.infer.threshold, settings, tuned=not self.calibrated)
-        rows = _results_rows(read_results(folder / ULTRALYTICS_SUBDIR))
-        rows[-1].update(validation_columns(dataset.classes, dice), seconds=round(time.time() - started, 2))
+        threshold = recipe.infer.threshold
+        positions = data.val_positions
+        dice = validation_dice(predictor, data.cache, positions, threshold, settings, tuned=not self.calibrated)
+        records = read_results(folder / ULTRALYTICS_SUBDIR)
+        rows = _results_rows(records)
+        rows[-1].update(validation_columns(classes, dice), seconds=round(time.time() - started, 2))
         writer = ResultsWriter(folder, recipe)
         writer.write(rows)
-        writer.close({"validation": validation_overlays(folder, predictor, cache, job.val_positions, recipe.infer.threshold, settings)})
+        writer.close({"validation": validation_overlays(folder, predictor, data.cache, positions, threshold, settings)})
         epochs = len(rows)
         best_epoch = epochs  # without a best.pt, ultralytics' last.pt was loaded
         if best_file.name == "best.pt":
-            best_epoch = _saved_epoch(read_results(folder / ULTRALYTICS_SUBDIR), trained.ckpt) or epochs
-        checkpoint = {"family": self.name, "classes": list(dataset.classes), "model": state, "epoch": best_epoch,
-                      "best_dice": dice.mean}
+            best_epoch = _saved_epoch(records, trained.ckpt) or epochs
+        checkpoint = {
+            "family": self.name,
+            "classes": list(classes),
+            "model": state,
+            "epoch": best_epoch,
+            "best_dice": dice.mean,
+        }
         if head_source_nc is not None:
             checkpoint["head_source_nc"] = head_source_nc
         save_checkpoint(folder / CHECKPOINT_BEST, checkpoint)
-        console.print(f"fold {job.fold}: val dice {dice.mean:.4f} at threshold {recipe.infer.threshold}, {float(dice.tuned.mean()):.4f} at the best threshold per class (yolo)")
+        tuned = float(dice.tuned.mean())
+        job.context.console.print(
+            f"fold {data.fold}: val dice {dice.mean:.4f} at threshold {threshold}, {tuned:.4f} at the best threshold "
+            "per class (yolo)"
+        )
         return FoldOutcome(dice.mean, best_epoch, epochs)
+
+
+def starting_model(recipe: Recipe, weights: Path | None):
+    """The YOLO a fold trains, with the layers of ``weights`` that match transferred; and the class count of the model
+    those came from (the fold's class branch keeps its width), None without weights."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(_model_source(recipe), task="segment")
+    if weights is None:
+        return yolo, None
+    try:
+        # ultralytics reads its own checkpoint format, with ULTRALYTICS_SAFE_LOAD=1: tensors and known
+        # layers only; the layers that match (all but the class outputs when nc differs) are transferred.
+        with warnings.catch_warnings():  # torch's warnings about a foreign file would precede compkit's line
+            warnings.simplefilter("ignore")
+            yolo = yolo.load(str(weights))
+    except Exception as e:
+        raise CompkitError(weights, f"cannot load weights: {first_line(e)}") from None
+    return yolo, int(yolo.model.model[-1].nc)
+
+
+def final_lr_fraction(recipe: Recipe) -> float:
+    """ultralytics' ``lrf``: the last learning rate as a fraction of the first (1: constant)."""
+    lr = recipe.optim.lr
+    if recipe.sched.name == "none" or lr == 0:
+        return 1.0
+    return max(recipe.sched.min_lr / lr, MIN_LR_FRACTION)
+
+
+def train_arguments(recipe: Recipe, data_yaml: Path, folder: Path, device: torch.device, pretrained: bool) -> dict:
+    """``YOLO.train``'s arguments for the recipe: its settings, ultralytics' own augmentation off."""
+    cfg, optim = recipe.train, recipe.optim
+    augmentation = create_augmentation(recipe.aug)
+    return dict(
+        data=str(data_yaml.absolute()),
+        epochs=cfg.epochs,
+        imgsz=recipe.data.image_size,
+        batch=cfg.batch_size,
+        nbs=cfg.batch_size * cfg.accumulate,
+        device=ultralytics_device(device),
+        workers=cfg.workers,
+        seed=cfg.seed,
+        deterministic=True,
+        project=str(folder.absolute()),
+        name=ULTRALYTICS_SUBDIR,
+        exist_ok=True,
+        overlap_mask=False,
+        amp=False,
+        plots=False,
+        pretrained=pretrained,
+        optimizer=OPTIMIZERS[optim.name],
+        lr0=optim.lr,
+        lrf=final_lr_fraction(recipe),
+        cos_lr=recipe.sched.name == "cosine",
+        warmup_epochs=recipe.sched.warmup_epochs,
+        momentum=optim.momentum,
+        weight_decay=optim.weight_decay,
+        patience=cfg.early_stop or cfg.epochs,
+        **({"time": cfg.time_budget / SECONDS_PER_HOUR} if cfg.time_budget else {}),  # ultralytics' own time limit
+        augmentations=list(augmentation.transforms) if augmentation is not None else [],
+        **NO_BUILTIN_AUGMENTATION,
+        verbose=False,
+    )
 
 
 def _saved_epoch(records: list[dict[str, Any]], checkpoint: dict[str, Any] | None) -> int | None:

@@ -5,6 +5,7 @@
 with the run's TTA and sliding window, the folds are averaged, and the result is resized back (and pasted into
 the cropped box, the rest background).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,15 +16,15 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from compkit.training.checkpoint import fold_checkpoint, load_checkpoint
 from compkit.data.cache import foreground_box, prepare_image
-from compkit.training.device import resolve_device
-from compkit.util.errors import CompkitError
 from compkit.families import FoldModel, load_fold
 from compkit.inference.predictor import InferenceSettings, inference_settings
+from compkit.stores.probabilities import resample
+from compkit.training.checkpoint import fold_checkpoint, load_checkpoint
+from compkit.training.device import resolve_device
 from compkit.training.recipe import Recipe
 from compkit.training.runs import fold_dirs, fold_recipe
-from compkit.stores.probabilities import resample
+from compkit.util.errors import CompkitError
 
 
 @dataclass
@@ -49,7 +50,9 @@ class RunModel:
             box = foreground_box(image) if data.crop_border else None
             clahe = data.clahe.model_dump() if data.clahe else None
             prepared = prepare_image(image, data.image_size, clahe, box)
-            settings: InferenceSettings = fold.family.check_inference(inference_settings(fold.recipe, tta, window), Console(quiet=True))  # substitutions were reported at training
+            settings: InferenceSettings = fold.family.check_inference(
+                inference_settings(fold.recipe, tta, window), Console(quiet=True)
+            )  # substitutions were reported at training
             probs = fold.predictor.predict(prepared[None], settings)[0]
             y0, y1, x0, x1 = box or (0, height, 0, width)
             full = np.zeros((len(self.classes), height, width), np.float32)
@@ -66,7 +69,9 @@ def load_run(path: str | Path, classes: list[str] | None = None, device: str = "
     if classes is None:
         classes = load_checkpoint(fold_checkpoint(folders[0])).get("classes")
         if classes is None:
-            raise CompkitError(path, "its checkpoints do not record their classes (trained before they did): pass classes=")
+            raise CompkitError(
+                path, "its checkpoints do not record their classes (trained before they did): pass classes="
+            )
     with torch.inference_mode():
         folds = [load_fold(folder, classes, torch_device, recipe=fold_recipe(folder)) for folder in folders]
     return RunModel(Path(path), list(classes), folds)

@@ -5,6 +5,7 @@ One implementation each for every family: :func:`predict_cached` (the batched lo
 (the leaderboard metric on a fold's validation images, optionally at the best threshold per class) and
 :func:`write_store` (the one writer of model stores, used by ``compkit train`` and ``compkit predict``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -19,9 +20,9 @@ from rich.progress import Progress
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
 from compkit.evaluation.metrics import DiceMeter
-from compkit.training.recipe import Recipe
-from compkit.stores.probabilities import StoreWriter
 from compkit.evaluation.thresholds import OofTuner
+from compkit.stores.probabilities import StoreWriter
+from compkit.training.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -91,21 +92,34 @@ def validation_dice(
     return ValidationDice(meter.per_class(), tuner.best_thresholds()[1] if tuner is not None else None, mean_loss)
 
 
+@dataclass(frozen=True)
+class CachedImages:
+    """Images of a dataset to predict: their cached pixels at ``positions``, and the samples they were cut from (each
+    prediction is stored with its image's id, original size and crop box)."""
+
+    dataset: SegmentationDataset
+    cache: SampleCache
+    positions: list[int]
+
+
 def write_store(
     predictor: Predictor,
-    dataset: SegmentationDataset,
-    cache: SampleCache,
-    positions: list[int],
+    images: CachedImages,
     folder: Path,
     settings: InferenceSettings,
     console: Console | None = None,
     label: str = "",
 ) -> Path:
-    """Predict the cached images at ``positions`` into a store at ``folder`` (atomically)."""
+    """Predict ``images`` into a store at ``folder`` (atomically); ``label`` goes into the progress line."""
     console = console or Console(quiet=True)
-    with StoreWriter(folder, cache.classes, (cache.size, cache.size)) as store, Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"predicting {folder.parent.name}/{folder.name} ({label}tta {settings.tta})", total=len(positions))
-        for i, probs in predict_cached(predictor, cache, positions, settings):
+    dataset, cache = images.dataset, images.cache
+    description = f"predicting {folder.parent.name}/{folder.name} ({label}tta {settings.tta})"
+    with (
+        StoreWriter(folder, cache.classes, (cache.size, cache.size)) as store,
+        Progress(console=console, transient=True) as progress,
+    ):
+        task = progress.add_task(description, total=len(images.positions))
+        for i, probs in predict_cached(predictor, cache, images.positions, settings):
             sample = dataset.samples[i]
             store.write(sample.image_id, probs, dataset.image_shape(sample), cache.box(i))
             progress.advance(task)
@@ -113,7 +127,11 @@ def write_store(
 
 
 def inference_settings(
-    recipe: Recipe, tta: str | None = None, window: int | None = None, overlap: float | None = None, batch_size: int | None = None
+    recipe: Recipe,
+    tta: str | None = None,
+    window: int | None = None,
+    overlap: float | None = None,
+    batch_size: int | None = None,
 ) -> InferenceSettings:
     """The recipe's ``infer`` settings, each overridden where a command gave one."""
     infer = recipe.infer

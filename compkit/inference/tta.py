@@ -1,4 +1,5 @@
 """Model inference: test-time augmentation averaged in logit space, and Gaussian-weighted sliding windows."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -54,8 +55,12 @@ TTA_VIEWS: Registry[list[View]] = Registry("TTA", option="infer.tta")
 TTA_VIEWS.register("none", [(_identity, _identity)], "the image only")
 TTA_VIEWS.register("hflip", [(_identity, _identity), _flip((3,))], "the image and its left-right mirror")
 TTA_VIEWS.register("vflip", [(_identity, _identity), _flip((2,))], "the image and its upside-down mirror")
-TTA_VIEWS.register("d4", [_rot(k, f) for f in (False, True) for k in range(4)], "the 8 rotations and mirrors of the square")
-TTA_VIEWS.register("scales", [_scale(s) for s in TTA_SCALES] + [_flip((3,))], f"scaled by {TTA_SCALES}, and left-right mirrored")
+TTA_VIEWS.register(
+    "d4", [_rot(k, f) for f in (False, True) for k in range(4)], "the 8 rotations and mirrors of the square"
+)
+TTA_VIEWS.register(
+    "scales", [_scale(s) for s in TTA_SCALES] + [_flip((3,))], f"scaled by {TTA_SCALES}, and left-right mirrored"
+)
 
 
 def segmentation_logits(output):
@@ -64,7 +69,9 @@ def segmentation_logits(output):
 
 
 @torch.no_grad()
-def predict_logits(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+def predict_logits(
+    model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tta: str = "none"
+) -> torch.Tensor:
     """Mean logits over the TTA views. Views of one input size go through the model as one batch."""
     views = TTA_VIEWS[tta]
     inputs = [forward(images) for forward, _ in views]

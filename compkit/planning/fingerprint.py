@@ -2,6 +2,7 @@
 overlaps, polygons clipped to the image, meta distributions, outliers and a training-size recommendation,
 accumulated image by image (memory stays flat). ``compkit eda`` reports it; ``compkit plan`` turns it into a
 recipe."""
+
 from __future__ import annotations
 
 import math
@@ -75,12 +76,16 @@ class Fingerprint:
         self.total_pixels = 0
         self.angles: list[float] = []
         self.ids: list[str] = []
-        self.centroids: list[np.ndarray] = []  # per image, per class (x, y) as fractions of the width/height; nan: absent
+        self.centroids: list[
+            np.ndarray
+        ] = []  # per image, per class (x, y) as fractions of the width/height; nan: absent
         self.grey_images = 0
         self.clips: list[Clip] = []  # how far each polygon runs out of its image (polygon formats)
 
     def add(self, image_id: str, image: np.ndarray, mask: np.ndarray) -> None:
-        is_grey = image.ndim == 2 or bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+        is_grey = image.ndim == 2 or bool(
+            (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+        )
         self.grey_images += is_grey
         grey = image if image.ndim == 2 else image[..., 0] if is_grey else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         self.ids.append(image_id)
@@ -104,6 +109,27 @@ class Fingerprint:
 
     def result(self, dataset: SegmentationDataset, metas: list[dict[str, Any]]) -> dict[str, Any]:
         areas = np.stack(self.areas).astype(np.float64)
+        per_class = self._per_class(areas)
+        return {
+            "images": len(self.ids),
+            "classes": list(self.classes),
+            "format": dataset.format_name,
+            "image_sizes": dict(self.sizes),
+            "intensity": self._intensity(),
+            "per_class": per_class,
+            "overlap_matrix": self.overlap.tolist(),
+            "top_overlaps": self._top_overlaps(10),
+            "grey_fraction": self.grey_images / max(len(self.ids), 1),
+            "rotation_std": float(np.std(self.angles)),
+            "multilabel_pixel_fraction": self.multi_pixels / max(self.labelled_pixels, 1),
+            "labelled_pixel_fraction": self.labelled_pixels / max(self.total_pixels, 1),
+            "clipped_polygons": clip_summary(self.clips, self.classes),
+            "meta": summarise_meta(metas),
+            "outliers": self._outliers(areas.sum(axis=1)),
+            "recommendation": self._recommendation(per_class),
+        }
+
+    def _per_class(self, areas: np.ndarray) -> dict[str, dict[str, Any]]:
         comps = np.stack(self.components)
         present = areas > 0
         centroids = np.stack(self.centroids)
@@ -123,54 +149,60 @@ class Fingerprint:
                 "centroid_y_mean": _nan_stat(np.nanmean, centroids[:, c, 1]),
                 "centroid_y_std": _nan_stat(np.nanstd, centroids[:, c, 1]),
             }
+        return per_class
+
+    def _intensity(self) -> dict[str, Any]:
+        levels = np.arange(256)
+        mean = np.average(levels, weights=self.histogram)
+        return {
+            "mean": float(mean),
+            "std": float(math.sqrt(np.average((levels - mean) ** 2, weights=self.histogram))),
+            "image_mean_range": [float(min(self.image_means)), float(max(self.image_means))],
+            "histogram": self.histogram.tolist(),
+        }
+
+    def _top_overlaps(self, count: int) -> list[dict[str, Any]]:
+        """The class pairs sharing the most pixels, most first."""
         overlap = self.overlap.copy()
         np.fill_diagonal(overlap, 0)
+        n = len(self.classes)
         pairs = sorted(
-            ((int(overlap[i, j]), self.classes[i], self.classes[j]) for i in range(len(self.classes)) for j in range(i + 1, len(self.classes)) if overlap[i, j]),
+            (
+                (int(overlap[i, j]), self.classes[i], self.classes[j])
+                for i in range(n)
+                for j in range(i + 1, n)
+                if overlap[i, j]
+            ),
             reverse=True,
         )
+        return [{"classes": [a, b], "pixels": pixels} for pixels, a, b in pairs[:count]]
+
+    def _recommendation(self, per_class: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The training size the smallest class asks for: the sizes at which it falls under SMALL_AREA_PIXELS."""
         size = int(np.median([int(s.split("x")[0]) for s in self.sizes.elements()]))
         smallest = min(per_class, key=lambda n: per_class[n]["area_mean"] if per_class[n]["frequency"] else math.inf)
         small_area = per_class[smallest]["area_mean"]
         below = [s for s in CANDIDATE_SIZES if s <= size and small_area * (s / size) ** 2 < SMALL_AREA_PIXELS]
-        outliers = self._outliers(areas.sum(axis=1))
+        if below:
+            advice = f"at {max(below)} px or less it falls under {SMALL_AREA_PIXELS} px: train larger."
+        else:
+            advice = f"it stays above {SMALL_AREA_PIXELS} px at every size down to {CANDIDATE_SIZES[0]} px."
         return {
-            "images": len(self.ids),
-            "classes": list(self.classes),
-            "format": dataset.format_name,
-            "image_sizes": dict(self.sizes),
-            "intensity": {
-                "mean": float(np.average(np.arange(256), weights=self.histogram)),
-                "std": float(math.sqrt(np.average((np.arange(256) - np.average(np.arange(256), weights=self.histogram)) ** 2, weights=self.histogram))),
-                "image_mean_range": [float(min(self.image_means)), float(max(self.image_means))],
-                "histogram": self.histogram.tolist(),
-            },
-            "per_class": per_class,
-            "overlap_matrix": self.overlap.tolist(),
-            "top_overlaps": [{"classes": [a, b], "pixels": n} for n, a, b in pairs[:10]],
-            "grey_fraction": self.grey_images / max(len(self.ids), 1),
-            "rotation_std": float(np.std(self.angles)),
-            "multilabel_pixel_fraction": self.multi_pixels / max(self.labelled_pixels, 1),
-            "labelled_pixel_fraction": self.labelled_pixels / max(self.total_pixels, 1),
-            "clipped_polygons": clip_summary(self.clips, self.classes),
-            "meta": summarise_meta(metas),
-            "outliers": outliers,
-            "recommendation": {
-                "smallest_class": smallest,
-                "smallest_class_area": small_area,
-                "original_size": size,
-                "min_area_pixels": SMALL_AREA_PIXELS,
-                "sizes_below_min_area": below,
-                "text": (
-                    f"{smallest} averages {small_area:.0f} px at {size} px; "
-                    + (f"at {max(below)} px or less it falls under {SMALL_AREA_PIXELS} px: train larger." if below else f"it stays above {SMALL_AREA_PIXELS} px at every size down to {CANDIDATE_SIZES[0]} px.")
-                ),
-            },
+            "smallest_class": smallest,
+            "smallest_class_area": small_area,
+            "original_size": size,
+            "min_area_pixels": SMALL_AREA_PIXELS,
+            "sizes_below_min_area": below,
+            "text": f"{smallest} averages {small_area:.0f} px at {size} px; {advice}",
         }
 
     def _outliers(self, total_area: np.ndarray) -> list[dict[str, Any]]:
         found = []
-        for kind, values in (("brightness", np.array(self.image_means)), ("labelled area", total_area), ("rotation", np.array(self.angles))):
+        for kind, values in (
+            ("brightness", np.array(self.image_means)),
+            ("labelled area", total_area),
+            ("rotation", np.array(self.angles)),
+        ):
             std = values.std()
             if std == 0:
                 continue
@@ -187,7 +219,13 @@ def summarise_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
         values = [m.get(col) for m in metas if m.get(col) is not None]
         numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if values and len(numeric) == len(values):
-            summary[col] = {"type": "numeric", "count": len(numeric), "mean": float(np.mean(numeric)), "min": float(min(numeric)), "max": float(max(numeric))}
+            summary[col] = {
+                "type": "numeric",
+                "count": len(numeric),
+                "mean": float(np.mean(numeric)),
+                "min": float(min(numeric)),
+                "max": float(max(numeric)),
+            }
         elif values:
             summary[col] = {"type": "categorical", "counts": dict(Counter(map(str, values)))}
     return summary

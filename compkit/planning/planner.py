@@ -7,6 +7,7 @@ timed training steps of a few candidate models on this machine decide the model 
 the epochs, the validation interval and the TTA. Every decision comes with a line saying why; the result is an
 ordinary recipe that ``extends`` a base recipe, so people can read and edit it.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,11 +25,11 @@ from rich.progress import Progress
 
 from compkit.data import open_dataset
 from compkit.data.splits import load_splits, splits_path
+from compkit.planning.fingerprint import fingerprint_of
 from compkit.training.device import resolve_device
+from compkit.training.recipe import ModelConfig, Recipe, load_recipe
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write
-from compkit.planning.fingerprint import fingerprint_of
-from compkit.training.recipe import ModelConfig, Recipe, load_recipe
 
 MIN_STRUCTURE_PIXELS = 64  # the smallest class's mean area at the training size must stay above this
 # Optimizer steps per fold below which the model is undertrained: the size gives way first. Measured on the demo's
@@ -162,13 +163,17 @@ def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, device: torch.device, steps: int = 3) -> Probe:
+def probe_model(
+    candidate: dict[str, Any], classes: int, size: int, batch: int, device: torch.device, steps: int = 3
+) -> Probe:
     """Time ``steps`` training steps (after one warm-up step) of a randomly initialised candidate on random data."""
     from compkit.training.losses import create_loss
     from compkit.training.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(ModelConfig(family="smp", encoder_weights=None, **candidate), classes, pretrained=False).to(device)
+    model = create_model(ModelConfig(family="smp", encoder_weights=None, **candidate), classes, pretrained=False).to(
+        device
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     criterion = create_loss({"bce": 0.5, "dice": 0.5}).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
@@ -204,7 +209,9 @@ def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, 
     probe_started = time.perf_counter()
     # The median step of at least `steps` and at least PROBE_SECONDS (at most 4x `steps`): one slow step on a busy
     # machine must not decide the plan.
-    while len(durations) < steps or (time.perf_counter() - probe_started < PROBE_SECONDS and len(durations) < 4 * steps):
+    while len(durations) < steps or (
+        time.perf_counter() - probe_started < PROBE_SECONDS and len(durations) < 4 * steps
+    ):
         durations.append(timed(step))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
@@ -217,8 +224,17 @@ def probe_model(candidate: dict[str, Any], classes: int, size: int, batch: int, 
         timed(lambda: model(x))  # warm-up: eval mode takes other kernels
         forwards = [timed(lambda: model(x)) for _ in range(steps)]
     forward_seconds = float(sorted(forwards)[len(forwards) // 2])
-    return Probe(candidate["arch"], candidate["encoder"], dict(candidate.get("params", {})), size, batch,
-                 batch / seconds, peak, sum(p.numel() for p in parameters), batch / forward_seconds)
+    return Probe(
+        candidate["arch"],
+        candidate["encoder"],
+        dict(candidate.get("params", {})),
+        size,
+        batch,
+        batch / seconds,
+        peak,
+        sum(p.numel() for p in parameters),
+        batch / forward_seconds,
+    )
 
 
 def _round_size(size: float) -> int:
@@ -253,179 +269,417 @@ def fold_sizes(data: Path, dataset_size: int, folds: int | None, splits_file: st
     return folds, dataset_size - val, val
 
 
+@dataclass(frozen=True)
+class PlanMachine:
+    """The machine a plan is for: ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``) and its ``memory`` (``24GB``,
+    ``512MB``; None: what the device has)."""
+
+    device: str = "auto"
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class _InputSize:
+    """The planned image size, and the crop it trains on (and window it predicts in) when whole images are too large."""
+
+    size: int
+    window: int | None
+
+    @property
+    def train_size(self) -> int:
+        return self.window or self.size
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    epochs: int
+    val_every: int
+    per_fold_s: float  # each fold's training seconds: train.time_budget
+
+
+def _device_memory(device: torch.device) -> int:
+    """What ``device`` has: a GPU's own memory, else this machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _test_images(data: Path, dataset: Any) -> int:
+    try:
+        return len(open_dataset(data, "test")) if dataset.has_split("test") else 0
+    except CompkitError:
+        return 0
+
+
+@dataclass
+class _Planner:
+    """What every phase of one plan shares: the dataset's fingerprint and folds, the machine, the budget, the fixed
+    costs so far, and the reasons (one per decision, in the order decided). Each method decides one thing."""
+
+    base: str
+    device_setting: str  # the recipe's train.device: "auto" stays "auto"
+    device: torch.device
+    budget_s: float
+    started: float  # time.time() when planning began: the time planning takes counts among the fixed costs
+    fp: dict[str, Any]
+    n_folds: int
+    n_train: int  # training images per fold
+    n_val: int  # validation images per fold
+    test_images: int
+    memory_bytes: int
+    memory_note: str  # where memory_bytes comes from
+    reasons: list[str] = field(default_factory=list)
+    fixed: float = 0.0  # seconds of the budget no fold trains in, as of the last refresh_fixed()
+
+    @classmethod
+    def open(
+        cls,
+        data: str | Path,
+        budget: str | float,
+        machine: PlanMachine,
+        folds: int | None,
+        base: str,
+        console: Console,
+        splits: str | None,
+    ) -> _Planner:
+        """Parse the arguments, fingerprint the dataset and count its folds (the arguments are checked first)."""
+        started = time.time()
+        budget_s = parse_budget(budget)
+        memory_bytes = parse_memory(machine.memory)
+        device = resolve_device(machine.device, "--device")
+        base_recipe = load_recipe(base)
+        data = Path(data)
+        dataset = open_dataset(data, "train")
+        test_images = _test_images(data, dataset)
+        with Progress(console=console, transient=True) as progress:
+            fp = fingerprint_of(dataset, progress=progress)
+        n_folds, n_train, n_val = fold_sizes(data, len(dataset), folds, splits or base_recipe.data.splits)
+        memory_note = "--memory" if memory_bytes is not None else "this machine's"
+        if memory_bytes is None:
+            memory_bytes = _device_memory(device)
+        device_setting = str(device) if machine.device != "auto" else "auto"
+        return cls(
+            base,
+            device_setting,
+            device,
+            budget_s,
+            started,
+            fp,
+            n_folds,
+            n_train,
+            n_val,
+            test_images,
+            memory_bytes,
+            memory_note,
+        )
+
+    @property
+    def kind(self) -> str:
+        return self.device.type
+
+    @property
+    def classes(self) -> int:
+        return len(self.fp["classes"])
+
+    @property
+    def whole_image_limit(self) -> int:
+        return WHOLE_IMAGE_LIMIT[self.kind]
+
+    @property
+    def smallest_class(self) -> tuple[str, float, int]:
+        """The smallest class: its name, its mean area in pixels at the original size, and that size."""
+        rec = self.fp["recommendation"]
+        return rec["smallest_class"], max(float(rec["smallest_class_area"]), 1e-6), int(rec["original_size"])
+
+    def smallest_area_at(self, size: int) -> float:
+        _, area, original = self.smallest_class
+        return area * (size / original) ** 2
+
+    def say(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+    def refresh_fixed(self) -> None:
+        """The fixed costs as of now: caches, process start, ensembling, 5 % of the budget and planning so far."""
+        self.fixed = FIXED_OVERHEAD_S + 0.05 * self.budget_s + (time.time() - self.started)
+
+    def probe(self, candidate: dict[str, Any], size: int) -> Probe:
+        return probe_model(candidate, self.classes, size, 2 if self.kind == "cpu" else 8, self.device)
+
+    def steps_at(self, p: Probe, size: int, batch: int) -> float:
+        """Optimizer steps per fold that ``p`` gets at ``size`` and ``batch``: epochs of training and validation in
+        each fold's share of the budget less the fixed costs (as of the last :meth:`refresh_fixed`)."""
+        train_size = min(size, self.whole_image_limit)
+        speed = p.speed_at(train_size) * SAFETY
+        per_fold = (self.budget_s - self.fixed) / self.n_folds
+        epoch_s = self.n_train / speed + self.n_val / (p.predict_speed_at(size) * VALIDATION_SHARE) + EPOCH_OVERHEAD_S
+        return max(0.0, per_fold / epoch_s) * math.ceil(self.n_train / batch)
+
+    def say_data_and_budget(self) -> None:
+        fp, classes = self.fp, self.classes
+        sizes = ", ".join(f"{s} x{n}" for s, n in fp["image_sizes"].items())
+        self.say(
+            f"data: {fp['images']} training images ({sizes}), {classes} class{'es' if classes > 1 else ''}; "
+            f"{self.n_folds} folds of {self.n_train} training / {self.n_val} validation images, "
+            f"{self.test_images} test images"
+        )
+        self.say(
+            f"budget: {describe_seconds(self.budget_s)} for the whole pipeline on {self.kind} "
+            f"({_gb(self.memory_bytes)} {self.memory_note} memory)"
+        )
+
+    def needed_size(self) -> int:
+        """The size at which the smallest structure keeps MIN_STRUCTURE_PIXELS (at most the original size)."""
+        _, area, original = self.smallest_class
+        return min(_round_size(original * math.sqrt(MIN_STRUCTURE_PIXELS / area)), _round_size(original))
+
+    def input_size(self, first: Probe, needed: int) -> int:
+        """``needed``, smaller while the lightest candidate (``first``) gets fewer than MIN_STEPS steps per fold."""
+        size = needed
+        while size > 2 * SIZE_STEP and self.steps_at(first, size, CPU_BATCH) < MIN_STEPS:
+            size -= SIZE_STEP
+        smallest, area, original = self.smallest_class
+        at_size = self.smallest_area_at(size)
+        if size == needed:
+            self.say(
+                f"input size {size} px: {smallest}, the smallest class, averages {area:.0f} px at {original} px "
+                f"and {at_size:.0f} px at {size} px (at least {MIN_STRUCTURE_PIXELS} px wanted)"
+            )
+        else:
+            self.say(
+                f"input size {size} px: {smallest}, the smallest class, would need {needed} px to keep "
+                f"{MIN_STRUCTURE_PIXELS} px of area (it has {at_size:.0f} px at {size} px), but the budget allows "
+                f"fewer than {MIN_STEPS} steps per fold there"
+            )
+        return size
+
+    def sliding_window(self, size: int) -> _InputSize:
+        """Images larger than the device trains whole train as crops and predict by sliding window."""
+        window = self.whole_image_limit
+        if size <= window:
+            return _InputSize(size, None)
+        self.say(
+            f"sliding window {window} px: images of {size} px train as random {window} px crops and predict in "
+            f"overlapping {window} px windows (whole {size} px images are too large for {self.kind} training)"
+        )
+        return _InputSize(size, window)
+
+    def probe_candidates(self, first: Probe, inputs: _InputSize) -> list[Probe]:
+        """The candidates timed at the training size (``first`` again if it was timed there)."""
+        lightest = first if first.size == inputs.train_size else self.probe(CANDIDATES[0], inputs.train_size)
+        probes = [lightest]
+        # Larger candidates are slower: only worth timing if the lightest has room.
+        if self.steps_at(lightest, inputs.size, CPU_BATCH) >= TARGET_STEPS:
+            probes += [self.probe(c, inputs.train_size) for c in CANDIDATES[1:]]
+        else:
+            self.say(
+                f"larger candidates not probed: the lightest gets fewer than {TARGET_STEPS} steps per fold already"
+            )
+        for p in probes:
+            self.say(
+                f"probe: {p.label} ({p.parameters / 1e6:.1f} M parameters) at {p.size} px, batch {p.batch}: "
+                f"{p.images_per_second:.1f} images/s training, {p.predict_images_per_second:.1f} predicting, "
+                f"peak memory {_gb(p.peak_bytes)}"
+            )
+        return probes
+
+    def choose_model(self, probes: list[Probe], size: int) -> Probe:
+        """The largest candidate that still gets TARGET_STEPS steps per fold, else the fastest."""
+        affordable = [p for p in probes if self.steps_at(p, size, CPU_BATCH) >= TARGET_STEPS]
+        if not affordable:
+            chosen = max(probes, key=lambda p: p.images_per_second)
+            self.say(
+                f"model {chosen.label}: the fastest candidate; none gets {TARGET_STEPS} optimizer steps per fold "
+                "in this budget"
+            )
+            return chosen
+        chosen = max(affordable, key=lambda p: p.parameters)
+        self.say(
+            f"model {chosen.label}: the largest candidate that still gets {TARGET_STEPS}+ optimizer steps per "
+            f"fold ({self.steps_at(chosen, size, CPU_BATCH):.0f} at batch {CPU_BATCH})"
+        )
+        return chosen
+
+    def batch_size(self, chosen: Probe, train_size: int) -> int:
+        """As large as memory allows (60 % of it), but at least 8 steps per epoch. On a CPU the throughput per image
+        barely grows with the batch, so the smallest batch norm allows (2) gives the most optimizer steps; the input
+        size was chosen for that many steps (batch 4 halved the demo's 400 steps at 288 px)."""
+        limit = CPU_BATCH if self.kind == "cpu" else 32
+        batch = 2  # batch norm needs two images
+        for b in (4, 8, 16, 32):
+            if b <= limit and chosen.memory_at(train_size, b) <= 0.6 * self.memory_bytes and self.n_train / b >= 8:
+                batch = b
+        cpu_note = "; on a CPU more steps beat larger batches" if self.kind == "cpu" else ""
+        self.say(
+            f"batch {batch}: {_gb(chosen.memory_at(train_size, batch))} estimated peak memory of "
+            f"{_gb(self.memory_bytes)}; {math.ceil(self.n_train / batch)} steps per epoch" + cpu_note
+        )
+        return batch
+
+    def side_specific_classes(self) -> dict[str, list[str]]:
+        """Per axis (x, y), the classes a flip along it would misplace."""
+        fp = self.fp
+        return {"x": _specific(fp["per_class"], "x", fp["images"]), "y": _specific(fp["per_class"], "y", fp["images"])}
+
+    def schedule(self, chosen: Probe, inputs: _InputSize, tta: str) -> _Schedule:
+        """Epochs that fill each fold's share of the budget, less the fixed costs and the fold's prediction (out-of-fold
+        and test images, ``tta``'s views of each), with about VALIDATIONS validations per fold."""
+        speed = chosen.speed_at(inputs.train_size) * SAFETY
+        val_speed = chosen.predict_speed_at(inputs.size) * VALIDATION_SHARE
+        views = {"none": 1, "hflip": 2, "vflip": 2, "d4": 8}[tta]
+        predict_s = (self.n_val + self.test_images) * views / val_speed
+        per_fold = max(1.0, (self.budget_s - self.fixed) / self.n_folds - predict_s)
+        epoch_s = self.n_train / speed + self.n_val / val_speed + EPOCH_OVERHEAD_S
+        epochs = max(1, int(per_fold / epoch_s))
+        val_every = max(1, round(epochs / VALIDATIONS))
+        # Validating every val_every epochs makes each epoch cheaper: more epochs fit.
+        epoch_s = self.n_train / speed + self.n_val / val_speed / val_every + EPOCH_OVERHEAD_S
+        epochs = max(1, min(1000, int(per_fold / epoch_s)))
+        self.say(
+            f"epochs {epochs} per fold x {self.n_folds} folds: {describe_seconds(per_fold)} per fold at "
+            f"~{epoch_s:.1f} s per epoch ({speed:.1f} images/s, {SAFETY:.0%} of the probe), after "
+            f"{describe_seconds(self.fixed)} of fixed costs and {describe_seconds(predict_s)} of prediction "
+            "per fold"
+        )
+        self.say(
+            f"schedule onecycle over the {epochs} epochs, validating every {val_every} epoch(s); "
+            f"train.time_budget {per_fold:.0f} s per fold stops training early (keeping the best checkpoint) "
+            "if this machine is slower than probed"
+        )
+        return _Schedule(epochs, val_every, per_fold)
+
+    def augmentation(self, flips: dict[str, list[str]], window: int | None) -> list[dict[str, Any]]:
+        """From the data: flips where no class is side-specific, rotation, intensity; crops for a sliding window."""
+        aug = [*self.flip_augmentation(flips), self.rotation_augmentation(), *self.intensity_augmentation()]
+        if window:
+            aug.insert(0, {"name": "RandomCrop", "height": window, "width": window})
+        return aug
+
+    def flip_augmentation(self, flips: dict[str, list[str]]) -> list[dict[str, Any]]:
+        aug: list[dict[str, Any]] = []
+        if flips["x"]:
+            self.say(f"no horizontal flip: {', '.join(flips['x'][:3])} always lie on one side")
+        else:
+            aug.append({"name": "HorizontalFlip", "p": 0.5})
+            self.say(f"horizontal flip: no class seen in {SIDE_EVIDENCE_IMAGES}+ images keeps to the left or right")
+        if flips["y"]:
+            self.say(f"no vertical flip: {', '.join(flips['y'][:3])} always lie at the top or bottom")
+        else:
+            aug.append({"name": "VerticalFlip", "p": 0.5})
+            self.say(f"vertical flip: no class seen in {SIDE_EVIDENCE_IMAGES}+ images keeps to the top or bottom")
+        return aug
+
+    def rotation_augmentation(self) -> dict[str, Any]:
+        spread = self.fp.get("rotation_std", 0.0)
+        rotation = int(min(30, max(10, round(2 * spread))))
+        self.say(
+            f"rotation up to {rotation} degrees (twice the {spread:.1f} degree spread of the labelled area's "
+            "orientation, within 10..30), scale 0.9..1.1, shift 5 %"
+        )
+        return {
+            "name": "Affine",
+            "rotate": [-rotation, rotation],
+            "scale": [0.9, 1.1],
+            "translate_percent": [-0.05, 0.05],
+            "p": 0.5,
+        }
+
+    def intensity_augmentation(self) -> list[dict[str, Any]]:
+        if self.fp.get("grey_fraction", 0.0) >= 0.5:
+            self.say("intensity: brightness, contrast and gamma (grey images, X-ray-like exposure varies)")
+            return [
+                {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5},
+                {"name": "RandomGamma", "gamma_limit": [80, 120], "p": 0.3},
+            ]
+        self.say("intensity: mild brightness and contrast (colour images: colour carries meaning)")
+        return [{"name": "RandomBrightnessContrast", "brightness_limit": 0.1, "contrast_limit": 0.1, "p": 0.5}]
+
+    def dice_weight(self, size: int) -> float:
+        """Small structures weigh more through dice: the loss is bce (1 - this) + dice (this)."""
+        smallest = self.smallest_class[0]
+        fraction = self.smallest_area_at(size) / (size * size)
+        dice = 0.7 if fraction < 0.01 else 0.5
+        self.say(
+            f"loss bce {1 - dice:.1f} + dice {dice:.1f}: {smallest} covers {fraction:.2%} of the image"
+            + (" (under 1 %: dice, which weighs every class alike, gets more weight)" if dice > 0.5 else "")
+        )
+        return dice
+
+    def say_tta(self, tta: str, flips: dict[str, list[str]]) -> None:
+        self.say(f"TTA {tta}: " + _tta_reason(tta, flips, self.budget_s))
+
+    def recipe(
+        self,
+        inputs: _InputSize,
+        chosen: Probe,
+        batch: int,
+        schedule: _Schedule,
+        aug: list[dict[str, Any]],
+        dice: float,
+        tta: str,
+    ) -> dict[str, Any]:
+        """The recipe the decisions make, extending the base recipe; checked to be a valid recipe."""
+        model = {
+            "family": "smp",
+            "arch": chosen.arch,
+            "encoder": chosen.encoder,
+            "encoder_weights": None,
+            "params": chosen.params,
+        }
+        train = {
+            "epochs": schedule.epochs,
+            "batch_size": batch,
+            "early_stop": None,
+            "val_every": schedule.val_every,
+            "time_budget": round(schedule.per_fold_s, 1),
+            "device": self.device_setting,
+        }
+        recipe: dict[str, Any] = {
+            "name": PLAN_NAME,
+            "extends": self.base,
+            "data": {"image_size": inputs.size},
+            "model": model,
+            "loss": {"bce": round(1 - dice, 2), "dice": dice},
+            "sched": {"name": "onecycle", "pct_start": 0.1},
+            "aug": aug,
+            "train": train,
+            "infer": {"tta": tta, "window": inputs.window},
+        }
+        Recipe.model_validate({k: v for k, v in recipe.items() if k != "extends"})  # the plan is a valid recipe
+        return recipe
+
+
 def plan_recipe(
     data: str | Path,
     budget: str | float = "10m",
-    device: str = "auto",
-    memory: str | None = None,
+    machine: PlanMachine | None = None,
     folds: int | None = None,
     base: str = BASE_RECIPE,
     console: Console | None = None,
     splits: str | None = None,
 ) -> Plan:
-    """Plan a recipe for ``data`` on this machine within ``budget`` (the whole pipeline: training every fold,
-    prediction with TTA, ensembling); returns the plan with one reason per decision. ``splits``: the splits file
-    whose folds it plans for (default: the base recipe's, else the dataset's ``splits.json``)."""
-    console = console or Console()
-    started = time.time()
-    budget_s = parse_budget(budget)
-    memory_bytes = parse_memory(memory)
-    torch_device = resolve_device(device, "--device")
-    kind = torch_device.type
-    base_recipe = load_recipe(base)
-    data = Path(data)
-    dataset = open_dataset(data, "train")
-    try:
-        test_images = len(open_dataset(data, "test")) if dataset.has_split("test") else 0
-    except CompkitError:
-        test_images = 0
-    with Progress(console=console, transient=True) as progress:
-        fp = fingerprint_of(dataset, progress=progress)
-    n_folds, n_train, n_val = fold_sizes(data, len(dataset), folds, splits or base_recipe.data.splits)
-    classes = len(fp["classes"])
-    reasons: list[str] = []
-    say = reasons.append
-    if memory_bytes is None:
-        memory_bytes = torch.cuda.get_device_properties(torch_device).total_memory if kind == "cuda" else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        memory_note = "this machine's"
-    else:
-        memory_note = "--memory"
-    say(f"data: {fp['images']} training images ({', '.join(f'{s} x{n}' for s, n in fp['image_sizes'].items())}), {classes} class{'es' if classes > 1 else ''}; "
-        f"{n_folds} folds of {n_train} training / {n_val} validation images, {test_images} test images")
-    say(f"budget: {describe_seconds(budget_s)} for the whole pipeline on {kind} ({_gb(memory_bytes)} {memory_note} memory)")
-
-    # Input size: the smallest structure must keep MIN_STRUCTURE_PIXELS.
-    rec = fp["recommendation"]
-    original = int(rec["original_size"])
-    smallest, area = rec["smallest_class"], max(float(rec["smallest_class_area"]), 1e-6)
-    needed = min(_round_size(original * math.sqrt(MIN_STRUCTURE_PIXELS / area)), _round_size(original))
-    # Per fold: the budget less fixed costs, less prediction (out-of-fold + test, with TTA) and ensembling.
-    fixed = FIXED_OVERHEAD_S + 0.05 * budget_s + (time.time() - started)
-
+    """Plan a recipe for ``data`` on ``machine`` (default: this one, its own memory) within ``budget`` (the whole
+    pipeline: training every fold, prediction with TTA, ensembling); returns the plan with one reason per decision.
+    ``splits``: the splits file whose folds it plans for (default: the base recipe's, else the dataset's
+    ``splits.json``); ``folds``: how many to assume when there is none."""
+    planner = _Planner.open(data, budget, machine or PlanMachine(), folds, base, console or Console(), splits)
+    planner.say_data_and_budget()
+    needed = planner.needed_size()
+    planner.refresh_fixed()  # what the probes below see of each fold's share of the budget
     # A first probe of the lightest candidate says how many steps each size affords.
-    probe_batch = 2 if kind == "cpu" else 8
-    probe_size = min(needed, WHOLE_IMAGE_LIMIT[kind])
-    first = probe_model(CANDIDATES[0], classes, probe_size, probe_batch, torch_device)
-
-    def steps_at(p: Probe, size: int, batch: int) -> float:
-        train_size = min(size, WHOLE_IMAGE_LIMIT[kind])
-        speed = p.speed_at(train_size) * SAFETY
-        per_fold = (budget_s - fixed) / n_folds
-        epoch_s = n_train / speed + n_val / (p.predict_speed_at(size) * VALIDATION_SHARE) + EPOCH_OVERHEAD_S
-        return max(0.0, per_fold / epoch_s) * math.ceil(n_train / batch)
-
-    size = needed
-    while size > 2 * SIZE_STEP and steps_at(first, size, CPU_BATCH) < MIN_STEPS:
-        size -= SIZE_STEP
-    at_size = area * (size / original) ** 2
-    if size == needed:
-        say(f"input size {size} px: {smallest}, the smallest class, averages {area:.0f} px at {original} px and "
-            f"{at_size:.0f} px at {size} px (at least {MIN_STRUCTURE_PIXELS} px wanted)")
-    else:
-        say(f"input size {size} px: {smallest}, the smallest class, would need {needed} px to keep {MIN_STRUCTURE_PIXELS} px of area "
-            f"(it has {at_size:.0f} px at {size} px), but the budget allows fewer than {MIN_STEPS} steps per fold there")
-    window = None
-    if size > WHOLE_IMAGE_LIMIT[kind]:
-        window = WHOLE_IMAGE_LIMIT[kind]
-        say(f"sliding window {window} px: images of {size} px train as random {window} px crops and predict in overlapping "
-            f"{window} px windows (whole {size} px images are too large for {kind} training)")
-    train_size = window or size
-
-    # Model: every candidate timed at the chosen size; the largest that still gets TARGET_STEPS, else the fastest.
-    probes = [first if first.size == train_size else probe_model(CANDIDATES[0], classes, train_size, probe_batch, torch_device)]
-    if steps_at(probes[0], size, CPU_BATCH) >= TARGET_STEPS:  # larger candidates are slower: only worth timing if the lightest has room
-        probes += [probe_model(c, classes, train_size, probe_batch, torch_device) for c in CANDIDATES[1:]]
-    else:
-        say(f"larger candidates not probed: the lightest gets fewer than {TARGET_STEPS} steps per fold already")
-    for p in probes:
-        say(f"probe: {p.label} ({p.parameters / 1e6:.1f} M parameters) at {p.size} px, batch {p.batch}: "
-            f"{p.images_per_second:.1f} images/s training, {p.predict_images_per_second:.1f} predicting, peak memory {_gb(p.peak_bytes)}")
-    affordable = [p for p in probes if steps_at(p, size, CPU_BATCH) >= TARGET_STEPS]
-    chosen = max(affordable, key=lambda p: p.parameters) if affordable else max(probes, key=lambda p: p.images_per_second)
-    if affordable:
-        say(f"model {chosen.label}: the largest candidate that still gets {TARGET_STEPS}+ optimizer steps per fold "
-            f"({steps_at(chosen, size, CPU_BATCH):.0f} at batch {CPU_BATCH})")
-    else:
-        say(f"model {chosen.label}: the fastest candidate; none gets {TARGET_STEPS} optimizer steps per fold in this budget")
-
-    # Batch size: as large as memory allows (60 % of it), but at least 8 steps per epoch. On a CPU the throughput per
-    # image barely grows with the batch, so the smallest batch norm allows (2) gives the most optimizer steps; the
-    # size above was chosen for that many steps (batch 4 halved the demo's 400 steps at 288 px).
-    limit = CPU_BATCH if kind == "cpu" else 32
-    batch = 2  # batch norm needs two images
-    for b in (4, 8, 16, 32):
-        if b <= limit and chosen.memory_at(train_size, b) <= 0.6 * memory_bytes and n_train / b >= 8:
-            batch = b
-    say(f"batch {batch}: {_gb(chosen.memory_at(train_size, batch))} estimated peak memory of {_gb(memory_bytes)}; "
-        f"{math.ceil(n_train / batch)} steps per epoch" + ("; on a CPU more steps beat larger batches" if kind == "cpu" else ""))
-
-    # Epochs fill each fold's share of the budget, less the time planning took (the probes included).
-    fixed = FIXED_OVERHEAD_S + 0.05 * budget_s + (time.time() - started)
-    speed = chosen.speed_at(train_size) * SAFETY
-    val_speed = chosen.predict_speed_at(size) * VALIDATION_SHARE
-    flips = {"x": _specific(fp["per_class"], "x", fp["images"]), "y": _specific(fp["per_class"], "y", fp["images"])}
-    tta = _choose_tta(flips, budget_s)
-    views = {"none": 1, "hflip": 2, "vflip": 2, "d4": 8}[tta]
-    predict_s = (n_val + test_images) * views / val_speed
-    per_fold = max(1.0, (budget_s - fixed) / n_folds - predict_s)
-    epoch_s = n_train / speed + n_val / val_speed + EPOCH_OVERHEAD_S
-    epochs = max(1, int(per_fold / epoch_s))
-    val_every = max(1, round(epochs / VALIDATIONS))
-    epoch_s = n_train / speed + n_val / val_speed / val_every + EPOCH_OVERHEAD_S
-    epochs = max(1, min(1000, int(per_fold / epoch_s)))
-    say(f"epochs {epochs} per fold x {n_folds} folds: {describe_seconds(per_fold)} per fold at ~{epoch_s:.1f} s per epoch "
-        f"({speed:.1f} images/s, {SAFETY:.0%} of the probe), after {describe_seconds(fixed)} of fixed costs "
-        f"and {describe_seconds(predict_s)} of prediction per fold")
-    say(f"schedule onecycle over the {epochs} epochs, validating every {val_every} epoch(s); train.time_budget "
-        f"{per_fold:.0f} s per fold stops training early (keeping the best checkpoint) if this machine is slower than probed")
-
-    # Augmentation from the data.
-    aug: list[dict[str, Any]] = []
-    if flips["x"]:
-        say(f"no horizontal flip: {', '.join(flips['x'][:3])} always lie on one side")
-    else:
-        aug.append({"name": "HorizontalFlip", "p": 0.5})
-        say(f"horizontal flip: no class seen in {SIDE_EVIDENCE_IMAGES}+ images keeps to the left or right")
-    if flips["y"]:
-        say(f"no vertical flip: {', '.join(flips['y'][:3])} always lie at the top or bottom")
-    else:
-        aug.append({"name": "VerticalFlip", "p": 0.5})
-        say(f"vertical flip: no class seen in {SIDE_EVIDENCE_IMAGES}+ images keeps to the top or bottom")
-    rotation = int(min(30, max(10, round(2 * fp.get("rotation_std", 0.0)))))
-    aug.append({"name": "Affine", "rotate": [-rotation, rotation], "scale": [0.9, 1.1], "translate_percent": [-0.05, 0.05], "p": 0.5})
-    say(f"rotation up to {rotation} degrees (twice the {fp.get('rotation_std', 0.0):.1f} degree spread of the labelled area's "
-        "orientation, within 10..30), scale 0.9..1.1, shift 5 %")
-    if fp.get("grey_fraction", 0.0) >= 0.5:
-        aug += [{"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5}, {"name": "RandomGamma", "gamma_limit": [80, 120], "p": 0.3}]
-        say("intensity: brightness, contrast and gamma (grey images, X-ray-like exposure varies)")
-    else:
-        aug += [{"name": "RandomBrightnessContrast", "brightness_limit": 0.1, "contrast_limit": 0.1, "p": 0.5}]
-        say("intensity: mild brightness and contrast (colour images: colour carries meaning)")
-    if window:
-        aug.insert(0, {"name": "RandomCrop", "height": window, "width": window})
-
-    # Loss: small structures weigh more through dice.
-    fraction = at_size / (size * size)
-    dice = 0.7 if fraction < 0.01 else 0.5
-    say(f"loss bce {1 - dice:.1f} + dice {dice:.1f}: {smallest} covers {fraction:.2%} of the image"
-        + (" (under 1 %: dice, which weighs every class alike, gets more weight)" if dice > 0.5 else ""))
-    say(f"TTA {tta}: " + _tta_reason(tta, flips, budget_s))
-
-    model: dict[str, Any] = {"family": "smp", "arch": chosen.arch, "encoder": chosen.encoder, "encoder_weights": None, "params": chosen.params}
-    recipe: dict[str, Any] = {
-        "name": PLAN_NAME,
-        "extends": base,
-        "data": {"image_size": size},
-        "model": model,
-        "loss": {"bce": round(1 - dice, 2), "dice": dice},
-        "sched": {"name": "onecycle", "pct_start": 0.1},
-        "aug": aug,
-        "train": {"epochs": epochs, "batch_size": batch, "early_stop": None, "val_every": val_every, "time_budget": round(per_fold, 1),
-                  "device": str(torch_device) if device != "auto" else "auto"},
-        "infer": {"tta": tta, "window": window},
-    }
-    Recipe.model_validate({k: v for k, v in recipe.items() if k != "extends"})  # the plan is a valid recipe
-    return Plan(recipe, reasons, probes, budget_s)
+    first = planner.probe(CANDIDATES[0], min(needed, planner.whole_image_limit))
+    inputs = planner.sliding_window(planner.input_size(first, needed))
+    probes = planner.probe_candidates(first, inputs)
+    chosen = planner.choose_model(probes, inputs.size)
+    batch = planner.batch_size(chosen, inputs.train_size)
+    planner.refresh_fixed()  # the epochs fill what is left once planning (the probes included) has taken its time
+    flips = planner.side_specific_classes()
+    tta = _choose_tta(flips, planner.budget_s)
+    schedule = planner.schedule(chosen, inputs, tta)
+    aug = planner.augmentation(flips, inputs.window)
+    dice = planner.dice_weight(inputs.size)
+    planner.say_tta(tta, flips)
+    recipe = planner.recipe(inputs, chosen, batch, schedule, aug, dice, tta)
+    return Plan(recipe, planner.reasons, probes, planner.budget_s)
 
 
 def _choose_tta(flips: dict[str, list[str]], budget_s: float) -> str:

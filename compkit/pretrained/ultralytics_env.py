@@ -4,6 +4,7 @@ copied from matplotlib), its process-wide settings put back after it runs, and i
 Shared by the YOLO family (:mod:`compkit.families.ultralytics`) and the weights cache (:mod:`compkit.pretrained.weights`,
 which lists and pulls the release files), so it imports nothing of compkit's; torch, OpenCV, matplotlib and
 ultralytics are imported only when used, so that listing the weights cache stays cheap."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +24,10 @@ def process_settings_kept() -> Iterator[None]:
     import torch
 
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
-    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    deterministic, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     fill = torch.utils.deterministic.fill_uninitialized_memory
     try:

@@ -16,6 +16,7 @@ by compkit or any other tool, are reused. ``COMPKIT_WEIGHTS=DIR`` (or ``--cache 
 ``DIR/hub`` and ``DIR/<library>``: the layout ``compkit weights export DIR`` writes for offline machines. Models are
 built by the libraries themselves (smp, timm), reading that cache with the hub switched offline.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,14 +36,16 @@ from urllib.parse import urlparse
 
 from rich.console import Console
 
-from compkit.util.errors import CompkitError
-from compkit.util.registry import Registry, did_you_mean
 from compkit.pretrained.ultralytics_env import fetch_release_file, release_tag
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import PARTIAL_MARK
+from compkit.util.registry import Registry, did_you_mean
 
 if TYPE_CHECKING:
     from compkit.training.recipe import ModelConfig
 
 WEIGHTS_ENV = "COMPKIT_WEIGHTS"
+HUB_DIR = "hub"  # a weights folder's Hugging Face hub cache (the hub's own layout below it)
 SETTING = "model.encoder_weights"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -165,10 +168,14 @@ def weights_cache(folder: str | Path | None = None) -> WeightsCache:
     """``folder`` (``--cache``), else ``$COMPKIT_WEIGHTS``, else the hub's standard cache and ``~/.cache/compkit/weights``."""
     folder = folder or os.environ.get(WEIGHTS_ENV) or None
     if folder:
-        folder = Path(folder).expanduser().absolute()
-        return WeightsCache(folder / "hub", folder, folder)
+        return folder_cache(Path(folder).expanduser().absolute())
     xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return WeightsCache(default_hub_cache(), xdg / "compkit" / "weights")
+
+
+def folder_cache(folder: Path) -> WeightsCache:
+    """The cache of one weights folder (``--cache DIR``, an export): ``DIR/hub`` and ``DIR/<library>``."""
+    return WeightsCache(folder / HUB_DIR, folder, folder)
 
 
 def default_hub_cache() -> Path:
@@ -176,7 +183,7 @@ def default_hub_cache() -> Path:
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"  # huggingface_hub's own layout
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)
@@ -194,7 +201,9 @@ def reachable(url: str, timeout: float = 5.0) -> bool:
         return True
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)), timeout=timeout):
+        with socket.create_connection(
+            (parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)), timeout=timeout
+        ):
             return True
     except OSError:
         return False
@@ -225,7 +234,9 @@ def _looks_like_file(value: str) -> bool:
 def local_weights(name: str, value: str) -> PretrainedWeights:
     path = Path(value).expanduser()
     if not path.is_file():
-        raise CompkitError(value, f"{SETTING}: file not found (a local weights file, or a published tag such as imagenet)")
+        raise CompkitError(
+            value, f"{SETTING}: file not found (a local weights file, or a published tag such as imagenet)"
+        )
     return PretrainedWeights(name=name, tag="file", library="file", path=str(path))
 
 
@@ -251,17 +262,28 @@ def hub_encoder_weights(encoder: str, tag: str | bool = True) -> PretrainedWeigh
         return _timm_weights(name.replace("tu-", "tu-tf_")[3:] if "mobilenetv3" in name else name[3:], tag)
     if encoder not in smp.encoders.encoders:
         known = smp.encoders.get_encoder_names()
-        raise CompkitError("model.encoder", f"unknown encoder {encoder!r}{did_you_mean(encoder, known)} (or a timm encoder as tu-<name>)")
+        raise CompkitError(
+            "model.encoder",
+            f"unknown encoder {encoder!r}{did_you_mean(encoder, known)} (or a timm encoder as tu-<name>)",
+        )
     published = smp.encoders.encoders[encoder]["pretrained_settings"]
     if not published:
         raise CompkitError(SETTING, f"smp publishes no pretrained weights for {encoder}")
     if tag is True:
         tag = "imagenet" if "imagenet" in published else next(iter(published))
     if tag not in published:
-        raise CompkitError(SETTING, f"{encoder} has no published weights {tag!r}{did_you_mean(str(tag), published)} (published: {', '.join(published)})")
+        raise CompkitError(
+            SETTING,
+            f"{encoder} has no published weights {tag!r}{did_you_mean(str(tag), published)} (published: {', '.join(published)})",
+        )
     settings = published[tag]
     return PretrainedWeights(
-        name=encoder, tag=tag, library="smp", repo_id=settings["repo_id"], revision=settings["revision"], files=(("config.json",), ("model.safetensors",))
+        name=encoder,
+        tag=tag,
+        library="smp",
+        repo_id=settings["repo_id"],
+        revision=settings["revision"],
+        files=(("config.json",), ("model.safetensors",)),
     )
 
 
@@ -278,8 +300,13 @@ def _timm_tag(model: str, requested: str, tags: list[str], default: str) -> str:
         if len(found) == 1:
             return found[0]
         if found:
-            raise CompkitError(SETTING, f"{requested!r} names several timm weights of {model}: {', '.join(found)}; pick one")
-    raise CompkitError(SETTING, f"timm publishes no weights {requested!r} for {model}{did_you_mean(requested, tags)} (published: {', '.join(tags)})")
+            raise CompkitError(
+                SETTING, f"{requested!r} names several timm weights of {model}: {', '.join(found)}; pick one"
+            )
+    raise CompkitError(
+        SETTING,
+        f"timm publishes no weights {requested!r} for {model}{did_you_mean(requested, tags)} (published: {', '.join(tags)})",
+    )
 
 
 def _timm_weights(model_and_tag: str, requested: str | bool) -> PretrainedWeights:
@@ -288,22 +315,31 @@ def _timm_weights(model_and_tag: str, requested: str | bool) -> PretrainedWeight
 
     model, named_tag = split_model_name_tag(model_and_tag)
     if not timm.is_model(model):
-        raise CompkitError("model.encoder", f"unknown timm encoder {'tu-' + model!r}{did_you_mean(model, timm.list_models())}")
+        raise CompkitError(
+            "model.encoder", f"unknown timm encoder {'tu-' + model!r}{did_you_mean(model, timm.list_models())}"
+        )
     tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{model}.*") if n.split(".", 1)[0] == model]
     if not tags:
         raise CompkitError(SETTING, f"timm publishes no pretrained weights for {model}")
     default = named_tag or get_pretrained_cfg(model).tag or tags[0]
     if named_tag and named_tag not in tags:
-        raise CompkitError("model.encoder", f"timm publishes no weights {named_tag!r} for {model}{did_you_mean(named_tag, tags)}")
+        raise CompkitError(
+            "model.encoder", f"timm publishes no weights {named_tag!r} for {model}{did_you_mean(named_tag, tags)}"
+        )
     tag = default if requested is True or requested == "imagenet" else _timm_tag(model, str(requested), tags, default)
     if named_tag and tag != named_tag:
         raise CompkitError(SETTING, f"{tag!r} contradicts the tag in model.encoder (tu-{model}.{named_tag})")
     cfg = get_pretrained_cfg(f"{model}.{tag}")
     if not cfg.hf_hub_id:
-        raise CompkitError(SETTING, f"timm loads {model}.{tag} from {cfg.url}, not the Hugging Face hub: download it and set {SETTING} to the file")
+        raise CompkitError(
+            SETTING,
+            f"timm loads {model}.{tag} from {cfg.url}, not the Hugging Face hub: download it and set {SETTING} to the file",
+        )
     repo_id, _, revision = cfg.hf_hub_id.partition("@")
     files = ((cfg.hf_hub_filename,),) if getattr(cfg, "hf_hub_filename", None) else (HUB_WEIGHT_FILES,)
-    return PretrainedWeights(name=f"tu-{model}", tag=tag, library="timm", repo_id=repo_id, revision=revision or None, files=files)
+    return PretrainedWeights(
+        name=f"tu-{model}", tag=tag, library="timm", repo_id=repo_id, revision=revision or None, files=files
+    )
 
 
 def encoder_reference(reference: str) -> PretrainedWeights | None:
@@ -329,7 +365,9 @@ def smp_encoder_name(model: ModelConfig, weights: PretrainedWeights | None) -> s
     return model.encoder
 
 
-def encoder_normalisation(model: ModelConfig, cache: WeightsCache | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def encoder_normalisation(
+    model: ModelConfig, cache: WeightsCache | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std (fractions of 255) the encoder's pretrained weights expect: the smp entry's ``config.json``,
     timm's pretrained config for the tag, else ImageNet's."""
     weights = encoder_weights(model)
@@ -377,8 +415,17 @@ def repo_folder(cache: WeightsCache, repo_id: str) -> Path:
     return cache.hub / repo_folder_name(repo_id=repo_id, repo_type="model")
 
 
+def snapshot_folder(cache: WeightsCache, repo_id: str, revision: str) -> Path:
+    return repo_folder(cache, repo_id) / "snapshots" / revision
+
+
+def main_ref(cache: WeightsCache, repo_id: str) -> Path:
+    """The file that names the revision the hub's ``main`` branch points at."""
+    return repo_folder(cache, repo_id) / "refs" / "main"
+
+
 def _main_revision(cache: WeightsCache, repo_id: str) -> str | None:
-    ref = repo_folder(cache, repo_id) / "refs" / "main"
+    ref = main_ref(cache, repo_id)
     return ref.read_text().strip() if ref.is_file() else None
 
 
@@ -389,7 +436,11 @@ def locate(weights: PretrainedWeights, cache: WeightsCache) -> CachedWeights | N
         return CachedWeights(weights.name, weights.tag, weights.library, (path,)) if path.is_file() else None
     if weights.asset is not None:
         path = cache.assets / weights.library / weights.asset
-        return CachedWeights(weights.name, weights.tag, weights.library, (path,)) if path.is_file() and path.stat().st_size else None
+        return (
+            CachedWeights(weights.name, weights.tag, weights.library, (path,))
+            if path.is_file() and path.stat().st_size
+            else None
+        )
     from huggingface_hub import try_to_load_from_cache
 
     found: list[Path] = []
@@ -403,7 +454,15 @@ def locate(weights: PretrainedWeights, cache: WeightsCache) -> CachedWeights | N
             return None
     revision = found[-1].parent.name  # snapshots/<revision>/<file>
     main = _main_revision(cache, weights.repo_id)
-    return CachedWeights(weights.name, weights.tag, weights.library, (found[-1], *found[:-1]), weights.repo_id, revision, main == revision)
+    return CachedWeights(
+        weights.name,
+        weights.tag,
+        weights.library,
+        (found[-1], *found[:-1]),
+        weights.repo_id,
+        revision,
+        main == revision,
+    )
 
 
 def _missing(weights: PretrainedWeights, cache: WeightsCache, setting: str, why: str | None = None) -> CompkitError:
@@ -424,7 +483,11 @@ def _source_url(weights: PretrainedWeights) -> str:
 
 
 def require(
-    weights: PretrainedWeights, cache: WeightsCache, download: bool = False, console: Console | None = None, setting: str = SETTING
+    weights: PretrainedWeights,
+    cache: WeightsCache,
+    download: bool = False,
+    console: Console | None = None,
+    setting: str = SETTING,
 ) -> CachedWeights:
     """The cached weights; missing ones are pulled when ``download`` and the network allow, else one clear error
     naming the encoder, the tag and the ``compkit weights pull`` command."""
@@ -438,7 +501,9 @@ def require(
     return pull(weights, cache, console, setting)
 
 
-def pull(weights: PretrainedWeights, cache: WeightsCache, console: Console | None = None, setting: str = SETTING) -> CachedWeights:
+def pull(
+    weights: PretrainedWeights, cache: WeightsCache, console: Console | None = None, setting: str = SETTING
+) -> CachedWeights:
     """Download ``weights`` into the cache (nothing when already there); a failure leaves no partial entry."""
     cached = locate(weights, cache)
     if cached is not None:
@@ -458,7 +523,10 @@ def pull(weights: PretrainedWeights, cache: WeightsCache, console: Console | Non
         _pull_hub(weights, cache)
     cached = locate(weights, cache)
     if cached is None:
-        raise CompkitError(weights.repo_id or weights.asset, f"downloaded, but the files are not where the cache keeps them ({cache.describe()})")
+        raise CompkitError(
+            weights.repo_id or weights.asset,
+            f"downloaded, but the files are not where the cache keeps them ({cache.describe()})",
+        )
     return cached
 
 
@@ -491,7 +559,7 @@ def _pull_asset(weights: PretrainedWeights, cache: WeightsCache) -> None:
     library = ASSET_LIBRARIES[weights.library]
     folder = cache.assets / weights.library
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{weights.asset}.partial-{os.getpid()}-"))
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{weights.asset}{PARTIAL_MARK}{os.getpid()}-"))
     try:
         library.fetch(weights.asset, staging / weights.asset)
         if not (staging / weights.asset).is_file():
@@ -525,9 +593,21 @@ def cached_entries(cache: WeightsCache) -> list[CachedWeights]:
         name = f"tu-{model}" if library == "timm" else model
         main = _main_revision(cache, repo.repo_id)
         for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
-            files = sorted((Path(f.file_path) for f in revision.files), key=lambda p: (p.name not in HUB_WEIGHT_FILES, p.name))
+            files = sorted(
+                (Path(f.file_path) for f in revision.files), key=lambda p: (p.name not in HUB_WEIGHT_FILES, p.name)
+            )
             if files and files[0].name in HUB_WEIGHT_FILES:
-                entries.append(CachedWeights(name, tag, library, tuple(files), repo.repo_id, revision.commit_hash, revision.commit_hash == main))
+                entries.append(
+                    CachedWeights(
+                        name,
+                        tag,
+                        library,
+                        tuple(files),
+                        repo.repo_id,
+                        revision.commit_hash,
+                        revision.commit_hash == main,
+                    )
+                )
     for library in ASSET_LIBRARIES.values():
         folder = cache.assets / library.name
         for path in sorted(folder.glob("*")) if folder.is_dir() else ():
@@ -554,11 +634,12 @@ def copy_entry(entry: CachedWeights, folder: Path, copy: Callable[[Path, Path], 
         target.parent.mkdir(parents=True, exist_ok=True)
         copy(entry.file, target)
         return
-    repo = repo_folder(WeightsCache(folder / "hub", folder, folder), entry.repo_id)
-    snapshot = repo / "snapshots" / entry.revision
+    cache = folder_cache(folder)
+    snapshot = snapshot_folder(cache, entry.repo_id, entry.revision)
     snapshot.mkdir(parents=True, exist_ok=True)
     for path in entry.files:
         copy(path, snapshot / path.name)
     if entry.on_main:
-        (repo / "refs").mkdir(parents=True, exist_ok=True)
-        (repo / "refs" / "main").write_text(entry.revision)
+        ref = main_ref(cache, entry.repo_id)
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(entry.revision)

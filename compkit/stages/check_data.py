@@ -8,6 +8,7 @@ decided on its own (e.g. a CSV's RLE order, and why). Where detection is unsure 
 proposes a ``dataset.yaml``; ``--write`` writes it (or the reading in use) to ``DATA/dataset.yaml``, ``--out FILE``
 elsewhere (for read-only data: its ``root:`` then points back at the data).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ from compkit.data.described import DescribedDataset, spec_to_yaml, validate_spec
 from compkit.data.formats import DESCRIPTION_FILE
 from compkit.data.layouts import Survey, survey
 from compkit.data.raster import clip_summary, describe_clips, polygon_clips
-from compkit.util.errors import CompkitError
+from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import atomic_write, writable_folder
 from compkit.util.imageio import describe_image, read_label_image
 
@@ -83,13 +84,18 @@ def split_report(dataset: SegmentationDataset, limit: int, console: Console) -> 
                     if label.ndim == 2:
                         found.update(np.unique(label).tolist())
                     else:  # colour masks: (B, G, R) triples as OpenCV stores them, shown as R,G,B
-                        found.update(tuple(v[::-1]) for v in np.unique(label.reshape(-1, label.shape[2]), axis=0).tolist())
+                        found.update(
+                            tuple(v[::-1]) for v in np.unique(label.reshape(-1, label.shape[2]), axis=0).tolist()
+                        )
             progress.advance(task)
     return {
         "images": len(dataset.samples),
         "labelled": len(labelled),
         "checked": len(checked),
-        "classes": {c: {"images": int(present[k]), "area": float(area[k] / max(1, len(checked)))} for k, c in enumerate(dataset.classes)},
+        "classes": {
+            c: {"images": int(present[k]), "area": float(area[k] / max(1, len(checked)))}
+            for k, c in enumerate(dataset.classes)
+        },
         "unlabelled": unlabelled,
         "unmatched_labels": dataset.unmatched_labels(),
         "mask_values": {k: sorted(v, key=str) for k, v in values.items()},
@@ -118,7 +124,9 @@ def describe_orientations(report: dict[str, Any]) -> str:
     line = f"{images} ({counts}): {_names(report['first'], report['images'])}; "
     turned = report["turned"]
     as_stored = report["images"] - len(turned)
-    decided = [f"{as_stored} read as stored (the tag ignored: the stored pixels are what was labelled)"] if as_stored else []
+    decided = (
+        [f"{as_stored} read as stored (the tag ignored: the stored pixels are what was labelled)"] if as_stored else []
+    )
     if turned:
         decided.append(f"{len(turned)} turned as tagged (their masks fit only the turned image): {_names(turned)}")
     return line + "; ".join(decided)
@@ -139,11 +147,17 @@ def _print_split(console: Console, split: str, report: dict[str, Any]) -> None:
     facts.add_row("images without labels", _names(report["unlabelled"]))
     facts.add_row("label files without images", _names(report["unmatched_labels"]))
     for kind, values in report["mask_values"].items():
-        shown = ", ".join(map(str, values[:VALUES_SHOWN])) + (f", ... ({len(values)} values)" if len(values) > VALUES_SHOWN else "")
+        shown = ", ".join(map(str, values[:VALUES_SHOWN])) + (
+            f", ... ({len(values)} values)" if len(values) > VALUES_SHOWN else ""
+        )
         facts.add_row(f"values in {kind}", shown)
     if report["clipped_polygons"]:
         facts.add_row("polygons clipped to the image", describe_clips(report["clipped_polygons"]))
-    facts.add_row("image sizes (w x h)", ", ".join(f"{s} ({n})" for s, n in list(report["sizes"].items())[:5]) + (" ..." if len(report["sizes"]) > 5 else ""))
+    facts.add_row(
+        "image sizes (w x h)",
+        ", ".join(f"{s} ({n})" for s, n in list(report["sizes"].items())[:5])
+        + (" ..." if len(report["sizes"]) > 5 else ""),
+    )
     facts.add_row("image kinds", ", ".join(f"{k} ({n})" for k, n in report["kinds"].items()))
     if report["exif_orientation"]["images"]:
         facts.add_row("EXIF orientation tags", describe_orientations(report["exif_orientation"]))
@@ -155,34 +169,90 @@ def _print_split(console: Console, split: str, report: dict[str, Any]) -> None:
 def _open(found: Survey, split: str) -> SegmentationDataset:
     spec = found.spec
     if spec is not None:  # a description (written or proposed): unlabelled images are listed, not refused
-        return DescribedDataset.from_spec(found.root, validate_spec(spec, found.description or found.root), split, source=found.description or found.root, lenient=True)
+        return DescribedDataset.from_spec(
+            found.root,
+            validate_spec(spec, found.description or found.root),
+            split,
+            source=found.description or found.root,
+            lenient=True,
+        )
     return open_dataset(found.description or found.root, split)
 
 
 def description_text(root: Path, described: Any, doubts: list[str], target: Path | None = None) -> str:
     """The ``dataset.yaml`` text for ``root``; written to ``target`` outside the data, it names the data as ``root:``
     relative to itself (as described.py reads it)."""
-    text = f"# compkit check-data: how to read {root.name} (edit freely)\n" + "".join(f"# unsure: {d}\n" for d in doubts)
+    text = f"# compkit check-data: how to read {root.name} (edit freely)\n" + "".join(
+        f"# unsure: {d}\n" for d in doubts
+    )
     if target is not None and target.parent.resolve() != root.resolve():
         data, folder = root.resolve(), target.parent.resolve()
         # Relative, so that both can move together (/kaggle/working -> ../input/x); absolute when they share only /.
         absolute = os.path.commonpath([data, folder]) == data.anchor
         where = str(data) if absolute else os.path.relpath(data, folder)
-        text += f"# the data{'' if absolute else ', relative to this file'}\n" + yaml.safe_dump({"root": where}, allow_unicode=True, width=1000)
+        text += f"# the data{'' if absolute else ', relative to this file'}\n" + yaml.safe_dump(
+            {"root": where}, allow_unicode=True, width=1000
+        )
     return text + spec_to_yaml(described)
+
+
+def _print_format(found: Survey, console: Console) -> None:
+    """The format compkit reads, or (unsure) every reading it sees with its doubts."""
+    if found.description is not None:
+        console.print(f"format: [bold]{found.format}[/bold], described by {found.description}")
+    elif found.sure:
+        console.print(
+            f"format: [bold]{found.format}[/bold] (detected)"
+            + (f"; also readable as {', '.join(found.others)}" if found.others else "")
+        )
+    else:
+        console.print(
+            f"[yellow]not sure how to read {found.root}[/yellow]: compkit needs a {DESCRIPTION_FILE}. What it sees:"
+        )
+        for k, reading in enumerate(found.readings, start=1):
+            console.print(f"  {k}. {reading.summary}")
+            for doubt in reading.doubts:
+                console.print(f"     - {doubt}")
+        if len(found.readings) > 1:
+            console.print(
+                "two or more readings are possible: the proposal below takes the first; edit it if that is not your data"
+            )
+
+
+def _write_description(
+    found: Survey, described: Any, doubts: list[str], out: str | Path | None, exist_ok: bool, console: Console
+) -> Path:
+    """The description written into the data folder, or to ``out``; its path."""
+    target = Path(out) if out is not None else found.root / DESCRIPTION_FILE
+    if out is None and not writable_folder(found.root):
+        raise CompkitError(
+            target,
+            f"{found.root} is read-only: pass --out FILE to write the description elsewhere (its root: points back at the data)",
+        )
+    if target.exists() and not exist_ok:
+        raise CompkitError(target, f"already exists (pass {REPLACE_FLAG} to replace it)")
+    with atomic_write(target, "w", encoding="utf-8") as handle:
+        handle.write(description_text(found.root, described, doubts, target))
+    how = (
+        f"compkit now reads {found.root} through it"
+        if out is None
+        else f"pass --data {target} to read {found.root} through it"
+    )
+    console.print(f"[green]wrote[/green] {target}: {how}")
+    return target
 
 
 def check_data(
     data: str | Path,
     write: bool = False,
-    force: bool = False,
+    exist_ok: bool = False,
     limit: int = 500,
     console: Console | None = None,
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Print how compkit reads ``data``; with ``write``, write the proposed (or used) ``dataset.yaml`` into the data
     folder, or to ``out`` (which implies ``write``: for read-only data). Returns the report (format, sure, splits,
-    proposal, written)."""
+    proposal, written). ``exist_ok``: replace an existing description."""
     console = console or Console()
     found = survey(data)
     if found.format is None:
@@ -193,20 +263,15 @@ def check_data(
         )
     proposal = found.proposal
     use_proposal = not found.sure and proposal is not None and proposal.spec
-    if found.description is not None:
-        console.print(f"format: [bold]{found.format}[/bold], described by {found.description}")
-    elif found.sure:
-        console.print(f"format: [bold]{found.format}[/bold] (detected)" + (f"; also readable as {', '.join(found.others)}" if found.others else ""))
-    else:
-        console.print(f"[yellow]not sure how to read {found.root}[/yellow]: compkit needs a {DESCRIPTION_FILE}. What it sees:")
-        for k, reading in enumerate(found.readings, start=1):
-            console.print(f"  {k}. {reading.summary}")
-            for doubt in reading.doubts:
-                console.print(f"     - {doubt}")
-        if len(found.readings) > 1:
-            console.print("two or more readings are possible: the proposal below takes the first; edit it if that is not your data")
+    _print_format(found, console)
 
-    report: dict[str, Any] = {"format": found.format, "sure": found.sure, "splits": {}, "proposal": None, "written": None}
+    report: dict[str, Any] = {
+        "format": found.format,
+        "sure": found.sure,
+        "splits": {},
+        "proposal": None,
+        "written": None,
+    }
     train = _open(found, "train")
     datasets = {"train": train}
     if train.has_split("test"):
@@ -228,16 +293,7 @@ def check_data(
         console.print(f"proposed {DESCRIPTION_FILE} ({len(text.splitlines())} lines):")
         console.print(text, markup=False, highlight=False)
     if write or out is not None:
-        target = Path(out) if out is not None else found.root / DESCRIPTION_FILE
-        if out is None and not writable_folder(found.root):
-            raise CompkitError(target, f"{found.root} is read-only: pass --out FILE to write the description elsewhere (its root: points back at the data)")
-        if target.exists() and not force:
-            raise CompkitError(target, "already exists (pass --force to replace it)")
-        with atomic_write(target, "w", encoding="utf-8") as handle:
-            handle.write(description_text(found.root, described, doubts, target))
-        report["written"] = target
-        how = f"compkit now reads {found.root} through it" if out is None else f"pass --data {target} to read {found.root} through it"
-        console.print(f"[green]wrote[/green] {target}: {how}")
+        report["written"] = _write_description(found, described, doubts, out, exist_ok, console)
     elif use_proposal:
         how = "--write" if writable_folder(found.root) else f"--out {DESCRIPTION_FILE} (the data folder is read-only)"
         console.print(f"write it with `compkit check-data {data} {how}`")

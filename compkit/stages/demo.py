@@ -4,6 +4,7 @@ synth -> split (2 folds) -> plan a recipe for the time budget (``compkit plan``)
 fold also predicts the test set with the plan's TTA) -> soft ensemble (thresholds tuned on OOF) -> submit -> score
 against the synthetic ground truth; the wall time is printed against the budget.
 """
+
 from __future__ import annotations
 
 import time
@@ -12,13 +13,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compkit.stages.ensemble import ensemble
 from compkit.planning.planner import describe_seconds, parse_budget
+from compkit.stages.ensemble import ensemble
 from compkit.stages.score import score
 from compkit.stages.split import split
 from compkit.stages.submit import submit
 from compkit.stages.synth import synth
 from compkit.stages.train import train
+from compkit.stores.members import ENSEMBLES_DIR
+from compkit.submission.layouts import SUBMISSIONS_DIR
+from compkit.training.runs import RUNS_DIR
 
 
 def demo(
@@ -44,27 +48,33 @@ def demo(
         console.rule(f"[bold]{name}[/bold] done in {time.time() - t0:.0f} s")
 
     t0 = time.time()
-    synth(data, patients=patients, test_patients=test_patients, size=size, seed=0, force=True, console=console)
+    synth(data, patients=patients, test_patients=test_patients, size=size, seed=0, exist_ok=True, console=console)
     step("synth", f"{2 * patients} train + {2 * test_patients} test images, {size} px", t0)
     t0 = time.time()
-    split(data, folds=2, seed=21, stratify="sex", force=True, console=console)
+    split(data, folds=2, seed=21, stratify="sex", exist_ok=True, console=console)
     step("split", "2 patient-grouped folds, stratified by sex", t0)
     t0 = time.time()
     left = None if budget is None else max(1.0, parse_budget(budget) - (time.time() - started))
-    results = train(recipe, data=data, fold="all", overrides=list(overrides), runs_dir=workdir / "runs", budget=left, console=console)
+    runs = workdir / RUNS_DIR
+    results = train(recipe, data=data, fold="all", overrides=list(overrides), out=runs, budget=left, console=console)
     step("train", ", ".join(f"fold {r['fold']} val dice {r['best_dice']:.4f}" for r in results), t0)
     t0 = time.time()
-    ens = ensemble([results.run_dir], method="soft", name="demo", out_dir=workdir / "ensembles", console=console)
+    ens = ensemble([results.run_dir], method="soft", name="demo", out=workdir / ENSEMBLES_DIR, console=console)
     step("ensemble", f"soft vote of {len(results)} folds, thresholds tuned on OOF -> {ens}", t0)
     t0 = time.time()
-    csv = submit(ens, out=workdir / "submissions" / "demo.csv", console=console)
+    csv = submit(ens, out=workdir / SUBMISSIONS_DIR / "demo.csv", console=console)
     step("submit", str(csv), t0)
     t0 = time.time()
     dice = score(csv, data, console=console)
     step("score", f"test mean dice {dice:.4f}", t0)
 
     wall = time.time() - started
-    against = "" if budget is None else f" of the {describe_seconds(parse_budget(budget))} budget" + (" (over)" if wall > parse_budget(budget) else "")
+    against = (
+        ""
+        if budget is None
+        else f" of the {describe_seconds(parse_budget(budget))} budget"
+        + (" (over)" if wall > parse_budget(budget) else "")
+    )
     table = Table(title=f"compkit demo: test mean dice {dice:.4f} in {wall:.0f} s{against}")
     for column in ("step", "seconds", "result"):
         table.add_column(column, justify="right" if column == "seconds" else "left")

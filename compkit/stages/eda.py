@@ -6,6 +6,7 @@ overlap matrix (pixels in two classes at once), the multi-label pixel fraction, 
 candidates (brightness, labelled area and hand rotation z-scores) and a recommendation on the training size. Plots
 are matplotlib PNGs embedded in the HTML; the terminal gets a rich summary.
 """
+
 from __future__ import annotations
 
 import html
@@ -22,14 +23,17 @@ from rich.table import Table
 from compkit.data import open_dataset
 from compkit.data.formats import dataset_folder
 from compkit.data.raster import describe_clips
-from compkit.util.errors import CompkitError
-from compkit.util.fileio import atomic_write, writable_folder, write_json
+from compkit.data.splits import SPLITS_FILE
 from compkit.planning.fingerprint import fingerprint_of, hand_angle  # noqa: F401  (hand_angle: part of this module's API)
 from compkit.training.runs import claim_output_folder, output_folder
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import atomic_write, writable_folder, write_json
 from compkit.util.plots import array_png, figure_png, plt
 
 GALLERY_SIZE = 8
 DEFAULT_OUT = "reports/eda"
+FINGERPRINT_FILE = "fingerprint.json"  # the dataset's measured facts, as compkit.planning.fingerprint computes them
+REPORT_PAGE = "eda.html"
 THUMB = 320
 
 
@@ -42,7 +46,9 @@ def overlay(image_bgr: np.ndarray, mask: np.ndarray, colours: np.ndarray, size: 
     """RGB thumbnail with each class's outline and a light fill."""
     scale = size / max(image_bgr.shape[:2])
     dsize = (max(1, round(image_bgr.shape[1] * scale)), max(1, round(image_bgr.shape[0] * scale)))
-    thumb = cv2.cvtColor(cv2.resize(image_bgr, dsize, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB).astype(np.float32)
+    thumb = cv2.cvtColor(cv2.resize(image_bgr, dsize, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB).astype(
+        np.float32
+    )
     for c in range(mask.shape[0]):
         m = cv2.resize(mask[c], dsize, interpolation=cv2.INTER_NEAREST).astype(bool)
         if m.any():
@@ -97,7 +103,13 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-def render_html(title: str, fp: dict[str, Any], figures: dict[str, str], gallery: list[tuple[str, str]], outlier_gallery: list[tuple[str, str]]) -> str:
+def render_html(
+    title: str,
+    fp: dict[str, Any],
+    figures: dict[str, str],
+    gallery: list[tuple[str, str]],
+    outlier_gallery: list[tuple[str, str]],
+) -> str:
     def img(b64: str, alt: str) -> str:
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
@@ -105,8 +117,14 @@ def render_html(title: str, fp: dict[str, Any], figures: dict[str, str], gallery
         f"<tr><td>{html.escape(n)}</td><td>{s['frequency']:.2f}</td><td>{s['area_mean']:.0f}</td><td>{s['area_min']}</td><td>{s['area_max']}</td><td>{s['components_mean']:.2f}</td></tr>"
         for n, s in fp["per_class"].items()
     )
-    overlaps = "".join(f"<li>{html.escape(o['classes'][0])} &amp; {html.escape(o['classes'][1])}: {o['pixels']:,} px</li>" for o in fp["top_overlaps"])
-    outliers = "".join(f"<li>{html.escape(o['image'])}: {o['kind']} z = {o['z']:+.1f}</li>" for o in fp["outliers"][:20]) or "<li>none</li>"
+    overlaps = "".join(
+        f"<li>{html.escape(o['classes'][0])} &amp; {html.escape(o['classes'][1])}: {o['pixels']:,} px</li>"
+        for o in fp["top_overlaps"]
+    )
+    outliers = (
+        "".join(f"<li>{html.escape(o['image'])}: {o['kind']} z = {o['z']:+.1f}</li>" for o in fp["outliers"][:20])
+        or "<li>none</li>"
+    )
     cards = "".join(f"<figure>{img(b, c)}<figcaption>{html.escape(c)}</figcaption></figure>" for c, b in gallery)
     odd = "".join(f"<figure>{img(b, c)}<figcaption>{html.escape(c)}</figcaption></figure>" for c, b in outlier_gallery)
     sections = "".join(f"<section><h2>{html.escape(k)}</h2>{img(v, k)}</section>" for k, v in figures.items())
@@ -115,10 +133,10 @@ def render_html(title: str, fp: dict[str, Any], figures: dict[str, str], gallery
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}} td:first-child{{text-align:left}}
 .gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}} figcaption{{font-size:11px;max-width:320px;word-break:break-all}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>{fp['images']} images, {len(fp['classes'])} classes, sizes {html.escape(str(fp['image_sizes']))};
-multi-label pixels: {fp['multilabel_pixel_fraction']:.2%} of labelled pixels.</p>
-<p>polygons clipped to the image: {html.escape(describe_clips(fp['clipped_polygons']))}.</p>
-<p><b>Recommendation:</b> {html.escape(fp['recommendation']['text'])}</p>
+<p>{fp["images"]} images, {len(fp["classes"])} classes, sizes {html.escape(str(fp["image_sizes"]))};
+multi-label pixels: {fp["multilabel_pixel_fraction"]:.2%} of labelled pixels.</p>
+<p>polygons clipped to the image: {html.escape(describe_clips(fp["clipped_polygons"]))}.</p>
+<p><b>Recommendation:</b> {html.escape(fp["recommendation"]["text"])}</p>
 {sections}
 <h2>classes</h2><table><tr><th>class</th><th>frequency</th><th>mean area</th><th>min</th><th>max</th><th>components</th></tr>{rows}</table>
 <h2>largest overlaps</h2><ul>{overlaps}</ul>
@@ -127,13 +145,21 @@ multi-label pixels: {fp['multilabel_pixel_fraction']:.2%} of labelled pixels.</p
 </body></html>"""
 
 
-def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_SIZE, exist_ok: bool = False, console: Console | None = None) -> Path:
+def eda(
+    data: str | Path,
+    out: str | Path | None = None,
+    gallery: int = GALLERY_SIZE,
+    exist_ok: bool = False,
+    console: Console | None = None,
+) -> Path:
     """Write ``fingerprint.json`` and ``eda.html`` for the dataset's training split; returns the HTML path."""
     console = console or Console()
     if gallery < 0:
         raise CompkitError("--gallery", f"must be 0 or more, got {gallery}")
     dataset = open_dataset(data, "train")
-    output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok)  # a taken --out fails before the work
+    output_folder(
+        Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok
+    )  # a taken --out fails before the work
     colours = class_colours(len(dataset.classes))
     picks = set(np.linspace(0, len(dataset) - 1, min(gallery, len(dataset))).round().astype(int).tolist())
     thumbs: list[tuple[str, str]] = []
@@ -150,11 +176,16 @@ def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_
     for o in result["outliers"][:6]:  # outliers read again: only a handful
         s = by_id[o["image"]]
         image = dataset.read_image(s)
-        odd.append((f"{o['image']} ({o['kind']} z={o['z']:+.1f})", array_png(overlay(image, dataset.read_mask(s, image.shape[:2]), colours))))
+        odd.append(
+            (
+                f"{o['image']} ({o['kind']} z={o['z']:+.1f})",
+                array_png(overlay(image, dataset.read_mask(s, image.shape[:2]), colours)),
+            )
+        )
     page = render_html(f"compkit eda: {Path(data).name}", result, plots(result, metas), thumbs, odd)
     with claim_output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok) as out:
-        write_json(out / "fingerprint.json", {k: v for k, v in result.items()})
-        with atomic_write(out / "eda.html", "w", encoding="utf-8") as f:
+        write_json(out / FINGERPRINT_FILE, {k: v for k, v in result.items()})
+        with atomic_write(out / REPORT_PAGE, "w", encoding="utf-8") as f:
             f.write(page)
 
     table = Table(title=f"{result['images']} images, {len(dataset.classes)} classes ({dataset.format_name})")
@@ -164,11 +195,13 @@ def eda(data: str | Path, out: str | Path | None = None, gallery: int = GALLERY_
         mark = "[red]" if name == result["recommendation"]["smallest_class"] else ""
         table.add_row(f"{mark}{name}", f"{s['frequency']:.2f}", f"{s['area_mean']:.0f}", f"{s['components_mean']:.2f}")
     console.print(table)
-    console.print(f"multi-label pixels: {result['multilabel_pixel_fraction']:.2%}; outlier candidates: {len(result['outliers'])}")
+    console.print(
+        f"multi-label pixels: {result['multilabel_pixel_fraction']:.2%}; outlier candidates: {len(result['outliers'])}"
+    )
     if result["clipped_polygons"]:
         console.print(f"polygons clipped to the image: {describe_clips(result['clipped_polygons'])}")
     console.print(f"recommendation: {result['recommendation']['text']}")
-    console.print(f"[green]wrote[/green] {out / 'fingerprint.json'} and {out / 'eda.html'}")
-    where = "" if writable_folder(dataset_folder(data)) else " --out splits.json"  # read-only data: splits beside you
+    console.print(f"[green]wrote[/green] {out / FINGERPRINT_FILE} and {out / REPORT_PAGE}")
+    where = "" if writable_folder(dataset_folder(data)) else f" --out {SPLITS_FILE}"  # read-only data: splits here
     console.print(f"next: compkit split --data {data}{where}")
-    return out / "eda.html"
+    return out / REPORT_PAGE

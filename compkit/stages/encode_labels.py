@@ -2,6 +2,7 @@
 
 A sanity check of the whole submission path (row order, RLE, validation, scoring): the result scores 1.0.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

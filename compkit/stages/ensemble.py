@@ -8,8 +8,11 @@ ensemble and per-class postprocessing is kept where it raises OOF dice.
 Output: ``test/`` (a probability store), ``oof/`` (when available), ``members.json``, ``thresholds.json``,
 ``postprocess.json``; for CSV members ``vote.csv`` instead of the stores.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +23,26 @@ from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.cache import build_cache
+from compkit.data.splits import fingerprint, load_splits
+from compkit.evaluation.metrics import dice_from_counts
+from compkit.evaluation.postprocess import apply_rule, candidate_rules, median_component_area
+from compkit.evaluation.thresholds import THRESHOLD_GRID, OofTuner
+from compkit.stores.members import (
+    ENSEMBLES_DIR,
+    MEMBERS_FILE,
+    POSTPROCESS_FILE,
+    THRESHOLDS_FILE,
+    VOTE_CSV,
+    Member,
+    check_member_split,
+    current_splits_file,
+    open_member,
+)
+from compkit.stores.probabilities import Store, StoreWriter, quantise
+from compkit.submission.layouts import RowWriter, submission_layout, validate
+from compkit.training.runs import claim_output_folder
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, atomic_write, write_json
-from compkit.data.splits import fingerprint, load_splits
-from compkit.stores.members import MEMBERS_FILE, POSTPROCESS_FILE, THRESHOLDS_FILE, VOTE_CSV, Member, check_member_split, current_splits_file, open_member
-from compkit.evaluation.metrics import dice_from_counts
-from compkit.training.runs import claim_output_folder
-from compkit.evaluation.postprocess import apply_rule, candidate_rules, median_component_area
-from compkit.stores.probabilities import Store, StoreWriter, quantise
-from compkit.evaluation.thresholds import THRESHOLD_GRID, OofTuner
-from compkit.submission.layouts import RowWriter, submission_layout, validate
 
 METHODS = ("soft", "hard")
 
@@ -40,10 +53,14 @@ def _check_members(members: list[Member]) -> None:
         if m.classes != first.classes:
             raise CompkitError(m.path, f"member's classes differ from {first.path}'s")
         if sorted(m.image_ids) != sorted(first.image_ids):
-            raise CompkitError(m.path, f"member's test images differ from {first.path}'s ({len(m.image_ids)} vs {len(first.image_ids)})")
+            counts = f"{len(m.image_ids)} vs {len(first.image_ids)}"
+            raise CompkitError(m.path, f"member's test images differ from {first.path}'s ({counts})")
         image_id = first.image_ids[0]
         if m.box(image_id) != first.box(image_id):
-            raise CompkitError(m.path, f"member's stores cover another part of the images than {first.path}'s (data.crop_border differs)")
+            raise CompkitError(
+                m.path,
+                f"member's stores cover another part of the images than {first.path}'s (data.crop_border differs)",
+            )
 
 
 def common_resolution(members: list[Member], resolution: int | None) -> tuple[int, int]:
@@ -61,7 +78,8 @@ def members_table(members: list[Member], weights: np.ndarray, resolution: tuple[
         table.add_column(column, justify="right" if column in ("folds", "weight") else "left")
     for m, w in zip(members, weights, strict=True):
         r = m.resolution
-        table.add_row(m.name, m.description, str(len(m.test_stores)), f"{r[0]}x{r[1]}" + ("" if r == resolution else " (resampled)"), f"{w:g}")
+        shown = f"{r[0]}x{r[1]}" + ("" if r == resolution else " (resampled)")
+        table.add_row(m.name, m.description, str(len(m.test_stores)), shown, f"{w:g}")
     return table
 
 
@@ -109,120 +127,240 @@ def _truth(cache, image_id: str) -> tuple[np.ndarray, np.ndarray]:
     return truth * keep, keep
 
 
+@dataclass(frozen=True)
+class _OofImages:
+    """The OOF images to tune on: how to read each one's ensembled probabilities, the training set holding their
+    truth, the stores' resolution (and whether they are cropped to the field of view), and each image's fold."""
+
+    image_ids: list[str]
+    read: Callable[[str], np.ndarray]
+    dataset: SegmentationDataset
+    resolution: tuple[int, int]
+    cropped: bool = False
+    groups: list[Any] | None = None  # the fold of each image; None: one fold
+
+    def fold_of_each(self) -> np.ndarray:
+        return np.asarray(self.groups if self.groups is not None else [0] * len(self.image_ids), dtype=object)
+
+
+@dataclass(frozen=True)
+class _Thresholds:
+    """Per class: the threshold chosen on all OOF images, and each fold's, chosen on the other folds' images (none
+    with one fold); ``group``: the fold of each OOF image."""
+
+    in_sample: np.ndarray
+    per_fold: dict[Any, np.ndarray]
+    group: np.ndarray
+
+    @property
+    def folds(self) -> list[Any]:
+        return list(dict.fromkeys(self.group.tolist()))
+
+    def in_use(self, c: int) -> set[float]:
+        """Class ``c``'s thresholds that postprocessing candidates are scored at."""
+        return {float(self.in_sample[c]), *(float(ft[c]) for ft in self.per_fold.values())}
+
+
+@dataclass(frozen=True)
+class _OofDice:
+    """Mean OOF dice per class at each step; ``cross`` is NaN where there is no cross-validated figure."""
+
+    before: np.ndarray  # at 0.5
+    tuned: np.ndarray  # at the chosen thresholds
+    after: np.ndarray  # and the chosen postprocessing (in-sample)
+    cross: np.ndarray  # thresholds and postprocessing chosen on the other folds
+
+    def figures(self) -> dict[str, float]:
+        figures = {"oof_dice_at_0.5": float(self.before.mean()), "oof_dice_in_sample": float(self.after.mean())}
+        if not np.isnan(self.cross).all():
+            figures["oof_dice_cross_validated"] = float(np.nanmean(self.cross))
+        return figures
+
+
 def _tune(
-    oof_ids: list[str],
-    read_oof,
-    dataset: SegmentationDataset,
-    resolution: tuple[int, int],
-    method: str,
-    fixed: np.ndarray | None,
-    console: Console,
-    cropped: bool = False,
-    groups: list[Any] | None = None,
+    oof: _OofImages, method: str, fixed: np.ndarray | None, console: Console
 ) -> tuple[Table, dict[str, float], dict[str, dict], dict[str, float]]:
     """Thresholds and postprocessing per class, chosen on the OOF images. The table shows them scored on the same
-    images (in-sample, optimistic) and cross-validated: for each fold (``groups``: the fold of each image), chosen
-    on the other folds' images and scored on its own; the returned figures hold both means."""
-    classes = list(dataset.classes)
-    if resolution[0] != resolution[1]:
-        raise CompkitError(None, f"OOF tuning needs square stores, got {resolution}")
-    cache = build_cache(dataset, resolution[0], console=console, crop=cropped)  # truth framed as the stores are
-    tuner = OofTuner(len(classes))
-    areas: list[list[float]] = [[] for _ in classes]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("tuning thresholds on OOF", total=len(oof_ids))
-        for image_id in oof_ids:
-            truth, keep = _truth(cache, image_id)
-            tuner.add(quantise(read_oof(image_id) * keep, "uint8"), truth)
-            for c in range(len(classes)):
-                areas[c].append(median_component_area(truth[c]))
-            progress.advance(task)
+    images (in-sample, optimistic) and cross-validated: for each fold (``oof.groups``: the fold of each image), chosen
+    on the other folds' images and scored on its own; the returned figures hold both means. ``fixed``: the
+    thresholds to keep (hard voting: the vote rule)."""
+    classes = list(oof.dataset.classes)
+    if oof.resolution[0] != oof.resolution[1]:
+        raise CompkitError(None, f"OOF tuning needs square stores, got {oof.resolution}")
+    # The truth framed as the stores are.
+    cache = build_cache(oof.dataset, oof.resolution[0], console=console, crop=oof.cropped)
+    tuner, areas = _histograms(oof, cache, console)
     before = tuner.dice(np.full(len(classes), 0.5)).mean(axis=0)
     if fixed is not None:  # hard voting: the threshold is the vote rule
         thresholds, tuned = fixed, tuner.dice(fixed).mean(axis=0)
     else:
         thresholds, tuned = tuner.best_thresholds()
+    group = oof.fold_of_each()
+    chosen = _Thresholds(thresholds, _fold_thresholds(tuner, group, fixed, len(classes)), group)
+    candidates = [candidate_rules(a) for a in _median_areas(areas)]
+    scores = _rule_scores(oof, cache, chosen, candidates, console)
+    rules, after, cross = _choose_postprocessing(classes, chosen, candidates, scores, tuned)
+    dice = _OofDice(before, tuned, after, cross)
+    table = _oof_table(classes, dice, chosen, rules, method)
+    return table, {name: float(t) for name, t in zip(classes, thresholds, strict=True)}, rules, dice.figures()
 
-    # Cross-validation: each fold's thresholds chosen on the other folds' images.
-    group = np.asarray(groups if groups is not None else [0] * len(oof_ids), dtype=object)
+
+def _histograms(oof: _OofImages, cache, console: Console) -> tuple[OofTuner, list[list[float]]]:
+    """One pass over the OOF images: the tuner's histograms, and per class each image's median component area."""
+    classes = oof.dataset.classes
+    tuner = OofTuner(len(classes))
+    areas: list[list[float]] = [[] for _ in classes]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("tuning thresholds on OOF", total=len(oof.image_ids))
+        for image_id in oof.image_ids:
+            truth, keep = _truth(cache, image_id)
+            tuner.add(quantise(oof.read(image_id) * keep, "uint8"), truth)
+            for c in range(len(classes)):
+                areas[c].append(median_component_area(truth[c]))
+            progress.advance(task)
+    return tuner, areas
+
+
+def _fold_thresholds(
+    tuner: OofTuner, group: np.ndarray, fixed: np.ndarray | None, num_classes: int
+) -> dict[Any, np.ndarray]:
+    """Cross-validation: each fold's thresholds chosen on the other folds' images (``fixed`` ones kept as they are;
+    none with one fold)."""
     folds = list(dict.fromkeys(group.tolist()))
     if fixed is not None:
-        fold_thresholds = {f: fixed for f in folds}
-    elif len(folds) > 1:
-        grid = np.stack([tuner.dice(np.full(len(classes), t)) for t in THRESHOLD_GRID])  # (T, images, C)
-        fold_thresholds = {f: THRESHOLD_GRID[grid[:, group != f, :].mean(axis=1).argmax(axis=0)] for f in folds}
-    else:
-        fold_thresholds = {}
+        return {f: fixed for f in folds}
+    if len(folds) > 1:
+        grid = np.stack([tuner.dice(np.full(num_classes, t)) for t in THRESHOLD_GRID])  # (T, images, C)
+        return {f: THRESHOLD_GRID[grid[:, group != f, :].mean(axis=1).argmax(axis=0)] for f in folds}
+    return {}
 
-    # Postprocessing candidates, scored per image and class on the OOF masks thresholded at every threshold in use
-    # (the in-sample one and each fold's), so both figures are chosen by the same rule.
-    median_area = np.array([np.median([a for a in col if a > 0]) if any(a > 0 for a in col) else 0.0 for col in areas])
-    candidates = [candidate_rules(a) for a in median_area]
-    scores: list[dict[float, np.ndarray]] = [{} for _ in classes]  # class -> threshold -> (images, rules) dice
-    for c in range(len(classes)):
-        for t in {float(thresholds[c]), *(float(ft[c]) for ft in fold_thresholds.values())}:
-            scores[c][t] = np.zeros((len(oof_ids), len(candidates[c])))
+
+def _median_areas(areas: list[list[float]]) -> np.ndarray:
+    """Per class: the median over images of the median component area (images without the class left out)."""
+    return np.array([np.median([a for a in col if a > 0]) if any(a > 0 for a in col) else 0.0 for col in areas])
+
+
+def _rule_scores(
+    oof: _OofImages, cache, chosen: _Thresholds, candidates: list[list[dict]], console: Console
+) -> list[dict[float, np.ndarray]]:
+    """Postprocessing candidates, scored per image and class on the OOF masks thresholded at every threshold in use
+    (the in-sample one and each fold's), so both figures are chosen by the same rule: class -> threshold ->
+    (images, rules) dice."""
+    scores: list[dict[float, np.ndarray]] = [{} for _ in candidates]
+    for c in range(len(candidates)):
+        for t in chosen.in_use(c):
+            scores[c][t] = np.zeros((len(oof.image_ids), len(candidates[c])))
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("choosing postprocessing on OOF", total=len(oof_ids))
-        for n, image_id in enumerate(oof_ids):
+        task = progress.add_task("choosing postprocessing on OOF", total=len(oof.image_ids))
+        for n, image_id in enumerate(oof.image_ids):
             truth, keep = _truth(cache, image_id)
-            probs = read_oof(image_id) * keep
-            for c in range(len(classes)):
+            probs = oof.read(image_id) * keep
+            for c in range(len(candidates)):
                 g = truth[c]
                 for t, table_of_t in scores[c].items():
                     pred = probs[c] > t
                     for r, rule in enumerate(candidates[c]):
                         m = apply_rule(pred, rule)
-                        table_of_t[n, r] = dice_from_counts(np.count_nonzero(m & g), np.count_nonzero(m), np.count_nonzero(g))
+                        table_of_t[n, r] = dice_from_counts(
+                            np.count_nonzero(m & g), np.count_nonzero(m), np.count_nonzero(g)
+                        )
             progress.advance(task)
+    return scores
 
-    def choose(per_rule: np.ndarray) -> int:
-        means = per_rule.mean(axis=0)
-        best = int(np.argmax(means))
-        return best if best != 0 and means[best] > means[0] + 1e-9 else 0
 
+def _choose_rule(per_rule: np.ndarray) -> int:
+    """The candidate with the best mean dice over the images, where it beats none (candidate 0) at all."""
+    means = per_rule.mean(axis=0)
+    best = int(np.argmax(means))
+    return best if best != 0 and means[best] > means[0] + 1e-9 else 0
+
+
+def _choose_postprocessing(
+    classes: list[str],
+    chosen: _Thresholds,
+    candidates: list[list[dict]],
+    scores: list[dict[float, np.ndarray]],
+    tuned: np.ndarray,
+) -> tuple[dict[str, dict], np.ndarray, np.ndarray]:
+    """The rule kept per class (where one beats none in-sample), the in-sample dice after it, and the
+    cross-validated dice (NaN with one fold)."""
     rules: dict[str, dict] = {}
     after = tuned.copy()
     cross = np.full(len(classes), np.nan)
     for c, name in enumerate(classes):
-        in_sample = scores[c][float(thresholds[c])]
-        best = choose(in_sample)
+        in_sample = scores[c][float(chosen.in_sample[c])]
+        best = _choose_rule(in_sample)
         if best != 0:
             rules[name] = candidates[c][best]
         after[c] = in_sample[:, best].mean()
-        if fold_thresholds:
-            held_out = np.zeros(len(oof_ids))
-            for f, ft in fold_thresholds.items():
-                per_image = scores[c][float(ft[c])]
-                rule = choose(per_image[group != f]) if (group != f).any() else 0
-                held_out[group == f] = per_image[group == f, rule]
-            cross[c] = held_out.mean()
+        if chosen.per_fold:
+            cross[c] = _held_out_dice(scores[c], chosen, c)
+    return rules, after, cross
 
-    cv_note = f"cross-validated over {len(folds)} folds" if fold_thresholds else "no cross-validated figure: one fold"
+
+def _held_out_dice(class_scores: dict[float, np.ndarray], chosen: _Thresholds, c: int) -> float:
+    """Class ``c``'s mean dice with each fold scored at its own threshold and the rule chosen on the other folds."""
+    group = chosen.group
+    held_out = np.zeros(len(group))
+    for f, ft in chosen.per_fold.items():
+        per_image = class_scores[float(ft[c])]
+        rule = _choose_rule(per_image[group != f]) if (group != f).any() else 0
+        held_out[group == f] = per_image[group == f, rule]
+    return held_out.mean()
+
+
+def _oof_table(classes: list[str], dice: _OofDice, chosen: _Thresholds, rules: dict[str, dict], method: str) -> Table:
+    cv_note = (
+        f"cross-validated over {len(chosen.folds)} folds" if chosen.per_fold else "no cross-validated figure: one fold"
+    )
     table = Table(
-        title=f"OOF dice per class ({len(oof_ids)} images, {method} ensemble)",
+        title=f"OOF dice per class ({len(chosen.group)} images, {method} ensemble)",
         caption="in-sample: thresholds and postprocessing chosen and scored on the same OOF images (optimistic); "
         f"cross-validated: chosen on the other folds' OOF images, scored on each held-out fold ({cv_note})",
     )
-    for column in ("class", "at 0.5", "threshold", "tuned (in-sample)", "postprocess", "after (in-sample)", "after (cross-validated)"):
+    columns = (
+        "class",
+        "at 0.5",
+        "threshold",
+        "tuned (in-sample)",
+        "postprocess",
+        "after (in-sample)",
+        "after (cross-validated)",
+    )
+    for column in columns:
         table.add_column(column, justify="right" if column != "class" else "left")
+    before, tuned, after, cross = dice.before, dice.tuned, dice.after, dice.cross
     for c, name in enumerate(classes):
         rule = rules.get(name, {}).get("rule", "-")
         cv_text = "-" if np.isnan(cross[c]) else f"{cross[c]:.4f}"
-        table.add_row(name, f"{before[c]:.4f}", f"{thresholds[c]:.3f}", f"{tuned[c]:.4f}", rule, f"{after[c]:.4f}", cv_text)
+        table.add_row(
+            name, f"{before[c]:.4f}", f"{chosen.in_sample[c]:.3f}", f"{tuned[c]:.4f}", rule, f"{after[c]:.4f}", cv_text
+        )
     cv_mean = "-" if np.isnan(cross).all() else f"[bold]{np.nanmean(cross):.4f}"
-    table.add_row("[bold]mean", f"[bold]{before.mean():.4f}", "", f"[bold]{tuned.mean():.4f}", "", f"[bold]{after.mean():.4f}", cv_mean)
-    figures = {"oof_dice_at_0.5": float(before.mean()), "oof_dice_in_sample": float(after.mean())}
-    if not np.isnan(cross).all():
-        figures["oof_dice_cross_validated"] = float(np.nanmean(cross))
-    return table, {name: float(t) for name, t in zip(classes, thresholds, strict=True)}, rules, figures
+    table.add_row(
+        "[bold]mean",
+        f"[bold]{before.mean():.4f}",
+        "",
+        f"[bold]{tuned.mean():.4f}",
+        "",
+        f"[bold]{after.mean():.4f}",
+        cv_mean,
+    )
+    return table
 
 
-def _csv_vote(members: list[Member], weights: np.ndarray, votes: int | None, dataset: SegmentationDataset, folder: Path, console: Console) -> None:
+def _csv_vote(
+    members: list[Member],
+    weights: np.ndarray,
+    votes: int | None,
+    dataset: SegmentationDataset,
+    folder: Path,
+    console: Console,
+) -> None:
     layout = submission_layout(dataset)
     readers = [validate(m.path, dataset, check_rle=True, layout=layout) for m in members]
     shapes = {layout.names[s.image_id]: dataset.image_shape(s) for s in dataset.samples}
-    k = (votes if votes is not None else int(weights.sum() // 2) + 1)
+    k = votes if votes is not None else int(weights.sum() // 2) + 1
     if not 1 <= k <= weights.sum():
         raise CompkitError("--votes", f"must be between 1 and {int(weights.sum())}, got {k}")
     with atomic_write(folder / VOTE_CSV, "w", newline="", encoding="utf-8") as handle:
@@ -241,6 +379,29 @@ def _csv_vote(members: list[Member], weights: np.ndarray, votes: int | None, dat
         validate(handle.name, dataset, layout=layout)
 
 
+@dataclass(frozen=True)
+class _EnsembleSpec:
+    """What an ensemble is made of: its members and their weights, how they vote, the dataset they predict, and
+    the resolution asked for (``--resolution``; None: the largest member's)."""
+
+    members: list[Member]
+    weights: np.ndarray
+    kinds: set[str]  # the members' kinds: all "csv" (hard-voted rows) or all "stores"
+    method: str
+    votes: int | None
+    data_root: str | Path
+    resolution: int | None
+
+    @property
+    def csv_vote(self) -> bool:
+        return self.kinds == {"csv"}
+
+    @property
+    def store_dtype(self) -> str:
+        """Hard votes are fractions of the weights: uint8 would round them."""
+        return "float16" if self.method == "hard" else "uint8"
+
+
 def ensemble(
     paths: list[str | Path],
     method: str = "soft",
@@ -248,13 +409,13 @@ def ensemble(
     votes: int | None = None,
     name: str | None = None,
     data: str | Path | None = None,
-    out_dir: str | Path = "ensembles",
+    out: str | Path = ENSEMBLES_DIR,
     resolution: int | None = None,
     exist_ok: bool = False,
     mixed_folds: bool = False,
     console: Console | None = None,
 ) -> Path:
-    """Combine ``paths`` into ``out_dir/<name>/``; returns that folder (a default name that is taken moves on to
+    """Combine ``paths`` into ``out/<name>/``; returns that folder (a default name that is taken moves on to
     ``name-2``; a given one is replaced only with ``exist_ok``). Members stored at different resolutions
     are resampled image by image to ``resolution`` (default: the largest member's)."""
     console = console or Console()
@@ -268,90 +429,169 @@ def ensemble(
     kinds = {m.kind for m in members}
     if len(kinds) > 1:
         csv_member = next(m for m in members if m.kind == "csv")
-        raise CompkitError(csv_member.path, "CSV members are hard-voted with other CSVs only (ensemble the runs' stores instead)")
+        raise CompkitError(
+            csv_member.path, "CSV members are hard-voted with other CSVs only (ensemble the runs' stores instead)"
+        )
     if data_root is None:
         raise CompkitError(None, "cannot tell which dataset the members predict: pass --data DATA")
-    default = Path(out_dir) / (name or "+".join(m.name for m in members)[:80])
+    default = Path(out) / (name or "+".join(m.name for m in members)[:80])
+    spec = _EnsembleSpec(members, w, kinds, method, votes, data_root, resolution)
     with claim_output_folder(default, explicit=name is not None, exist_ok=exist_ok, option="--name") as folder:
-        return _write_ensemble(folder, members, w, kinds, method, votes, data_root, resolution, console)
+        return _write_ensemble(folder, spec, console)
 
 
-def _write_ensemble(folder: Path, members: list[Member], w, kinds: set[str], method: str, votes: int | None, data_root, resolution: int | None, console: Console) -> Path:
+def _members_info(spec: _EnsembleSpec) -> dict[str, Any]:
+    """``members.json`` as far as the members tell it: how they are combined and what each brings."""
+    return {
+        "method": "hard" if spec.csv_vote else spec.method,
+        "kind": "csv" if spec.csv_vote else "stores",
+        "members": [
+            {"path": str(m.path), "weight": float(x), "folds": len(m.test_stores), "families": m.families}
+            for m, x in zip(spec.members, spec.weights, strict=True)
+        ],
+        "families": sorted({f for m in spec.members for f in m.families}),
+        "votes": spec.votes,
+        "data_root": str(spec.data_root),
+    }
+
+
+def _write_ensemble(folder: Path, spec: _EnsembleSpec, console: Console) -> Path:
     """The ensemble of :func:`ensemble`, built in a staging folder and swapped into ``folder`` whole."""
+    members = spec.members
     atomic = AtomicFolder(folder)
     staging = atomic.staging
     try:
-        info: dict[str, Any] = {
-            "method": "hard" if kinds == {"csv"} else method,
-            "kind": "csv" if kinds == {"csv"} else "stores",
-            "members": [
-                {"path": str(m.path), "weight": float(x), "folds": len(m.test_stores), "families": m.families}
-                for m, x in zip(members, w, strict=True)
-            ],
-            "families": sorted({f for m in members for f in m.families}),
-            "votes": votes,
-            "data_root": str(data_root),
-        }
-        if kinds == {"csv"}:
-            test = open_dataset(data_root, "test")
-            _csv_vote(members, w, votes, test, staging, console)
+        info = _members_info(spec)
+        if spec.csv_vote:
+            _csv_vote(members, spec.weights, spec.votes, open_dataset(spec.data_root, "test"), staging, console)
             write_json(staging / MEMBERS_FILE, info)
             atomic.commit()
             console.print(f"[green]wrote[/green] {folder / VOTE_CSV} (hard vote of {len(members)} CSVs)")
             return folder
 
         _check_members(members)
-        classes = members[0].classes
-        target = common_resolution(members, resolution)
-        console.print(members_table(members, w, target))
-        thresholds = [m.threshold_vector() for m in members]
-        combine = Combiner(method, w, thresholds)
-        info.update(classes=classes, resolution=list(target), member_resolutions=[list(m.resolution) for m in members])
-        dtype = "float16" if method == "hard" else "uint8"
-        with StoreWriter(staging / "test", classes, target, dtype) as store, Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"{method} ensemble of {len(members)} members", total=len(members[0].image_ids))
-            for image_id in members[0].image_ids:
-                probs = combine([m.test_probs(image_id, target) for m in members])
-                store.write(image_id, probs, members[0].original_size(image_id), members[0].box(image_id))
-                progress.advance(task)
-
-        oof_indexes = [m.oof_index() for m in members]
-        oof_ids = sorted(oof_indexes[0])
-        train = open_dataset(data_root, "train")
-        complete = bool(oof_ids) and all(sorted(ix) == oof_ids for ix in oof_indexes) and set(oof_ids) == {s.image_id for s in train.samples}
-        fixed = np.full(len(classes), _vote_threshold(w, votes), np.float32) if method == "hard" else None
-        if complete:
-            for m in members:
-                check_member_split(m, data_root)
-            splits_file = current_splits_file(members[0], data_root)
-            if splits_file.is_file():
-                info.update(splits_fingerprint=fingerprint(load_splits(data_root, splits_file)), splits_file=str(splits_file))
-
-            def read_oof(image_id: str) -> np.ndarray:
-                return combine([ix[image_id].read(image_id, target) for ix in oof_indexes])
-
-            with StoreWriter(staging / "oof", classes, target, dtype) as store:
-                for image_id in oof_ids:
-                    store.write(image_id, read_oof(image_id), oof_indexes[0][image_id].original_size(image_id), oof_indexes[0][image_id].box(image_id))
-            cropped = any(oof_indexes[0][i].box(i) is not None for i in oof_ids)
-            # Tune on the store just written: one read per image instead of combining every member again,
-            # and the same quantised values that `compkit submit` thresholds.
-            oof_store = Store(staging / "oof")
-            fold_of = [str(oof_indexes[0][i].folder) for i in oof_ids]  # one store per fold
-            table, tuned, rules, figures = _tune(oof_ids, oof_store.read, train, target, method, fixed, console, cropped, fold_of)
-            console.print(table)
-            info.update(figures)
-            write_json(staging / THRESHOLDS_FILE, tuned)
-            write_json(staging / POSTPROCESS_FILE, rules)
-            info["oof_images"] = len(oof_ids)
-        else:
-            console.print("[yellow]no complete out-of-fold predictions for every member: thresholds not tuned[/yellow]")
-            if fixed is not None:
-                write_json(staging / THRESHOLDS_FILE, {c: float(t) for c, t in zip(classes, fixed, strict=True)})
+        target = common_resolution(members, spec.resolution)
+        console.print(members_table(members, spec.weights, target))
+        combine = Combiner(spec.method, spec.weights, [m.threshold_vector() for m in members])
+        info.update(
+            classes=members[0].classes,
+            resolution=list(target),
+            member_resolutions=[list(m.resolution) for m in members],
+        )
+        _write_test_store(spec, combine, target, staging, console)
+        _write_oof_and_thresholds(spec, combine, target, staging, info, console)
         write_json(staging / MEMBERS_FILE, info)
         atomic.commit()
     finally:
         atomic.abort()
-    console.print(f"[green]wrote[/green] {folder} ({method} vote of {len(members)} members: {', '.join(m.name for m in members)})")
+    names = ", ".join(m.name for m in members)
+    console.print(f"[green]wrote[/green] {folder} ({spec.method} vote of {len(members)} members: {names})")
     console.print(f"next: compkit submit {folder}")
     return folder
+
+
+def _write_test_store(
+    spec: _EnsembleSpec, combine: Combiner, target: tuple[int, int], staging: Path, console: Console
+) -> None:
+    """The members' test predictions combined image by image into ``staging/test`` at ``target``."""
+    members = spec.members
+    with (
+        StoreWriter(staging / "test", members[0].classes, target, spec.store_dtype) as store,
+        Progress(console=console, transient=True) as progress,
+    ):
+        task = progress.add_task(f"{spec.method} ensemble of {len(members)} members", total=len(members[0].image_ids))
+        for image_id in members[0].image_ids:
+            probs = combine([m.test_probs(image_id, target) for m in members])
+            store.write(image_id, probs, members[0].original_size(image_id), members[0].box(image_id))
+            progress.advance(task)
+
+
+@dataclass(frozen=True)
+class _OofStores:
+    """The members' out-of-fold stores: per member, the store that holds each image."""
+
+    indexes: list[dict[str, Store]]
+
+    @property
+    def image_ids(self) -> list[str]:
+        return sorted(self.indexes[0])
+
+    def cover(self, train: SegmentationDataset) -> bool:
+        """Whether every member has OOF predictions for exactly the training images."""
+        ids = self.image_ids
+        return (
+            bool(ids)
+            and all(sorted(ix) == ids for ix in self.indexes)
+            and set(ids) == {s.image_id for s in train.samples}
+        )
+
+    def first(self, image_id: str) -> Store:
+        """The first member's store of an image: its original size, box and fold."""
+        return self.indexes[0][image_id]
+
+    def combined(self, combine: Combiner, image_id: str, target: tuple[int, int]) -> np.ndarray:
+        return combine([ix[image_id].read(image_id, target) for ix in self.indexes])
+
+
+def _record_splits(spec: _EnsembleSpec, info: dict[str, Any]) -> None:
+    """Every member's OOF stores must come from the dataset's current splits; ``info`` records which ones."""
+    for m in spec.members:
+        check_member_split(m, spec.data_root)
+    splits_file = current_splits_file(spec.members[0], spec.data_root)
+    if splits_file.is_file():
+        fingerprint_of_splits = fingerprint(load_splits(spec.data_root, splits_file))
+        info.update(splits_fingerprint=fingerprint_of_splits, splits_file=str(splits_file))
+
+
+def _write_oof_store(
+    spec: _EnsembleSpec, oof: _OofStores, combine: Combiner, target: tuple[int, int], staging: Path
+) -> None:
+    """The members' OOF predictions combined image by image into ``staging/oof`` at ``target``."""
+    with StoreWriter(staging / "oof", spec.members[0].classes, target, spec.store_dtype) as store:
+        for image_id in oof.image_ids:
+            first = oof.first(image_id)
+            probs = oof.combined(combine, image_id, target)
+            store.write(image_id, probs, first.original_size(image_id), first.box(image_id))
+
+
+def _write_oof_and_thresholds(
+    spec: _EnsembleSpec,
+    combine: Combiner,
+    target: tuple[int, int],
+    staging: Path,
+    info: dict[str, Any],
+    console: Console,
+) -> None:
+    """With complete OOF predictions: the OOF ensemble, and thresholds and postprocessing tuned on it (``info``
+    gains the figures); without them, hard voting's thresholds (the vote rule) only."""
+    classes = spec.members[0].classes
+    oof = _OofStores([m.oof_index() for m in spec.members])
+    train = open_dataset(spec.data_root, "train")
+    complete = oof.cover(train)
+    fixed = None  # hard voting: the vote rule is the threshold
+    if spec.method == "hard":
+        fixed = np.full(len(classes), _vote_threshold(spec.weights, spec.votes), np.float32)
+    if not complete:
+        console.print("[yellow]no complete out-of-fold predictions for every member: thresholds not tuned[/yellow]")
+        if fixed is not None:
+            write_json(staging / THRESHOLDS_FILE, {c: float(t) for c, t in zip(classes, fixed, strict=True)})
+        return
+    _record_splits(spec, info)
+    _write_oof_store(spec, oof, combine, target, staging)
+    oof_ids = oof.image_ids
+    # Tune on the store just written: one read per image instead of combining every member again,
+    # and the same quantised values that `compkit submit` thresholds.
+    images = _OofImages(
+        oof_ids,
+        Store(staging / "oof").read,
+        train,
+        target,
+        cropped=any(oof.first(i).box(i) is not None for i in oof_ids),
+        groups=[str(oof.first(i).folder) for i in oof_ids],  # one store per fold
+    )
+    table, tuned, rules, figures = _tune(images, spec.method, fixed, console)
+    console.print(table)
+    info.update(figures)
+    write_json(staging / THRESHOLDS_FILE, tuned)
+    write_json(staging / POSTPROCESS_FILE, rules)
+    info["oof_images"] = len(oof_ids)

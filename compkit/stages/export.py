@@ -16,9 +16,11 @@ each class is the region of the values that contain it (nnU-Net's region-based t
 per class); ``--mode per-class`` writes one binary dataset per class instead (``Dataset<ID+k>_<Name>_<class>``).
 Pixels the dataset ignores (outside a field of view) get nnU-Net's ``ignore`` label (the highest value).
 """
+
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,13 @@ from rich.progress import Progress
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.formats import dataset_folder
 from compkit.data.splits import splits_path
+from compkit.stores.members import NNUNET_KEY
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, read_json, write_json, write_png
-from compkit.stores.members import NNUNET_KEY
 
 MODES = ("auto", "labels", "regions", "per-class")
 TARGETS = ("nnunet",)
+Cases = dict[str, str]  # nnU-Net case id -> compkit image id
 
 
 def case_id(image_id: str) -> str:
@@ -71,7 +74,9 @@ def _combinations(dataset: SegmentationDataset, console: Console) -> tuple[list[
             multi = mask.sum(axis=0) > 1
             if multi.any():
                 codes = np.unique(np.tensordot(weights, mask[:, multi].astype(np.int64), axes=1))
-                combos.update(tuple(int(c) for c in np.flatnonzero((code >> np.arange(len(weights))) & 1)) for code in codes)
+                combos.update(
+                    tuple(int(c) for c in np.flatnonzero((code >> np.arange(len(weights))) & 1)) for code in codes
+                )
             ignored = ignored or dataset.read_ignore(sample, image.shape[:2]) is not None
             progress.advance(task)
     return sorted(combos, key=lambda c: (len(c), c)), grey, ignored
@@ -81,7 +86,9 @@ def _write_image(path: Path, image: np.ndarray, grey: bool) -> None:
     write_png(path, image[..., 0] if grey else image)  # BGR in, RGB on disk (OpenCV writes BGR arrays as RGB PNGs)
 
 
-def _label_map(mask: np.ndarray, values: dict[tuple[int, ...], int], ignore: np.ndarray | None, ignore_value: int | None) -> np.ndarray:
+def _label_map(
+    mask: np.ndarray, values: dict[tuple[int, ...], int], ignore: np.ndarray | None, ignore_value: int | None
+) -> np.ndarray:
     """(C, H, W) multi-hot -> (H, W) label values: the value of each pixel's combination of classes."""
     out = np.zeros(mask.shape[1:], np.uint8 if max(values.values(), default=0) < 255 else np.uint16)
     weights = 1 << np.arange(mask.shape[0], dtype=np.int64)
@@ -94,73 +101,126 @@ def _label_map(mask: np.ndarray, values: dict[tuple[int, ...], int], ignore: np.
     return out
 
 
-def _write_dataset(
-    folder: Path,
-    train: SegmentationDataset,
-    test: SegmentationDataset | None,
-    classes: list[int],
-    combos: list[tuple[int, ...]],
-    grey: bool,
-    ignored: bool,
-    data: Path,
-    console: Console,
-) -> dict[str, Any]:
-    names = [train.classes[c] for c in classes]
-    values = {(c,): k + 1 for k, c in enumerate(classes)}
-    for combo in combos:
-        values[combo] = len(values) + 1
-    regions = bool(combos)
-    ignore_value = len(values) + 1 if ignored else None
+@dataclass(frozen=True)
+class ExportSource:
+    """What every dataset exported from one source shares: its splits, where it lies (absolute), and what the scan
+    of its training images found (every image grey, some pixels ignored)."""
+
+    train: SegmentationDataset
+    test: SegmentationDataset | None
+    data: Path
+    grey: bool
+    ignored: bool
+
+
+@dataclass(frozen=True)
+class LabelValues:
+    """How one exported dataset's classes (indices into the source's) become label values: each class its own
+    (1..C), then each combination of classes that occurs (regions), then nnU-Net's ``ignore``, when used."""
+
+    classes: list[int]
+    values: dict[tuple[int, ...], int]
+    regions: bool
+    ignore_value: int | None
+
+    @classmethod
+    def of(cls, classes: list[int], combos: list[tuple[int, ...]], ignored: bool) -> LabelValues:
+        values = {(c,): k + 1 for k, c in enumerate(classes)}
+        for combo in combos:
+            values[combo] = len(values) + 1
+        return cls(classes, values, bool(combos), len(values) + 1 if ignored else None)
+
+    def local(self) -> dict[tuple[int, ...], int]:
+        """The values by combination of positions in ``classes`` (the rows of a mask cut to them)."""
+        return {tuple(self.classes.index(c) for c in combo): v for combo, v in self.values.items()}
+
+    def labels(self, names: list[str]) -> dict[str, Any]:
+        """``dataset.json``'s ``labels``: per class its value, or (regions) every value whose combination holds it."""
+        labels: dict[str, Any] = {"background": 0}
+        for k, name in enumerate(names):
+            c = self.classes[k]
+            own = self.values[(c,)]
+            shared = (v for combo, v in self.values.items() if len(combo) > 1 and c in combo)
+            labels[name] = [own, *shared] if self.regions else own
+        if self.ignore_value is not None:
+            labels["ignore"] = self.ignore_value
+        return labels
+
+
+def _write_cases(
+    folder: Path, name: str, source: ExportSource, scheme: LabelValues, console: Console
+) -> tuple[Cases, Cases]:
+    """Every training image with its label map, and every test image, into ``folder`` (the staging folder of the
+    dataset ``name``); returns the case ids (case -> image id) of each split."""
+    train, test, grey, classes = source.train, source.test, source.grey, scheme.classes
     train_cases = _case_ids(train, set())
     test_cases = _case_ids(test, set(train_cases)) if test is not None else {}
     by_id = {s.image_id: s for s in train.samples}
+    local = scheme.local()
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"writing {folder.name}", total=len(train_cases) + len(test_cases))
+        task = progress.add_task(f"writing {name}", total=len(train_cases) + len(test_cases))
         for case, image_id in train_cases.items():
             sample = by_id[image_id]
             image = train.read_image(sample)
             mask = train.read_mask(sample, image.shape[:2])[classes]
             _write_image(folder / "imagesTr" / f"{case}_0000.png", image, grey)
-            local = {tuple(classes.index(c) for c in combo): v for combo, v in values.items()}
             ignore = train.read_ignore(sample, image.shape[:2])
-            write_png(folder / "labelsTr" / f"{case}.png", _label_map(mask, local, ignore, ignore_value))
+            write_png(folder / "labelsTr" / f"{case}.png", _label_map(mask, local, ignore, scheme.ignore_value))
             progress.advance(task)
         if test is not None:
             by_test = {s.image_id: s for s in test.samples}
             for case, image_id in test_cases.items():
                 _write_image(folder / "imagesTs" / f"{case}_0000.png", test.read_image(by_test[image_id]), grey)
                 progress.advance(task)
-    labels: dict[str, Any] = {"background": 0}
-    for k, name in enumerate(names):
-        own = values[(classes[k],)]
-        labels[name] = [own, *(v for combo, v in values.items() if len(combo) > 1 and classes[k] in combo)] if regions else own
-    if ignore_value is not None:
-        labels["ignore"] = ignore_value
+    return train_cases, test_cases
+
+
+def _dataset_json(
+    name: str, source: ExportSource, scheme: LabelValues, train_cases: Cases, test_cases: Cases
+) -> dict[str, Any]:
+    """``dataset.json`` of the dataset folder ``name``, with compkit's own entry (classes, mode, cases)."""
+    names = [source.train.classes[c] for c in scheme.classes]
     info: dict[str, Any] = {
-        "channel_names": {"0": "grey"} if grey else {"0": "R", "1": "G", "2": "B"},
-        "labels": labels,
+        "channel_names": {"0": "grey"} if source.grey else {"0": "R", "1": "G", "2": "B"},
+        "labels": scheme.labels(names),
         "numTraining": len(train_cases),
         "file_ending": ".png",
-        "name": folder.name,
-        "description": f"exported by compkit from {data}",
+        "name": name,
+        "description": f"exported by compkit from {source.data}",
     }
-    if regions:
-        info["regions_class_order"] = [values[(c,)] for c in classes]
+    if scheme.regions:
+        info["regions_class_order"] = [scheme.values[(c,)] for c in scheme.classes]
     info[NNUNET_KEY] = {
         "classes": names,
-        "mode": "regions" if regions else "labels",
-        "data_root": str(data),
+        "mode": "regions" if scheme.regions else "labels",
+        "data_root": str(source.data),
         "cases": {**train_cases, **test_cases},
     }
-    write_json(folder / "dataset.json", info)
+    return info
+
+
+def _write_folds(folder: Path, data: Path, train_cases: Cases) -> None:
+    """compkit's folds of ``data`` (when split) as nnU-Net's ``splits_final.json``, by case id."""
     folds = splits_path(data)
     if folds.is_file():
         case_of = {image_id: case for case, image_id in train_cases.items()}
-        splits = read_json(folds)
-        write_json(
-            folder / "splits_final.json",
-            [{"train": [case_of[i] for i in f["train"] if i in case_of], "val": [case_of[i] for i in f["val"] if i in case_of]} for f in splits["folds"]],
-        )
+        cased = [
+            {part: [case_of[i] for i in fold[part] if i in case_of] for part in ("train", "val")}
+            for fold in read_json(folds)["folds"]
+        ]
+        write_json(folder / "splits_final.json", cased)
+
+
+def _write_dataset(
+    folder: Path, name: str, source: ExportSource, classes: list[int], combos: list[tuple[int, ...]], console: Console
+) -> dict[str, Any]:
+    """The nnU-Net dataset ``name`` of ``classes`` (with the combinations ``combos`` as regions) into ``folder``, its
+    staging folder; returns its ``dataset.json``."""
+    scheme = LabelValues.of(classes, combos, source.ignored)
+    train_cases, test_cases = _write_cases(folder, name, source, scheme, console)
+    info = _dataset_json(name, source, scheme, train_cases, test_cases)
+    write_json(folder / "dataset.json", info)
+    _write_folds(folder, source.data, train_cases)
     return info
 
 
@@ -187,18 +247,27 @@ def export(
     name = re.sub(r"[^A-Za-z0-9]", "", name or root.name.title()) or "Data"
     combos, grey, ignored = _combinations(train, console)
     if combos and mode == "labels":
-        raise CompkitError("--mode", f"classes overlap ({len(combos)} combinations, e.g. {', '.join(train.classes[c] for c in combos[0])}): use regions or per-class")
+        raise CompkitError(
+            "--mode",
+            f"classes overlap ({len(combos)} combinations, e.g. {', '.join(train.classes[c] for c in combos[0])}): use regions or per-class",
+        )
+    source = ExportSource(train, test, Path(data).absolute(), grey, ignored)
     written = []
     if mode == "per-class":
-        jobs = [(f"Dataset{dataset_id + k:03d}_{name}_{re.sub(r'[^A-Za-z0-9]', '', c) or k}", [k], []) for k, c in enumerate(train.classes)]
+        jobs = [
+            (f"Dataset{dataset_id + k:03d}_{name}_{re.sub(r'[^A-Za-z0-9]', '', c) or k}", [k], [])
+            for k, c in enumerate(train.classes)
+        ]
     else:
         jobs = [(f"Dataset{dataset_id:03d}_{name}", list(range(len(train.classes))), combos)]
     for folder_name, classes, job_combos in jobs:
         folder = Path(out) / folder_name
         with AtomicFolder(folder) as staging:
-            info = _write_dataset(staging, train, test, classes, job_combos, grey, ignored, Path(data).absolute(), console)
+            info = _write_dataset(staging, folder_name, source, classes, job_combos, console)
         written.append(folder)
         kind = "as regions (overlapping classes)" if "regions_class_order" in info else "as labels"
         ignore = ", ignored pixels as nnU-Net's ignore label" if "ignore" in info["labels"] else ""
-        console.print(f"[green]wrote[/green] {folder}: {info['numTraining']} training cases, {len(info['compkit']['classes'])} classes {kind}{ignore}")
+        console.print(
+            f"[green]wrote[/green] {folder}: {info['numTraining']} training cases, {len(info['compkit']['classes'])} classes {kind}{ignore}"
+        )
     return written

@@ -9,9 +9,12 @@ class missed while another is predicted in their place, listed when they reach a
 Predictions are thresholded and postprocessed as ``compkit submit`` does, at the store resolution; ``compkit
 score`` measures the submission at full image size, so its test dice can differ slightly (the report says so).
 """
+
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +22,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from compkit.data import SegmentationDataset
 from compkit.data.cache import build_cache
 from compkit.data.labelled import open_labelled
+from compkit.evaluation.metrics import DiceMeter, dice_table
+from compkit.evaluation.postprocess import apply_rule
+from compkit.stores.members import Member, check_member_split, dataset_root, open_stores_member
+from compkit.training.runs import claim_output_folder, output_folder
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, write_json
-from compkit.stores.members import check_member_split, dataset_root, open_stores_member
-from compkit.evaluation.metrics import DiceMeter, dice_table
 from compkit.util.plots import array_png
-from compkit.evaluation.postprocess import apply_rule
-from compkit.training.runs import claim_output_folder, output_folder
 
 MISSED = np.array([255, 220, 0], np.float32)  # yellow
 EXTRA = np.array([230, 0, 200], np.float32)  # magenta
@@ -70,7 +74,8 @@ def class_tile(image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np
 def _legend() -> str:
     swatches = (("correct", CORRECT), ("missed", MISSED), ("extra", EXTRA), ("truth outline", OUTLINE))
     return " ".join(
-        f'<span class="swatch" style="background:rgb({int(c[0])},{int(c[1])},{int(c[2])})"></span>{name}' for name, c in swatches
+        f'<span class="swatch" style="background:rgb({int(c[0])},{int(c[1])},{int(c[2])})"></span>{name}'
+        for name, c in swatches
     )
 
 
@@ -81,7 +86,8 @@ def _bars(per_class: dict[str, float]) -> str:
         hue = int(120 * max(0.0, min(1.0, d)))  # red (0) to green (1)
         rows.append(
             f'<div class="bar"><span class="label">{html.escape(name)}</span>'
-            f'<span class="track"><span class="fill" style="width:{100 * max(d, 0):.1f}%;background:hsl({hue},70%,45%)"></span></span>'
+            f'<span class="track"><span class="fill" '
+            f'style="width:{100 * max(d, 0):.1f}%;background:hsl({hue},70%,45%)"></span></span>'
             f'<span class="value">{d:.4f}</span></div>'
         )
     return "".join(rows)
@@ -115,52 +121,78 @@ class Confusions:
         return sorted(found, reverse=True)[:limit]
 
 
-def inspect(
-    source: str | Path,
-    split: str = "val",
-    data: str | Path | None = None,
-    gt: str | Path | None = None,
-    out: str | Path | None = None,
-    exist_ok: bool = False,
-    console: Console | None = None,
-) -> Path:
-    console = console or Console()
-    output_folder(Path(out or "reports/inspect"), explicit=out is not None, exist_ok=exist_ok)  # a taken --out fails before the work
-    member = open_stores_member(source, "inspect")
-    root = dataset_root(member, data)
+@dataclass(frozen=True)
+class _SplitStores:
+    """A member's predictions for one split: a reader of each image's probabilities, each image's box (None: not
+    cropped), the labelled images they predict, and the store resolution."""
+
+    read: dict[str, Callable[[], np.ndarray]]
+    box_of: dict[str, tuple[int, int, int, int] | None]
+    dataset: SegmentationDataset
+    resolution: tuple[int, int]
+
+    @property
+    def cropped(self) -> bool:
+        return any(b is not None for b in self.box_of.values())
+
+
+def _split_stores(
+    member: Member, root: str | Path, split: str, source: str | Path, gt: str | Path | None
+) -> _SplitStores:
+    """``val``: the out-of-fold stores against the training labels; ``test``: the test stores against ``gt``."""
     if split == "val":
         index = member.oof_index()
         if not index:
-            raise CompkitError(source, "no out-of-fold stores (oof/): train with compkit or `compkit predict --split val`")
+            raise CompkitError(
+                source, "no out-of-fold stores (oof/): train with compkit or `compkit predict --split val`"
+            )
         check_member_split(member, root)
         read = {i: (lambda i=i: index[i].read(i)) for i in index}
         box_of = {i: index[i].box(i) for i in index}
-        dataset = open_labelled(root, "train")
-    elif split == "test":
+        return _SplitStores(read, box_of, open_labelled(root, "train"), next(iter(index.values())).resolution)
+    if split == "test":
         read = {i: (lambda i=i: member.test_probs(i)) for i in member.image_ids}
         box_of = {i: member.box(i) for i in member.image_ids}
-        dataset = open_labelled(root, "test", gt)
-    else:
-        raise CompkitError("--split", f"must be val or test, got {split!r}")
-    resolution = member.resolution if split == "test" else next(iter(index.values())).resolution
-    cache = build_cache(dataset, resolution[0], console=console, crop=any(b is not None for b in box_of.values()))
-    classes = list(dataset.classes)
-    thresholds = member.threshold_vector()[:, None, None]
-    rules = member.postprocess or {}
+        return _SplitStores(read, box_of, open_labelled(root, "test", gt), member.resolution)
+    raise CompkitError("--split", f"must be val or test, got {split!r}")
 
-    def predicted(image_id: str) -> np.ndarray:
-        """Thresholded and postprocessed as `compkit submit` does (at the store resolution)."""
-        pred = read[image_id]() > thresholds
-        for c, name in enumerate(classes):
-            if name in rules:
-                pred[c] = apply_rule(pred[c], rules[name])
+
+@dataclass(frozen=True)
+class _Thresholded:
+    """Each image's prediction thresholded and postprocessed as `compkit submit` does (at the store resolution)."""
+
+    read: dict[str, Callable[[], np.ndarray]]
+    classes: list[str]
+    thresholds: np.ndarray  # (classes, 1, 1)
+    rules: dict[str, dict]  # class -> postprocessing rule
+
+    def __call__(self, image_id: str) -> np.ndarray:
+        pred = self.read[image_id]() > self.thresholds
+        for c, name in enumerate(self.classes):
+            if name in self.rules:
+                pred[c] = apply_rule(pred[c], self.rules[name])
         return pred
 
-    meter = DiceMeter(dataset.classes)
+
+@dataclass(frozen=True)
+class _Findings:
+    """Where the predictions are wrong, over the images compared."""
+
+    image_ids: list[str]
+    per_class: np.ndarray  # mean dice per class
+    worst: list[tuple[float, str]]  # (mean dice, image), worst first
+    worst_pairs: list[tuple[float, str, int]]  # (dice, image, class) of the classes present, worst first
+    confusions: list[tuple[float, int, str, str]]  # Confusions.pairs()
+
+
+def _compare(cache, predicted: _Thresholded, console: Console) -> _Findings:
+    """Every predicted image of the cache against its truth: dice per image and class, and the confused classes."""
+    classes = predicted.classes
+    meter = DiceMeter(classes)
     pair_scores: list[tuple[float, str, int]] = []
     confusions = Confusions(classes)
     scored: list[tuple[float, str]] = []
-    ids = [i for i in cache.image_ids if i in read]
+    ids = [i for i in cache.image_ids if i in predicted.read]
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("comparing with the truth", total=len(ids))
         for image_id in ids:
@@ -172,59 +204,121 @@ def inspect(
             pair_scores += [(float(per_class_dice[c]), image_id, c) for c in np.flatnonzero(present)]
             confusions.update(pred, truth)
             progress.advance(task)
-    pairs = confusions.pairs()
-    worst = sorted(scored)[:WORST]
-    worst_pairs = sorted(pair_scores)[:WORST]
+    return _Findings(ids, meter.per_class(), sorted(scored)[:WORST], sorted(pair_scores)[:WORST], confusions.pairs())
+
+
+def _gallery(findings: _Findings, cache, predicted: _Thresholded) -> list[tuple[str, str, str]]:
+    """(class, caption, base64 PNG) of a tile per worst image-class pair."""
+    classes = predicted.classes
     gallery = []
-    for dice, image_id, c in worst_pairs:
+    for dice, image_id, c in findings.worst_pairs:
         i = cache.position[image_id]
         pred = predicted(image_id)
         tile = class_tile(cache.image(i), pred[c], cache.mask(i)[c].astype(bool))
         gallery.append((classes[c], f"{classes[c]} in {image_id}: dice {dice:.3f}", array_png(tile)))
+    return gallery
 
-    per_class = meter.per_class()
-    report = {
+
+def _report(
+    source: str | Path, split: str, resolution: tuple[int, int], findings: _Findings, classes: list[str]
+) -> dict:
+    """``inspect.json``."""
+    measured = (
+        f"thresholded and postprocessed as compkit submit does, at the store resolution {resolution[0]}x{resolution[1]}"
+    )
+    if split == "test":
+        measured += "; compkit score measures the submission at full image size, so its test dice can differ slightly"
+    return {
         "source": str(source),
         "split": split,
-        "images": len(ids),
-        "mean_dice": float(per_class.mean()),
-        "per_class": {c: float(d) for c, d in zip(classes, per_class, strict=True)},
-        "measured": f"thresholded and postprocessed as compkit submit does, at the store resolution {resolution[0]}x{resolution[1]}"
-        + ("; compkit score measures the submission at full image size, so its test dice can differ slightly" if split == "test" else ""),
-        "worst_images": [{"image": i, "dice": d} for d, i in worst],
-        "worst_classes": [{"image": i, "class": classes[c], "dice": d} for d, i, c in worst_pairs],
-        "confusions": [{"missed": a, "predicted_instead": b, "pixels": n, "share_of_class": round(float(share), 4)} for share, n, a, b in pairs],
+        "images": len(findings.image_ids),
+        "mean_dice": float(findings.per_class.mean()),
+        "per_class": {c: float(d) for c, d in zip(classes, findings.per_class, strict=True)},
+        "measured": measured,
+        "worst_images": [{"image": i, "dice": d} for d, i in findings.worst],
+        "worst_classes": [{"image": i, "class": classes[c], "dice": d} for d, i, c in findings.worst_pairs],
+        "confusions": [
+            {"missed": a, "predicted_instead": b, "pixels": n, "share_of_class": round(float(share), 4)}
+            for share, n, a, b in findings.confusions
+        ],
     }
-    confusion_items = "".join(
-        f"<li>{html.escape(a)} missed where {html.escape(b)} was predicted: {n:,} px ({100 * share:.1f}% of {html.escape(a)})</li>" for share, n, a, b in pairs
-    ) or f"<li>none reaches {100 * CONFUSION_SHARE:.0f}% of a class's area</li>"
+
+
+def _page(report: dict, gallery: list[tuple[str, str, str]], confusions: list[tuple[float, int, str, str]]) -> str:
+    """``inspect.html``: the worst tiles, the bar chart and the confused classes."""
+    confusion_items = (
+        "".join(
+            f"<li>{html.escape(a)} missed where {html.escape(b)} was predicted: {n:,} px "
+            f"({100 * share:.1f}% of {html.escape(a)})</li>"
+            for share, n, a, b in confusions
+        )
+        or f"<li>none reaches {100 * CONFUSION_SHARE:.0f}% of a class's area</li>"
+    )
     cards = "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{b}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{b}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         for name, caption, b in gallery
     )
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>compkit inspect</title>
+    return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>compkit inspect</title>
 <style>body{{font-family:sans-serif;margin:24px}} .gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}}
 figcaption{{font-size:11px;max-width:200px}} img{{width:200px;height:200px;image-rendering:pixelated;background:#000}}
 .swatch{{display:inline-block;width:14px;height:14px;margin:0 4px 0 12px;vertical-align:middle;border:1px solid #444}}
 .bar{{display:flex;align-items:center;font-size:12px;margin:1px 0}} .label{{width:160px}} .value{{width:60px;text-align:right}}
 .track{{display:inline-block;width:420px;height:12px;background:#eee}} .fill{{display:block;height:12px}}</style></head><body>
-<h1>compkit inspect: {html.escape(str(source))} ({split})</h1>
-<p>{len(ids)} images, mean dice {report['mean_dice']:.4f}, {html.escape(report['measured'])}.</p>
+<h1>compkit inspect: {html.escape(report["source"])} ({report["split"]})</h1>
+<p>{report["images"]} images, mean dice {report["mean_dice"]:.4f}, {html.escape(report["measured"])}.</p>
 <h2>worst classes: one tile per image and class</h2><p class="legend">{_legend()}</p><div class="gallery">{cards}</div>
-<h2>dice per class (worst first)</h2><div class="bars">{_bars(report['per_class'])}</div>
+<h2>dice per class (worst first)</h2><div class="bars">{_bars(report["per_class"])}</div>
 <h2>confused classes</h2><ul>{confusion_items}</ul></body></html>"""
-    with claim_output_folder(Path(out or "reports/inspect"), explicit=out is not None, exist_ok=exist_ok) as out:
-        write_json(out / "inspect.json", report)
-        with atomic_write(out / "inspect.html", "w", encoding="utf-8") as f:
-            f.write(page)
-    console.print(dice_table(dataset.classes, per_class, f"{Path(source).name} ({split}): dice per class"))
+
+
+def _print_summary(
+    console: Console, dataset: SegmentationDataset, findings: _Findings, title: str, report: dict
+) -> None:
+    """The dice table, the worst images and how they were measured."""
+    console.print(dice_table(dataset.classes, findings.per_class, title))
     table = Table(title="worst images")
     table.add_column("image")
     table.add_column("dice", justify="right")
-    for d, i in worst[:5]:
+    for d, i in findings.worst[:5]:
         table.add_row(i, f"{d:.4f}")
     console.print(table)
     console.print(f"measured {report['measured']}")
-    console.print(f"[green]wrote[/green] {out / 'inspect.html'} and inspect.json (mean dice {report['mean_dice']:.4f})")
-    console.print("next: fix the worst classes (more epochs, a larger data.image_size, loss weights), train again and compare with compkit inspect")
-    return out / "inspect.html"
+
+
+def inspect(
+    source: str | Path,
+    split: str = "val",
+    data: str | Path | None = None,
+    gt: str | Path | None = None,
+    out: str | Path | None = None,
+    exist_ok: bool = False,
+    console: Console | None = None,
+) -> Path:
+    """Per-class dice, the worst image-class tiles and the confused classes of ``source``'s ``split`` predictions,
+    written to ``out`` (default ``reports/inspect``; replaced only with ``exist_ok``); returns the HTML page."""
+    console = console or Console()
+    folder = Path(out or "reports/inspect")
+    output_folder(folder, explicit=out is not None, exist_ok=exist_ok)  # a taken --out fails before the work
+    member = open_stores_member(source, "inspect")
+    root = dataset_root(member, data)
+    stores = _split_stores(member, root, split, source, gt)
+    cache = build_cache(stores.dataset, stores.resolution[0], console=console, crop=stores.cropped)
+    classes = list(stores.dataset.classes)
+    predicted = _Thresholded(stores.read, classes, member.threshold_vector()[:, None, None], member.postprocess or {})
+    findings = _compare(cache, predicted, console)
+    gallery = _gallery(findings, cache, predicted)
+    report = _report(source, split, stores.resolution, findings, classes)
+    page = _page(report, gallery, findings.confusions)
+    with claim_output_folder(folder, explicit=out is not None, exist_ok=exist_ok) as written:
+        write_json(written / "inspect.json", report)
+        with atomic_write(written / "inspect.html", "w", encoding="utf-8") as f:
+            f.write(page)
+    _print_summary(console, stores.dataset, findings, f"{Path(source).name} ({split}): dice per class", report)
+    mean = f"mean dice {report['mean_dice']:.4f}"
+    console.print(f"[green]wrote[/green] {written / 'inspect.html'} and inspect.json ({mean})")
+    console.print(
+        "next: fix the worst classes (more epochs, a larger data.image_size, loss weights), train again and compare "
+        "with compkit inspect"
+    )
+    return written / "inspect.html"

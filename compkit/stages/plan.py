@@ -1,13 +1,14 @@
 """``compkit plan``: a recipe fitted to a dataset, this machine and a time budget, with one line of reasons per
 decision (the planning itself lives in :mod:`compkit.planning`). The plan is an ordinary recipe file that extends a
 base recipe: read it, edit it, train it with ``compkit train --recipe PLAN.yaml``."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.console import Console
 
-from compkit.planning.planner import BASE_RECIPE, plan_recipe, write_plan
+from compkit.planning.planner import BASE_RECIPE, PlanMachine, plan_recipe, write_plan
 from compkit.training.runs import output_folder
 
 DEFAULT_OUT = "plan.yaml"
@@ -28,7 +29,7 @@ def plan(
     ``out`` (default ``plan.yaml``, or ``plan-2.yaml`` when taken) and returns the path."""
     console = console or Console()
     target = output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok)
-    planned = plan_recipe(data, budget, device=device, memory=memory, folds=folds, base=base, console=console)
+    planned = plan_recipe(data, budget, PlanMachine(device, memory), folds=folds, base=base, console=console)
     for line in planned.reasons:
         console.print(f"  {line}")
     write_plan(planned, target)

@@ -4,6 +4,7 @@
 Each fold is loaded through its model family (recorded in its recipe and checkpoint); the family says which
 prediction settings it honours. Stores are written by :func:`compkit.inference.predictor.write_store`, as in training.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,15 +12,15 @@ from pathlib import Path
 from rich.console import Console
 
 from compkit.data import open_dataset
-from compkit.training.device import resolve_device
-from compkit.util.errors import CompkitError
+from compkit.data.splits import check_current, load_splits, splits_path
 from compkit.families import load_fold, resolve_family
+from compkit.inference.predictor import CachedImages, inference_settings, write_store
 from compkit.inference.tta import TTA_VIEWS
-from compkit.util.locks import OutputLock
-from compkit.inference.predictor import inference_settings, write_store
+from compkit.training.device import resolve_device
 from compkit.training.preprocess import cache_for
 from compkit.training.runs import check_fold_split, copy_fold_records, fold_dirs, fold_number, fold_recipe
-from compkit.data.splits import check_current, load_splits, splits_path
+from compkit.util.errors import CompkitError
+from compkit.util.locks import OutputLock
 
 SPLIT_STORES = {"test": "test", "val": "oof"}
 
@@ -59,7 +60,9 @@ def predict(
         for folder in fold_dirs(run):
             recipe = fold_recipe(folder)
             family = resolve_family(recipe, console)
-            settings = family.check_inference(inference_settings(recipe, tta, window, overlap, batch), console)  # before any work
+            settings = family.check_inference(
+                inference_settings(recipe, tta, window, overlap, batch), console
+            )  # before any work
             root = data or recipe.data.root
             if split == "test":
                 dataset = open_dataset(root, "test", recipe.data.format, classes=recipe.data.classes)
@@ -72,7 +75,9 @@ def predict(
                 check_fold_split(folder, splits, splits_file)  # else the "out-of-fold" store would have trained on them
                 k = fold_number(folder)
                 if k >= len(splits["folds"]):
-                    raise CompkitError(folder, f"fold {k} is not in {splits_file} (folds 0..{len(splits['folds']) - 1})")
+                    raise CompkitError(
+                        folder, f"fold {k} is not in {splits_file} (folds 0..{len(splits['folds']) - 1})"
+                    )
                 ids = set(splits["folds"][k]["val"])
                 positions = [i for i, s in enumerate(dataset.samples) if s.image_id in ids]
             destination = folder if out is None else Path(out) / folder.parent.name / folder.name
@@ -83,9 +88,12 @@ def predict(
                     raise CompkitError(target, "already exists: pass --exist-ok to replace it, or --out DIR")
                 fold = load_fold(folder, dataset.classes, torch_device, console, recipe)
                 cache = cache_for(dataset, fold.recipe, console)
-                if destination != folder:  # the predictions' own run folder: what ensemble and submit read beside the stores
+                if (
+                    destination != folder
+                ):  # the predictions' own run folder: what ensemble and submit read beside the stores
                     copy_fold_records(folder, destination)
-                store = write_store(fold.predictor, dataset, cache, positions, target, settings, console, f"{fold.family.name}, ")
+                images = CachedImages(dataset, cache, positions)
+                store = write_store(fold.predictor, images, target, settings, console, f"{fold.family.name}, ")
             console.print(f"[green]wrote[/green] {store} ({len(positions)} images, {fold.family.name})")
             written.append(store)
     if written:

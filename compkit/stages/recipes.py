@@ -1,4 +1,5 @@
 """``compkit recipes``: the recipes compkit finds (one line each), one resolved recipe, or a copy to start one's own."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,9 +9,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from compkit.training.recipe import available_recipes, find_recipe, load_recipe
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import read_text
-from compkit.training.recipe import available_recipes, find_recipe, load_recipe
 
 
 def describe(path: Path) -> str:

@@ -1,4 +1,5 @@
 """``compkit score``: the leaderboard metric of a submission CSV against local ground truth."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,13 @@ from compkit.evaluation.metrics import DiceMeter, dice_table
 from compkit.submission.layouts import submission_layout, validate
 
 
-def evaluate(submission: str | Path, data: str | Path, gt: str | Path | None = None, split: str = "test", console: Console | None = None) -> DiceMeter:
+def evaluate(
+    submission: str | Path,
+    data: str | Path,
+    gt: str | Path | None = None,
+    split: str = "test",
+    console: Console | None = None,
+) -> DiceMeter:
     """``submission`` against the labels, image by image: the meter holds the per-image dice and the pooled counts.
 
     Where the dataset marks pixels to ignore (a field-of-view mask), they are left out of both the prediction and
@@ -51,7 +58,9 @@ def score(
     console = console or Console()
     meter = evaluate(submission, data, gt, split, console)
     console.print(dice_table(meter.classes, meter.per_class(), f"{Path(submission).name}: dice per class"))
-    console.print(f"pooled dice (pixel F1 over all images' pixels, mean over classes): {float(meter.pooled().mean()):.4f}")
+    console.print(
+        f"pooled dice (pixel F1 over all images' pixels, mean over classes): {float(meter.pooled().mean()):.4f}"
+    )
     mean = meter.mean()
     console.print(f"mean dice: {mean:.4f}")
     return mean

@@ -4,6 +4,7 @@ Both hands of a patient always land in the same fold; augmented images never val
 none of whose patients they were made from (:mod:`compkit.data.splits`). The file records how it was made, so it
 is reused as long as the settings and the image list are unchanged.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -14,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
-from compkit.util.errors import CompkitError
 from compkit.data.splits import DEFAULT_FOLDS, DEFAULT_SEED, load_splits, make_splits, splits_path, strata
+from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import writable_folder, write_json
+
 
 def _same_settings(old: dict[str, Any], folds: int, seed: int, stratify: str | None, image_ids: set[str]) -> str | None:
     """None when ``old`` was made with these settings for these images, else what differs."""
@@ -32,7 +34,11 @@ def _same_settings(old: dict[str, Any], folds: int, seed: int, stratify: str | N
 def fold_table(dataset: SegmentationDataset, splits: dict[str, Any]) -> Table:
     by_id = {s.image_id: s for s in dataset.samples}
     column = splits.get("stratify")
-    labels = dict(zip((s.image_id for s in dataset.samples), strata(dataset.samples, column, dataset.root), strict=True)) if column else {}
+    labels = (
+        dict(zip((s.image_id for s in dataset.samples), strata(dataset.samples, column, dataset.root), strict=True))
+        if column
+        else {}
+    )
     table = Table(title=f"{splits['method']} folds (seed {splits['seed']})")
     for name in ("fold", "train images", "val images", "val patients"):
         table.add_column(name, justify="right")
@@ -57,27 +63,33 @@ def split(
     folds: int = DEFAULT_FOLDS,
     seed: int = DEFAULT_SEED,
     stratify: str | None = None,
-    force: bool = False,
+    exist_ok: bool = False,
     out: str | Path | None = None,
     console: Console | None = None,
 ) -> Path:
-    """Write (or reuse) ``DATA/splits.json`` (or ``out``, for a read-only dataset); returns its path."""
+    """Write (or reuse) ``DATA/splits.json`` (or ``out``, for a read-only dataset); returns its path. ``exist_ok``:
+    rebuild it even where it exists."""
     console = console or Console()
     dataset = open_dataset(data, "train")
     path = splits_path(data, out)
-    if path.exists() and not force:
+    if path.exists() and not exist_ok:
         old = load_splits(data, out)
         difference = _same_settings(old, folds, seed, stratify, {s.image_id for s in dataset.samples})
         if difference:
-            raise CompkitError(path, f"exists but {difference}: pass --force to replace it")
-        console.print(f"reusing {path} (same settings; --force to rebuild)")
+            raise CompkitError(path, f"exists but {difference}: pass {REPLACE_FLAG} to replace it")
+        console.print(f"reusing {path} (same settings; {REPLACE_FLAG} to rebuild)")
         splits = old
     else:
         if out is None and not writable_folder(path.parent):
-            raise CompkitError(path, f"{path.parent} is read-only: pass --out FILE to write the splits elsewhere (then --set data.splits=FILE)")
+            raise CompkitError(
+                path,
+                f"{path.parent} is read-only: pass --out FILE to write the splits elsewhere (then --set data.splits=FILE)",
+            )
         splits = make_splits(dataset, folds, seed, stratify)
         write_json(path, splits)
         console.print(f"[green]wrote[/green] {path}")
     console.print(fold_table(dataset, splits))
-    console.print(f"next: compkit train --recipe tiny --data {data} --fold all" + (f" --set data.splits={path}" if out else ""))
+    console.print(
+        f"next: compkit train --recipe tiny --data {data} --fold all" + (f" --set data.splits={path}" if out else "")
+    )
     return path

@@ -6,6 +6,7 @@ of view (where it has one), run-length encoded and written in the competition's 
 (``--sample``, or the dataset's ``sample_submission.csv``) header, rows, row order and id form where there is one.
 The CSV is validated before it is renamed into place.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,18 +15,28 @@ import numpy as np
 from rich.console import Console
 
 from compkit.data import Sample, open_dataset
+from compkit.evaluation.postprocess import apply_rule, upsample_mask
+from compkit.stores.members import (
+    ENSEMBLES_DIR,
+    MEMBERS_FILE,
+    VOTE_CSV,
+    check_covers,
+    dataset_root,
+    open_member,
+    resolve_thresholds,
+)
+from compkit.submission.layouts import SUBMISSIONS_DIR, convert_rows, submission_layout, validate, write_submission
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write
 from compkit.util.locks import OutputLock
-from compkit.stores.members import MEMBERS_FILE, check_covers, dataset_root, open_member, resolve_thresholds
-from compkit.evaluation.postprocess import apply_rule, upsample_mask
-from compkit.submission.layouts import convert_rows, submission_layout, validate, write_submission
 
 
 def newest_ensemble(ensembles_dir: str | Path) -> Path:
     candidates = sorted(Path(ensembles_dir).glob(f"*/{MEMBERS_FILE}"), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise CompkitError(ensembles_dir, "no ensemble found: run `compkit ensemble runs/*` first, or name a run folder")
+        raise CompkitError(
+            ensembles_dir, "no ensemble found: run `compkit ensemble runs/*` first, or name a run folder"
+        )
     return candidates[-1].parent
 
 
@@ -35,7 +46,7 @@ def submit(
     threshold: str = "auto",
     sample: str | Path | None = None,
     data: str | Path | None = None,
-    ensembles_dir: str | Path = "ensembles",
+    ensembles_dir: str | Path = ENSEMBLES_DIR,
     console: Console | None = None,
 ) -> Path:
     console = console or Console()
@@ -46,8 +57,8 @@ def submit(
         source = newest_ensemble(ensembles_dir)
         console.print(f"using {source}: the newest ensemble in {ensembles_dir} (name a SOURCE to choose another)")
     member = open_member(source)
-    name = member.path.parent.name if member.kind == "csv" and member.path.name == "vote.csv" else member.name
-    out = Path(out) if out else Path("submissions") / f"{name}.csv"
+    name = member.path.parent.name if member.kind == "csv" and member.path.name == VOTE_CSV else member.name
+    out = Path(out) if out else Path(SUBMISSIONS_DIR) / f"{name}.csv"
     root = dataset_root(member, data)
     dataset = open_dataset(root, "test")
     layout = submission_layout(dataset, sample)  # the sample's header, rows, order and id form, where there is one
@@ -64,10 +75,21 @@ def submit(
         check_covers(member, dataset)
         thresholds = resolve_thresholds(member, threshold, console)
         rules = member.postprocess or {}
-        origin = "tuned on OOF" if threshold in ("auto", "tuned") and member.thresholds else f"--threshold {threshold}" if threshold not in ("auto", "tuned") else "0.5 (no tuned thresholds)"
+        origin = (
+            "tuned on OOF"
+            if threshold in ("auto", "tuned") and member.thresholds
+            else f"--threshold {threshold}"
+            if threshold not in ("auto", "tuned")
+            else "0.5 (no tuned thresholds)"
+        )
         low, high = float(thresholds.min()), float(thresholds.max())
-        console.print(f"thresholds: {origin}, " + (f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class (thresholds.json)"))
-        console.print("postprocessing: " + (", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none"))
+        console.print(
+            f"thresholds: {origin}, "
+            + (f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class (thresholds.json)")
+        )
+        console.print(
+            "postprocessing: " + (", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none")
+        )
 
         def mask_for(sample: Sample) -> np.ndarray:
             q = member.test_uint8(sample.image_id)
@@ -92,6 +114,9 @@ def submit(
         with OutputLock(out):
             write_submission(out, dataset, mask_for, console, description=f"submitting {member.name}", layout=layout)
     following = f", rows and header of {layout.sample}" if layout.sample else ""
-    console.print(f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes{following}); validated: header, rows, ids and run-length encodings")
+    console.print(
+        f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes{following}); "
+        "validated: header, rows, ids and run-length encodings"
+    )
     console.print(f"next: compkit score {out} --data {root}  (with local test labels), or upload {out}")
     return out

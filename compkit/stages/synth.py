@@ -1,5 +1,6 @@
 """``compkit synth``: a synthetic dataset in a real competition's exact layout (hand bones, fundus lesions,
 skin lesions; the generators live in :mod:`compkit.synthetic`). Test labels go to ``DATA_gt`` beside it."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,15 +10,15 @@ from rich.console import Console
 from rich.progress import Progress
 
 from compkit.data.labelled import ground_truth_dir
-from compkit.util.errors import CompkitError
+from compkit.synthetic import SYNTH_KINDS, SynthRequest
+from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import AtomicFolder
-from compkit.synthetic import SYNTH_KINDS
 
 
-def _prepare_output(path: Path, force: bool) -> None:
+def _prepare_output(path: Path, exist_ok: bool) -> None:
     empty_dir = path.is_dir() and not any(path.iterdir())
-    if path.exists() and not empty_dir and not force:
-        raise CompkitError(path, "already exists and is not empty (use --force to replace it)")
+    if path.exists() and not empty_dir and not exist_ok:
+        raise CompkitError(path, f"already exists and is not empty (use {REPLACE_FLAG} to replace it)")
 
 
 def synth(
@@ -26,7 +27,7 @@ def synth(
     test_patients: int = 10,
     size: int = 512,
     seed: int = 0,
-    force: bool = False,
+    exist_ok: bool = False,
     kind: str = "handbone",
     console: Console | None = None,
     options: dict | None = None,
@@ -37,18 +38,20 @@ def synth(
     console = console or Console()
     data = Path(data).absolute()
     gt = ground_truth_dir(data)
-    if kind not in SYNTH_KINDS:
-        raise CompkitError(None, f"unknown --kind {kind!r} (known: {', '.join(SYNTH_KINDS)})")
+    generate = SYNTH_KINDS.get(kind)
     if patients < 1 or test_patients < 0:
         raise CompkitError(None, "--patients must be at least 1 and --test-patients at least 0")
     if size < 64:
         raise CompkitError(None, f"--size {size} is too small (at least 64 px)")
     for target in (data, gt):
-        _prepare_output(target, force)
+        _prepare_output(target, exist_ok)
     data_folder, gt_folder = AtomicFolder(data), AtomicFolder(gt)
     try:
         with Progress(console=console, transient=True) as progress:
-            summary = SYNTH_KINDS[kind](data_folder.staging, gt_folder.staging, patients, test_patients, size, seed, progress, **(options or {}))
+            request = SynthRequest(
+                data_folder.staging, gt_folder.staging, patients, test_patients, size, seed, progress
+            )
+            summary = generate(request, **(options or {}))
         data_folder.commit()
         if any(gt_folder.staging.iterdir()):
             gt_folder.commit()

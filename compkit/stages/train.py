@@ -4,9 +4,15 @@ The recipe's model family (:mod:`compkit.families`) trains each fold; this stage
 recipe against the family before any work, and writes every family's out-of-fold and test stores the same way.
 Pretrained weights are checked (and pulled when missing and the network allows) before any data is read; each
 fold prints and records (``pretrained.json``) the weights it started from.
-Run folder: ``recipe.yaml`` (fully resolved, with ``model.family`` and the normalisation used), ``results.csv``, ``results.png``,
-``best.pt`` / ``last.pt`` and ``oof/`` + ``test/`` probability stores (see the README's Artifacts section).
+Run folder: ``recipe.yaml`` (fully resolved, with ``model.family`` and the normalisation used), ``results.csv``,
+``results.png``, ``best.pt`` / ``last.pt`` and ``oof/`` + ``test/`` probability stores (see the README's
+Artifacts section).
+
+:func:`train` runs in named phases: resolve the recipe (every setting the run folder records, once), open the
+inputs every fold shares, claim the run folder, then per fold start it, train it, predict its stores and end it,
+and report.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -15,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +29,53 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from compkit.training.checkpoint import CHECKPOINT_LAST, checkpoint_epoch
-from compkit.data import open_dataset
+from compkit.data import SegmentationDataset, open_dataset
+from compkit.data.cache import SampleCache
 from compkit.data.splits import check_current, fingerprint, load_splits, splits_path
+from compkit.families import FoldData, FoldJob, FoldRun, ModelFamily, load_fold, resolve_family
+from compkit.inference.predictor import CachedImages, InferenceSettings, inference_settings, write_store
+from compkit.planning.planner import PLAN_NAME, PlanMachine, describe_seconds, parse_budget, plan_recipe, write_plan
+from compkit.pretrained.weights import CachedWeights, WeightsCache, require
+from compkit.pretrained.weights import weights_cache as locate_weights_cache
+from compkit.stores.probabilities import OOF_STORE, TEST_STORE
+from compkit.training.checkpoint import CHECKPOINT_LAST, checkpoint_epoch
 from compkit.training.device import resolve_device
-from compkit.training.distributed import DistInfo, barrier, cleanup, init_distributed, launched_by_torchrun
-from compkit.util.errors import CompkitError
-from compkit.families import FoldJob, ModelFamily, load_fold, resolve_family
+from compkit.training.distributed import (
+    DistContext,
+    barrier,
+    cleanup,
+    launched_by_torchrun,
+    main_rank_first,
+    start_distributed,
+)
+from compkit.training.preprocess import cache_for
+from compkit.training.recipe import Recipe, load_recipe
+from compkit.training.runs import (
+    PRETRAINED_FILE,
+    RECIPE_FILE,
+    RUNS_DIR,
+    TRAIN_LOG,
+    check_fold_split,
+    fold_folder,
+    next_free,
+    run_conflict,
+    saved_recipe,
+    write_run_record,
+)
+from compkit.training.tracking import check_loggers
+from compkit.util.errors import REPLACE_FLAG, CompkitError, warn, warnings_to
 from compkit.util.fileio import atomic_write, write_json
 from compkit.util.locks import OutputLock, command_line, interruptible
-from compkit.planning.planner import PLAN_NAME, describe_seconds, parse_budget, plan_recipe, write_plan
-from compkit.inference.predictor import inference_settings, write_store
-from compkit.training.preprocess import cache_for
-from compkit.training.tracking import check_loggers
-from compkit.training.recipe import Recipe, load_recipe
-from compkit.training.runs import PRETRAINED_FILE, RECIPE_FILE, check_fold_split, next_free, run_conflict, saved_recipe, write_run_record
-from compkit.pretrained.weights import CachedWeights, WeightsCache, require, weights_cache
+
+#: The share of a ``--budget`` the folds train for; the rest is for prediction (the oof and test stores).
+TRAINING_SHARE = 0.8
 
 
 def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}", "-m", "compkit", "train", *args]
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}"),
+        *("-m", "compkit", "train", *args),
+    ]
     process = subprocess.Popen(command)
     try:
         with interruptible("distributed training stopped; each fold's last.pt kept: continue with --resume"):
@@ -70,9 +104,6 @@ def _fold_ids(fold: str, count: int, splits_file: Path) -> list[int]:
     if not 0 <= k < count:
         raise CompkitError(splits_file, f"fold {k} out of range: the splits file has folds 0..{count - 1}")
     return [k]
-
-
-TRAIN_LOG = "train.log"
 
 
 class TrainedFolds(list):
@@ -111,40 +142,55 @@ def write_log(folder: Path, console: Console) -> None:
         f.write(console.export_text(clear=False))
 
 
-def choose_run_dir(runs_dir: Path, name: str | None, cfg, splits_fingerprint: str, resume: bool, exist_ok: bool, console: Console) -> Path:
+@dataclass(frozen=True)
+class RunRequest:
+    """Which run folder ``compkit train`` was asked for, and how it may treat one that exists."""
+
+    runs_dir: Path
+    name: str | None = None  # --name; else the recipe's name
+    resume: bool = False
+    exist_ok: bool = False
+
+    def asked_for(self, cfg: Recipe) -> Path:
+        return self.runs_dir / (self.name or cfg.name or "run")
+
+
+def choose_run_dir(request: RunRequest, cfg: Recipe, splits_fingerprint: str, console: Console) -> Path:
     """The run folder to train into, never one whose folds mean something else (see :func:`train`)."""
-    base = runs_dir / (name or cfg.name or "run")
+    base = request.asked_for(cfg)
     resolved = cfg.model_dump(mode="json")
-    conflict = run_conflict(base, resolved, splits_fingerprint, ("train.epochs",) if resume else ())
+    conflict = run_conflict(base, resolved, splits_fingerprint, ("train.epochs",) if request.resume else ())
     if conflict is None:
         return base
-    if resume:
+    if request.resume:
         raise CompkitError(base, f"cannot resume: {conflict} (only train.epochs may change with --resume)")
-    if exist_ok:
-        console.print(f"[yellow]warning:[/yellow] {base}: {conflict}; training over it (--exist-ok)")
+    if request.exist_ok:
+        warn(base, f"{conflict}; training over it ({REPLACE_FLAG})", console)
         return base
-    if name:
-        raise CompkitError(base, f"{conflict}: pass --exist-ok to train over it, or choose another --name")
+    if request.name:
+        raise CompkitError(base, f"{conflict}: pass {REPLACE_FLAG} to train over it, or choose another --name")
     n = 2
-    while (candidate := base.with_name(f"{base.name}-{n}")).exists() and run_conflict(candidate, resolved, splits_fingerprint):
+    while (candidate := base.with_name(f"{base.name}-{n}")).exists() and run_conflict(
+        candidate, resolved, splits_fingerprint
+    ):
         n += 1
     console.print(f"note: {base} holds another experiment ({conflict}); this one is {candidate}")
     return candidate
 
 
-def claim_run_dir(runs_dir: Path, name: str | None, cfg, splits_fingerprint: str, resume: bool, exist_ok: bool, console: Console) -> OutputLock:
+def claim_run_dir(request: RunRequest, cfg: Recipe, splits_fingerprint: str, console: Console) -> OutputLock:
     """:func:`choose_run_dir`, locked for the whole training (a held :class:`OutputLock`; ``.output`` is the
     folder). The folder asked for (``--name``, else the recipe's name) is locked before it is looked at, so a second
     process aiming at it meets the lock, never the first one's half-written folds; where it holds another
     experiment, the folder chosen instead is locked and chosen again (another process may have taken it)."""
-    asked = OutputLock(runs_dir / (name or cfg.name or "run"), "--name").acquire()
+    asked = OutputLock(request.asked_for(cfg), "--name").acquire()
     try:
         while True:
-            run_dir = choose_run_dir(runs_dir, name, cfg, splits_fingerprint, resume, exist_ok, console)
+            run_dir = choose_run_dir(request, cfg, splits_fingerprint, console)
             if run_dir == asked.output:
                 return asked
             lock = OutputLock(run_dir, "--name").acquire()
-            if choose_run_dir(runs_dir, name, cfg, splits_fingerprint, resume, exist_ok, Console(quiet=True)) == run_dir:
+            if choose_run_dir(request, cfg, splits_fingerprint, Console(quiet=True)) == run_dir:
                 asked.release()
                 return lock
             lock.release()
@@ -159,28 +205,11 @@ def interrupted_fold(folder: Path, k: int, since: float) -> str:
     last = folder / CHECKPOINT_LAST
     epoch = checkpoint_epoch(last) if last.is_file() and last.stat().st_mtime >= since else None
     if epoch is None:
-        return f"fold {k} stopped before its first epoch ended ({folder}: no {CHECKPOINT_LAST} of this training): train it again"
+        return (
+            f"fold {k} stopped before its first epoch ended ({folder}: no {CHECKPOINT_LAST} of this training): "
+            "train it again"
+        )
     return f"fold {k} stopped at epoch {epoch}; {last} kept: continue with --resume"
-
-
-def _pretrained_start(family: ModelFamily, cfg: Recipe, cache: WeightsCache, dist: DistInfo, out: Console) -> CachedWeights | None:
-    """The cached weights the recipe's model starts from (pulled when missing and the network allows; rank 0 only),
-    and the recipe's null data.mean/data.std resolved to what those weights expect."""
-    wanted = family.pretrained(cfg)
-    start = None
-    if wanted is not None:
-        if dist.is_main:
-            start = require(wanted, cache, download=True, console=out)
-        barrier(dist)
-        if not dist.is_main:
-            start = require(wanted, cache)
-    if cfg.data.mean is None or cfg.data.std is None:
-        resolved = family.normalisation(cfg, cache)
-        if resolved is not None:
-            cfg.data.mean = cfg.data.mean or resolved[0]
-            cfg.data.std = cfg.data.std or resolved[1]
-            out.print(f"normalising with the encoder's mean {_rounded(cfg.data.mean)} and std {_rounded(cfg.data.std)}")
-    return start
 
 
 def _override(overrides, key: str) -> str | None:
@@ -193,6 +222,282 @@ def _rounded(values) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
+class WallClock:
+    """The command's wall time, against its ``--budget`` (None: no budget)."""
+
+    def __init__(self, budget: str | float | None):
+        self.started = time.time()
+        self.budget_s = parse_budget(budget) if budget is not None else None
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def fold_share(self, folds: int) -> float:
+        """Each fold's training seconds: :data:`TRAINING_SHARE` of what is left, split evenly."""
+        return round(max(1.0, TRAINING_SHARE * (self.budget_s - self.elapsed()) / folds), 1)
+
+    def report(self) -> str:
+        wall = self.elapsed()
+        over = "" if wall <= self.budget_s else " [yellow](over)[/yellow]"
+        return f"wall time {describe_seconds(wall)} of the {describe_seconds(self.budget_s)} budget{over}"
+
+
+def _planned(data: str | Path | None, overrides, runs_dir: Path, clock: WallClock, console: Console) -> Path:
+    """``--recipe plan``: a recipe planned for ``data`` within the budget, written to ``runs_dir/plan.yaml``."""
+    if data is None:
+        raise CompkitError("--recipe", "plan needs --data DATA: the plan is fitted to the dataset")
+    planned = plan_recipe(
+        data,
+        clock.budget_s if clock.budget_s is not None else "10m",
+        PlanMachine(device=_override(overrides, "train.device") or "auto"),
+        splits=_override(overrides, "data.splits"),  # the folds it plans for (a read-only dataset's are elsewhere)
+        console=console,
+    )
+    clock.budget_s = planned.budget_s
+    for line in planned.reasons:
+        console.print(f"  {line}")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    path = write_plan(planned, next_free(runs_dir / f"{PLAN_NAME}.yaml"))
+    console.print(f"planned {path} in {clock.elapsed():.0f} s")
+    return path
+
+
+def _loaded_recipe(recipe: str | Path, overrides, data: str | Path | None) -> Recipe:
+    cfg = load_recipe(recipe, overrides)
+    check_loggers(cfg.train.loggers)  # a missing tracker package fails before anything is read or written
+    root = data or cfg.data.root
+    if root is None:
+        raise CompkitError(cfg.name, "no dataset: pass --data DATA or set data.root in the recipe")
+    cfg.data.root = str(Path(root).absolute())
+    return cfg
+
+
+@dataclass
+class TrainingInputs:
+    """What every fold of one ``compkit train`` shares, opened once: the resolved recipe, its family, the weights
+    it starts from, the dataset and its folds, their caches, and the prediction settings."""
+
+    cfg: Recipe
+    overrides: list[str]  # the --set settings, as given (the run record keeps them)
+    family: ModelFamily
+    weights: WeightsCache
+    start: CachedWeights | None
+    dataset: SegmentationDataset
+    splits: dict[str, Any]
+    splits_file: Path
+    cache: SampleCache | None = None
+    pseudo: SampleCache | None = None
+    test: CachedImages | None = None  # on rank 0, where the dataset has a test split
+    settings: InferenceSettings | None = None
+
+    @property
+    def folds(self) -> list[dict[str, list[str]]]:
+        return self.splits["folds"]
+
+
+def _pretrained_start(inputs: TrainingInputs, context: DistContext) -> CachedWeights | None:
+    """The cached weights the recipe's model starts from (pulled when missing and the network allows: rank 0
+    first), and the recipe's null data.mean/data.std resolved to what those weights expect."""
+    cfg, family, console = inputs.cfg, inputs.family, context.console
+    wanted = family.pretrained(cfg)
+    start = None
+    if wanted is not None:
+        with main_rank_first(context.dist):
+            start = require(wanted, inputs.weights, download=context.dist.is_main, console=console)
+    if cfg.data.mean is None or cfg.data.std is None:
+        resolved = family.normalisation(cfg, inputs.weights)
+        if resolved is not None:
+            cfg.data.mean = cfg.data.mean or resolved[0]
+            cfg.data.std = cfg.data.std or resolved[1]
+            console.print(
+                f"normalising with the encoder's mean {_rounded(cfg.data.mean)} and std {_rounded(cfg.data.std)}"
+            )
+    return start
+
+
+def open_inputs(cfg: Recipe, overrides, context: DistContext, weights_cache: str | Path | None) -> TrainingInputs:
+    """The family (checked against the recipe and the run's devices), the pretrained weights (before any data is
+    read), the dataset and its current folds."""
+    family = resolve_family(cfg, context.console)
+    if context.dist.enabled and not family.supports_distributed:
+        raise CompkitError("--devices", f"{family.name} recipes train on one device here")
+    weights = locate_weights_cache(weights_cache)
+    inputs = TrainingInputs(
+        cfg, list(overrides), family, weights, None, None, {}, splits_path(cfg.data.root, cfg.data.splits)
+    )
+    inputs.start = _pretrained_start(inputs, context)
+    inputs.dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
+    inputs.splits = load_splits(cfg.data.root, cfg.data.splits)
+    check_current(
+        inputs.splits, inputs.dataset, inputs.splits_file
+    )  # images added after `compkit split` would silently not train
+    family.check(cfg, len(inputs.dataset.classes), context.console)  # every setting it cannot honour fails now
+    return inputs
+
+
+def cache_inputs(inputs: TrainingInputs, context: DistContext) -> None:
+    """The training, pseudo-label and test caches (rank 0 builds each first), and the prediction settings."""
+    cfg, console = inputs.cfg, context.console
+    with main_rank_first(context.dist):
+        inputs.cache = cache_for(inputs.dataset, cfg, console)
+    if cfg.data.pseudo:
+        pseudo_set = open_dataset(cfg.data.pseudo, "train", classes=inputs.dataset.classes)
+        with main_rank_first(context.dist):
+            inputs.pseudo = cache_for(pseudo_set, cfg, console)
+        console.print(
+            f"adding {len(pseudo_set)} pseudo-labelled images from {cfg.data.pseudo} to every fold's training side"
+        )
+    if context.dist.is_main and inputs.dataset.has_split("test"):
+        test = open_dataset(cfg.data.root, "test", cfg.data.format, classes=cfg.data.classes)
+        inputs.test = CachedImages(test, cache_for(test, cfg, console), list(range(len(test))))
+    inputs.settings = inputs.family.check_inference(inference_settings(cfg), console)
+
+
+@dataclass
+class FoldStart:
+    """One fold as it starts: its folder, whether it resumes, its run record, and since when its ``last.pt``
+    counts as this training's."""
+
+    k: int
+    folder: Path
+    resuming: bool
+    record: dict[str, Any]
+    since: float
+
+
+def start_fold(inputs: TrainingInputs, run_dir: Path, k: int, resume: bool, context: DistContext) -> FoldStart:
+    """Check what a resumed fold continues, then (rank 0) write its ``recipe.yaml``, run record and
+    ``pretrained.json``."""
+    cfg, console, main = inputs.cfg, context.console, context.dist.is_main
+    started = time.time() - 1  # a second's slack for file systems with coarse timestamps
+    folder = fold_folder(run_dir, k)
+    resuming = resume and (folder / RECIPE_FILE).is_file()
+    if resume and not resuming:
+        console.print(f"note: nothing to resume in {folder}: training fold {k} from the start")
+    if resuming:
+        check_fold_split(folder, inputs.splits, inputs.splits_file)
+        before = saved_recipe(folder)["train"]["epochs"]
+        if before != cfg.train.epochs:
+            console.print(
+                f"fold {k}: train.epochs {before} -> {cfg.train.epochs}: the {cfg.sched.name} schedule continues "
+                f"on the {cfg.train.epochs}-epoch curve"
+            )
+        if (folder / CHECKPOINT_LAST).is_file():
+            started = (folder / CHECKPOINT_LAST).stat().st_mtime
+    record = {
+        "fold": k,
+        "family": inputs.family.name,
+        "command": command_line(),
+        "overrides": inputs.overrides,
+        "recipe": cfg.model_dump(mode="json"),
+        "data_root": cfg.data.root,
+        "data_root_relative": os.path.relpath(cfg.data.root, folder.absolute()),
+        "splits_file": str(inputs.splits_file),
+        "splits_fingerprint": fingerprint(inputs.splits),
+        "val_images": len(inputs.folds[k]["val"]),
+        "versions": versions(),
+        "device": str(context.device),
+        "resumed": resuming,
+        "started": now(),
+        "ended": None,
+    }
+    if main:
+        with atomic_write(folder / RECIPE_FILE, "w", encoding="utf-8") as f:
+            f.write(cfg.to_yaml())
+        write_run_record(folder, record)
+        start = inputs.start
+        console.print(
+            f"fold {k} starts from {start.describe() if start is not None else 'random weights (model.encoder_weights: null)'}"
+        )
+        write_json(
+            folder / PRETRAINED_FILE, start.record() if start is not None else {"name": cfg.model.encoder, "tag": None}
+        )
+    return FoldStart(k, folder, resuming, record, started)
+
+
+def _fold_job(inputs: TrainingInputs, fold: FoldStart, resume: bool, context: DistContext) -> FoldJob:
+    split = inputs.folds[fold.k]
+    data = FoldData(inputs.dataset, inputs.cache, fold.k, split["train"], split["val"], pseudo=inputs.pseudo)
+    run = FoldRun(fold.folder, resume=resume, weights_cache=inputs.weights, start=inputs.start)
+    return FoldJob(inputs.cfg, data, run, context)
+
+
+def train_and_predict(inputs: TrainingInputs, fold: FoldStart, resume: bool, context: DistContext) -> dict[str, Any]:
+    """Train the fold, then (rank 0) predict its best checkpoint's out-of-fold and test stores (what
+    ``compkit ensemble runs/*`` reads); its summary. An interruption says what the fold kept."""
+    cfg, family = inputs.cfg, inputs.family
+    job = _fold_job(inputs, fold, resume, context)
+    with interruptible(lambda: interrupted_fold(fold.folder, fold.k, fold.since)):
+        try:
+            outcome = family.train_fold(job)
+        except torch.OutOfMemoryError:
+            raise CompkitError(
+                fold.folder,
+                f"CUDA out of memory: lower train.batch_size (now {cfg.train.batch_size}) and raise "
+                f"train.accumulate, or lower data.image_size (now {cfg.data.image_size})",
+            ) from None
+        if context.dist.is_main:
+            predictor = load_fold(fold.folder, inputs.dataset.classes, context.device, recipe=cfg).predictor
+            label = f"{family.name}, "
+            oof = CachedImages(inputs.dataset, inputs.cache, job.data.val_positions)
+            write_store(predictor, oof, fold.folder / OOF_STORE, inputs.settings, context.console, label)
+            if inputs.test is not None:
+                write_store(predictor, inputs.test, fold.folder / TEST_STORE, inputs.settings, context.console, label)
+    summary = {"best_dice": outcome.best_dice, "best_epoch": outcome.best_epoch, "epochs": outcome.epochs}
+    return {"fold": fold.k, **summary, "folder": fold.folder}
+
+
+def end_fold(fold: FoldStart, summary: dict[str, Any] | None, context: DistContext) -> None:
+    """(Rank 0) the run record says when the fold ended, or that it was interrupted; ``train.log`` so far."""
+    if not context.dist.is_main:
+        return
+    if summary is None:  # the record and log say where it stopped, and never that it ended
+        write_run_record(fold.folder, {**fold.record, "interrupted": now()})
+    else:
+        ended = {"ended": now(), "best_dice": summary["best_dice"], "epochs": summary["epochs"]}
+        write_run_record(fold.folder, {**fold.record, **ended})
+    write_log(fold.folder, context.console)
+
+
+def report(
+    results: list[dict[str, Any]], run_dir: Path, inputs: TrainingInputs, next_step: str, console: Console
+) -> None:
+    """The table of best validation dice per fold, in every fold's ``train.log`` too, and what comes next."""
+    table = Table(title=f"{run_dir.name} ({inputs.family.name}): best validation dice")
+    for column in ("fold", "best dice", "best epoch", "epochs", "folder"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(str(r["fold"]), f"{r['best_dice']:.4f}", str(r["best_epoch"]), str(r["epochs"]), str(r["folder"]))
+    console.print(table)
+    for r in results:
+        write_log(r["folder"], console)
+    trained = ", ".join(f"fold{r['fold']}" for r in results)
+    console.print(f"wrote {run_dir} ({trained}); next: {next_step}")
+
+
+def _share_budget(cfg: Recipe, clock: WallClock, folds: int, console: Console) -> None:
+    """With ``--budget`` and no ``train.time_budget``, each fold's share of the budget as ``train.time_budget``."""
+    if clock.budget_s is not None and cfg.train.time_budget is None:
+        cfg.train.time_budget = clock.fold_share(folds)
+        console.print(
+            f"--budget {describe_seconds(clock.budget_s)}: each fold trains for at most "
+            f"{cfg.train.time_budget:.0f} s (train.time_budget)"
+        )
+
+
+def _torchrun_arguments(recipe, data, fold, overrides, request: RunRequest, weights_cache, budget) -> list[str]:
+    """The ``compkit train`` arguments that give each torchrun worker this same training."""
+    args = ["--recipe", str(recipe), "--fold", str(fold), "--out", str(request.runs_dir)]
+    args += ["--weights-cache", str(weights_cache)] if weights_cache else []
+    args += [a for o in overrides for a in ("--set", o)]
+    args += ["--data", str(data)] if data else []
+    args += ["--name", request.name] if request.name else []
+    args += ["--resume"] if request.resume else []
+    args += [REPLACE_FLAG] if request.exist_ok else []
+    args += ["--budget", str(budget)] if budget is not None else []
+    return args
+
+
 def train(
     recipe: str | Path,
     data: str | Path | None = None,
@@ -201,185 +506,72 @@ def train(
     name: str | None = None,
     resume: bool = False,
     devices: int = 1,
-    runs_dir: str | Path = "runs",
+    out: str | Path = RUNS_DIR,
     exist_ok: bool = False,
-    weights_dir: str | Path | None = None,
+    weights_cache: str | Path | None = None,
     budget: str | float | None = None,
     console: Console | None = None,
 ) -> TrainedFolds:
-    """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``); returns one summary per fold.
+    """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``) into ``out/<name>/``; returns
+    one summary per fold.
 
     A run folder never silently changes meaning: without ``name``, a run whose folds were trained with another
     resolved recipe or split moves on to ``<name>-2``; with ``name`` it is refused unless ``exist_ok``. ``resume``
     continues each fold from ``last.pt``; only ``train.epochs`` may differ (the schedule continues on the longer
-    curve). ``weights_dir``: the weights cache (default ``$COMPKIT_WEIGHTS``, else the standard caches); pretrained
-    weights missing there are downloaded when the network allows, else training stops before any data is read.
-    ``recipe="plan"`` plans a recipe for ``data`` and ``budget`` first (:mod:`compkit.planning`; written to
-    ``runs_dir/plan.yaml``); with another recipe, ``budget`` (``10m``, ``6h``) gives each fold its share (80 %, the
+    curve). ``weights_cache``: the weights folder (default ``$COMPKIT_WEIGHTS``, else the standard caches);
+    pretrained weights missing there are downloaded when the network allows, else training stops before any data
+    is read. ``recipe="plan"`` plans a recipe for ``data`` and ``budget`` first (:mod:`compkit.planning`; written
+    to ``out/plan.yaml``); with another recipe, ``budget`` (``10m``, ``6h``) gives each fold its share (80 %, the
     rest for prediction) as ``train.time_budget``. The wall time is printed against the budget."""
     console = console or Console()
-    started = time.time()
-    budget_s = parse_budget(budget) if budget is not None else None
     console.record = True  # the console output is kept as each fold's train.log
+    clock = WallClock(budget)
+    request = RunRequest(Path(out), name, resume, exist_ok)
     if devices < 1:
         raise CompkitError("--devices", f"must be at least 1, got {devices}")
     if devices > 1 and not launched_by_torchrun():
-        args = ["--recipe", str(recipe), "--fold", str(fold), "--runs-dir", str(runs_dir)]
-        args += ["--weights-cache", str(weights_dir)] if weights_dir else []
-        args += [a for o in overrides for a in ("--set", o)]
-        args += ["--data", str(data)] if data else []
-        args += ["--name", name] if name else []
-        args += ["--resume"] if resume else []
-        args += ["--exist-ok"] if exist_ok else []
-        args += ["--budget", str(budget)] if budget is not None else []
-        _relaunch_with_torchrun(devices, args)
-        return TrainedFolds([], None)
-
-    if str(recipe) == PLAN_NAME:
-        if data is None:
-            raise CompkitError("--recipe", "plan needs --data DATA: the plan is fitted to the dataset")
-        planned = plan_recipe(
-            data,
-            budget if budget is not None else "10m",
-            device=_override(overrides, "train.device") or "auto",
-            splits=_override(overrides, "data.splits"),  # the folds it plans for (a read-only dataset's are elsewhere)
-            console=console,
+        _relaunch_with_torchrun(
+            devices, _torchrun_arguments(recipe, data, fold, overrides, request, weights_cache, budget)
         )
-        budget_s = planned.budget_s
-        for line in planned.reasons:
-            console.print(f"  {line}")
-        Path(runs_dir).mkdir(parents=True, exist_ok=True)
-        recipe = write_plan(planned, next_free(Path(runs_dir) / f"{PLAN_NAME}.yaml"))
-        console.print(f"planned {recipe} in {time.time() - started:.0f} s")
-    cfg = load_recipe(recipe, overrides)
-    check_loggers(cfg.train.loggers)  # a missing tracker package fails before anything is read or written
-    root = data or cfg.data.root
-    if root is None:
-        raise CompkitError(cfg.name, "no dataset: pass --data DATA or set data.root in the recipe")
-    cfg.data.root = str(Path(root).absolute())
-    device = resolve_device(cfg.train.device)
-    dist = init_distributed(device)
-    out = console if dist.is_main else Console(quiet=True)
-    run_lock = None
-    try:
-        family = resolve_family(cfg, out)
-        if dist.enabled and not family.supports_distributed:
-            raise CompkitError("--devices", f"{family.name} recipes train on one device here")
-        cache_of_weights = weights_cache(weights_dir)
-        start = _pretrained_start(family, cfg, cache_of_weights, dist, out)  # before any data is read
-        dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
-        splits_file = splits_path(cfg.data.root, cfg.data.splits)
-        splits = load_splits(cfg.data.root, cfg.data.splits)
-        check_current(splits, dataset, splits_file)  # images added after `compkit split` would silently not train
-        folds = splits["folds"]
-        fold_ids = _fold_ids(fold, len(folds), splits_file)
-        if budget_s is not None and cfg.train.time_budget is None:
-            cfg.train.time_budget = round(max(1.0, 0.8 * (budget_s - (time.time() - started)) / len(fold_ids)), 1)
-            out.print(f"--budget {describe_seconds(budget_s)}: each fold trains for at most {cfg.train.time_budget:.0f} s (train.time_budget)")
-        if dist.is_main:  # one lock per run: under torchrun rank 0 holds it for every rank
-            run_lock = claim_run_dir(Path(runs_dir), name, cfg, fingerprint(splits), resume, exist_ok, out)
-            run_dir = run_lock.output
-        else:
-            run_dir = choose_run_dir(Path(runs_dir), name, cfg, fingerprint(splits), resume, exist_ok, out)
-        family.check(cfg, len(dataset.classes), out)  # every setting the family cannot honour fails before any work
-        if dist.is_main:
-            cache = cache_for(dataset, cfg, out)
-        barrier(dist)
-        if not dist.is_main:
-            cache = cache_for(dataset, cfg, out)
-        pseudo = None
-        if cfg.data.pseudo:
-            pseudo_set = open_dataset(cfg.data.pseudo, "train", classes=dataset.classes)
-            pseudo = cache_for(pseudo_set, cfg, out)
-            if dist.is_main:
-                out.print(f"adding {len(pseudo_set)} pseudo-labelled images from {cfg.data.pseudo} to every fold's training side")
-        test = None
-        if dist.is_main and dataset.has_split("test"):
-            test_dataset = open_dataset(cfg.data.root, "test", cfg.data.format, classes=cfg.data.classes)
-            test = (test_dataset, cache_for(test_dataset, cfg, out))
-        settings = family.check_inference(inference_settings(cfg), out)
-
-        results = []
-        for k in fold_ids:
-            fold_started = time.time() - 1  # a second's slack for file systems with coarse timestamps
-            folder = run_dir / f"fold{k}"
-            resuming = resume and (folder / RECIPE_FILE).is_file()
-            if resume and not resuming and dist.is_main:
-                out.print(f"note: nothing to resume in {folder}: training fold {k} from the start")
-            if resuming:
-                check_fold_split(folder, splits, splits_file)
-                before = saved_recipe(folder)["train"]["epochs"]
-                if before != cfg.train.epochs and dist.is_main:
-                    out.print(f"fold {k}: train.epochs {before} -> {cfg.train.epochs}: the {cfg.sched.name} schedule continues on the {cfg.train.epochs}-epoch curve")
-            record = {
-                "fold": k,
-                "family": family.name,
-                "command": command_line(),
-                "overrides": list(overrides),
-                "recipe": cfg.model_dump(mode="json"),
-                "data_root": cfg.data.root,
-                "data_root_relative": os.path.relpath(cfg.data.root, folder.absolute()),
-                "splits_file": str(splits_file),
-                "splits_fingerprint": fingerprint(splits),
-                "val_images": len(folds[k]["val"]),
-                "versions": versions(),
-                "device": str(device),
-                "resumed": resuming,
-                "started": now(),
-                "ended": None,
-            }
-            if dist.is_main:
-                with atomic_write(folder / RECIPE_FILE, "w", encoding="utf-8") as f:
-                    f.write(cfg.to_yaml())
-                write_run_record(folder, record)
-                out.print(f"fold {k} starts from {start.describe() if start is not None else 'random weights (model.encoder_weights: null)'}")
-                write_json(folder / PRETRAINED_FILE, start.record() if start is not None else {"name": cfg.model.encoder, "tag": None})
-            job = FoldJob(cfg, dataset, cache, k, folds[k]["train"], folds[k]["val"], folder, resume, dist, device, out, pseudo, cache_of_weights)
-            since = (folder / CHECKPOINT_LAST).stat().st_mtime if resuming and (folder / CHECKPOINT_LAST).is_file() else fold_started
-            try:
-                with interruptible(lambda folder=folder, k=k, since=since: interrupted_fold(folder, k, since)):
-                    try:
-                        outcome = family.train_fold(job)
-                    except torch.OutOfMemoryError:
-                        raise CompkitError(
-                            folder,
-                            f"CUDA out of memory: lower train.batch_size (now {cfg.train.batch_size}) and raise train.accumulate, "
-                            f"or lower data.image_size (now {cfg.data.image_size})",
-                        ) from None
-                    if dist.is_main:
-                        # Out-of-fold and test probabilities of the best checkpoint, for `compkit ensemble runs/*`.
-                        predictor = load_fold(folder, dataset.classes, device, recipe=cfg).predictor
-                        write_store(predictor, dataset, cache, job.val_positions, folder / "oof", settings, out, f"{family.name}, ")
-                        if test is not None:
-                            test_dataset, test_cache = test
-                            write_store(predictor, test_dataset, test_cache, list(range(len(test_dataset))), folder / "test", settings, out, f"{family.name}, ")
-            except KeyboardInterrupt:
-                if dist.is_main:  # the record and log say where it stopped, and never that it ended
-                    write_run_record(folder, {**record, "interrupted": now()})
-                    write_log(folder, out)
-                raise
-            if dist.is_main:
-                write_run_record(folder, {**record, "ended": now(), "best_dice": outcome.best_dice, "epochs": outcome.epochs})
-                write_log(folder, out)
-            barrier(dist)
-            results.append({"fold": k, "best_dice": outcome.best_dice, "best_epoch": outcome.best_epoch, "epochs": outcome.epochs, "folder": folder})
-        if dist.is_main:
-            table = Table(title=f"{run_dir.name} ({family.name}): best validation dice")
-            for column in ("fold", "best dice", "best epoch", "epochs", "folder"):
-                table.add_column(column)
-            for r in results:
-                table.add_row(str(r["fold"]), f"{r['best_dice']:.4f}", str(r["best_epoch"]), str(r["epochs"]), str(r["folder"]))
-            out.print(table)
-            for r in results:
-                write_log(r["folder"], out)
-            next_step = f"compkit ensemble {run_dir}" if len(results) == len(folds) else f"compkit train --recipe {recipe} --fold all" + (f" --name {run_dir.name}" if name else "")
-            trained = ", ".join(f"fold{r['fold']}" for r in results)
-            out.print(f"wrote {run_dir} ({trained}); next: {next_step}")
-            if budget_s is not None:
-                wall = time.time() - started
-                out.print(f"wall time {describe_seconds(wall)} of the {describe_seconds(budget_s)} budget" + ("" if wall <= budget_s else " [yellow](over)[/yellow]"))
-        return TrainedFolds(results, run_dir)
-    finally:
-        if run_lock is not None:
-            run_lock.release()
-        cleanup(dist)
+        return TrainedFolds([], None)
+    with warnings_to(console):  # so train.log keeps them
+        if str(recipe) == PLAN_NAME:
+            recipe = _planned(data, overrides, request.runs_dir, clock, console)
+        cfg = _loaded_recipe(recipe, overrides, data)
+        context = start_distributed(resolve_device(cfg.train.device), console)
+        run_lock = None
+        try:
+            inputs = open_inputs(cfg, overrides, context, weights_cache)
+            fold_ids = _fold_ids(fold, len(inputs.folds), inputs.splits_file)
+            _share_budget(cfg, clock, len(fold_ids), context.console)
+            # The resolved recipe is final now: the run folder is chosen by it. One lock per run: under torchrun
+            # rank 0 holds it for every rank.
+            splits_fingerprint = fingerprint(inputs.splits)
+            if context.dist.is_main:
+                run_lock = claim_run_dir(request, cfg, splits_fingerprint, context.console)
+                run_dir = run_lock.output
+            else:
+                run_dir = choose_run_dir(request, cfg, splits_fingerprint, context.console)
+            cache_inputs(inputs, context)
+            results = []
+            for k in fold_ids:
+                started = start_fold(inputs, run_dir, k, resume, context)
+                try:
+                    summary = train_and_predict(inputs, started, resume, context)
+                except KeyboardInterrupt:
+                    end_fold(started, None, context)
+                    raise
+                end_fold(started, summary, context)
+                barrier(context.dist)
+                results.append(summary)
+            if context.dist.is_main:
+                every = len(results) == len(inputs.folds)
+                again = f"compkit train --recipe {recipe} --fold all" + (f" --name {run_dir.name}" if name else "")
+                report(results, run_dir, inputs, f"compkit ensemble {run_dir}" if every else again, context.console)
+                if clock.budget_s is not None:
+                    context.console.print(clock.report())
+            return TrainedFolds(results, run_dir)
+        finally:
+            if run_lock is not None:
+                run_lock.release()
+            cleanup(context.dist)

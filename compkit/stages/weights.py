@@ -5,6 +5,7 @@
 copies entries into a folder with the cache's own layout (``DIR/hub``, ``DIR/ultralytics``, ``DIR/weights.json``)
 that an offline machine uses with ``COMPKIT_WEIGHTS=DIR`` or ``--cache DIR`` / ``--weights-cache DIR``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,23 +14,25 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from compkit.util.errors import CompkitError
 from compkit.families import FAMILIES, resolve_family
-from compkit.util.fileio import AtomicFolder, write_json
-from compkit.training.recipe import RECIPE_SUFFIXES, available_recipes, find_recipe, load_recipe
 from compkit.pretrained.weights import (
     CachedWeights,
     PretrainedWeights,
-    WeightsCache,
     cached_entries,
     copy_entry,
+    folder_cache,
     locate,
-    pull as pull_weights,
-    repo_folder,
     require,
     serves,
+    snapshot_folder,
     weights_cache,
 )
+from compkit.pretrained.weights import (
+    pull as pull_weights,
+)
+from compkit.training.recipe import RECIPE_SUFFIXES, available_recipes, find_recipe, load_recipe
+from compkit.util.errors import CompkitError, warn
+from compkit.util.fileio import AtomicFolder, write_json
 
 MANIFEST = "weights.json"
 EXAMPLES = "resnet34, resnet50.ssl, tu-resnet18, tu-convnext_tiny.fb_in22k, yolov8x-seg"
@@ -52,12 +55,19 @@ def resolve_references(references: list[str] | tuple[str, ...], console: Console
             find_recipe(reference)  # a recipe file that is not there fails here, by name
             weights = _recipe_weights(reference)
             if weights is None:
-                console.print(f"{reference}: starts from random weights (model.encoder_weights: null), nothing to fetch")
+                console.print(
+                    f"{reference}: starts from random weights (model.encoder_weights: null), nothing to fetch"
+                )
                 continue
         else:
-            weights = next((w for family in FAMILIES.values() if (w := family.weights_named(reference)) is not None), None)
+            weights = next(
+                (w for family in FAMILIES.values() if (w := family.weights_named(reference)) is not None), None
+            )
             if weights is None:
-                raise CompkitError(reference, f"not a recipe ({', '.join(available_recipes())}) nor an encoder or release file (e.g. {EXAMPLES})")
+                raise CompkitError(
+                    reference,
+                    f"not a recipe ({', '.join(available_recipes())}) nor an encoder or release file (e.g. {EXAMPLES})",
+                )
         if weights.path is not None:
             console.print(f"{reference}: starts from the local file {weights.path}, nothing to fetch")
         elif weights not in wanted:
@@ -72,7 +82,9 @@ def _entry_table(title: str, entries: list[CachedWeights], extra: dict[str, list
     for column in ("name", "tag", "size", *extra, "path"):
         table.add_column(column, overflow="fold")
     for i, entry in enumerate(entries):
-        table.add_row(entry.name, entry.tag, _size(entry.size), *(values[i] for values in extra.values()), str(entry.location))
+        table.add_row(
+            entry.name, entry.tag, _size(entry.size), *(values[i] for values in extra.values()), str(entry.location)
+        )
     return table
 
 
@@ -84,7 +96,9 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def pull(references: list[str] | tuple[str, ...], cache: str | Path | None = None, console: Console | None = None) -> list[CachedWeights]:
+def pull(
+    references: list[str] | tuple[str, ...], cache: str | Path | None = None, console: Console | None = None
+) -> list[CachedWeights]:
     """Download what the recipes / encoders need into the cache (the libraries' progress bars show each file)."""
     console = console or Console()
     where = weights_cache(cache)
@@ -94,7 +108,9 @@ def pull(references: list[str] | tuple[str, ...], cache: str | Path | None = Non
         pulled.append(pull_weights(weights, where, console, setting=weights.reference))
     if pulled:
         console.print(_entry_table(f"weights cache {where.describe()}", pulled, {"": status}))
-    console.print(f"{len(pulled)} entr{'y' if len(pulled) == 1 else 'ies'} ({_size(sum(e.size for e in pulled))}) in {where.describe()}")
+    console.print(
+        f"{len(pulled)} entr{'y' if len(pulled) == 1 else 'ies'} ({_size(sum(e.size for e in pulled))}) in {where.describe()}"
+    )
     return pulled
 
 
@@ -104,7 +120,7 @@ def _recipe_needs(console: Console) -> list[tuple[str, PretrainedWeights]]:
         try:
             weights = _recipe_weights(name)
         except CompkitError as e:  # a broken recipe in ./recipes is reported, not fatal to the listing
-            console.print(f"[yellow]warning:[/yellow] recipe {name}: {e}")
+            warn(f"recipe {name}", str(e), console)
             continue
         if weights is not None and weights.path is None:
             needs.append((name, weights))
@@ -127,20 +143,35 @@ def list_weights(cache: str | Path | None = None, console: Console | None = None
         for name, weights in missing:
             table.add_row(name, weights.name, weights.tag, f"compkit weights pull {name}{where.option}")
         console.print(table)
-    console.print(f"{len(entries)} cached entr{'y' if len(entries) == 1 else 'ies'}, {_size(sum(e.size for e in entries))}")
+    console.print(
+        f"{len(entries)} cached entr{'y' if len(entries) == 1 else 'ies'}, {_size(sum(e.size for e in entries))}"
+    )
     return [
-        {"name": e.name, "tag": e.tag, "size": e.size, "path": str(e.location), "serves": names.split(", ") if names else []}
+        {
+            "name": e.name,
+            "tag": e.tag,
+            "size": e.size,
+            "path": str(e.location),
+            "serves": names.split(", ") if names else [],
+        }
         for e, names in zip(entries, served, strict=True)
     ]
 
 
-def export(out: str | Path, references: list[str] | tuple[str, ...] = (), cache: str | Path | None = None, console: Console | None = None) -> Path:
+def export(
+    out: str | Path,
+    references: list[str] | tuple[str, ...] = (),
+    cache: str | Path | None = None,
+    console: Console | None = None,
+) -> Path:
     """Copy the entries ``references`` need (default: every cached entry) into ``out`` for an offline machine."""
     console = console or Console()
     out = Path(out)
     source = weights_cache(cache)
     if references:
-        entries = [require(weights, source, setting=weights.reference) for weights in resolve_references(references, console)]
+        entries = [
+            require(weights, source, setting=weights.reference) for weights in resolve_references(references, console)
+        ]
     else:
         entries = cached_entries(source)
     if not entries:
@@ -148,7 +179,15 @@ def export(out: str | Path, references: list[str] | tuple[str, ...] = (), cache:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise CompkitError(out, "exists and is not a compkit weights export: name a new folder")
     total = sum(e.size for e in entries)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
     with progress, AtomicFolder(out) as staging:
         task = progress.add_task("copying", total=total)
 
@@ -162,7 +201,7 @@ def export(out: str | Path, references: list[str] | tuple[str, ...] = (), cache:
             copy_entry(entry, staging, copy)
         manifest = [{**entry.record(), "path": str(_exported_path(entry, out))} for entry in entries]
         write_json(staging / MANIFEST, {"version": 1, "entries": manifest})
-    exported = WeightsCache(out / "hub", out, out)
+    exported = folder_cache(out)
     console.print(_entry_table(f"exported to {out}", cached_entries(exported)))
     console.print(
         f"wrote {out} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)}); on the offline machine: "
@@ -174,4 +213,4 @@ def export(out: str | Path, references: list[str] | tuple[str, ...] = (), cache:
 def _exported_path(entry: CachedWeights, out: Path) -> Path:
     if entry.repo_id is None:
         return out / entry.library / entry.file.name
-    return repo_folder(WeightsCache(out / "hub", out, out), entry.repo_id) / "snapshots" / entry.revision / entry.file.name
+    return snapshot_folder(folder_cache(out), entry.repo_id, entry.revision) / entry.file.name

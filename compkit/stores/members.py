@@ -8,6 +8,7 @@ image's original size) and ``<case>.pkl`` beside each segmentation, and copies t
 ``dataset.json`` written by ``compkit export nnunet`` maps cases back to image ids and channels to classes: label
 values (softmax channels, one per value) or regions (sigmoid channels, one per class).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,15 +19,17 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from compkit.util.errors import CompkitError
-from compkit.util.fileio import read_json, read_text
 from compkit.data.splits import fingerprint, load_splits, splits_path
 from compkit.evaluation.postprocess import RULES
-from compkit.util.registry import did_you_mean
+from compkit.stores.probabilities import OOF_STORE, STORE_INDEX, TEST_STORE, Store, quantise, resample
 from compkit.training.runs import RECIPE_FILE, data_root_of, fold_dirs, read_run_record, recipe_difference, saved_recipe
-from compkit.stores.probabilities import Store, quantise, resample
+from compkit.util.errors import CompkitError, warn
+from compkit.util.fileio import read_json, read_text
+from compkit.util.registry import did_you_mean
 
+ENSEMBLES_DIR = "ensembles"  # where `compkit ensemble` writes and `compkit submit` looks, by default
 MEMBERS_FILE = "members.json"
+NNUNET_INFO_FILE = "dataset.json"  # nnU-Net's dataset description, copied beside its predictions
 NNUNET_KEY = "compkit"  # compkit's entry in an exported nnU-Net dataset.json: classes, mode, case -> image id
 THRESHOLDS_FILE = "thresholds.json"
 POSTPROCESS_FILE = "postprocess.json"
@@ -108,13 +111,21 @@ class NnunetStore:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        info_path = folder / "dataset.json"
+        info_path = folder / NNUNET_INFO_FILE
         if not info_path.is_file():
-            raise CompkitError(folder, "nnU-Net predictions without dataset.json (nnUNetv2_predict copies it): cannot tell classes and cases")
+            raise CompkitError(
+                folder,
+                f"nnU-Net predictions without {NNUNET_INFO_FILE} (nnUNetv2_predict copies it): "
+                "cannot tell classes and cases",
+            )
         info = read_json(info_path)
         ours = info.get(NNUNET_KEY) if isinstance(info, dict) else None
         if not isinstance(ours, dict) or not isinstance(ours.get("cases"), dict):
-            raise CompkitError(info_path, "no compkit entry: predict with a model trained on a `compkit export nnunet` dataset (its dataset.json maps cases to images)")
+            raise CompkitError(
+                info_path,
+                f"no compkit entry: predict with a model trained on a `compkit export nnunet` dataset "
+                f"(its {NNUNET_INFO_FILE} maps cases to images)",
+            )
         labels = info.get("labels") or {}
         self.classes: list[str] = list(ours["classes"])
         self.data_root: str | None = ours.get("data_root")
@@ -125,10 +136,13 @@ class NnunetStore:
             values = sorted(int(v) for k, v in labels.items() if k != "ignore")
             self.channels = [values.index(int(labels[c])) for c in self.classes]
         found = {p.stem: p for p in sorted(folder.glob("*.npz"))}
-        self.entries = {ours["cases"][case]: {"file": path.name} for case, path in found.items() if case in ours["cases"]}
+        self.entries = {
+            ours["cases"][case]: {"file": path.name} for case, path in found.items() if case in ours["cases"]
+        }
         unknown = sorted(set(found) - set(ours["cases"]))
         if unknown:
-            raise CompkitError(folder / f"{unknown[0]}.npz", "a case that dataset.json's compkit entry does not know")
+            problem = f"a case that {NNUNET_INFO_FILE}'s compkit entry does not know"
+            raise CompkitError(folder / f"{unknown[0]}.npz", problem)
         if not self.entries:
             raise CompkitError(folder, "no <case>.npz files (run nnUNetv2_predict with --save_probabilities)")
         self.image_ids = list(self.entries)
@@ -146,7 +160,10 @@ class NnunetStore:
         if probs.ndim == 4 and probs.shape[1] == 1:
             probs = probs[:, 0]
         if probs.ndim != 3 or probs.shape[0] <= max(self.channels):
-            raise CompkitError(path, f"probabilities of shape {probs.shape}: expected (C, 1, H, W) with {max(self.channels) + 1}+ channels")
+            raise CompkitError(
+                path,
+                f"probabilities of shape {probs.shape}: expected (C, 1, H, W) with {max(self.channels) + 1}+ channels",
+            )
         self._sizes[image_id] = (int(probs.shape[1]), int(probs.shape[2]))
         return np.clip(probs[self.channels].astype(np.float32), 0.0, 1.0)
 
@@ -166,7 +183,7 @@ class NnunetStore:
 
 
 def is_nnunet_output(path: Path) -> bool:
-    return path.is_dir() and not (path / "index.json").is_file() and next(path.glob("*.npz"), None) is not None
+    return path.is_dir() and not (path / STORE_INDEX).is_file() and next(path.glob("*.npz"), None) is not None
 
 
 def _check_consistent(path: Path, stores: list[Store]) -> None:
@@ -233,7 +250,9 @@ def read_postprocess(path: Path, classes: list[str]) -> dict[str, dict]:
         if not isinstance(rule, dict) or rule.get("rule") not in RULES:
             raise CompkitError(path, f"{name}: rule must be one of {', '.join(RULES)}, got {rule!r}")
         if rule["rule"] == "min_size" and not is_fraction(rule.get("min_area")):
-            raise CompkitError(path, f"{name}: min_area {rule.get('min_area')!r} is not a fraction of the image between 0 and 1")
+            raise CompkitError(
+                path, f"{name}: min_area {rule.get('min_area')!r} is not a fraction of the image between 0 and 1"
+            )
     return data
 
 
@@ -267,31 +286,35 @@ def open_member(path: str | Path, mixed_folds: bool = False) -> Member:
         info = read_members_file(path / MEMBERS_FILE)
         if info["kind"] == "csv":
             return Member(path / VOTE_CSV, "csv", data_root=info.get("data_root"))
-        member = Member(path, "stores", [Store(path / "test")], data_root=info.get("data_root"), families=list(info.get("families") or []))
+        families = list(info.get("families") or [])
+        member = Member(path, "stores", [Store(path / TEST_STORE)], data_root=info.get("data_root"), families=families)
         member.splits_fingerprints = [info["splits_fingerprint"]] if info.get("splits_fingerprint") else []
         member.splits_file = info.get("splits_file")
-        if (path / "oof" / "index.json").is_file():
-            member.oof_stores = [Store(path / "oof")]
+        if (path / OOF_STORE / STORE_INDEX).is_file():
+            member.oof_stores = [Store(path / OOF_STORE)]
         if (path / THRESHOLDS_FILE).is_file():
             member.thresholds = read_thresholds(path / THRESHOLDS_FILE, member.classes)
         if (path / POSTPROCESS_FILE).is_file():
             member.postprocess = read_postprocess(path / POSTPROCESS_FILE, member.classes)
         return member
-    if (path / "index.json").is_file():
+    if (path / STORE_INDEX).is_file():
         return Member(path, "stores", [Store(path)])
     if is_nnunet_output(path):
         store = NnunetStore(path)
         return Member(path, "stores", [store], data_root=store.data_root, families=["nnunet"])
     folds = fold_dirs(path)
-    missing = [f for f in folds if not (f / "test" / "index.json").is_file()]
+    missing = [f for f in folds if not (f / TEST_STORE / STORE_INDEX).is_file()]
     if missing:
         raise CompkitError(missing[0], "no test store: run `compkit predict` on it first")
     disagreement = folds_disagree(folds)
     if disagreement and not mixed_folds:
-        raise CompkitError(path, f"its folds are not one experiment: {disagreement} (pass --mixed-folds to ensemble them anyway)")
+        raise CompkitError(
+            path, f"its folds are not one experiment: {disagreement} (pass --mixed-folds to ensemble them anyway)"
+        )
     root, family = _fold_facts(folds[0])
-    member = Member(path, "stores", [Store(f / "test") for f in folds], data_root=root, families=[family] if family else [])
-    member.oof_stores = [Store(f / "oof") for f in folds if (f / "oof" / "index.json").is_file()]
+    stores = [Store(f / TEST_STORE) for f in folds]
+    member = Member(path, "stores", stores, data_root=root, families=[family] if family else [])
+    member.oof_stores = [Store(f / OOF_STORE) for f in folds if (f / OOF_STORE / STORE_INDEX).is_file()]
     records = [read_run_record(f) for f in folds]
     member.splits_fingerprints = sorted({r["splits_fingerprint"] for r in records if r.get("splits_fingerprint")})
     member.splits_file = next((r["splits_file"] for r in records if r.get("splits_file")), None)
@@ -303,7 +326,9 @@ def check_covers(member: Member, dataset) -> None:
     """The member must have probabilities for every image of ``dataset`` (a stale store lacks new ones)."""
     missing = [s.image_id for s in dataset.samples if s.image_id not in member.test_stores[0].entries]
     if missing:
-        raise CompkitError(member.path, f"no probabilities for {len(missing)} test images (first: {missing[0]}); predict again")
+        raise CompkitError(
+            member.path, f"no probabilities for {len(missing)} test images (first: {missing[0]}); predict again"
+        )
 
 
 def current_splits_file(member: Member, data_root: str | Path) -> Path:
@@ -324,7 +349,9 @@ def check_member_split(member: Member, data_root: str | Path) -> None:
     current = fingerprint(load_splits(data_root, path))
     if any(f != current for f in member.splits_fingerprints):
         raise CompkitError(
-            member.path, f"its out-of-fold predictions were made with another split than {path} holds now: they are not out-of-fold (retrain, or restore that splits file)"
+            member.path,
+            f"its out-of-fold predictions were made with another split than {path} holds now: they are not "
+            "out-of-fold (retrain, or restore that splits file)",
         )
 
 
@@ -350,7 +377,7 @@ def resolve_thresholds(member: Member, threshold: str, console: Console) -> np.n
         if member.thresholds:
             return member.threshold_vector()
         if threshold == "tuned":
-            console.print(f"[yellow]warning:[/yellow] {member.path} has no tuned thresholds (no out-of-fold stores); using 0.5")
+            warn(None, f"{member.path} has no tuned thresholds (no out-of-fold stores); using 0.5", console)
         return np.full(len(member.classes), 0.5, np.float32)
     try:
         value = float(threshold)

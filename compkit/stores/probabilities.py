@@ -10,6 +10,7 @@ Layout of a store folder (``runs/<name>/fold<k>/oof/``, ``.../test/``, ``ensembl
 which part of the original image the probabilities cover (``data.crop_border``), the rest being background. A store is written into a hidden staging
 folder and renamed into place when complete, so a store with an ``index.json`` is always whole.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,6 +25,9 @@ from compkit.util.fileio import AtomicFolder, read_json, write_problem
 
 STORE_VERSION = 1
 DTYPES = ("uint8", "float16")
+STORE_INDEX = "index.json"  # written last: a store with one is whole
+OOF_STORE = "oof"  # a fold's (or ensemble's) store of its out-of-fold validation images
+TEST_STORE = "test"  # a fold's (or ensemble's) store of the test images
 
 
 def file_name(image_id: str) -> str:
@@ -39,7 +43,13 @@ def quantise(probs: np.ndarray, dtype: str) -> np.ndarray:
 class StoreWriter:
     """Write a store image by image; ``close()`` writes the index and renames the store into place."""
 
-    def __init__(self, folder: str | Path, classes: list[str] | tuple[str, ...], resolution: tuple[int, int], dtype: str = "uint8"):
+    def __init__(
+        self,
+        folder: str | Path,
+        classes: list[str] | tuple[str, ...],
+        resolution: tuple[int, int],
+        dtype: str = "uint8",
+    ):
         if dtype not in DTYPES:
             raise CompkitError(folder, f"store dtype must be one of {DTYPES}, got {dtype!r}")
         self.folder = Path(folder)
@@ -50,10 +60,18 @@ class StoreWriter:
         self.atomic = AtomicFolder(self.folder)
         self.staging = self.atomic.staging
 
-    def write(self, image_id: str, probs: np.ndarray, original_size: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> None:
+    def write(
+        self,
+        image_id: str,
+        probs: np.ndarray,
+        original_size: tuple[int, int],
+        box: tuple[int, int, int, int] | None = None,
+    ) -> None:
         """``box`` (y0, y1, x0, x1): the part of the original image the probabilities cover (default: all of it)."""
         if probs.shape != (len(self.classes), *self.resolution):
-            raise ValueError(f"{image_id}: probabilities of shape {probs.shape}, store wants {(len(self.classes), *self.resolution)}")
+            raise ValueError(
+                f"{image_id}: probabilities of shape {probs.shape}, store wants {(len(self.classes), *self.resolution)}"
+            )
         if not np.isfinite(probs).all():
             raise CompkitError(image_id, "probabilities contain NaN or infinity")
         name = file_name(image_id)
@@ -77,10 +95,10 @@ class StoreWriter:
             "images": self.images,
         }
         try:
-            (self.staging / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False), encoding="utf-8")
+            (self.staging / STORE_INDEX).write_text(json.dumps(index, indent=1, ensure_ascii=False), encoding="utf-8")
         except OSError as e:
             self.abort()
-            raise CompkitError(self.folder / "index.json", f"cannot write: {e.strerror or e}") from None
+            raise CompkitError(self.folder / STORE_INDEX, f"cannot write: {e.strerror or e}") from None
         return self.atomic.commit()
 
     def abort(self) -> None:
@@ -101,16 +119,16 @@ class Store:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        if not (self.folder / "index.json").is_file():
-            raise CompkitError(self.folder, "not a probability store (no index.json)")
-        index = read_json(self.folder / "index.json")
+        if not (self.folder / STORE_INDEX).is_file():
+            raise CompkitError(self.folder, f"not a probability store (no {STORE_INDEX})")
+        index = read_json(self.folder / STORE_INDEX)
         try:
             self.classes: list[str] = list(index["classes"])
             self.resolution: tuple[int, int] = tuple(index["resolution"])
             self.dtype: str = index["dtype"]
             self.entries = {e["id"]: e for e in index["images"]}
         except (KeyError, TypeError) as e:
-            raise CompkitError(self.folder / "index.json", f"malformed store index (missing {e})") from None
+            raise CompkitError(self.folder / STORE_INDEX, f"malformed store index (missing {e})") from None
         self.image_ids = list(self.entries)
 
     def original_size(self, image_id: str) -> tuple[int, int]:
@@ -128,7 +146,9 @@ class Store:
         except (OSError, ValueError, EOFError) as e:
             raise CompkitError(path, f"unreadable or truncated store file ({e})") from None
         if data.shape != (len(self.classes), *self.resolution):
-            raise CompkitError(path, f"store file has shape {data.shape}, index says {(len(self.classes), *self.resolution)}")
+            raise CompkitError(
+                path, f"store file has shape {data.shape}, index says {(len(self.classes), *self.resolution)}"
+            )
         return data
 
     def read(self, image_id: str, resolution: tuple[int, int] | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ Its columns are recognised by their values: the image column holds the test imag
 extension, or relative paths), the class column the classes, the remaining one the RLE; a column such as
 ``Image_Label`` holding ``<image>_<class>`` keys, or one column per class, works too.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,13 +25,14 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from compkit.submission import rle as rle_codec
 from compkit.data import Sample, SegmentationDataset
+from compkit.submission import rle as rle_codec
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, open_text
 from compkit.util.imageio import IMAGE_SUFFIXES
 
 HEADER = ("image_name", "class", "rle")
+SUBMISSIONS_DIR = "submissions"  # where `compkit submit` writes <name>.csv by default
 NAME_FORMS = ("name", "stem", "path", "path_stem")
 KEY_SEPARATORS = ("_", "-", "|", ":")
 IMAGE, CLASS, RLE, KEY = "image", "class", "rle", "key"
@@ -138,7 +140,10 @@ def name_in_form(image_id: str, form: str) -> str:
 
 
 def _names(dataset: SegmentationDataset, form: str | None) -> dict[str, str]:
-    names = {s.image_id: (dataset.submission_name(s) if form is None else name_in_form(s.image_id, form)) for s in dataset.samples}
+    names = {
+        s.image_id: (dataset.submission_name(s) if form is None else name_in_form(s.image_id, form))
+        for s in dataset.samples
+    }
     seen: dict[str, str] = {}
     for image_id, name in names.items():
         if name in seen:
@@ -195,12 +200,20 @@ def _sample_roles(
 
     class_cols = [j for j in range(width) if columns[j] and set(columns[j]) <= classes]
     wide_cols = [j for j in range(width) if header[j].strip() in classes]
-    image_cols = sorted(((image_form(columns[j]), j) for j in range(width) if j not in class_cols and j not in wide_cols), key=lambda t: -t[0][0])
+    image_cols = sorted(
+        ((image_form(columns[j]), j) for j in range(width) if j not in class_cols and j not in wide_cols),
+        key=lambda t: -t[0][0],
+    )
     if image_cols and image_cols[0][0][0] > 0.5:
         (share, form), image_col = image_cols[0]
         if matching and share < 1.0:
-            unknown = next((i for i, v in enumerate(columns[image_col]) if v not in (own if form is None else forms[form])), 0)
-            raise CompkitError(path, f"line {unknown + 2}: sample lists image {columns[image_col][unknown]!r}, which is not in the {dataset.split} set")
+            unknown = next(
+                (i for i, v in enumerate(columns[image_col]) if v not in (own if form is None else forms[form])), 0
+            )
+            raise CompkitError(
+                path,
+                f"line {unknown + 2}: sample lists image {columns[image_col][unknown]!r}, which is not in the {dataset.split} set",
+            )
         roles = ["extra"] * width
         roles[image_col] = IMAGE
         if class_cols and not (len(wide_cols) == len(classes) and len(classes) > 1):
@@ -215,7 +228,10 @@ def _sample_roles(
         elif len(classes) == 1 and width == 2:  # one class, no class column: `id,rle`
             roles[1 - image_col] = f"class:{dataset.classes[0]}"
         else:
-            raise CompkitError(path, f"no class column and no column per class ({', '.join(dataset.classes)}) in the header {','.join(header)}")
+            raise CompkitError(
+                path,
+                f"no class column and no column per class ({', '.join(dataset.classes)}) in the header {','.join(header)}",
+            )
         extra = [header[j] for j in range(width) if roles[j] == "extra"]
         if extra:
             raise CompkitError(path, f"cannot tell what column {extra[0]!r} holds (neither image, class nor RLE)")
@@ -229,10 +245,20 @@ def _sample_roles(
                     roles = [KEY, KEY]
                     roles[1 - j] = RLE
                     return tuple(roles), form, sep
-    raise CompkitError(path, f"cannot match the sample's columns ({','.join(header)}) to the {dataset.split} images and the classes ({', '.join(dataset.classes)})")
+    raise CompkitError(
+        path,
+        f"cannot match the sample's columns ({','.join(header)}) to the {dataset.split} images and the classes ({', '.join(dataset.classes)})",
+    )
 
 
-def _sample_rows(path: Path, layout_roles: tuple[str, ...], sep: str, rows: list[list[str]], dataset: SegmentationDataset, names: dict[str, str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _sample_rows(
+    path: Path,
+    layout_roles: tuple[str, ...],
+    sep: str,
+    rows: list[list[str]],
+    dataset: SegmentationDataset,
+    names: dict[str, str],
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The sample's rows as (image name, classes), checked: every image and class exactly once."""
     probe = SubmissionLayout(tuple(layout_roles), layout_roles, (), names, key_sep=sep, classes=dataset.classes)
     result: list[tuple[str, tuple[str, ...]]] = []
@@ -244,13 +270,17 @@ def _sample_rows(path: Path, layout_roles: tuple[str, ...], sep: str, rows: list
         for cell in cells:
             key = (cell.image_name, cell.class_name)
             if key in seen:
-                raise CompkitError(path, f"line {line}: sample has {key[0]} / {key[1]} twice (first on line {seen[key]})")
+                raise CompkitError(
+                    path, f"line {line}: sample has {key[0]} / {key[1]} twice (first on line {seen[key]})"
+                )
             seen[key] = line
         result.append((cells[0].image_name, tuple(c.class_name for c in cells)))
     if dataset.split == "test":
         missing = [(n, c) for n in names.values() for c in dataset.classes if (n, c) not in seen]
         if missing:
-            raise CompkitError(path, f"sample has no row for {missing[0][0]} / {missing[0][1]} ({len(missing)} test rows missing)")
+            raise CompkitError(
+                path, f"sample has no row for {missing[0][0]} / {missing[0][1]} ({len(missing)} test rows missing)"
+            )
     return tuple(result)
 
 
@@ -271,8 +301,13 @@ def submission_layout(dataset: SegmentationDataset, sample: str | Path | None = 
             roles = (IMAGE, CLASS, RLE)
             rows = tuple((names[s.image_id], (c,)) for s in dataset.samples for c in classes)
         if len(header) != len(roles):
-            raise CompkitError(dataset.root, f"submission header {','.join(header)} has {len(header)} columns, the layout needs {len(roles)}")
-        return SubmissionLayout(tuple(header), roles, rows, names, dataset.rle_order, conventions.empty, classes=classes)
+            raise CompkitError(
+                dataset.root,
+                f"submission header {','.join(header)} has {len(header)} columns, the layout needs {len(roles)}",
+            )
+        return SubmissionLayout(
+            tuple(header), roles, rows, names, dataset.rle_order, conventions.empty, classes=classes
+        )
 
     table = _read_csv(sample_path)
     if not table:
@@ -283,10 +318,19 @@ def submission_layout(dataset: SegmentationDataset, sample: str | Path | None = 
     if dataset.split == "test":
         rows = _sample_rows(sample_path, roles, sep, body, dataset, names)
     elif any(r.startswith("class:") for r in roles):
-        rows = tuple((names[s.image_id], tuple(r.removeprefix("class:") for r in roles if r.startswith("class:"))) for s in dataset.samples)
+        rows = tuple(
+            (names[s.image_id], tuple(r.removeprefix("class:") for r in roles if r.startswith("class:")))
+            for s in dataset.samples
+        )
     else:
         rows = tuple((names[s.image_id], (c,)) for s in dataset.samples for c in classes)
-    rle_cells = [r[j].strip() for r in body for j, role in enumerate(roles) if role == RLE or role.startswith("class:") if j < len(r)]
+    rle_cells = [
+        r[j].strip()
+        for r in body
+        for j, role in enumerate(roles)
+        if role == RLE or role.startswith("class:")
+        if j < len(r)
+    ]
     empty = conventions.empty or ("-1" if rle_cells and all(v == "-1" for v in rle_cells) else "")
     return SubmissionLayout(tuple(header), roles, rows, names, dataset.rle_order, empty, sep, sample_path, classes)
 
@@ -309,7 +353,9 @@ class RowWriter:
     def add(self, image_name: str, class_name: str, rle: str) -> None:
         name, classes = self.layout.rows[self.position]
         if name != image_name or class_name not in classes or class_name in self.pending:
-            raise ValueError(f"cell {image_name} / {class_name} out of the layout's order (expected {name} / {classes})")
+            raise ValueError(
+                f"cell {image_name} / {class_name} out of the layout's order (expected {name} / {classes})"
+            )
         self.pending[class_name] = rle
         if len(self.pending) == len(classes):
             self.writer.writerow(self.layout.cells(name, self.pending))
@@ -339,13 +385,17 @@ def read_rows(path: str | Path, layout: SubmissionLayout | None = None) -> Itera
             for line, fields in enumerate(reader, start=2):
                 if len(fields) != len(roles):
                     names = ",".join(header)
-                    raise CompkitError(path, f"line {line}: expected {len(roles)} fields ({names}), found {len(fields)}")
+                    raise CompkitError(
+                        path, f"line {line}: expected {len(roles)} fields ({names}), found {len(fields)}"
+                    )
                 yield from parser.parse(fields, line)
         except (csv.Error, UnicodeDecodeError) as e:
             raise CompkitError(path, f"line {reader.line_num}: not a valid CSV row ({e})") from None
 
 
-def validate(path: str | Path, dataset: SegmentationDataset, check_rle: bool = True, layout: SubmissionLayout | None = None) -> list[Row]:
+def validate(
+    path: str | Path, dataset: SegmentationDataset, check_rle: bool = True, layout: SubmissionLayout | None = None
+) -> list[Row]:
     """Check a submission against the dataset: rows, order, classes and (optionally) every RLE string.
 
     Returns the rows in file order (one per image and class). The first problem raises CompkitError naming its line.
@@ -365,18 +415,23 @@ def validate(path: str | Path, dataset: SegmentationDataset, check_rle: bool = T
         if row.image_name not in images:
             raise CompkitError(path, f"line {row.line}: image {row.image_name!r} is not in the {dataset.split} set")
         if key in seen:
-            raise CompkitError(path, f"line {row.line}: duplicate row for {row.image_name} / {row.class_name} (first on line {seen[key]})")
+            raise CompkitError(
+                path,
+                f"line {row.line}: duplicate row for {row.image_name} / {row.class_name} (first on line {seen[key]})",
+            )
         seen[key] = row.line
     if len(seen) < len(expected):
         missing = [key for key in expected if key not in seen]
         raise CompkitError(
-            path, f"{len(missing)} missing rows ({len(rows)} of {len(expected)} present); first missing: {missing[0][0]} / {missing[0][1]}"
+            path,
+            f"{len(missing)} missing rows ({len(rows)} of {len(expected)} present); first missing: {missing[0][0]} / {missing[0][1]}",
         )
     for i, row in enumerate(rows):
         if position[(row.image_name, row.class_name)] != i:
             want = expected[i]
             raise CompkitError(
-                path, f"line {row.line}: wrong row order: expected {want[0]} / {want[1]}, found {row.image_name} / {row.class_name}"
+                path,
+                f"line {row.line}: wrong row order: expected {want[0]} / {want[1]}, found {row.image_name} / {row.class_name}",
             )
     if check_rle:
         shapes = {layout.names[s.image_id]: dataset.image_shape(s) for s in dataset.samples}
@@ -384,7 +439,9 @@ def validate(path: str | Path, dataset: SegmentationDataset, check_rle: bool = T
             try:
                 layout.check_rle(row.rle, shapes[row.image_name])
             except ValueError as e:
-                raise CompkitError(path, f"line {row.line} ({row.image_name} / {row.class_name}): bad RLE: {e}") from None
+                raise CompkitError(
+                    path, f"line {row.line} ({row.image_name} / {row.class_name}): bad RLE: {e}"
+                ) from None
     return rows
 
 
@@ -424,7 +481,9 @@ def write_submission(
     def encoded(sample: Sample) -> dict[str, str]:
         mask = mask_for(sample)
         if mask.shape[0] != len(dataset.classes):
-            raise ValueError(f"mask for {sample.image_id} has {mask.shape[0]} channels, expected {len(dataset.classes)}")
+            raise ValueError(
+                f"mask for {sample.image_id} has {mask.shape[0]} channels, expected {len(dataset.classes)}"
+            )
         return {c: layout.encode(mask[class_index[c]]) for c in dataset.classes}
 
     with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
@@ -456,7 +515,10 @@ def write_submission(
 def convert_rows(rows: list[Row], source: SubmissionLayout, target: SubmissionLayout, handle: IO[str]) -> None:
     """Rewrite a validated submission's rows (in ``source``'s layout) in ``target``'s layout."""
     to_id = {name: image_id for image_id, name in source.names.items()}
-    cells = {(target.names[to_id[r.image_name]], r.class_name): ("" if source.is_empty(r.rle) else r.rle.strip()) for r in rows}
+    cells = {
+        (target.names[to_id[r.image_name]], r.class_name): ("" if source.is_empty(r.rle) else r.rle.strip())
+        for r in rows
+    }
     writer = RowWriter(handle, target)
     for name, classes in target.rows:
         for c in classes:

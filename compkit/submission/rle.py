@@ -4,6 +4,7 @@ Format: the mask is flattened (row-major "C" for the hand-bone competition, colu
 competitions), then written as space-separated ``start length`` pairs, ``start`` 1-based and absolute.
 An empty mask is the empty string.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ tissue, overlapping bones brighter still), with per-patient pose, size, finger f
 occasional rings and wrist implants, and noise. Test ground truth is written beside the dataset in
 ``DATA_gt/outputs_json`` so that submissions can be scored locally.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.progress import Progress
 
 from compkit.data.classes import HANDBONE_CLASSES
+from compkit.synthetic.base import SYNTH_KINDS, SynthRequest
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, write_png
 
@@ -25,10 +26,34 @@ from compkit.util.fileio import atomic_write, write_png
 # from vertical, bone lengths, bone widths), in units of the image size, for a right hand.
 FINGERS = (
     (("finger-3", "finger-2", "finger-1"), (0.418, 0.700), -40.0, (0.125, 0.088, 0.062), (0.034, 0.030, 0.027)),
-    (("finger-7", "finger-6", "finger-5", "finger-4"), (0.447, 0.652), -9.0, (0.190, 0.110, 0.066, 0.048), (0.030, 0.027, 0.023, 0.021)),
-    (("finger-11", "finger-10", "finger-9", "finger-8"), (0.503, 0.648), 0.0, (0.200, 0.122, 0.078, 0.052), (0.032, 0.028, 0.024, 0.021)),
-    (("finger-15", "finger-14", "finger-13", "finger-12"), (0.558, 0.655), 8.0, (0.184, 0.114, 0.072, 0.048), (0.029, 0.026, 0.022, 0.020)),
-    (("finger-19", "finger-18", "finger-17", "finger-16"), (0.607, 0.676), 18.0, (0.158, 0.088, 0.052, 0.036), (0.026, 0.022, 0.019, 0.016)),
+    (
+        ("finger-7", "finger-6", "finger-5", "finger-4"),
+        (0.447, 0.652),
+        -9.0,
+        (0.190, 0.110, 0.066, 0.048),
+        (0.030, 0.027, 0.023, 0.021),
+    ),
+    (
+        ("finger-11", "finger-10", "finger-9", "finger-8"),
+        (0.503, 0.648),
+        0.0,
+        (0.200, 0.122, 0.078, 0.052),
+        (0.032, 0.028, 0.024, 0.021),
+    ),
+    (
+        ("finger-15", "finger-14", "finger-13", "finger-12"),
+        (0.558, 0.655),
+        8.0,
+        (0.184, 0.114, 0.072, 0.048),
+        (0.029, 0.026, 0.022, 0.020),
+    ),
+    (
+        ("finger-19", "finger-18", "finger-17", "finger-16"),
+        (0.607, 0.676),
+        18.0,
+        (0.158, 0.088, 0.052, 0.036),
+        (0.026, 0.022, 0.019, 0.016),
+    ),
 )
 JOINT_GAP = 0.007
 # Carpal bones as ellipses (centre x, centre y, radius x, radius y, angle in degrees); neighbours overlap
@@ -103,7 +128,7 @@ def hand_bones(pose: Pose, rng: np.random.Generator) -> dict[str, np.ndarray]:
                 direction += pose.flex[f, j]
             rad = math.radians(direction)
             end = point + length * np.array([math.sin(rad), -math.cos(rad)])
-            bones[name] = _capsule(point, end, width * pose.width * pose.scale ** 0.2)
+            bones[name] = _capsule(point, end, width * pose.width * pose.scale**0.2)
             point = end + JOINT_GAP * np.array([math.sin(rad), -math.cos(rad)])
     for name, (cx, cy, rx, ry, ang) in CARPALS.items():
         jitter = rng.normal(0, 0.04, 18)
@@ -172,7 +197,11 @@ def render(bones: dict[str, np.ndarray], pose: Pose, size: int, rng: np.random.G
         pts = np.concatenate([bones[c].mean(axis=0, keepdims=True) for c in chain[0]]).astype(np.int32)
         width = int(max(3, 2.3 * np.ptp(bones[chain[0][-1]][:, 0]).clip(min=1) * 0.9))
         cv2.polylines(tissue, [pts], False, 255, thickness=width)
-    palm = [b for name, b in bones.items() if name in CARPALS or name in FOREARM or name.endswith(("-3", "-7", "-11", "-15", "-19"))]
+    palm = [
+        b
+        for name, b in bones.items()
+        if name in CARPALS or name in FOREARM or name.endswith(("-3", "-7", "-11", "-15", "-19"))
+    ]
     cv2.fillPoly(tissue, [cv2.convexHull(np.concatenate(palm))], 255)
     tissue = cv2.GaussianBlur(tissue, (0, 0), 3.0 * scale)
 
@@ -241,36 +270,34 @@ def _write_label(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
+@SYNTH_KINDS.register("handbone", description="hand X-rays, 29 bones (the hand-bone competition's layout)")
 def write_handbone(
-    data: Path,
-    gt: Path,
-    patients: int,
-    test_patients: int,
-    size: int,
-    seed: int,
-    progress: Progress,
+    request: SynthRequest,
+    *,
     contrast: float = 1.0,
     noise: float = 1.0,
     bone_width: float = 1.0,
     aspect: float = 1.0,
     forearm_out: float = 0.0,
 ) -> str:
-    """The hand-bone layout into ``data`` (test labels into ``gt``); returns a one-line summary. Variants (the
-    defaults give the standard data exactly): ``contrast`` scales the bones' brightness over the soft tissue,
-    ``noise`` the noise, ``bone_width`` the fingers' and metacarpals' widths; ``aspect`` < 1 crops each image to a
-    portrait ``size * aspect`` x ``size`` (width x height); ``forearm_out`` > 0 lets the Radius and Ulna polygons run
-    on past the bottom edge by up to that fraction of the size, as annotators of real X-rays draw them (the image
-    is the same)."""
+    """The hand-bone layout into ``request.data`` (test labels into ``request.gt``); returns a one-line summary.
+    Variants (the defaults give the standard data exactly): ``contrast`` scales the bones' brightness over the soft
+    tissue, ``noise`` the noise, ``bone_width`` the fingers' and metacarpals' widths; ``aspect`` < 1 crops each image
+    to a portrait ``size * aspect`` x ``size`` (width x height); ``forearm_out`` > 0 lets the Radius and Ulna polygons
+    run on past the bottom edge by up to that fraction of the size, as annotators of real X-rays draw them (the
+    image is the same)."""
     if not 0.3 <= aspect <= 1.0:
         raise CompkitError("aspect", f"must be within 0.3..1 (portrait crops of the square image), got {aspect}")
     if not 0.0 <= forearm_out <= 1.0:
         raise CompkitError("forearm_out", f"must be within 0..1 (a fraction of the image size), got {forearm_out}")
+    data, gt, size, seed = request.data, request.gt, request.size, request.seed
+    patients, test_patients = request.patients, request.test_patients
     rng = np.random.default_rng(seed)
-    total = patients + test_patients
+    total = request.total
     ids = rng.permutation(np.arange(1, total + 1))  # test patients interleave with train ones, as in the real data
     test_ids = set(ids[:test_patients].tolist())
     meta_rows = []
-    task = progress.add_task("synthesising hands", total=total)
+    task = request.progress.add_task("synthesising hands", total=total)
     for pid in range(1, total + 1):
         prng = np.random.default_rng([seed, pid])
         sex = SEXES[int(prng.integers(2))]
@@ -302,6 +329,6 @@ def write_handbone(
             labels = _annotation_json(name, bones, prng)
             label_root = data / "train" if split == "train" else gt
             _write_label(label_root / "outputs_json" / folder / f"{Path(name).stem}.json", labels)
-        progress.advance(task)
+        request.progress.advance(task)
     _write_meta(data / "meta_data.xlsx", meta_rows)
     return f"{2 * patients} train images, {2 * test_patients} test images (hand bones, 29 classes)"

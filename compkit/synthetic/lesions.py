@@ -1,14 +1,14 @@
 """Synthetic fundus-lesion (FGADR Seg-set layout) and skin-lesion (ISIC / HAM10000 layout) datasets, so the
 ``masks`` and ``isic`` formats can be tried without the real data. Kinds of ``compkit synth --kind``."""
+
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.progress import Progress
 
+from compkit.synthetic.base import SYNTH_KINDS, SynthRequest
 from compkit.util.fileio import write_png
 
 FUNDUS_LESIONS = ("Microaneurysms", "Hemohedge", "HardExudate", "SoftExudate", "IRMA", "Neovascularization")
@@ -23,7 +23,9 @@ LESION_STYLE = {
 }
 
 
-def _fundus(size: int, rng: np.random.Generator, lesion_scale: float = 1.0, contrast: float = 1.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _fundus(
+    size: int, rng: np.random.Generator, lesion_scale: float = 1.0, contrast: float = 1.0
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     scale = size / 512
     image = np.zeros((size, size, 3), np.float32)
     centre = (size // 2 + int(rng.normal(0, 4 * scale)), size // 2 + int(rng.normal(0, 4 * scale)))
@@ -54,10 +56,23 @@ def _fundus(size: int, rng: np.random.Generator, lesion_scale: float = 1.0, cont
             c = (int(centre[0] + r * np.cos(a)), int(centre[1] + r * np.sin(a)))
             rad = max(1, int(rng.uniform(rmin, rmax) * scale * lesion_scale))
             if kind == "line":
-                pts = np.array([(c[0] + int(rad * np.cos(t)), c[1] + int(rad * np.sin(2 * t))) for t in np.linspace(0, 3, 7)], np.int32)
+                pts = np.array(
+                    [(c[0] + int(rad * np.cos(t)), c[1] + int(rad * np.sin(2 * t))) for t in np.linspace(0, 3, 7)],
+                    np.int32,
+                )
                 cv2.polylines(mask, [pts], False, 255, max(1, int(2 * scale)), cv2.LINE_AA)
             elif kind == "blob":
-                cv2.ellipse(mask, c, (rad, max(1, int(rad * rng.uniform(0.6, 1.0)))), rng.uniform(0, 180), 0, 360, 255, -1, cv2.LINE_AA)
+                cv2.ellipse(
+                    mask,
+                    c,
+                    (rad, max(1, int(rad * rng.uniform(0.6, 1.0)))),
+                    rng.uniform(0, 180),
+                    0,
+                    360,
+                    255,
+                    -1,
+                    cv2.LINE_AA,
+                )
             else:
                 cv2.circle(mask, c, rad, 255, -1, cv2.LINE_AA)
         mask = (mask.astype(np.float32) * (disk / 255.0)).astype(np.uint8)  # lesions live inside the eye
@@ -68,14 +83,14 @@ def _fundus(size: int, rng: np.random.Generator, lesion_scale: float = 1.0, cont
     return np.clip(image, 0, 255).astype(np.uint8), masks
 
 
-def write_fundus(
-    data: Path, gt: Path, patients: int, test_patients: int, size: int, seed: int, progress: Progress, lesion_scale: float = 1.0, contrast: float = 1.0
-) -> str:
+@SYNTH_KINDS.register("fundus", description="fundus photographs, 6 lesion classes (the FGADR Seg-set layout)")
+def write_fundus(request: SynthRequest, *, lesion_scale: float = 1.0, contrast: float = 1.0) -> str:
     """FGADR-like: Original_Images/ plus one <Lesion>_Masks/ folder per class; masks written only where present.
     Variants (defaults: the standard data): ``lesion_scale`` scales lesion sizes, ``contrast`` their colour change."""
+    data, gt, size, seed, patients = request.data, request.gt, request.size, request.seed, request.patients
     rows = []
-    task = progress.add_task("synthesising fundus images", total=patients + test_patients)
-    for pid in range(1, patients + test_patients + 1):
+    task = request.progress.add_task("synthesising fundus images", total=request.total)
+    for pid in range(1, request.total + 1):
         split = "train" if pid <= patients else "test"
         for eye in (1, 2):
             rng = np.random.default_rng([seed, pid, eye])
@@ -89,12 +104,13 @@ def write_fundus(
                     write_png(label_root / f"{lesion}_Masks" / name, masks[lesion])
             grade = min(4, sum(int(masks[n].any()) for n in FUNDUS_LESIONS))
             rows.append((name, f"P{pid:04d}", grade))
-        progress.advance(task)
+        request.progress.advance(task)
     with open(data / "DR_Seg_Grading_Label.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("image", "patient", "grade"))
         writer.writerows(rows)
-    return f"{2 * patients} train images, {2 * test_patients} test images (fundus, {len(FUNDUS_LESIONS)} lesion classes)"
+    classes = f"{len(FUNDUS_LESIONS)} lesion classes"
+    return f"{2 * patients} train images, {2 * request.test_patients} test images (fundus, {classes})"
 
 
 def _skin(size: int, rng: np.random.Generator, contrast: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -119,14 +135,16 @@ def _skin(size: int, rng: np.random.Generator, contrast: float = 1.0) -> tuple[n
     return np.clip(image, 0, 255).astype(np.uint8), (mask >= 128).astype(np.uint8) * 255
 
 
-def write_isic(data: Path, gt: Path, patients: int, test_patients: int, size: int, seed: int, progress: Progress, contrast: float = 1.0) -> str:
+@SYNTH_KINDS.register("isic", description="dermoscopy images, 1 class (the ISIC 2018 / HAM10000 layout)")
+def write_isic(request: SynthRequest, *, contrast: float = 1.0) -> str:
     """ISIC 2018 / HAM10000-like: ISIC_x.jpg with ISIC_x_segmentation.png, and HAM10000_metadata.csv (one lesion,
     one or two images: folds group by lesion_id). ``contrast`` scales how much darker lesions are than the skin
     (default: the standard data)."""
+    data, gt, size, seed, patients = request.data, request.gt, request.size, request.seed, request.patients
     rows = []
     number = 24306
-    task = progress.add_task("synthesising skin lesions", total=patients + test_patients)
-    for lid in range(1, patients + test_patients + 1):
+    task = request.progress.add_task("synthesising skin lesions", total=request.total)
+    for lid in range(1, request.total + 1):
         split = "train" if lid <= patients else "test"
         rng = np.random.default_rng([seed, lid])
         dx = str(rng.choice(["nv", "mel", "bkl", "bcc"], p=[0.6, 0.15, 0.15, 0.1]))
@@ -142,10 +160,9 @@ def write_isic(data: Path, gt: Path, patients: int, test_patients: int, size: in
             label_root = data / split / "masks" if split == "train" else gt / "masks"
             write_png(label_root / f"{image_id}_segmentation.png", mask)
             rows.append((f"HAM_{lid:07d}", image_id, dx, "histo", age, sex, site))
-        progress.advance(task)
+        request.progress.advance(task)
     with open(data / "HAM10000_metadata.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"))
         writer.writerows(rows)
-    return f"{sum(r[1] and 1 for r in rows)} images of {patients + test_patients} lesions (skin, 1 class)"
-
+    return f"{sum(r[1] and 1 for r in rows)} images of {request.total} lesions (skin, 1 class)"

@@ -1,1 +1,2 @@
-"""Training engine: recipes, models, losses, optimizers and schedules, augmentation pipelines, checkpoints, per-epoch results, trackers, devices, DDP and run folders."""
+"""Training engine: recipes, models, losses, optimizers and schedules, augmentation pipelines, the trainer,
+checkpoints, per-epoch results, trackers, devices, DDP and run folders."""

@@ -1,4 +1,5 @@
 """Augmentation: an albumentations pipeline built from the recipe's ``aug`` list of transforms by name."""
+
 from __future__ import annotations
 
 import inspect
@@ -20,12 +21,17 @@ def create_augmentation(items: list[dict[str, Any]], seed: int | None = None):
         name = item["name"]
         cls = getattr(A, name, None)
         if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-            known = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
+            known = [
+                n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)
+            ]
             raise CompkitError("aug", f"unknown albumentations transform {name!r}{did_you_mean(name, known)}")
         accepted = inspect.signature(cls).parameters
         unknown = [k for k in params if k not in accepted]
         if unknown:  # albumentations only warns about unknown arguments and ignores them
-            raise CompkitError("aug", f"{name}: unknown parameter {unknown[0]!r}{did_you_mean(unknown[0], [p for p in accepted if p not in ('args', 'kwargs')])}")
+            raise CompkitError(
+                "aug",
+                f"{name}: unknown parameter {unknown[0]!r}{did_you_mean(unknown[0], [p for p in accepted if p not in ('args', 'kwargs')])}",
+            )
         try:
             transforms.append(cls(**params))
         except (TypeError, ValueError) as e:

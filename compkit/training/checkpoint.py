@@ -3,6 +3,7 @@
 Every checkpoint holds ``model`` (a state dict) and ``family`` (the model family that reads it back); smp folds
 also hold ``optimizer``, ``schedule``, ``scaler``, ``epoch``, ``best_dice``, ``best_epoch``, ``stale_epochs``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -23,7 +24,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     try:
         with atomic_write(path, "wb") as f:
             torch.save(payload, f)
-    except RuntimeError as e:  # torch reports failed writes (ENOSPC) as RuntimeError; atomic_write removed the temp file
+    except (
+        RuntimeError
+    ) as e:  # torch reports failed writes (ENOSPC) as RuntimeError; atomic_write removed the temp file
         raise CompkitError(path, write_problem(path, e)) from None
 
 
@@ -64,4 +67,7 @@ def check_classes(checkpoint: dict[str, Any], classes, path: Path) -> None:
     if trained is not None and list(trained) != list(classes):
         if len(trained) != len(classes):
             raise CompkitError(path, f"{len(trained)} classes in the checkpoint, {len(classes)} in the dataset")
-        raise CompkitError(path, f"the checkpoint's classes differ from the dataset's (first: {next(a for a, b in zip(trained, classes) if a != b)!r})")
+        raise CompkitError(
+            path,
+            f"the checkpoint's classes differ from the dataset's (first: {next(a for a, b in zip(trained, classes, strict=False) if a != b)!r})",
+        )

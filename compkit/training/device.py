@@ -1,4 +1,5 @@
 """Choosing the torch device a recipe or a command asks for."""
+
 from __future__ import annotations
 
 import os

@@ -1,11 +1,15 @@
 """DDP through torchrun: compkit never launches processes itself; ``--devices N`` re-runs under torchrun."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from rich.console import Console
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,15 @@ class DistInfo:
         return self.rank == 0
 
 
+@dataclass(frozen=True)
+class DistContext:
+    """Who trains: this process's rank, its device, and its console (quiet except on rank 0)."""
+
+    dist: DistInfo
+    device: torch.device
+    console: Console
+
+
 def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
@@ -36,6 +49,23 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), str(device))
+
+
+def start_distributed(device: torch.device, console: Console) -> DistContext:
+    """:func:`init_distributed` on ``device``; ranks other than 0 print nothing."""
+    info = init_distributed(device)
+    return DistContext(info, device, console if info.is_main else Console(quiet=True))
+
+
+@contextmanager
+def main_rank_first(info: DistInfo) -> Iterator[None]:
+    """Rank 0 runs the block first (a download, a cache it builds); the other ranks wait for it, then run it,
+    finding rank 0's work done (ultralytics' ``torch_distributed_zero_first``). One process just runs it."""
+    if not info.is_main:
+        barrier(info)
+    yield
+    if info.is_main:
+        barrier(info)
 
 
 def barrier(info: DistInfo) -> None:

@@ -1,4 +1,5 @@
 """Losses: a weighted sum of segmentation-models-pytorch's multilabel losses (and BCE), chosen by name."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,5 +1,6 @@
 """Models: any segmentation-models-pytorch architecture with any smp or timm (``tu-``) encoder, starting from pretrained
 encoder weights read offline from the weights cache (:mod:`compkit.pretrained.weights`), a local file, or random weights."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,10 +10,17 @@ import warnings
 import torch
 from torch import nn
 
-from compkit.util.errors import CompkitError, first_line
+from compkit.pretrained.weights import (
+    WeightsCache,
+    encoder_weights,
+    libraries_read,
+    require,
+    smp_encoder_name,
+    weights_cache,
+)
 from compkit.training.recipe import ModelConfig
+from compkit.util.errors import CompkitError, first_line
 from compkit.util.registry import did_you_mean
-from compkit.pretrained.weights import WeightsCache, encoder_weights, libraries_read, require, smp_encoder_name, weights_cache
 
 
 def architectures() -> dict[str, type]:
@@ -27,14 +35,20 @@ def check_encoder(name: str) -> None:
 
     if name.startswith("tu-"):
         if not timm.is_model(name[3:]):
-            raise CompkitError("model.encoder", f"unknown timm encoder {name!r}{did_you_mean(name[3:], timm.list_models())}")
+            raise CompkitError(
+                "model.encoder", f"unknown timm encoder {name!r}{did_you_mean(name[3:], timm.list_models())}"
+            )
         return
     known = list(smp.encoders.get_encoder_names())
     if name not in known:
-        raise CompkitError("model.encoder", f"unknown encoder {name!r}{did_you_mean(name, known)} (or a timm encoder as tu-<name>)")
+        raise CompkitError(
+            "model.encoder", f"unknown encoder {name!r}{did_you_mean(name, known)} (or a timm encoder as tu-<name>)"
+        )
 
 
-def create_model(cfg: ModelConfig, num_classes: int, pretrained: bool = True, cache: WeightsCache | None = None) -> nn.Module:
+def create_model(
+    cfg: ModelConfig, num_classes: int, pretrained: bool = True, cache: WeightsCache | None = None
+) -> nn.Module:
     """Build ``cfg.arch`` with ``cfg.encoder``; incompatible pairs fail here, before any data is touched.
 
     ``pretrained``: start the encoder from ``cfg.encoder_weights``, read from ``cache`` (default: the standard
@@ -46,7 +60,10 @@ def create_model(cfg: ModelConfig, num_classes: int, pretrained: bool = True, ca
     archs = architectures()
     lookup = {k.lower(): k for k in archs}
     if cfg.arch.lower() not in lookup:
-        raise CompkitError("model.arch", f"unknown architecture {cfg.arch!r}{did_you_mean(cfg.arch, list(archs))} (known: {', '.join(archs)})")
+        raise CompkitError(
+            "model.arch",
+            f"unknown architecture {cfg.arch!r}{did_you_mean(cfg.arch, list(archs))} (known: {', '.join(archs)})",
+        )
     arch = lookup[cfg.arch.lower()]
     check_encoder(cfg.encoder)
     weights = encoder_weights(cfg)
@@ -64,9 +81,13 @@ def create_model(cfg: ModelConfig, num_classes: int, pretrained: bool = True, ca
         kwargs["encoder_weights"] = True if weights.library == "timm" else weights.tag
     try:
         with libraries_read(cache) if cached is not None else contextlib.nullcontext():
-            model = smp.create_model(arch, encoder_name=encoder, in_channels=cfg.in_channels, classes=num_classes, **kwargs)
+            model = smp.create_model(
+                arch, encoder_name=encoder, in_channels=cfg.in_channels, classes=num_classes, **kwargs
+            )
     except Exception as e:
-        if kwargs["encoder_weights"] is not None and not isinstance(e, (ValueError, KeyError, AssertionError, NotImplementedError)):
+        if kwargs["encoder_weights"] is not None and not isinstance(
+            e, (ValueError, KeyError, AssertionError, NotImplementedError)
+        ):
             # Reading the weights failed (a damaged file, a pickle that is not plain tensors): name the file.
             source = cached.file if cached is not None else weights.path
             raise CompkitError(source, f"cannot load {weights.name} weights {weights.tag!r}: {first_line(e)}") from None

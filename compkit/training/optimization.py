@@ -1,4 +1,5 @@
 """Optimizers (timm's factory: Lion included) and learning-rate schedules (torch's schedulers)."""
+
 from __future__ import annotations
 
 import math
@@ -73,12 +74,16 @@ class Schedule:
         self.plateau_scale = 1.0
         self.plateau = None
         if cfg.name == "plateau":
-            self.plateau = lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr)
+            self.plateau = lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr
+            )
         self._apply()
 
     def _apply(self) -> None:
         for group, base in zip(self.optimizer.param_groups, self.base, strict=True):
-            rate = base * lr_factor(self.cfg, self.step_count, self.total, self.steps_per_epoch, base) * self.plateau_scale
+            rate = (
+                base * lr_factor(self.cfg, self.step_count, self.total, self.steps_per_epoch, base) * self.plateau_scale
+            )
             group["lr"] = max(rate, self.cfg.min_lr) if self.plateau is not None else rate
 
     def after_step(self) -> None:
@@ -89,7 +94,10 @@ class Schedule:
         if self.plateau is not None and math.isfinite(dice):
             self.plateau.step(dice)
             # ReduceLROnPlateau lowered the groups' rates in place: keep that as a scale on top of the warm-up.
-            self.plateau_scale = self.optimizer.param_groups[0]["lr"] / max(1e-30, self.base[0] * lr_factor(self.cfg, self.step_count, self.total, self.steps_per_epoch, self.base[0]))
+            self.plateau_scale = self.optimizer.param_groups[0]["lr"] / max(
+                1e-30,
+                self.base[0] * lr_factor(self.cfg, self.step_count, self.total, self.steps_per_epoch, self.base[0]),
+            )
             self._apply()
 
     @property

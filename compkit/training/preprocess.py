@@ -1,4 +1,5 @@
 """Preprocessing shared by training and prediction: the recipe's cache of an image set, and normalisation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,15 +8,17 @@ from rich.console import Console
 
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache, build_cache
-from compkit.training.recipe import Recipe
 from compkit.pretrained.weights import encoder_normalisation
+from compkit.training.recipe import Recipe
 
 
 def cache_for(dataset: SegmentationDataset, recipe: Recipe, console: Console | None = None) -> SampleCache:
     """The preprocessing cache of ``dataset`` under the recipe's data settings (size, CLAHE, border crop, intensity)."""
     data = recipe.data
     clahe = data.clahe.model_dump() if data.clahe else None
-    return build_cache(dataset, data.image_size, clahe, data.cache_dir, console, crop=data.crop_border, intensity=data.intensity)
+    return build_cache(
+        dataset, data.image_size, clahe, data.cache_dir, console, crop=data.crop_border, intensity=data.intensity
+    )
 
 
 def normalisation(recipe: Recipe) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -4,6 +4,7 @@ A recipe has the sections ``data``, ``model``, ``loss``, ``optim``, ``sched``, `
 it may ``extends:`` another recipe (deep merge, the child wins, lists are replaced). ``--set section.key=value``
 overrides any value (parsed as YAML). The fully resolved recipe is saved into every run folder.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,12 +14,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from compkit.inference.tta import TTA_VIEWS
+from compkit.training.tracking import TRACKERS
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import read_yaml
 from compkit.util.imageio import INTENSITY_RULES
-from compkit.inference.tta import TTA_VIEWS
 from compkit.util.registry import did_you_mean, unknown_name
-from compkit.training.tracking import TRACKERS
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 LOSS_TERMS = ("bce", "dice", "jaccard", "focal", "tversky", "lovasz")
@@ -48,8 +49,12 @@ class DataConfig(Section):
     std: tuple[float, float, float] | None = None
     cache_dir: str | None = None  # default: <root>/.compkit-cache
     pseudo: str | None = None  # a `compkit pseudo` dataset added to the training side of every fold
-    splits: str | None = None  # the splits file (default: <root>/splits.json; `compkit split --out FILE` for read-only data)
-    intensity: str | None = None  # 16-bit and DICOM images to 8 bits: auto, full, percentile, minmax, window (default: the dataset's)
+    splits: str | None = (
+        None  # the splits file (default: <root>/splits.json; `compkit split --out FILE` for read-only data)
+    )
+    intensity: str | None = (
+        None  # 16-bit and DICOM images to 8 bits: auto, full, percentile, minmax, window (default: the dataset's)
+    )
 
     @field_validator("intensity")
     @classmethod
@@ -136,7 +141,9 @@ class TrainConfig(Section):
     ema: float | None = Field(None, gt=0, lt=1)
     workers: int = Field(2, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:1
-    loggers: list[str] = Field(default_factory=list)  # experiment trackers beside results.csv: tensorboard, mlflow, wandb
+    loggers: list[str] = Field(
+        default_factory=list
+    )  # experiment trackers beside results.csv: tensorboard, mlflow, wandb
     tracking_uri: str | None = None  # MLflow tracking URI (default: a local file store, <runs>/mlruns)
     wandb_project: str | None = None  # W&B project (default: compkit; offline unless WANDB_MODE says otherwise)
 
@@ -235,7 +242,9 @@ def find_recipe(ref: str | Path, relative_to: Path | None = None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise CompkitError(ref, f"no such recipe{did_you_mean(ref, available_recipes())} (available: {', '.join(available_recipes())})")
+    raise CompkitError(
+        ref, f"no such recipe{did_you_mean(ref, available_recipes())} (available: {', '.join(available_recipes())})"
+    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -306,9 +315,12 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel]) -> 
             found = _models_in(model.model_fields[part].annotation)
             model = found[0] if found else None
             parts.append(part)
-        elif isinstance(part, int) or model is None or first["type"] != "extra_forbidden" or part != first["loc"][-1]:
-            if not (isinstance(part, str) and (part[:1].isupper() or "[" in part or part in ("str", "int", "bool", "float"))):
-                parts.append(str(part))  # a dict key or list index (union member tags are left out)
+        elif (
+            isinstance(part, int) or model is None or first["type"] != "extra_forbidden" or part != first["loc"][-1]
+        ) and not (
+            isinstance(part, str) and (part[:1].isupper() or "[" in part or part in ("str", "int", "bool", "float"))
+        ):
+            parts.append(str(part))  # a dict key or list index (union member tags are left out)
     location = ".".join(parts)
     if first["type"] == "extra_forbidden":
         key = first["loc"][-1]

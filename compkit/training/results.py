@@ -1,4 +1,5 @@
 """``results.csv`` (one row per epoch) and ``results.png`` of a fold folder: one writer for every family."""
+
 from __future__ import annotations
 
 import csv
@@ -6,12 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from matplotlib.ticker import MaxNLocator
 
+from compkit.training.tracking import Tracking
 from compkit.util.fileio import atomic_write, open_text
 from compkit.util.plots import plt  # the headless backend is chosen there
-from compkit.training.tracking import Tracking
 
 RESULTS_CSV = "results.csv"
 RESULTS_PNG = "results.png"
@@ -23,7 +23,8 @@ PLOT_INTERVAL_S = 30.0
 
 class ResultsWriter:
     """The one results writer of a fold: ``results.csv`` after every epoch, ``results.png`` every
-    :data:`PLOT_INTERVAL_S` and at the end, and each new row, the resolved recipe and the fold's images to the trackers of ``train.loggers`` (see :mod:`compkit.training.tracking`)."""
+    :data:`PLOT_INTERVAL_S` and at the end, and each new row, the resolved recipe and the fold's images to the
+    trackers of ``train.loggers`` (see :mod:`compkit.training.tracking`)."""
 
     def __init__(self, folder: Path, recipe, rows_already_logged: int = 0):
         self.folder = folder
@@ -110,7 +111,11 @@ def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
             ax.plot(x, y, marker="o", ms=3, color=colour, label=column)
     ax.legend(fontsize=7)
     ax.set_title("loss (training, validation)")
-    terms = [c for c in dict.fromkeys(k for r in rows for k in r) if c.startswith("train_") and c != "train_loss" and c != "train_images_per_s"]
+    terms = [
+        c
+        for c in dict.fromkeys(k for r in rows for k in r)
+        if c.startswith("train_") and c != "train_loss" and c != "train_images_per_s"
+    ]
     for column in terms:
         x, y = _series(rows, column)
         if y:
@@ -124,7 +129,9 @@ def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
             axes[2].plot(x, y, marker="o", ms=3, color=colour, label=column)
     if best is not None:
         axes[2].axvline(best[0], color="tab:gray", ls="--", lw=1)
-        axes[2].plot([best[0]], [best[1]], marker="*", ms=12, color="tab:red", label=f"best: epoch {best[0]} ({best[1]:.4f})")
+        axes[2].plot(
+            [best[0]], [best[1]], marker="*", ms=12, color="tab:red", label=f"best: epoch {best[0]} ({best[1]:.4f})"
+        )
     if axes[2].get_legend_handles_labels()[0]:  # a run stopped before its first validation has nothing to show
         axes[2].legend(fontsize=7)
     axes[2].set_title("validation mean dice")
@@ -158,7 +165,11 @@ def validation_overlays(folder: Path, predictor, cache, positions: list[int], th
 
     chosen = positions[:OVERLAY_IMAGES]
     predicted = dict(predict_cached(predictor, cache, chosen, settings))
-    images, truths, probs = [cache.image(i) for i in chosen], [cache.mask(i) for i in chosen], [predicted[i] for i in chosen]
+    images, truths, probs = (
+        [cache.image(i) for i in chosen],
+        [cache.mask(i) for i in chosen],
+        [predicted[i] for i in chosen],
+    )
     n = len(images)
     fig, axes = plt.subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3.4), squeeze=False)
     for ax, image, truth, prob in zip(axes[0], images, truths, probs, strict=True):

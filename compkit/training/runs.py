@@ -1,4 +1,5 @@
 """Run and fold folders: ``runs/<name>/fold<k>/`` with the resolved ``recipe.yaml`` that trained it."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,22 @@ from typing import Any
 import yaml
 
 from compkit.data.splits import fingerprint
-from compkit.util.errors import CompkitError
+from compkit.training.recipe import Recipe, load_recipe
+from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import read_json, read_text, write_json
 from compkit.util.locks import OutputInUse, OutputLock
-from compkit.training.recipe import Recipe, load_recipe
 
+RUNS_DIR = "runs"  # where `compkit train` puts run folders by default (runs/<name>/fold<k>/)
 RECIPE_FILE = "recipe.yaml"
 RUN_FILE = "run.json"  # what a fold was trained on: family, the split's fingerprint, its validation images
 PRETRAINED_FILE = "pretrained.json"  # the weights a fold started from: name, tag, repository, revision, file, sha256
-FOLD_NAME = re.compile(r"fold(\d+)")
+TRAIN_LOG = "train.log"  # the console output of the command that trained the fold
+FOLD_PREFIX = "fold"  # fold folders are fold0, fold1, ... inside a run folder
+FOLD_NAME = re.compile(rf"{FOLD_PREFIX}(\d+)")
+
+
+def fold_folder(run_dir: Path, k: int) -> Path:
+    return run_dir / f"{FOLD_PREFIX}{k}"
 
 
 def fold_dirs(path: str | Path) -> list[Path]:
@@ -25,9 +33,9 @@ def fold_dirs(path: str | Path) -> list[Path]:
     path = Path(path)
     if (path / RECIPE_FILE).is_file():
         return [path]
-    folds = sorted((p for p in path.glob("fold*") if (p / RECIPE_FILE).is_file()), key=lambda p: fold_number(p))
+    folds = sorted((p for p in path.glob(f"{FOLD_PREFIX}*") if (p / RECIPE_FILE).is_file()), key=fold_number)
     if not folds:
-        raise CompkitError(path, "not a run or fold folder (no recipe.yaml, no fold*/ folders)")
+        raise CompkitError(path, f"not a run or fold folder (no {RECIPE_FILE}, no {FOLD_PREFIX}*/ folders)")
     return folds
 
 
@@ -105,9 +113,11 @@ def saved_recipe(folder: Path) -> dict[str, Any]:
     return data
 
 
-def run_conflict(run_dir: Path, recipe: dict[str, Any], splits_fingerprint: str, ignore: tuple[str, ...] = ()) -> str | None:
+def run_conflict(
+    run_dir: Path, recipe: dict[str, Any], splits_fingerprint: str, ignore: tuple[str, ...] = ()
+) -> str | None:
     """Why training ``recipe`` into ``run_dir`` would change what its existing folds mean, or None."""
-    for folder in sorted(run_dir.glob("fold*")):
+    for folder in sorted(run_dir.glob(f"{FOLD_PREFIX}*")):
         if not (folder / RECIPE_FILE).is_file():
             continue
         old, new = saved_recipe(folder), dict(recipe)
@@ -145,7 +155,7 @@ def output_folder(path: Path, explicit: bool, exist_ok: bool, option: str = "--o
 
 
 def _already_exists(path: Path, option: str) -> CompkitError:
-    return CompkitError(path, f"already exists: pass --exist-ok to replace it, or another {option}")
+    return CompkitError(path, f"already exists: pass {REPLACE_FLAG} to replace it, or another {option}")
 
 
 def claim_output_folder(path: Path, explicit: bool, exist_ok: bool, option: str = "--out") -> OutputLock:
@@ -172,10 +182,10 @@ def claim_output_folder(path: Path, explicit: bool, exist_ok: bool, option: str 
                 raise _already_exists(candidate, option)
 
 
-def refuse_nonempty(out: Path, force: bool) -> None:
-    """An output dataset folder (``pseudo``, ``augment``) is replaced only with ``--force``."""
-    if out.exists() and any(out.iterdir()) and not force:
-        raise CompkitError(out, "already exists and is not empty (use --force to replace it)")
+def refuse_nonempty(out: Path, exist_ok: bool) -> None:
+    """An output dataset folder (``pseudo``, ``augment``) is replaced only with ``--exist-ok``."""
+    if out.exists() and any(out.iterdir()) and not exist_ok:
+        raise CompkitError(out, f"already exists and is not empty (use {REPLACE_FLAG} to replace it)")
 
 
 def copy_fold_records(folder: Path, destination: Path) -> None:

@@ -4,6 +4,7 @@ A registry: each tracker is a class with a ``name``, the package it needs and th
 :class:`Tracking` fans every call out to the trackers a recipe names. Only :mod:`compkit.training.results` drives it, so both
 families log the same scalars (every column of a ``results.csv`` row), the resolved recipe as parameters and the
 fold's images (``results.png``, validation overlays)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,6 +38,7 @@ class Tracker:
 
 
 TRACKERS: Registry[type[Tracker]] = Registry("logger", option="train.loggers")
+MLFLOW_STORE = "mlruns"  # the default local MLflow store, beside the run folders
 
 
 def register(cls: type[Tracker]) -> type[Tracker]:
@@ -107,7 +109,9 @@ class MlflowTracker(Tracker):
         experiment = folder.parent.name
         found = self.client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
-        self.run_id = self.client.create_run(experiment_id, run_name=folder.name, tags={"compkit.folder": str(folder.absolute())}).info.run_id
+        self.run_id = self.client.create_run(
+            experiment_id, run_name=folder.name, tags={"compkit.folder": str(folder.absolute())}
+        ).info.run_id
         for key, value in params.items():
             self.client.log_param(self.run_id, key, str(value)[:500])
 
@@ -124,7 +128,7 @@ class MlflowTracker(Tracker):
 
 def local_mlflow_uri(folder: Path) -> str:
     """The default MLflow store of a fold folder: ``<runs>/mlruns`` (runs/NAME/foldK -> runs/mlruns)."""
-    return (folder.absolute().parent.parent / "mlruns").as_uri()
+    return (folder.absolute().parent.parent / MLFLOW_STORE).as_uri()
 
 
 @register
@@ -165,7 +169,9 @@ def check_loggers(names: list[str]) -> None:
     for name in names:
         cls = TRACKERS.get(name)
         if importlib.util.find_spec(cls.package) is None:
-            raise CompkitError("train.loggers", f"{name} needs the {cls.package} package: pip install 'compkit[{cls.extra}]'")
+            raise CompkitError(
+                "train.loggers", f"{name} needs the {cls.package} package: pip install 'compkit[{cls.extra}]'"
+            )
 
 
 class Tracking:

@@ -1,4 +1,5 @@
 """Small file helpers shared by every stage: atomic writes, image reading, text (BOM and CRLF read right), JSON."""
+
 from __future__ import annotations
 
 import contextlib
@@ -94,7 +95,9 @@ def read_text(path: str | Path) -> str:
     except FileNotFoundError:
         raise CompkitError(path, "file not found") from None
     except UnicodeDecodeError as e:
-        raise CompkitError(path, f"not a text file in UTF-8 (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+        raise CompkitError(
+            path, f"not a text file in UTF-8 (byte {e.start}: {e.object[e.start : e.start + 1]!r})"
+        ) from None
     except OSError as e:
         raise CompkitError(path, f"cannot read: {e.strerror or e}") from None
 
@@ -192,7 +195,9 @@ class AtomicFolder:
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_partials(self.target)
-            self.staging = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}{PARTIAL_MARK}{os.getpid()}-"))
+            self.staging = Path(
+                tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}{PARTIAL_MARK}{os.getpid()}-")
+            )
         except OSError as e:
             raise CompkitError(self.target, f"cannot write: {e.strerror or e}") from None
         umask = os.umask(0)

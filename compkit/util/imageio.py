@@ -27,6 +27,7 @@ files alike; :func:`image_size` agrees. The one exception is decided per sample 
 turned image (height and width swapped, not square), the image is turned as its tag says (:func:`apply_orientation`)
 and a one-line note says so. ``compkit check-data`` lists the tagged images and what was decided.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -101,7 +102,9 @@ def to_uint8(values: np.ndarray, rule: str = "auto", full_range: tuple[float, fl
         return values
     if rule == "full":
         if full_range is None:
-            full_range = (0.0, float(np.iinfo(values.dtype).max)) if np.issubdtype(values.dtype, np.integer) else (0.0, 1.0)
+            full_range = (
+                (0.0, float(np.iinfo(values.dtype).max)) if np.issubdtype(values.dtype, np.integer) else (0.0, 1.0)
+            )
         return window(values, *full_range)
     if rule == "minmax":
         return window(values, float(values.min()), float(values.max()))
@@ -123,11 +126,15 @@ def read_dicom(path: str | Path, rule: str = "auto") -> np.ndarray:
     except FileNotFoundError:
         raise CompkitError(path, "image not found") from None
     except (InvalidDicomError, AttributeError, ValueError, RuntimeError, NotImplementedError) as e:
-        raise CompkitError(path, f"unreadable DICOM ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise CompkitError(
+            path, f"unreadable DICOM ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and ds.get("SamplesPerPixel", 1) > 1:
         return cv2.cvtColor(pixels[..., :3].astype(np.uint8), cv2.COLOR_RGB2GRAY)
     if pixels.ndim != 2:
-        raise CompkitError(path, f"DICOM with pixel array of shape {pixels.shape}: only single 2-D images are supported")
+        raise CompkitError(
+            path, f"DICOM with pixel array of shape {pixels.shape}: only single 2-D images are supported"
+        )
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     values = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")

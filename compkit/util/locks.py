@@ -13,6 +13,7 @@ turns SIGTERM, what Kaggle, Slurm, Kubernetes and ``timeout`` send, into :class:
 removed). What the interrupted work keeps is said by the innermost :func:`interruptible` block (every lock is one):
 the CLI prints ``interrupted (SIGTERM): <that>`` and exits 128 + the signal's number (143, or 130 for SIGINT).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -180,7 +181,9 @@ class OutputLock:
                 os.close(fd)
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise CompkitError(self.output, f"cannot lock {self.path.name}: {e.strerror or e}") from None
-                raise OutputInUse(self.output, f"in use by {holder}; wait for it or choose another {self.option}") from None
+                raise OutputInUse(
+                    self.output, f"in use by {holder}; wait for it or choose another {self.option}"
+                ) from None
             # The holder before us may have removed the file on release after we opened it: lock the file that is there.
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino

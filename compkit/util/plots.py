@@ -1,4 +1,5 @@
 """Pictures for the HTML reports (``compkit eda``, ``compkit inspect``): figures and arrays as base64 PNG."""
+
 from __future__ import annotations
 
 import base64
@@ -8,8 +9,8 @@ import cv2
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def figure_png(fig) -> str:

@@ -4,6 +4,7 @@ is one clear error with a close match suggested), list names in registration ord
 
 Registration is explicit: the package that owns a registry imports every module that registers into it, so what
 a registry lists never depends on what happened to be imported before."""
+
 from __future__ import annotations
 
 import difflib

@@ -99,7 +99,9 @@ def test_a_rewritten_mask_file_is_re_read_and_only_its_image(fundus_copy):
     for i, sample in enumerate(dataset.samples):  # the copied entries are the right ones too
         image, mask, _ = load_sample(dataset, sample, 64)
         assert np.array_equal(again.image(i), image) and np.array_equal(again.mask(i), mask)
-    assert [p.name for p in fundus_copy.joinpath(".compkit-cache").iterdir()] == [first.folder.name], "no staging folders left"
+    assert [p.name for p in fundus_copy.joinpath(".compkit-cache").iterdir()] == [first.folder.name], (
+        "no staging folders left"
+    )
 
 
 def test_a_same_size_rewrite_with_its_mtime_set_back_is_re_read(fundus_copy):
@@ -161,7 +163,9 @@ def test_a_changed_meta_table_or_description_re_reads_every_image(fundus_copy):
     console, out = noted()
     build_cache(dataset, 64, console=console)
     assert len(reads) == len(dataset)
-    assert out.getvalue().strip() == f"cache: {table.name} changed since it was built: all {len(dataset)} images re-read"
+    assert (
+        out.getvalue().strip() == f"cache: {table.name} changed since it was built: all {len(dataset)} images re-read"
+    )
     (fundus_copy / "dataset.yaml").write_text("format: masks\n")
     dataset = open_dataset(fundus_copy)
     reads = counting_reads(dataset)
@@ -240,7 +244,17 @@ def damage_empty_folder(folder: Path) -> str:
     return "index.json: file not found"
 
 
-@pytest.mark.parametrize("damage", [damage_truncate, damage_garbage_index, damage_index_fields, damage_missing_masks, damage_wrong_shape, damage_empty_folder])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        damage_truncate,
+        damage_garbage_index,
+        damage_index_fields,
+        damage_missing_masks,
+        damage_wrong_shape,
+        damage_empty_folder,
+    ],
+)
 def test_a_damaged_cache_is_rebuilt_with_a_note(data_copy, damage):
     dataset = open_dataset(data_copy)
     first = build_cache(dataset, 48, console=quiet())
@@ -250,11 +264,19 @@ def test_a_damaged_cache_is_rebuilt_with_a_note(data_copy, damage):
     console, out = noted()
     cache = build_cache(open_dataset(data_copy), 48, console=console)
     lines = out.getvalue().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"cache: {folder}/") and said in lines[0] and lines[0].endswith(": rebuilt"), lines
+    assert (
+        len(lines) == 1
+        and lines[0].startswith(f"cache: {folder}/")
+        and said in lines[0]
+        and lines[0].endswith(": rebuilt")
+    ), lines
     for i, sample in enumerate(dataset.samples):
         image, mask, _ = load_sample(dataset, sample, 48)
         assert np.array_equal(cache.image(i), image) and np.array_equal(cache.mask(i), mask)
-    assert build_cache(open_dataset(data_copy), 48, console=console).folder == folder and len(out.getvalue().strip().splitlines()) == 1
+    assert (
+        build_cache(open_dataset(data_copy), 48, console=console).folder == folder
+        and len(out.getvalue().strip().splitlines()) == 1
+    )
 
 
 def test_a_reader_of_the_old_cache_keeps_working_while_it_is_rebuilt(fundus_copy):
@@ -278,3 +300,15 @@ def test_cache_of_read_only_data_goes_to_the_users_cache(data_copy, tmp_path, mo
         assert cache_root(dataset).parent == tmp_path / "home"
         build_cache(dataset, 32, console=quiet())
         assert not (data_copy / ".compkit-cache").exists()
+
+
+def test_source_signatures_per_sample_and_of_the_dataset(data_copy):
+    from compkit.data.cache import SourceSignatures, file_signatures
+
+    dataset = open_dataset(data_copy)
+    signatures = SourceSignatures.of(dataset)
+    assert len(signatures.samples) == len(dataset.samples)
+    assert signatures.samples[0] == file_signatures(dataset.source_files(dataset.samples[0]), dataset.root)
+    assert signatures.dataset == file_signatures(dataset.dataset_files(), dataset.root)
+    cache = build_cache(dataset, 32, console=quiet())
+    assert (cache.sources, cache.dataset_sources) == (signatures.samples, signatures.dataset)

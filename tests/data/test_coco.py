@@ -14,7 +14,10 @@ def make_coco(root, segmentation=None):
     write_image(root / "train" / "a.png", np.zeros((8, 8, 3), np.uint8))
     write_image(root / "train" / "b.png", np.zeros((8, 8, 3), np.uint8))
     data = {
-        "images": [{"id": 1, "file_name": "a.png", "patient_id": "p1"}, {"id": 2, "file_name": "b.png", "patient_id": "p1"}],
+        "images": [
+            {"id": 1, "file_name": "a.png", "patient_id": "p1"},
+            {"id": 2, "file_name": "b.png", "patient_id": "p1"},
+        ],
         "categories": [{"id": 7, "name": "cell"}, {"id": 3, "name": "nucleus"}],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 7, "segmentation": segmentation or [[1, 1, 4, 1, 4, 4, 1, 4]]},

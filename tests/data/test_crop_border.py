@@ -1,24 +1,23 @@
 """data.crop_border: the black border of fundus photographs cropped before resizing, and pasted back on submit
 (the pasting itself: tests/stages/test_submit.py)."""
-from __future__ import annotations
 
-import csv
+from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from compkit.submission import rle
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, foreground_box, load_sample
-from compkit.stages.ensemble import ensemble
-from compkit.stores.members import open_member
 from compkit.evaluation.postprocess import upsample_mask
+from compkit.stages.ensemble import ensemble
 from compkit.stages.score import score
 from compkit.stages.split import split
-from compkit.stores.probabilities import Store
 from compkit.stages.submit import submit
 from compkit.stages.train import train
-from tests.conftest import FAST, quiet
+from compkit.stores.members import open_member
+from compkit.stores.probabilities import Store
+from compkit.submission import rle
+from tests.conftest import FAST, csv_rows, quiet
 
 # Test mean dice of the 1-epoch crop_border pipeline below, measured at 0.084 (an empty submission scores 0.083
 # on this data: most lesion classes are absent from most eyes). A measured floor, comfortably below.
@@ -44,7 +43,9 @@ def test_box_is_the_eye_disk(fundus, tmp_path):
     y0, y1, x0, x1 = foreground_box(image)
     assert 0 < y0 < 20 and 108 < y1 < 128 and 0 < x0 < 20 and 108 < x1 < 128
     assert image[:y0].max() <= 10 and image[:, x1:].max() <= 10
-    cache = build_cache(dataset, 64, crop=True, cache_dir=tmp_path / "cache", console=quiet())  # not inside the shared data
+    cache = build_cache(
+        dataset, 64, crop=True, cache_dir=tmp_path / "cache", console=quiet()
+    )  # not inside the shared data
     fresh_image, fresh_mask, box = load_sample(dataset, dataset.samples[0], 64, crop=True)
     assert cache.box(0) == box == (y0, y1, x0, x1)
     assert np.array_equal(cache.image(0), fresh_image) and np.array_equal(cache.mask(0), fresh_mask)
@@ -53,14 +54,21 @@ def test_box_is_the_eye_disk(fundus, tmp_path):
 @pytest.mark.slow
 def test_pipeline_with_crop(fundus_copy, tmp_path):
     fundus = fundus_copy
-    split(fundus, folds=2, seed=0, force=True, console=quiet())
+    split(fundus, folds=2, seed=0, exist_ok=True, console=quiet())
     runs = tmp_path / "runs"
-    train("tiny", data=fundus, fold="all", overrides=[*FAST, "train.epochs=1", "data.crop_border=true"], runs_dir=runs, console=quiet())
+    train(
+        "tiny",
+        data=fundus,
+        fold="all",
+        overrides=[*FAST, "train.epochs=1", "data.crop_border=true"],
+        out=runs,
+        console=quiet(),
+    )
     test = open_dataset(fundus, "test")
     store = Store(runs / "tiny" / "fold0" / "test")
     for s in test.samples:  # each test image's probabilities cover its eye disk, give or take its anti-aliased rim
         assert np.allclose(store.box(s.image_id), disk_bounds(test.read_image(s)), atol=2)
-    ens = ensemble([runs / "tiny"], name="c", out_dir=tmp_path / "ens", console=quiet())
+    ens = ensemble([runs / "tiny"], name="c", out=tmp_path / "ens", console=quiet())
     assert score(submit(ens, out=tmp_path / "s.csv", console=quiet()), fundus, console=quiet()) > CROP_PIPELINE_FLOOR
 
     # The ensemble's predictions go back where they came from: inside the first test image's eye disk, at its
@@ -73,6 +81,6 @@ def test_pipeline_with_crop(fundus_copy, tmp_path):
     expected[y0:y1, x0:x1] = upsample_mask(q[c], (y1 - y0, x1 - x0), threshold)
     assert 0 < expected.sum() < 0.9 * (y1 - y0) * (x1 - x0)
     out = submit(ens, out=tmp_path / "half.csv", threshold=str(threshold), console=quiet())
-    row = list(csv.reader(open(out)))[1 + c]  # image by image, class by class
+    row = csv_rows(out)[1 + c]  # image by image, class by class
     assert test.classes[c] in row
     assert np.array_equal(rle.decode(row[2], (128, 128), test.rle_order), expected)

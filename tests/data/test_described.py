@@ -1,4 +1,5 @@
 """Datasets described by a dataset.yaml: templates, field of view, index/palette masks, patients, meta, validation."""
+
 from __future__ import annotations
 
 import csv
@@ -8,9 +9,9 @@ import pytest
 
 from compkit.data import open_dataset
 from compkit.data.splits import splits_path
-from compkit.util.errors import CompkitError
 from compkit.stages.split import split
 from compkit.stages.synth import synth
+from compkit.util.errors import CompkitError
 from tests.conftest import quiet
 from tests.layouts import drive, write, write_gif
 
@@ -36,13 +37,20 @@ def vessels(tmp_path_factory):
 def test_drive_through_a_description(vessels):
     train = open_dataset(vessels)
     assert train.format_name == "described" and train.classes == ("vessel",)
-    assert [s.image_id for s in train.samples] == ["21_training.tif", "22_training.tif", "23_training.tif", "24_training.tif"]
+    assert [s.image_id for s in train.samples] == [
+        "21_training.tif",
+        "22_training.tif",
+        "23_training.tif",
+        "24_training.tif",
+    ]
     assert [s.patient for s in train.samples] == ["21", "22", "23", "24"], "the id regex names the patient"
     sample = train.samples[0]
     mask = train.read_mask(sample)
     assert mask.shape == (1, 72, 64) and 0 < mask.mean() < 0.5
     ignore = train.read_ignore(sample, (72, 64))
-    fov = (np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(vessels / "training/mask/21_training_mask.gif")) > 0)
+    fov = (
+        np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(vessels / "training/mask/21_training_mask.gif")) > 0
+    )
     assert np.array_equal(ignore[0].astype(bool), ~fov), "outside the field of view is ignored"
     assert not (mask[0].astype(bool) & ~fov).any()
     test = open_dataset(vessels, "test")
@@ -67,12 +75,18 @@ def test_description_as_data_path_with_root(vessels, tmp_path):
     ("text", "problem"),
     [
         (DRIVE_YAML + "lables: {}\n", r"lables: unknown key \(did you mean 'labels'\?\)"),
-        (DRIVE_YAML.replace("{id}_manual1", "{ids}_manual1"), r"labels: unknown template field \{ids\}.*did you mean 'id'"),
+        (
+            DRIVE_YAML.replace("{id}_manual1", "{ids}_manual1"),
+            r"labels: unknown template field \{ids\}.*did you mean 'id'",
+        ),
         (DRIVE_YAML.replace("'^(\\d+)_'", "'^(\\d+_'"), r"id: bad regex"),
         (DRIVE_YAML + "label: a/{stem}.png\n", "give exactly one of labels"),
         (DRIVE_YAML.replace("outside:", "outsde:"), r"ignore.outsde: unknown key \(did you mean 'outside'\?\)"),
         (DRIVE_YAML.replace("train:", "trian:"), r"splits needs a train entry"),
-        (DRIVE_YAML + "intensity: percentil\n", r"intensity: unknown intensity rule 'percentil' \(did you mean 'percentile'\?\)"),
+        (
+            DRIVE_YAML + "intensity: percentil\n",
+            r"intensity: unknown intensity rule 'percentil' \(did you mean 'percentile'\?\)",
+        ),
         ("- a\n- b\n", "must be a mapping"),
     ],
 )
@@ -112,14 +126,21 @@ def test_index_and_palette_masks_with_an_ignore_value(tmp_path):
     assert train.classes == ("liver", "tumour")
     mask = train.read_mask(train.samples[0])
     assert mask[0].sum() == 36 and mask[1].sum() == 40
-    assert train.read_ignore(train.samples[0], (20, 24))[:, 0].all() and train.read_ignore(train.samples[0], (20, 24))[:, 1:].sum() == 0
+    assert (
+        train.read_ignore(train.samples[0], (20, 24))[:, 0].all()
+        and train.read_ignore(train.samples[0], (20, 24))[:, 1:].sum() == 0
+    )
     colour = np.zeros((20, 24, 3), np.uint8)
     colour[labels == 1] = (0, 0, 255)  # BGR of R,G,B 255,0,0
     write(root / "lab" / "c0.png", colour)
-    (root / "dataset.yaml").write_text("splits: {train: img/*.png}\nlabel: ../lab/{stem}.png\nvalues: {'0,0,0': background, '255,0,0': liver}\n")
+    (root / "dataset.yaml").write_text(
+        "splits: {train: img/*.png}\nlabel: ../lab/{stem}.png\nvalues: {'0,0,0': background, '255,0,0': liver}\n"
+    )
     train = open_dataset(root)
     assert train.read_mask(train.samples[0])[0].sum() == 36
-    (root / "dataset.yaml").write_text("splits: {train: img/*.png}\nlabel: ../lab/{stem}.png\nvalues: {0: background, 1: liver}\n")
+    (root / "dataset.yaml").write_text(
+        "splits: {train: img/*.png}\nlabel: ../lab/{stem}.png\nvalues: {0: background, 1: liver}\n"
+    )
     with pytest.raises(CompkitError, match=r"pixel values \[2, 255\] are not in values"):
         train = open_dataset(root)
         train.read_mask(train.samples[1])
@@ -132,7 +153,12 @@ def test_patients_meta_and_same_folder_labels(tmp_path):
             write(root / "all" / f"case{case}_slice{s}.png", np.full((16, 16, 3), 50, np.uint8))
             write_gif(root / "all" / f"case{case}_slice{s}_label.gif", np.eye(16, dtype=np.uint8))
     with open(root / "info.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("image", "scanner", "age"), *((f"case{c}_slice{s}", f"S{c % 2}", 40 + c) for c in (1, 2, 3) for s in (1, 2))])
+        csv.writer(f).writerows(
+            [
+                ("image", "scanner", "age"),
+                *((f"case{c}_slice{s}", f"S{c % 2}", 40 + c) for c in (1, 2, 3) for s in (1, 2)),
+            ]
+        )
     (root / "dataset.yaml").write_text(
         "splits: {train: all/*.*}\nlabels: {organ: '{stem}_label.gif'}\npatient: '^(case\\d+)_'\nmeta: {file: info.csv, key: image}\n"
     )
@@ -143,7 +169,9 @@ def test_patients_meta_and_same_folder_labels(tmp_path):
     split(root, folds=3, seed=0, console=quiet())
     folds = __import__("json").loads((root / "splits.json").read_text())["folds"]
     assert all(len({i.split("_")[0] for i in f["val"]}) == 1 for f in folds), "a case's slices share a fold"
-    (root / "dataset.yaml").write_text("splits: {train: all/*.*}\nlabels: {organ: '{stem}_label.gif'}\npatient: {column: scanner}\nmeta: info.csv\n")
+    (root / "dataset.yaml").write_text(
+        "splits: {train: all/*.*}\nlabels: {organ: '{stem}_label.gif'}\npatient: {column: scanner}\nmeta: info.csv\n"
+    )
     assert {s.patient for s in open_dataset(root).samples} == {"S0", "S1"}
 
 

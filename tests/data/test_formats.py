@@ -1,5 +1,6 @@
 """The dataset-format registry: every format registered, detected from its layout, and written by a writer that
 the registry resolves (a format's own, else the one of the layout it is written as)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,10 +41,15 @@ def test_built_in_formats_are_registered():
         assert DATASET_FORMATS[name] is cls and cls.format_name == name
 
 
-@pytest.mark.parametrize(("fixture", "name"), [("synth_data", "handbone"), ("fundus_data", "masks"), ("isic_data", "isic"), ("coco_data", "coco")])
+@pytest.mark.parametrize(
+    ("fixture", "name"),
+    [("synth_data", "handbone"), ("fundus_data", "masks"), ("isic_data", "isic"), ("coco_data", "coco")],
+)
 def test_each_layout_is_detected(request, fixture, name):
     root = request.getfixturevalue(fixture)
-    assert detected_formats(root)[0] == name, "the specific format is detected first (generic layouts such as 'pairs' after it)"
+    assert detected_formats(root)[0] == name, (
+        "the specific format is detected first (generic layouts such as 'pairs' after it)"
+    )
     dataset = open_dataset(root)
     assert dataset.format_name == name and type(dataset) is BUILT_IN[name] and dataset.split == "train"
     assert open_dataset(root, format=name).format_name == name
@@ -53,15 +59,24 @@ def test_a_handbone_test_folder_alone_is_detected(tmp_path):
     write_image(tmp_path / "test" / "DCM" / "ID001" / "a.png", np.zeros((8, 8, 3), np.uint8))
     assert HandBoneDataset.detect(tmp_path)
     test = open_dataset(tmp_path, "test")
-    assert test.format_name == "handbone" and not test.has_labels and test.has_split("test") and not test.has_split("train")
+    assert (
+        test.format_name == "handbone"
+        and not test.has_labels
+        and test.has_split("test")
+        and not test.has_split("train")
+    )
 
 
 def test_unknown_format_and_unknown_layout(tmp_path, synth_data):
-    with pytest.raises(CompkitError, match=rf"unknown dataset format 'nifti' \(known: {', '.join(DATASET_FORMATS)}\)") as info:
+    with pytest.raises(
+        CompkitError, match=rf"unknown dataset format 'nifti' \(known: {', '.join(DATASET_FORMATS)}\)"
+    ) as info:
         open_dataset(synth_data, format="nifti")
     assert info.value.path == str(synth_data)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CompkitError, match=rf"not a dataset layout compkit knows \(formats: {', '.join(DATASET_FORMATS)}\)"):
+    with pytest.raises(
+        CompkitError, match=rf"not a dataset layout compkit knows \(formats: {', '.join(DATASET_FORMATS)}\)"
+    ):
         open_dataset(tmp_path / "empty")
     with pytest.raises(CompkitError, match="dataset folder not found"):
         open_dataset(tmp_path / "missing")
@@ -99,7 +114,12 @@ def test_a_registered_format_is_detected_and_written_as_its_layout(registry, tmp
 
 @pytest.mark.parametrize(
     ("cls", "own", "writer"),
-    [(HandBoneDataset, HandBoneWriter, HandBoneWriter), (MaskFolderDataset, MaskFolderWriter, MaskFolderWriter), (IsicDataset, None, MaskFolderWriter), (CocoDataset, None, MaskFolderWriter)],
+    [
+        (HandBoneDataset, HandBoneWriter, HandBoneWriter),
+        (MaskFolderDataset, MaskFolderWriter, MaskFolderWriter),
+        (IsicDataset, None, MaskFolderWriter),
+        (CocoDataset, None, MaskFolderWriter),
+    ],
 )
 def test_writer_class_resolution(cls, own, writer, tmp_path):
     assert cls.writer_class is own
@@ -125,7 +145,9 @@ def test_source_files_are_the_files_read(synth_data, fundus_data, isic_data, coc
             assert files[0] == sample.image_path and len(files) >= 2, (root, files)
             assert all(p.is_file() for p in files), (root, files)
         assert all(p.is_file() for p in dataset.dataset_files())
-    assert [p.name for p in open_dataset(isic_data).dataset_files()] == [p.name for p in sorted(isic_data.glob("*.csv"))]
+    assert [p.name for p in open_dataset(isic_data).dataset_files()] == [
+        p.name for p in sorted(isic_data.glob("*.csv"))
+    ]
     masks = open_dataset(fundus_data)
     assert len(masks.source_files(masks.sample("0001_1.png"))) == 1 + len(masks.mask_files["0001_1.png"])
 

@@ -1,4 +1,5 @@
 """Auto-detection of the obvious layouts (pairs, nested cases, Kaggle RLE CSV), and readings proposed where unsure."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from compkit.data import open_dataset
 from compkit.data.layouts import class_name, infer_readings, survey
 from compkit.util.errors import CompkitError
-from tests.layouts import blob, drive, kaggle_long, kvasir, ph2, photo, write, write_gif, seeded
+from tests.layouts import blob, drive, kaggle_long, kvasir, ph2, photo, seeded, write, write_gif
 
 
 def test_drive_is_read_but_not_without_asking(tmp_path):
@@ -21,7 +22,9 @@ def test_drive_is_read_but_not_without_asking(tmp_path):
         "ignore": {"outside": "../mask/{stem}_mask.gif"},
     }
     assert any("field-of-view" in d for d in reading.doubts) and any("leading number" in d for d in reading.doubts)
-    with pytest.raises(CompkitError, match=r"not sure how to read this folder: training/images/\*.tif .*check-data .* --write"):
+    with pytest.raises(
+        CompkitError, match=r"not sure how to read this folder: training/images/\*.tif .*check-data .* --write"
+    ):
         open_dataset(root)
 
 
@@ -30,11 +33,17 @@ def test_nested_cases_with_lossy_copies(tmp_path):
     found = survey(root)
     assert found.format == "pairs" and found.sure
     assert found.proposal.spec == {
-        "splits": {"train": "PH2 Dataset images/*/*_Dermoscopic_Image/*.bmp", "test": "test/*/*_Dermoscopic_Image/*.bmp"},
+        "splits": {
+            "train": "PH2 Dataset images/*/*_Dermoscopic_Image/*.bmp",
+            "test": "test/*/*_Dermoscopic_Image/*.bmp",
+        },
         "labels": {"lesion": "../{stem}_lesion/{stem}_lesion.bmp"},
     }
     train = open_dataset(root)
-    assert train.format_name == "pairs" and [s.image_id for s in train.samples][0] == "IMD002/IMD002_Dermoscopic_Image/IMD002.bmp"
+    assert (
+        train.format_name == "pairs"
+        and [s.image_id for s in train.samples][0] == "IMD002/IMD002_Dermoscopic_Image/IMD002.bmp"
+    )
     assert [train.image_shape(s) for s in train.samples[:2]] == [(64, 76), (66, 76)], "sizes vary a little"
     masks = [train.read_mask(s) for s in train.samples]
     assert all(m.shape[0] == 1 and 0.01 < m.mean() < 0.5 for m in masks), "1-bit and 24-bit BMP masks"
@@ -89,7 +98,11 @@ def test_label_index_masks_are_proposed_with_values(tmp_path):
         write(root / "images" / f"s{k}.png", photo(seeded(1, k), labels > 0))
         write(root / "masks" / f"s{k}.png", labels)
     [reading] = infer_readings(root)
-    assert reading.spec["label"] == "../masks/{stem}.png" and reading.spec["values"] == {0: "background", 1: "class_1", 2: "class_2"}
+    assert reading.spec["label"] == "../masks/{stem}.png" and reading.spec["values"] == {
+        0: "background",
+        1: "class_1",
+        2: "class_2",
+    }
     assert not reading.confident
 
 
@@ -97,7 +110,11 @@ def test_kaggle_csv_with_patient_prefix(tmp_path):
     root = kaggle_long(tmp_path / "comp")
     found = survey(root)
     assert found.format == "rlecsv" and found.sure
-    assert found.proposal.spec == {"splits": {"train": "train/*.png", "test": "test/*.png"}, "rle": {"file": "train.csv"}, "patient": r"^([^_\-. ]+)"}
+    assert found.proposal.spec == {
+        "splits": {"train": "train/*.png", "test": "test/*.png"},
+        "rle": {"file": "train.csv"},
+        "patient": r"^([^_\-. ]+)",
+    }
     train = open_dataset(root)
     assert train.rle_order == "F" and train.notes[-1].startswith("RLE order F: decoded column-major")
     assert {s.patient for s in train.samples} == {"case11", "case12", "case13"}

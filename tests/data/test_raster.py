@@ -72,7 +72,9 @@ def test_polygons_running_out_fill_their_visible_part_as_the_competition_does():
     rng = np.random.default_rng(0)
     for _ in range(300):
         height, width = (int(v) for v in rng.integers(5, 40, 2))
-        points = np.stack([rng.integers(-width, 2 * width, 6), rng.integers(-height, 2 * height, 6)], axis=1).astype(np.int32)
+        points = np.stack([rng.integers(-width, 2 * width, 6), rng.integers(-height, 2 * height, 6)], axis=1).astype(
+            np.int32
+        )
         mask = rasterize([Polygon(0, points)], 1, (height, width))[0]
         np.testing.assert_array_equal(mask, competition_fill(points, (height, width)))
         # The visible part, give or take fillPoly's one-pixel shift of clipped edges: never a different shape.
@@ -94,12 +96,25 @@ def test_a_clipped_polygon_keeps_the_other_polygons_of_its_class():
 
 
 def test_polygon_clips_say_how_far_each_runs_out():
-    polygons = [square(0, 1, 1, 3, 3), Polygon(1, np.array([[10, 50], [30, 50], [30, 113]], np.int32), 4), square(1, -5, 10, 20, 20)]
+    polygons = [
+        square(0, 1, 1, 3, 3),
+        Polygon(1, np.array([[10, 50], [30, 50], [30, 113]], np.int32), 4),
+        square(1, -5, 10, 20, 20),
+    ]
     clips = polygon_clips(polygons, (100, 50), ["a", "b"], "label.json")  # 50 wide, 100 high
     assert [(c.class_index, c.pixels) for c in clips] == [(0, 0), (1, 14), (1, 5)]
     assert clips[1].fraction == pytest.approx(14 / 100) and clips[2].fraction == pytest.approx(5 / 50)
     summary = clip_summary(clips, ["a", "b"])
-    assert summary == {"b": {"clipped": 2, "polygons": 2, "max_pixels": 14, "median_pixels": 9.5, "max_fraction": pytest.approx(0.14), "median_fraction": pytest.approx(0.12)}}
+    assert summary == {
+        "b": {
+            "clipped": 2,
+            "polygons": 2,
+            "max_pixels": 14,
+            "median_pixels": 9.5,
+            "max_fraction": pytest.approx(0.14),
+            "median_fraction": pytest.approx(0.12),
+        }
+    }
     assert describe_clips(summary) == "b 2 of 2 (up to 14 px, 14.0%; median 9.5 px, 12.0%)"
     assert describe_clips({}) == "none"
 
@@ -109,11 +124,16 @@ def test_the_border_and_the_image_size_are_the_limits():
     on_border = Polygon(0, np.array([[0, 0], [19, 0], [19, 9], [0, 9]], np.int32), 0)
     assert polygon_clips([on_border], shape, ["a"], "x")[0].pixels == 0
     assert rasterize([on_border], 1, shape).all()
-    furthest = Polygon(0, np.array([[-20, 5], [39, 5], [5, -10], [5, 19]], np.int32), 0)  # x = -W, 2W - 1; y = -H, 2H - 1
+    furthest = Polygon(
+        0, np.array([[-20, 5], [39, 5], [5, -10], [5, 19]], np.int32), 0
+    )  # x = -W, 2W - 1; y = -H, 2H - 1
     assert polygon_clips([furthest], shape, ["a"], "x")[0].pixels == 20
     for x, y in ((-21, 5), (40, 5), (5, -11), (5, 20)):
         beyond = Polygon(0, np.array([[3, 3], [6, 3], [x, y]], np.int32), 7)
-        with pytest.raises(CompkitError, match=rf"annotation 7 \(a\): point \({x}, {y}\) lies further out than the 20x10 image's own size"):
+        with pytest.raises(
+            CompkitError,
+            match=rf"annotation 7 \(a\): point \({x}, {y}\) lies further out than the 20x10 image's own size",
+        ):
             polygon_clips([beyond], shape, ["a"], "x")
 
 
@@ -122,6 +142,8 @@ def test_a_polygon_with_no_part_inside_is_refused():
     right_of = Polygon(1, np.array([[10, 2], [15, 2], [15, 8]], np.int32), 3)  # x = 10: one pixel past the last column
     corner = Polygon(1, np.array([[8, -6], [16, -6], [16, 2]], np.int32), 3)  # its bounds reach in, its fill does not
     for polygon in (right_of, corner):
-        with pytest.raises(CompkitError, match=r"annotation 3 \(b\): the polygon .* has no part inside the 10x10 image"):
+        with pytest.raises(
+            CompkitError, match=r"annotation 3 \(b\): the polygon .* has no part inside the 10x10 image"
+        ):
             polygon_clips([polygon], shape, ["a", "b"], "x")
     assert not rasterize([corner], 2, shape).any()

@@ -1,5 +1,6 @@
 """Kaggle RLE CSV labels: long, wide and key forms, empty tokens, merged instance rows, relative runs, and the RLE
 order decided from the labels themselves."""
+
 from __future__ import annotations
 
 import csv
@@ -7,8 +8,8 @@ import csv
 import numpy as np
 import pytest
 
-from compkit.submission import rle
 from compkit.data.rlecsv import RleSpec, boundary_ratio, decide_order, find_rle_csv, read_rle_table
+from compkit.submission import rle
 from compkit.util.errors import CompkitError
 from tests.layouts import blob, seeded
 
@@ -44,22 +45,40 @@ def test_long_format_with_empties_and_instances(tmp_path):
     assert table.keys == ["img1.jpg", "img2.jpg"]
     assert np.array_equal(table.decode("img1.jpg", "1", (20, 30), "F"), a | b)
     assert not table.decode("img1.jpg", "3", (20, 30), "F").any()
-    assert not table.decode("img2.jpg", "1", (20, 30), "F").any() and not table.decode("img2.jpg", "3", (20, 30), "F").any()
+    assert (
+        not table.decode("img2.jpg", "1", (20, 30), "F").any()
+        and not table.decode("img2.jpg", "3", (20, 30), "F").any()
+    )
     assert any("merged" in n for n in table.notes)
-    with pytest.raises(CompkitError, match=r"ImageId 'img2.jpg', class '10': bad RLE for a 1x2 image: run 1\+3 ends past the image"):
+    with pytest.raises(
+        CompkitError, match=r"ImageId 'img2.jpg', class '10': bad RLE for a 1x2 image: run 1\+3 ends past the image"
+    ):
         table.decode("img2.jpg", "10", (2, 1), "F")
 
 
 def test_wide_and_key_forms(tmp_path):
     m = square()
-    wide = read_rle_table(write_csv(tmp_path / "w.csv", [("id", "liver", "tumour"), ("a", rle.encode(m, "C"), "-1"), ("b", "", "")]))
+    wide = read_rle_table(
+        write_csv(tmp_path / "w.csv", [("id", "liver", "tumour"), ("a", rle.encode(m, "C"), "-1"), ("b", "", "")])
+    )
     assert wide.layout == "wide" and wide.classes == ("liver", "tumour")
     assert np.array_equal(wide.decode("a", "liver", (20, 30), "C"), m)
     keyed = read_rle_table(
-        write_csv(tmp_path / "k.csv", [("Image_Label", "EncodedPixels"), ("x.jpg_Fish", rle.encode(m, "F")), ("x.jpg_Flower", ""), ("y.jpg_Fish", ""), ("y.jpg_Flower", "")])
+        write_csv(
+            tmp_path / "k.csv",
+            [
+                ("Image_Label", "EncodedPixels"),
+                ("x.jpg_Fish", rle.encode(m, "F")),
+                ("x.jpg_Flower", ""),
+                ("y.jpg_Fish", ""),
+                ("y.jpg_Flower", ""),
+            ],
+        )
     )
     assert keyed.layout == "key" and keyed.classes == ("Fish", "Flower") and keyed.keys == ["x.jpg", "y.jpg"]
-    single = read_rle_table(write_csv(tmp_path / "s.csv", [("id", "rle_mask", "height", "width"), ("p1", rle.encode(m, "F"), "20", "30")]))
+    single = read_rle_table(
+        write_csv(tmp_path / "s.csv", [("id", "rle_mask", "height", "width"), ("p1", rle.encode(m, "F"), "20", "30")])
+    )
     assert single.classes == ("foreground",) and single.sizes == {"p1": (20, 30)}
     named = read_rle_table(tmp_path / "w.csv", RleSpec(file="w.csv", columns={"liver": "organ"}))
     assert named.classes == ("organ",)
@@ -92,7 +111,11 @@ def test_order_from_stripes_on_non_square_images(tmp_path):
     table = read_rle_table(write_csv(tmp_path / "t.csv", rows))
     items = [(k, (48, 64), lambda: np.zeros((48, 64, 3), np.uint8)) for k in truth]
     order, why = decide_order(table, items)
-    assert order == "F" and "column-major (F) the 4 masks checked are compact" in why and "row-major (C) gives stripes" in why
+    assert (
+        order == "F"
+        and "column-major (F) the 4 masks checked are compact" in why
+        and "row-major (C) gives stripes" in why
+    )
     assert boundary_ratio(table.decode("s0", "organ", (48, 64), "C")) > 3 * boundary_ratio(truth["s0"])
 
 

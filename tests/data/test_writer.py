@@ -1,5 +1,6 @@
 """Dataset writers (``compkit augment``, ``compkit pseudo``): each format's samples written as a new dataset that
 opens again with the same labels."""
+
 from __future__ import annotations
 
 import csv
@@ -36,7 +37,10 @@ def test_trace_polygons_outlines_each_blob():
     mask[0, 19] = 1  # one pixel: fewer than 3 contour points
     polygons = trace_polygons(mask)
     assert len(polygons) == 2
-    assert sorted(sorted(map(tuple, p)) for p in polygons) == [[(3, 2), (3, 5), (8, 2), (8, 5)], [(12, 12), (12, 17), (14, 12), (14, 17)]]
+    assert sorted(sorted(map(tuple, p)) for p in polygons) == [
+        [(3, 2), (3, 5), (8, 2), (8, 5)],
+        [(12, 12), (12, 17), (14, 12), (14, 17)],
+    ]
     assert trace_polygons(np.zeros((5, 5), np.uint8)) == []
 
 
@@ -66,7 +70,9 @@ def test_handbone_writer_round_trip(synth_data, tmp_path):
 
     writer.original(first)
     image, mask = source.read_image(second), source.read_mask(second)
-    writer.new("ID100/rotated.png", image, mask, {"augmented": True, "source_patients": [first.patient, second.patient]})
+    writer.new(
+        "ID100/rotated.png", image, mask, {"augmented": True, "source_patients": [first.patient, second.patient]}
+    )
     pseudo_mask = source.read_mask(third)
     pseudo_mask[5] = 0  # the new labels lack one class
     writer.labelled(third, pseudo_mask, {"pseudo": True})
@@ -121,8 +127,14 @@ def test_masks_writer_round_trip(fundus_data, tmp_path):
     writer.finish()
 
     train = out / "train"
-    assert sorted(p.name for p in train.iterdir()) == sorted(["Original_Images", *(f"{c}_Masks" for c in source.classes)])
-    assert sorted(p.name for p in (train / "Original_Images").iterdir()) == ["0001_1.png", "0098_1.png", "0099_1.png"], "written as PNG"
+    assert sorted(p.name for p in train.iterdir()) == sorted(
+        ["Original_Images", *(f"{c}_Masks" for c in source.classes)]
+    )
+    assert sorted(p.name for p in (train / "Original_Images").iterdir()) == [
+        "0001_1.png",
+        "0098_1.png",
+        "0099_1.png",
+    ], "written as PNG"
     for c in source.classes:
         assert (train / f"{c}_Masks" / "0099_1.png").is_file(), "every class gets a mask file, empty or not"
     with open(out / "augmented.csv", newline="") as f:

@@ -1,4 +1,5 @@
 """compkit.evaluation.thresholds: per-class threshold tuning on quantised out-of-fold probabilities."""
+
 from __future__ import annotations
 
 import numpy as np

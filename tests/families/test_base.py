@@ -1,4 +1,5 @@
 """The family registry: names, inference of a recipe's family from its architecture, and loading a fold back."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,11 +9,11 @@ import torch
 import yaml
 from rich.console import Console
 
-from compkit.training.checkpoint import load_checkpoint, save_checkpoint
 from compkit.data import HANDBONE_CLASSES
-from compkit.util.errors import CompkitError
 from compkit.families import FAMILIES, create_family, load_fold, resolve_family
+from compkit.training.checkpoint import load_checkpoint, save_checkpoint
 from compkit.training.recipe import load_recipe
+from compkit.util.errors import CompkitError
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,10 @@ def test_registry():
     assert info.value.path == "model.family"
 
 
-@pytest.mark.parametrize("arch, family", [("Unet", "smp"), ("UnetPlusPlus", "smp"), ("yolov8n-seg", "ultralytics"), ("yolo11n-seg.yaml", "ultralytics")])
+@pytest.mark.parametrize(
+    "arch, family",
+    [("Unet", "smp"), ("UnetPlusPlus", "smp"), ("yolov8n-seg", "ultralytics"), ("yolo11n-seg.yaml", "ultralytics")],
+)
 def test_older_recipes_get_their_family_inferred_once_with_a_note(arch, family):
     recipe = load_recipe("tiny", [f"model.arch={arch}", "model.family=null"])
     console = Console(record=True, width=200)

@@ -1,13 +1,14 @@
 """The smp family's weight averaging (train.ema): what validation, best.pt and prediction see, and exact resumes."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from compkit.training.checkpoint import load_checkpoint
 from compkit.families import load_fold
 from compkit.stages.split import split
 from compkit.stages.train import train
+from compkit.training.checkpoint import load_checkpoint
 from tests.conftest import FAST, quiet
 
 EMA = [*FAST, "train.ema=0.9", "train.epochs=2", "sched.name=none"]  # a constant rate: one epoch extended to two is two
@@ -20,7 +21,7 @@ def split_data(data_copy):
 
 
 def test_ema_weights_are_what_the_checkpoint_predicts_with_and_resume_exactly(split_data, tmp_path):
-    train("tiny", data=split_data, fold="0", overrides=EMA, runs_dir=tmp_path / "a", console=quiet())
+    train("tiny", data=split_data, fold="0", overrides=EMA, out=tmp_path / "a", console=quiet())
     last = load_checkpoint(tmp_path / "a" / "tiny" / "fold0" / "last.pt")
     averaged, trained = last["model"], last["trained_model"]
     assert averaged.keys() == trained.keys()
@@ -34,8 +35,8 @@ def test_ema_weights_are_what_the_checkpoint_predicts_with_and_resume_exactly(sp
     assert all(torch.equal(loaded[k], best["model"][k]) for k in best["model"])
 
     # One epoch, then resumed to two: the same averaged and trained weights as two in one go.
-    train("tiny", data=split_data, fold="0", overrides=[*EMA, "train.epochs=1"], runs_dir=tmp_path / "b", console=quiet())
-    train("tiny", data=split_data, fold="0", overrides=EMA, runs_dir=tmp_path / "b", resume=True, console=quiet())
+    train("tiny", data=split_data, fold="0", overrides=[*EMA, "train.epochs=1"], out=tmp_path / "b", console=quiet())
+    train("tiny", data=split_data, fold="0", overrides=EMA, out=tmp_path / "b", resume=True, console=quiet())
     resumed = load_checkpoint(tmp_path / "b" / "tiny" / "fold0" / "last.pt")
     for key in ("model", "trained_model"):
         assert all(torch.equal(resumed[key][k], last[key][k]) for k in last[key]), key

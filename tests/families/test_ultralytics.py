@@ -1,32 +1,31 @@
 """The ultralytics (YOLO-seg) family: what it honours and refuses, and a real training inside the test suite with every
 network connection refused, ensembled with an smp run stored at another resolution."""
+
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from rich.console import Console
 
 from compkit.data import open_dataset
-from compkit.stages.ensemble import ensemble
-from compkit.util.errors import CompkitError
 from compkit.families.ultralytics import UltralyticsFamily
 from compkit.inference.predictor import InferenceSettings
-from compkit.training.recipe import load_recipe
+from compkit.stages.ensemble import ensemble
 from compkit.stages.score import score
-from compkit.submission.layouts import validate
-from compkit.util.fileio import read_json
 from compkit.stages.split import split
-from compkit.stores.probabilities import Store
 from compkit.stages.submit import submit
-from compkit.training.checkpoint import load_checkpoint
 from compkit.stages.train import train
-from tests.conftest import quiet
+from compkit.stores.probabilities import Store
+from compkit.submission.layouts import validate
+from compkit.training.checkpoint import load_checkpoint
+from compkit.training.recipe import load_recipe
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import read_json
+from tests.conftest import csv_dicts, quiet
 from tests.stages.test_train import FAST
 
 
@@ -60,14 +59,23 @@ BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @pytest.mark.slow
-def test_yolo_trains_offline_from_cached_coco_weights_and_ensembles_with_smp(data_copy, tmp_path, no_network, yolo_env, monkeypatch):
+def test_yolo_trains_offline_from_cached_coco_weights_and_ensembles_with_smp(
+    data_copy, tmp_path, no_network, yolo_env, monkeypatch
+):
     split(data_copy, folds=2, seed=0, console=quiet())
     runs = tmp_path / "runs"
     monkeypatch.setenv("COMPKIT_WEIGHTS", str(tmp_path / "weights"))
     planted = save_coco_style_checkpoint(tmp_path / "weights" / "ultralytics" / "yolov8n-seg.pt")
-    yolo_overrides = ["data.image_size=128", "train.epochs=1", "train.batch_size=4", "train.workers=0", "infer.batch_size=4", "optim.lr=0"]
+    yolo_overrides = [
+        "data.image_size=128",
+        "train.epochs=1",
+        "train.batch_size=4",
+        "train.workers=0",
+        "infer.batch_size=4",
+        "optim.lr=0",
+    ]
     console = Console(record=True, width=250)
-    [result] = train("yolov8-seg", data=data_copy, fold="0", overrides=yolo_overrides, runs_dir=runs, console=console)
+    [result] = train("yolov8-seg", data=data_copy, fold="0", overrides=yolo_overrides, out=runs, console=console)
     folder = runs / "yolov8-seg" / "fold0"
     # The recipe's coco weights came from compkit's cache (never fetched by ultralytics) and, at lr 0, every layer
     # but the 80-class outputs is still what was planted; the record names the file and its hash.
@@ -80,13 +88,15 @@ def test_yolo_trains_offline_from_cached_coco_weights_and_ensembles_with_smp(dat
     assert len(same_shape) > 200
     for key in same_shape:
         assert torch.equal(trained[key].half(), planted[key]), key
-    assert all(k.startswith("model.22.") for k, v in planted.items() if trained[k].shape != v.shape), "only the class outputs differ"
+    assert all(k.startswith("model.22.") for k, v in planted.items() if trained[k].shape != v.shape), (
+        "only the class outputs differ"
+    )
     assert (folder / "ultralytics" / "weights").is_dir(), "ultralytics' own files in a subfolder"
     assert (folder / "yolo_data" / "dataset.yaml").is_file()
     label = next((folder / "yolo_data" / "labels" / "train").glob("*.txt")).read_text().splitlines()
     assert {int(line.split()[0]) for line in label} == set(range(29)), "every bone exported as a polygon"
     assert all(0 <= float(v) <= 1 for line in label for v in line.split()[1:]), "normalised coordinates"
-    table = list(csv.DictReader(open(folder / "results.csv")))
+    table = csv_dicts(folder / "results.csv")
     assert "val_dice_Pisiform" in table[-1]
     measured, tuned = float(table[-1]["val_dice_mean"]), float(table[-1]["val_dice_mean_tuned"])
     assert result["best_dice"] == pytest.approx(measured, abs=1e-6)
@@ -98,12 +108,23 @@ def test_yolo_trains_offline_from_cached_coco_weights_and_ensembles_with_smp(dat
     assert test_store.resolution == (128, 128) and len(test_store.image_ids) == 4
 
     # An smp run stored at 64 px, then both families in one ensemble (at 128 px) and one submission.
-    train("tiny", data=data_copy, fold="0", overrides=[*FAST, "data.image_size=64", "train.epochs=1"], runs_dir=runs, console=quiet())
+    train(
+        "tiny",
+        data=data_copy,
+        fold="0",
+        overrides=[*FAST, "data.image_size=64", "train.epochs=1"],
+        out=runs,
+        console=quiet(),
+    )
     assert Store(runs / "tiny" / "fold0" / "test").resolution == (64, 64)
     for method in ("soft", "hard"):
-        ens = ensemble([runs / "tiny", runs / "yolov8-seg"], method=method, name=method, out_dir=tmp_path / "ens", console=quiet())
+        ens = ensemble(
+            [runs / "tiny", runs / "yolov8-seg"], method=method, name=method, out=tmp_path / "ens", console=quiet()
+        )
         info = read_json(ens / "members.json")
-        assert info["method"] == method and info["resolution"] == [128, 128] and info["families"] == ["smp", "ultralytics"]
+        assert (
+            info["method"] == method and info["resolution"] == [128, 128] and info["families"] == ["smp", "ultralytics"]
+        )
         assert Store(ens / "test").resolution == (128, 128)
         out = submit(ens, out=tmp_path / f"{method}.csv", console=quiet())
         validate(out, open_dataset(data_copy, "test"))
@@ -185,7 +206,9 @@ def test_a_model_yaml_cannot_run_code(tmp_path, yolo_env):
     ],
 )
 def test_coco_weights_name_a_release_file(weights, arch, expected, yolo_env):
-    resolved = UltralyticsFamily().pretrained(load_recipe("yolov8-seg", [f"model.arch={arch}", f"model.encoder_weights={weights}"]))
+    resolved = UltralyticsFamily().pretrained(
+        load_recipe("yolov8-seg", [f"model.arch={arch}", f"model.encoder_weights={weights}"])
+    )
     assert (resolved.name, resolved.tag, resolved.asset) == expected
     assert UltralyticsFamily.weights_named(expected[2]) == resolved, "compkit weights pull takes the same name"
 
@@ -193,7 +216,10 @@ def test_coco_weights_name_a_release_file(weights, arch, expected, yolo_env):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.encoder_weights=yolov8n-segg.pt"], r"neither a local file nor an ultralytics release file \(did you mean 'yolov8n-seg.pt'\?\)"),
+        (
+            ["model.encoder_weights=yolov8n-segg.pt"],
+            r"neither a local file nor an ultralytics release file \(did you mean 'yolov8n-seg.pt'\?\)",
+        ),
         (["model.encoder_weights=imagenet"], r"neither a local file nor an ultralytics release file"),
         (["model.arch=custom/my-seg.yaml"], r"coco weights are named after model.arch"),
         (["model.encoder_weights=weights/mine.pt"], r"file not found"),
@@ -222,7 +248,13 @@ def test_a_pickle_in_a_cached_release_file_does_not_run(data_copy, tmp_path, no_
     torch.save({"model": Payload(marker), "train_args": {}}, release)
     monkeypatch.setenv("COMPKIT_WEIGHTS", str(tmp_path / "weights"))
     with pytest.raises(CompkitError, match="cannot load weights") as info:
-        train("yolov8-seg", data=data_copy, overrides=["data.image_size=64", "train.workers=0"], runs_dir=tmp_path / "runs", console=quiet())
+        train(
+            "yolov8-seg",
+            data=data_copy,
+            overrides=["data.image_size=64", "train.workers=0"],
+            out=tmp_path / "runs",
+            console=quiet(),
+        )
     assert info.value.path == str(release)
     assert not marker.exists(), "the weights file ran code"
 
@@ -273,9 +305,15 @@ def test_the_best_epoch_is_the_one_best_pt_holds(data_copy, tmp_path, no_network
 
     monkeypatch.setattr(BaseTrainer, "validate", first_epoch_best)
     split(data_copy, folds=2, seed=0, console=quiet())
-    overrides = ["data.image_size=64", "train.epochs=2", "train.batch_size=4", "train.workers=0", "infer.batch_size=4",
-                 "model.encoder_weights=null"]
+    overrides = [
+        "data.image_size=64",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.workers=0",
+        "infer.batch_size=4",
+        "model.encoder_weights=null",
+    ]
     runs = tmp_path / "runs"
-    [result] = train("yolov8-seg", data=data_copy, fold="0", overrides=overrides, runs_dir=runs, console=quiet())
+    [result] = train("yolov8-seg", data=data_copy, fold="0", overrides=overrides, out=runs, console=quiet())
     assert (result["best_epoch"], result["epochs"]) == (1, 2)
     assert load_checkpoint(runs / "yolov8-seg" / "fold0" / "best.pt")["epoch"] == 1

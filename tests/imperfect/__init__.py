@@ -8,6 +8,7 @@ written, the message actually printed. An exit code alone is never the assertion
 One module per area holds a ``CASES`` list (``polygons``, ``text``, ``images``, ``cache``, ``processes``); a case is
 ``Case(id, check)`` where ``check(env)`` builds its input under ``env.tmp`` and asserts.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,9 @@ class Env:
         """Run ``compkit ARGS`` in-process; with ``ok`` assert it exited 0 (showing its output if not)."""
         result = CliRunner().invoke(app, [str(a) for a in args])
         if ok:
-            assert result.exit_code == 0, f"compkit {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}\n{result.exception!r}"
+            assert result.exit_code == 0, (
+                f"compkit {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}\n{result.exception!r}"
+            )
         return result
 
 

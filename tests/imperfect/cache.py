@@ -1,6 +1,7 @@
 """The preprocessing cache is never stale: a file changed after a first build (a corrected mask, a same-size rewrite
 whose mtime was set back, a labels-CSV row, a field-of-view mask, the meta table) is what the next build holds; a
 damaged cache is rebuilt with one line. Each case asserts what the cache holds against the files as they are now."""
+
 from __future__ import annotations
 
 import csv
@@ -16,9 +17,9 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from compkit.submission import rle
 from compkit.data import open_dataset
 from compkit.data.cache import SampleCache, build_cache, load_ignore, load_sample
+from compkit.submission import rle
 from tests.conftest import FAST, copy_dataset, quiet
 from tests.imperfect import Case, Env
 from tests.layouts import drive, kaggle_long, write_gif
@@ -27,7 +28,20 @@ ONE_EPOCH = [a for o in [*FAST, "train.epochs=1"] for a in ("--set", o)]
 
 
 def train_args(env: Env, data: Path, name: str) -> list:
-    return ["train", "--recipe", "tiny", "--data", data, "--fold", "0", "--name", name, "--runs-dir", env.tmp / "runs", *ONE_EPOCH]
+    return [
+        "train",
+        "--recipe",
+        "tiny",
+        "--data",
+        data,
+        "--fold",
+        "0",
+        "--name",
+        name,
+        "--runs-dir",
+        env.tmp / "runs",
+        *ONE_EPOCH,
+    ]
 
 
 def recording() -> Console:
@@ -72,7 +86,9 @@ def fgadr_mask_corrected_after_training(env: Env) -> None:
     c = dataset.classes.index("HardExudate")
     _, mask, _ = load_sample(dataset, dataset.sample("0001_1.png"), 64)
     held = cache.mask(cache.position["0001_1.png"])[c]
-    assert np.array_equal(held, mask[c]) and held.sum() > 0.25 * 64 * 64, "the second training's cache holds the new mask"
+    assert np.array_equal(held, mask[c]) and held.sum() > 0.25 * 64 * 64, (
+        "the second training's cache holds the new mask"
+    )
     assert_holds_the_files(cache, dataset, 64)
 
 
@@ -105,7 +121,9 @@ def truncated_images_npy_then_train(env: Env) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     result = env.cli(*train_args(env, data, "t"))
     said = [line for line in result.output.splitlines() if line.startswith("cache: ")]
-    assert len(said) == 1 and "images.npy: unreadable (mmap length is greater than file size): rebuilt" in said[0], result.output
+    assert len(said) == 1 and "images.npy: unreadable (mmap length is greater than file size): rebuilt" in said[0], (
+        result.output
+    )
     assert "Traceback" not in result.output
     assert_holds_the_files(the_cache(data, "train-64px"), open_dataset(data), 64)
 
@@ -136,7 +154,9 @@ def labels_csv_row_changed(env: Env) -> None:
     row = next(r for r in rows[1:] if r[2])
     runs = row[2].split()
     length = int(runs[1])
-    runs[1] = str(length - 1 if len(str(length - 1)) == len(runs[1]) else length + 1)  # the first run one pixel shorter or longer
+    runs[1] = str(
+        length - 1 if len(str(length - 1)) == len(runs[1]) else length + 1
+    )  # the first run one pixel shorter or longer
     row[2] = " ".join(runs)
     with open(table, "w", newline="") as f:
         csv.writer(f).writerows(rows)
@@ -244,7 +264,16 @@ def two_processes_rebuild_at_once(env: Env) -> None:
     before = old.mask(0).copy()
     cv2.imwrite(str(data / "train" / "HardExudate_Masks" / "0001_1.png"), np.full((128, 128), 255, np.uint8))
     env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    runs = [subprocess.Popen([sys.executable, "-c", BUILD, str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_vars) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(data)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_vars,
+        )
+        for _ in range(2)
+    ]
     outputs = [r.communicate(timeout=120) for r in runs]
     assert all(r.returncode == 0 for r in runs), outputs
     dataset = open_dataset(data)

@@ -2,6 +2,7 @@
 JPEGs, names with spaces, non-ASCII names and upper-case extensions, grey and colour images mixed, RGBA images,
 several sizes, a class that never occurs, a dataset reached through a symlink or on a read-only mount. Each reads
 (and, where it matters, trains, predicts and submits) exactly the intended pixels."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,17 +18,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from compkit.submission import rle
-from compkit.stages.check_data import check_data
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, resize_mask
+from compkit.stages.check_data import check_data
 from compkit.stages.eda import eda
 from compkit.stages.ensemble import ensemble
-from compkit.util.imageio import apply_orientation
 from compkit.stages.predict import predict
 from compkit.stages.split import split
 from compkit.stages.submit import submit
 from compkit.stages.train import train
+from compkit.submission import rle
+from compkit.util.imageio import apply_orientation
 from tests.conftest import FAST, quiet
 from tests.imperfect import Case, Env
 
@@ -69,7 +70,13 @@ def write_palette(path: Path, indices: np.ndarray, palette=VOC) -> Path:
     return path
 
 
-def masks_layout(root: Path, images: dict[str, np.ndarray], masks: dict[str, dict[str, np.ndarray]] | None = None, mask_writer=write, split_name: str = "train") -> Path:
+def masks_layout(
+    root: Path,
+    images: dict[str, np.ndarray],
+    masks: dict[str, dict[str, np.ndarray]] | None = None,
+    mask_writer=write,
+    split_name: str = "train",
+) -> Path:
     """The FGADR-style masks layout: ``<split>/Original_Images/<name>`` and ``<split>/<Class>_Masks/<stem>.png``
     (``masks``: class -> mask file name -> the array ``mask_writer`` writes)."""
     for name, image in images.items():
@@ -123,15 +130,28 @@ def palette_index_values(env: Env) -> None:
     """A palette index mask with ``values`` keyed by index, and the same keyed by the palette's R,G,B colours."""
     indices = region() + 2 * region(box=(20, 30, 2, 12))
     truth = {"liver": (indices == 1), "tumour": (indices == 2)}
-    for values in ({0: "background", 1: "liver", 2: "tumour"}, {"0,0,0": "background", "128,0,0": "liver", "0,128,0": "tumour"}):
+    for values in (
+        {0: "background", 1: "liver", 2: "tumour"},
+        {"0,0,0": "background", "128,0,0": "liver", "0,128,0": "tumour"},
+    ):
         data = described(env, {"label": "../labels/{stem}.png", "values": values}, {"case1": indices}, write_palette)
         dataset = open_dataset(data, "train")
         mask = dataset.read_mask(dataset.samples[0])
         for c, name in enumerate(dataset.classes):
             np.testing.assert_array_equal(mask[c], truth[name], err_msg=f"{name} keyed by {list(values)}")
         shutil.rmtree(data)
-    report = check_data(described(env, {"label": "../labels/{stem}.png", "values": {0: "background", 1: "liver", 2: "tumour"}}, {"case1": indices}, write_palette), console=quiet())
-    assert list(report["splits"]["train"]["mask_values"].values()) == [[0, 1, 2]], "check-data shows the palette indices"
+    report = check_data(
+        described(
+            env,
+            {"label": "../labels/{stem}.png", "values": {0: "background", 1: "liver", 2: "tumour"}},
+            {"case1": indices},
+            write_palette,
+        ),
+        console=quiet(),
+    )
+    assert list(report["splits"]["train"]["mask_values"].values()) == [[0, 1, 2]], (
+        "check-data shows the palette indices"
+    )
 
 
 def rgba_masks(env: Env) -> None:
@@ -169,10 +189,17 @@ def masks_16bit(env: Env) -> None:
 def index_mask_16bit(env: Env) -> None:
     """A 16-bit label-index mask (0, 1, 2) with ``values``."""
     indices = (region() + 2 * region(box=(20, 30, 2, 12))).astype(np.uint16)
-    data = described(env, {"label": "../labels/{stem}.png", "values": {0: "background", 1: "liver", 2: "tumour"}}, {"case1": indices}, write)
+    data = described(
+        env,
+        {"label": "../labels/{stem}.png", "values": {0: "background", 1: "liver", 2: "tumour"}},
+        {"case1": indices},
+        write,
+    )
     dataset = open_dataset(data, "train")
     mask = dataset.read_mask(dataset.samples[0])
-    assert cv2.imdecode(np.fromfile(str(data / "labels" / "case1.png"), np.uint8), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    assert (
+        cv2.imdecode(np.fromfile(str(data / "labels" / "case1.png"), np.uint8), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    )
     np.testing.assert_array_equal(mask[dataset.classes.index("liver")], indices == 1)
     np.testing.assert_array_equal(mask[dataset.classes.index("tumour")], indices == 2)
 
@@ -227,7 +254,12 @@ def exif_as_stored(env: Env) -> None:
         assert np.abs(read.astype(int) - stored.astype(int)).max() <= 2, "the stored pixels, not turned"
     assert_mask(data, "a.jpg", mask)
     report = check_data(data, console=quiet())["splits"]
-    assert report["train"]["exif_orientation"] == {"images": 1, "orientations": {6: 1}, "first": ["a.jpg"], "turned": []}
+    assert report["train"]["exif_orientation"] == {
+        "images": 1,
+        "orientations": {6: 1},
+        "first": ["a.jpg"],
+        "turned": [],
+    }
     assert report["test"]["exif_orientation"]["images"] == 1
     shown = " ".join(env.cli("check-data", data).output.split())
     assert "EXIF orientation tags 1 image (orientation 6: 1): a.jpg; 1 read as stored" in shown
@@ -263,7 +295,9 @@ def names_check(names: list[str]):
     def check(env: Env) -> None:
         masks = {name: region(box=(2 + 4 * k, 20 + 2 * k, 5, 30)) for k, name in enumerate(names)}
         images = {name: picture(seed=k) for k, name in enumerate(names)}
-        data = masks_layout(env.tmp / "data", images, {"lesion": {Path(n).with_suffix(".png").name: m for n, m in masks.items()}})
+        data = masks_layout(
+            env.tmp / "data", images, {"lesion": {Path(n).with_suffix(".png").name: m for n, m in masks.items()}}
+        )
         dataset = open_dataset(data, "train")
         assert sorted(s.image_id for s in dataset.samples) == sorted(names)
         for name in names:
@@ -295,8 +329,17 @@ def grey_and_colour_mixed(env: Env) -> None:
     """A grey PNG and a colour PNG in one dataset: both read as 3 channels with their own values."""
     grey = picture()[..., 0]
     colour = picture(seed=1)
-    data = masks_layout(env.tmp / "data", {"grey.png": grey, "colour.png": colour}, {"lesion": {"grey.png": region(), "colour.png": region()}})
-    assert cv2.imdecode(np.fromfile(str(data / "train" / "Original_Images" / "grey.png"), np.uint8), cv2.IMREAD_UNCHANGED).ndim == 2
+    data = masks_layout(
+        env.tmp / "data",
+        {"grey.png": grey, "colour.png": colour},
+        {"lesion": {"grey.png": region(), "colour.png": region()}},
+    )
+    assert (
+        cv2.imdecode(
+            np.fromfile(str(data / "train" / "Original_Images" / "grey.png"), np.uint8), cv2.IMREAD_UNCHANGED
+        ).ndim
+        == 2
+    )
     dataset = open_dataset(data, "train")
     np.testing.assert_array_equal(dataset.read_image(dataset.sample("grey.png")), np.repeat(grey[..., None], 3, axis=2))
     np.testing.assert_array_equal(dataset.read_image(dataset.sample("colour.png")), colour)
@@ -326,7 +369,11 @@ def sized_dataset(root: Path) -> Path:
     for k, shape in enumerate(SIZES):
         name = f"case{k}.png"
         height, width = shape
-        masks_layout(root, {name: picture(shape, seed=k)}, {"lesion": {name: region(shape, (height // 4, 3 * height // 4, width // 4, 3 * width // 4)) * 255}})
+        masks_layout(
+            root,
+            {name: picture(shape, seed=k)},
+            {"lesion": {name: region(shape, (height // 4, 3 * height // 4, width // 4, 3 * width // 4)) * 255}},
+        )
         if k % 2:
             write(root / "train" / "never_Masks" / name, np.zeros(shape, np.uint8))
     for k, shape in enumerate(TEST_SIZES):
@@ -342,9 +389,16 @@ def trained_sized_run(env: Env) -> tuple[Path, Path, Path]:
         shutil.rmtree(base, ignore_errors=True)
         sized_dataset(data)
         split(data, folds=2, seed=0, console=quiet())
-        train("tiny", data=data, fold="all", overrides=[*FAST, "train.epochs=1", "train.batch_size=2", "infer.tta=none"], runs_dir=runs, console=quiet())
+        train(
+            "tiny",
+            data=data,
+            fold="all",
+            overrides=[*FAST, "train.epochs=1", "train.batch_size=2", "infer.tta=none"],
+            out=runs,
+            console=quiet(),
+        )
         predict([runs / "tiny"], split="test", exist_ok=True, console=quiet())
-        submit(ensemble([runs / "tiny"], name="e", out_dir=base / "ens", console=quiet()), out=out, console=quiet())
+        submit(ensemble([runs / "tiny"], name="e", out=base / "ens", console=quiet()), out=out, console=quiet())
     return data, runs, out
 
 
@@ -366,7 +420,9 @@ def several_sizes(env: Env) -> None:
         decoded = rle.decode(row[2], shape, order)
         assert decoded.shape == shape
         runs = [int(v) for v in row[2].split()]
-        assert all(start + length - 1 <= shape[0] * shape[1] for start, length in zip(runs[::2], runs[1::2])), "runs fit the original size"
+        assert all(
+            start + length - 1 <= shape[0] * shape[1] for start, length in zip(runs[::2], runs[1::2], strict=True)
+        ), "runs fit the original size"
 
 
 def class_never_present(env: Env) -> None:
@@ -379,7 +435,9 @@ def class_never_present(env: Env) -> None:
     assert not any(dataset.read_mask(s)[1].any() for s in dataset.samples)
     html = eda(data, out=env.tmp / "eda", console=quiet())
     fingerprint = json.loads((html.parent / "fingerprint.json").read_text(encoding="utf-8"))
-    assert fingerprint["per_class"]["never"]["frequency"] == 0.0 and fingerprint["per_class"]["lesion"]["frequency"] == 1.0
+    assert (
+        fingerprint["per_class"]["never"]["frequency"] == 0.0 and fingerprint["per_class"]["lesion"]["frequency"] == 1.0
+    )
     never = [r for r in submission_rows(out)[1:] if r[1] == "never"]
     assert sorted(r[0] for r in never) == ["t0.png", "t1.png"]
     assert [r[2] for r in never] == ["", ""]
@@ -414,7 +472,10 @@ def protect(env: Env, folder: Path) -> Path:
     """``folder`` on a read-only bind mount (root ignores file modes), else made read-only by modes."""
     target = folder.with_name(folder.name + "-ro")
     target.mkdir()
-    if os.geteuid() == 0 and not subprocess.run(["mount", "--bind", str(folder), str(target)], capture_output=True).returncode:
+    if (
+        os.geteuid() == 0
+        and not subprocess.run(["mount", "--bind", str(folder), str(target)], capture_output=True).returncode
+    ):
         env.request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(target)], check=False))
         if not subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], capture_output=True).returncode:
             return target

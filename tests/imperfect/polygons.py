@@ -1,5 +1,6 @@
 """Polygons running out of the frame (forearms in a hand X-ray, CVAT exports): clipped to the image as the
 competition's fillPoly draws them (their visible part), and reported by ``check-data`` and ``eda``."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from compkit.stages.check_data import check_data
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache, resize_mask
+from compkit.stages.check_data import check_data
 from compkit.util.fileio import read_json
 from tests.conftest import copy_dataset, quiet
 from tests.imperfect import Case, Env
@@ -68,7 +69,9 @@ def on_the_border(env: Env) -> None:
     data = hand_bones(env)
     image_id, channel = set_polygon(data, "Trapezium", [[0, 0], [SIZE - 1, 0], [SIZE - 1, SIZE - 1], [0, SIZE - 1]])
     assert read_channel(data, image_id, channel).all()
-    assert "Trapezium" not in check_data(data, console=quiet())["splits"]["train"]["clipped_polygons"]  # inside: not clipped
+    assert (
+        "Trapezium" not in check_data(data, console=quiet())["splits"]["train"]["clipped_polygons"]
+    )  # inside: not clipped
 
 
 def edited_out_of_frame(env: Env) -> Path:
@@ -80,15 +83,31 @@ def edited_out_of_frame(env: Env) -> Path:
 
 
 CLIPPED = {
-    "Radius": {"clipped": 1, "polygons": 12, "max_pixels": 13, "median_pixels": 13.0, "max_fraction": 13 / SIZE, "median_fraction": 13 / SIZE},
-    "Ulna": {"clipped": 1, "polygons": 12, "max_pixels": 5, "median_pixels": 5.0, "max_fraction": 5 / SIZE, "median_fraction": 5 / SIZE},
+    "Radius": {
+        "clipped": 1,
+        "polygons": 12,
+        "max_pixels": 13,
+        "median_pixels": 13.0,
+        "max_fraction": 13 / SIZE,
+        "median_fraction": 13 / SIZE,
+    },
+    "Ulna": {
+        "clipped": 1,
+        "polygons": 12,
+        "max_pixels": 5,
+        "median_pixels": 5.0,
+        "max_fraction": 5 / SIZE,
+        "median_fraction": 5 / SIZE,
+    },
 }
 
 
 def check_data_reports_clipping(env: Env) -> None:
     data = edited_out_of_frame(env)
     output = " ".join(env.cli("check-data", data).output.split())
-    assert re.search(r"polygons clipped to the image .*Radius 1 of 12 \(up to 13 px, 13\.5%; median 13 px, 13\.5%\)", output), output
+    assert re.search(
+        r"polygons clipped to the image .*Radius 1 of 12 \(up to 13 px, 13\.5%; median 13 px, 13\.5%\)", output
+    ), output
     assert "Ulna 1 of 12 (up to 5 px, 5.2%" in output
     assert check_data(data, console=quiet())["splits"]["train"]["clipped_polygons"] == CLIPPED
 
@@ -107,18 +126,25 @@ def coco_polygon_out_of_frame(env: Env) -> None:
     cv2.imwrite(str(root / "train" / "a.png"), np.full((40, 50, 3), 90, np.uint8))
     points = [[30, 5], [70, 10], [60, 30], [35, 25]]  # 20 px past the right edge of a 50 px wide image
     (root / "annotations").mkdir()
-    (root / "annotations" / "instances_train.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "width": 50, "height": 40}],
-        "categories": [{"id": 1, "name": "lesion"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [sum(points, [])]}],
-    }))
+    (root / "annotations" / "instances_train.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "width": 50, "height": 40}],
+                "categories": [{"id": 1, "name": "lesion"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [sum(points, [])]}],
+            }
+        )
+    )
     dataset = open_dataset(root, "train")
     assert dataset.format_name == "coco"
     np.testing.assert_array_equal(dataset.read_mask(dataset.samples[0])[0], reference_fill(points, (40, 50)))
 
 
 CASES = [
-    Case("polygon-14pct-below-the-bottom", visible_part_is_read("Radius", [[30, 60], [45, 60], [47, SIZE - 1 + 13], [28, SIZE - 1 + 12]])),
+    Case(
+        "polygon-14pct-below-the-bottom",
+        visible_part_is_read("Radius", [[30, 60], [45, 60], [47, SIZE - 1 + 13], [28, SIZE - 1 + 12]]),
+    ),
     Case("polygon-left-of-the-left-edge", visible_part_is_read("Ulna", [[-20, 40], [10, 40], [10, 60], [-20, 60]])),
     Case("polygon-through-a-corner", visible_part_is_read("Pisiform", [[-30, -30], [40, -10], [-10, 40]])),
     Case("polygon-exactly-on-the-border", on_the_border),

@@ -2,6 +2,7 @@
 per output (a second one aiming at it stops, naming the first; a killed one's lock is taken over), reading stays
 concurrent, and SIGTERM (Kaggle, Slurm, Kubernetes, `timeout`) leaves the previous artifact and a resumable
 last.pt. Each case runs real `compkit` processes and asserts what ends up on disk."""
+
 from __future__ import annotations
 
 import glob
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from compkit.training.checkpoint import checkpoint_epoch
-from compkit.util.locks import lock_path
-from compkit.training.results import read_results
 from compkit.stages.split import split
+from compkit.training.checkpoint import checkpoint_epoch
+from compkit.training.results import read_results
+from compkit.util.locks import lock_path
 from tests.conftest import FAST, copy_dataset, quiet
 from tests.imperfect import Case, Env
 
@@ -27,7 +28,13 @@ SETS = [a for o in FAST for a in ("--set", o)]
 
 def compkit(env: Env, *args) -> subprocess.Popen:
     """``python -m compkit ARGS`` in the case's folder, as its own process."""
-    return subprocess.Popen([sys.executable, "-m", "compkit", *map(str, args)], cwd=env.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "compkit", *map(str, args)],
+        cwd=env.tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
@@ -39,7 +46,9 @@ def wait_until(process: subprocess.Popen, condition, timeout: float = 300) -> No
     """Poll ``condition`` while ``process`` runs; fail if it ended (or the time ran out) first."""
     deadline = time.time() + timeout
     while not condition():
-        assert process.poll() is None, f"ended (exit code {process.returncode}) before the moment to interrupt it: {process.stderr.read()}"
+        assert process.poll() is None, (
+            f"ended (exit code {process.returncode}) before the moment to interrupt it: {process.stderr.read()}"
+        )
         assert time.time() < deadline, "timed out"
         time.sleep(0.005)
 
@@ -56,7 +65,10 @@ def split_copy(env: Env) -> Path:
 
 def hold(output: Path) -> subprocess.Popen:
     """A process holding ``output``'s lock, once it says so."""
-    code = "import sys, time\nfrom compkit.util.locks import OutputLock\nOutputLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n"
+    code = (
+        "import sys, time\nfrom compkit.util.locks import OutputLock\n"
+        "OutputLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n"
+    )
     process = subprocess.Popen([sys.executable, "-c", code, str(output)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "held"
     return process
@@ -65,7 +77,25 @@ def hold(output: Path) -> subprocess.Popen:
 def two_trains_with_one_name(env: Env) -> None:
     data = split_copy(env)
     trains = {
-        seed: compkit(env, "train", "--recipe", "tiny", "--data", data, "--fold", 0, "--name", "same", "--out", "runs", *SETS, "--set", "train.epochs=1", "--set", f"train.seed={seed}")
+        seed: compkit(
+            env,
+            "train",
+            "--recipe",
+            "tiny",
+            "--data",
+            data,
+            "--fold",
+            0,
+            "--name",
+            "same",
+            "--out",
+            "runs",
+            *SETS,
+            "--set",
+            "train.epochs=1",
+            "--set",
+            f"train.seed={seed}",
+        )
         for seed in (1, 2)
     }
     done = {seed: finish(p) for seed, p in trains.items()}
@@ -73,12 +103,18 @@ def two_trains_with_one_name(env: Env) -> None:
     [loser] = [seed for seed, (code, _, _) in done.items() if code != 0]
     code, _, err = done[loser]
     assert code == 2, err
-    assert err.strip().splitlines()[-1].startswith(f"error: runs/same: in use by pid {trains[winner].pid} (compkit train --recipe tiny")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"error: runs/same: in use by pid {trains[winner].pid} (compkit train --recipe tiny")
+    )
     # The fold folder is the winner's alone: recipe, record, checkpoint and results of one run.
     fold = env.tmp / "runs" / "same" / "fold0"
     assert yaml.safe_load((fold / "recipe.yaml").read_text())["train"]["seed"] == winner
     record = json.loads((fold / "run.json").read_text())
-    assert record["recipe"]["train"]["seed"] == winner and f"train.seed={winner}" in record["command"] and record["ended"]
+    assert (
+        record["recipe"]["train"]["seed"] == winner and f"train.seed={winner}" in record["command"] and record["ended"]
+    )
     assert [int(r["epoch"]) for r in read_results(fold)] == [1] and checkpoint_epoch(fold / "best.pt") == 1
     assert not lock_path(fold.parent).exists()
 
@@ -108,7 +144,10 @@ def sigterm_during_train_then_resume(env: Env) -> None:
     code, _, err = finish(process)
     assert code == 143, err
     line = err.strip().splitlines()[-1]
-    found = re.fullmatch(r"interrupted \(SIGTERM\): fold 0 stopped at epoch (\d+); runs/t/fold0/last.pt kept: continue with --resume", line)
+    found = re.fullmatch(
+        r"interrupted \(SIGTERM\): fold 0 stopped at epoch (\d+); runs/t/fold0/last.pt kept: continue with --resume",
+        line,
+    )
     assert found, err
     epoch = int(found.group(1))
     assert checkpoint_epoch(fold / "last.pt") == epoch  # the last complete epoch, and it says so

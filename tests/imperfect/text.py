@@ -1,6 +1,7 @@
 """Text files as Windows tools write them: a UTF-8 byte-order mark (Excel's "CSV UTF-8", Notepad) and CRLF line
 ends, in label JSONs, splits.json, recipes, dataset.yaml, RLE and meta CSVs, sample submissions, submissions and
 classes.txt. Each is read exactly as its plain UTF-8, LF twin."""
+
 from __future__ import annotations
 
 import csv
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compkit.stages.check_data import check_data
 from compkit.data import open_dataset
 from compkit.data.splits import load_splits
+from compkit.stages.check_data import check_data
 from compkit.training.recipe import load_recipe
 from tests.conftest import copy_dataset, quiet
 from tests.imperfect import Case, Env
@@ -64,7 +65,10 @@ def splits_json(env: Env) -> None:
 
 
 def recipe_yaml(env: Env) -> None:
-    path = windows(env.tmp / "mine.yaml", "# mine: tiny, shorter\nextends: tiny\ntrain:\n  epochs: 2\naug:\n  - {name: VerticalFlip, p: 0.5}\n")
+    path = windows(
+        env.tmp / "mine.yaml",
+        "# mine: tiny, shorter\nextends: tiny\ntrain:\n  epochs: 2\naug:\n  - {name: VerticalFlip, p: 0.5}\n",
+    )
     recipe = load_recipe(path)
     assert recipe.name == "mine" and recipe.train.epochs == 2 and recipe.model.encoder == "tu-regnety_002"
     assert recipe.aug == [{"name": "VerticalFlip", "p": 0.5}]
@@ -109,7 +113,9 @@ def sample_submission(env: Env) -> None:
     env.cli("encode-labels", data, "--gt", gt, "--out", env.tmp / "labels.csv")
     with open(env.tmp / "labels.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["id", "class", "predicted"] and [r[:2] for r in rows[1:]] == [r[:2] for r in sample[1:]]  # class by class
+    assert rows[0] == ["id", "class", "predicted"] and [r[:2] for r in rows[1:]] == [
+        r[:2] for r in sample[1:]
+    ]  # class by class
     assert "mean dice: 1.0000" in env.cli("score", env.tmp / "labels.csv", "--data", data, "--gt", gt).output
 
 

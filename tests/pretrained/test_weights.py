@@ -1,5 +1,6 @@
 """Pretrained weights: tags resolved as smp and timm publish them, models built by the libraries from a planted hub
 cache with the network cut, the missing-cache error, normalisation from the weights' config, no code in weights."""
+
 from __future__ import annotations
 
 import os
@@ -7,11 +8,11 @@ import os
 import pytest
 import torch
 
-from compkit.util.errors import CompkitError
+from compkit.pretrained.weights import encoder_normalisation, encoder_reference, encoder_weights, require, weights_cache
 from compkit.training.models import create_model
 from compkit.training.preprocess import Normaliser
 from compkit.training.recipe import ModelConfig, Recipe
-from compkit.pretrained.weights import encoder_normalisation, encoder_reference, encoder_weights, require, weights_cache
+from compkit.util.errors import CompkitError
 from tests.conftest import PLANTED_MEAN, PLANTED_STD, plant_hub_entry
 
 UNET = {"arch": "Unet", "params": {"decoder_channels": [16, 16, 8, 8, 8]}}
@@ -51,7 +52,11 @@ def test_published_tags_resolve_to_the_libraries_hub_repositories(encoder, tag, 
         ("resnet34", "imagenett", r"resnet34 has no published weights 'imagenett' \(did you mean 'imagenet'\?\)"),
         ("resnet34", "ssl", r"published: imagenet"),
         ("tu-resnet18", "in22k", r"timm publishes no weights 'in22k' for resnet18"),
-        ("tu-resnet50", "ft_in1k", r"names several timm weights of resnet50: fb_ssl_yfcc100m_ft_in1k, fb_swsl_ig1b_ft_in1k"),
+        (
+            "tu-resnet50",
+            "ft_in1k",
+            r"names several timm weights of resnet50: fb_ssl_yfcc100m_ft_in1k, fb_swsl_ig1b_ft_in1k",
+        ),
         ("tu-resnet18.a1_in1k", "tv_in1k", r"contradicts the tag in model.encoder"),
         ("resnet34", "weights/missing.pth", r"file not found"),
     ],
@@ -118,7 +123,9 @@ def test_missing_weights_without_network_fail_at_once_and_write_nothing(tmp_path
     monkeypatch.delenv("https_proxy", raising=False)
     cache = weights_cache(tmp_path / "empty")
     weights = encoder_weights(ModelConfig(encoder="resnet18", encoder_weights="ssl"))
-    with pytest.raises(CompkitError, match=r"huggingface.co cannot be reached from here; .*compkit weights pull resnet18.ssl --cache"):
+    with pytest.raises(
+        CompkitError, match=r"huggingface.co cannot be reached from here; .*compkit weights pull resnet18.ssl --cache"
+    ):
         require(weights, cache, download=True)
     assert len(cut_network) == 1, "one quick probe, not the download client's retries"
     assert not (tmp_path / "empty").exists()
@@ -129,11 +136,17 @@ def test_missing_weights_without_network_fail_at_once_and_write_nothing(tmp_path
 def test_normalisation_follows_the_encoders_weights(offline):
     native = ModelConfig(encoder="resnet18", encoder_weights="imagenet")
     assert encoder_normalisation(native) == (tuple(PLANTED_MEAN), tuple(PLANTED_STD)), "the smp entry's config.json"
-    assert encoder_normalisation(ModelConfig(encoder="tu-resnet18", encoder_weights=True)) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert encoder_normalisation(ModelConfig(encoder="tu-resnet18", encoder_weights=True)) == (
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+    )
     import timm
 
     inception = timm.models.get_pretrained_cfg("inception_v3")
-    assert encoder_normalisation(ModelConfig(encoder="tu-inception_v3", encoder_weights=True)) == (inception.mean, inception.std)
+    assert encoder_normalisation(ModelConfig(encoder="tu-inception_v3", encoder_weights=True)) == (
+        inception.mean,
+        inception.std,
+    )
     recipe = Recipe(model=native)
     assert Normaliser(recipe).mean.tolist() == pytest.approx([v * 255 for v in PLANTED_MEAN])
     recipe.data.mean = (0.1, 0.2, 0.3)  # a recipe's own values win
@@ -160,7 +173,11 @@ def test_a_pickle_in_hub_weights_does_not_run(tmp_path, cut_network, monkeypatch
     plant_hub_entry(tmp_path / "w" / "hub", "timm/resnet18.a1_in1k", {"pytorch_model.bin": buffer.getvalue()})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CompkitError, match=r"cannot load tu-resnet18 weights 'a1_in1k'") as info:
-        create_model(ModelConfig(encoder="tu-resnet18", encoder_weights="imagenet", **UNET), 2, cache=weights_cache(tmp_path / "w"))
+        create_model(
+            ModelConfig(encoder="tu-resnet18", encoder_weights="imagenet", **UNET),
+            2,
+            cache=weights_cache(tmp_path / "w"),
+        )
     assert info.value.path.endswith("pytorch_model.bin")
     assert not marker.exists(), "the weights file ran code"
     assert not cut_network
@@ -179,7 +196,19 @@ def test_the_cache_listing_does_not_depend_on_what_was_imported_first(tmp_path):
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     alone, after_families = (
-        subprocess.run([sys.executable, "-c", first + listing], capture_output=True, text=True, env=env, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", first + listing], capture_output=True, text=True, env=env, check=True
+        ).stdout
         for first in ("", "import compkit.families\n")
     )
     assert alone == after_families == "[('ultralytics', 'yolov8n-seg', 'coco', 'yolov8n-seg.pt')]\n"
+
+
+def test_a_weights_folder_holds_the_hub_cache_layout(tmp_path):
+    from compkit.pretrained.weights import HUB_DIR, folder_cache, main_ref, snapshot_folder
+
+    cache = folder_cache(tmp_path)
+    assert cache.hub == tmp_path / HUB_DIR == weights_cache(tmp_path).hub
+    repo = tmp_path / "hub" / "models--timm--resnet18.a1_in1k"
+    assert snapshot_folder(cache, "timm/resnet18.a1_in1k", "abc") == repo / "snapshots" / "abc"
+    assert main_ref(cache, "timm/resnet18.a1_in1k") == repo / "refs" / "main"

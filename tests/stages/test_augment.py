@@ -1,17 +1,18 @@
 """compkit augment: exact label transforms, patients kept together, and the result trains."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from compkit.stages.augment import augment, mosaic, rotate
 from compkit.data import open_dataset
-from compkit.util.errors import CompkitError
-from compkit.evaluation.metrics import dice_per_class
 from compkit.data.splits import load_splits
+from compkit.evaluation.metrics import dice_per_class
+from compkit.stages.augment import augment, mosaic, rotate
 from compkit.stages.split import split
 from compkit.stages.synth import synth
 from compkit.stages.train import train
+from compkit.util.errors import CompkitError
 from tests.conftest import FAST, quiet
 
 
@@ -41,7 +42,9 @@ def test_augmented_handbone_dataset(data_copy, tmp_path):
     assert open_dataset(out, "test").samples, "the test set comes along"
     # Labels follow the pixels: the traced polygons of a rotated copy re-rasterise to the warped original mask.
     original = source.samples[0]
-    rotated = next(s for s in augmented.samples if s.image_id.endswith("_rot10f.png") and s.image_id.startswith(original.patient))
+    rotated = next(
+        s for s in augmented.samples if s.image_id.endswith("_rot10f.png") and s.image_id.startswith(original.patient)
+    )
     _, expected = rotate(source.read_image(original), source.read_mask(original), 10, flip=True)
     dice = dice_per_class(augmented.read_mask(rotated), expected)
     assert dice.mean() > 0.95
@@ -50,11 +53,23 @@ def test_augmented_handbone_dataset(data_copy, tmp_path):
     assert_no_leak(augmented, load_splits(out))
 
 
+def test_an_existing_output_is_replaced_only_when_asked(data_copy, tmp_path):
+    out = augment(data_copy, tmp_path / "aug", flip=True, console=quiet())
+    with pytest.raises(CompkitError, match="already exists and is not empty \\(use --exist-ok to replace it\\)"):
+        augment(data_copy, out, rotations=[90], console=quiet())
+    augment(data_copy, out, rotations=[90], exist_ok=True, console=quiet())
+    assert any("rot90" in s.image_id for s in open_dataset(out).samples)
+    augment(data_copy, out, flip=True, exist_ok=True, console=quiet())
+    assert not any("rot90" in s.image_id for s in open_dataset(out).samples), "replaced, not added to"
+
+
 def assert_no_leak(dataset, splits):
     """No fold trains on an image made from one of its validation patients, and only originals validate."""
     by_id = {s.image_id: s for s in dataset.samples}
     originals = {s.image_id for s in dataset.samples if not s.meta.get("augmented")}
-    assert sorted(i for fold in splits["folds"] for i in fold["val"]) == sorted(originals), "every original validates once"
+    assert sorted(i for fold in splits["folds"] for i in fold["val"]) == sorted(originals), (
+        "every original validates once"
+    )
     for fold in splits["folds"]:
         val_patients = {by_id[i].patient for i in fold["val"]}
         for image_id in fold["train"]:
@@ -80,15 +95,17 @@ def test_mosaics_respect_folds_on_a_realistic_patient_count(tmp_path):
         assert 150 <= len(mosaics_here) <= 170, "about 4/5 of the mosaics train in each fold (each comes from one fold)"
     split(out, folds=5, seed=0, console=quiet())  # the same settings: reused as carried
     assert load_splits(out) == carried
-    split(out, folds=2, seed=1, force=True, console=quiet())  # other folds: regrouped by patient, still no leak
+    split(out, folds=2, seed=1, exist_ok=True, console=quiet())  # other folds: regrouped by patient, still no leak
     assert_no_leak(augmented, load_splits(out))
 
 
 @pytest.mark.slow
 def test_augmented_dataset_trains(data_copy, tmp_path):
     out = augment(data_copy, tmp_path / "aug", mosaics=1, console=quiet())
-    split(out, folds=2, seed=0, force=True, console=quiet())
-    [result] = train("tiny", data=out, fold="0", overrides=[*FAST, "train.epochs=1"], runs_dir=tmp_path / "runs", console=quiet())
+    split(out, folds=2, seed=0, exist_ok=True, console=quiet())
+    [result] = train(
+        "tiny", data=out, fold="0", overrides=[*FAST, "train.epochs=1"], out=tmp_path / "runs", console=quiet()
+    )
     assert result["epochs"] == 1
 
 

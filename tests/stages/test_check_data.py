@@ -1,6 +1,8 @@
 """``compkit check-data``: what compkit sees in a folder, and the dataset.yaml it proposes and writes."""
+
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -9,17 +11,16 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from compkit.stages.check_data import check_data, description_text
 from compkit.data import open_dataset
+from compkit.stages.check_data import check_data, description_text
 from compkit.util.errors import CompkitError
 from tests.conftest import quiet
 from tests.layouts import drive, kaggle_wide_dicom, read_only_modes, write_gif
 
 
 def recording(tmp_path) -> tuple[Console, callable]:
-    log = tmp_path / "out.txt"
-    console = Console(file=open(log, "w"), width=200)
-    return console, lambda: (console.file.close(), log.read_text())[1]
+    console = Console(file=io.StringIO(), width=200)
+    return console, console.file.getvalue
 
 
 def test_proposes_and_writes_the_drive_description(tmp_path):
@@ -39,7 +40,9 @@ def test_proposes_and_writes_the_drive_description(tmp_path):
     assert not report["sure"] and report["format"] == "pairs"
     proposal = report["proposal"]
     assert len(proposal.splitlines()) <= 15
-    assert "labels:\n  1st_manual: ../1st_manual/{id}_manual1.gif\nignore:\n  outside: ../mask/{stem}_mask.gif" in proposal
+    assert (
+        "labels:\n  1st_manual: ../1st_manual/{id}_manual1.gif\nignore:\n  outside: ../mask/{stem}_mask.gif" in proposal
+    )
     assert "not sure how to read" in out and "write it with `compkit check-data" in out
     train = report["splits"]["train"]
     assert train["images"] == 3 and train["classes"]["1st_manual"]["images"] == 3
@@ -51,12 +54,18 @@ def test_proposes_and_writes_the_drive_description(tmp_path):
     written = check_data(root, write=True, console=quiet())
     assert written["written"] == root / "dataset.yaml" and (root / "dataset.yaml").read_text() == proposal
     dataset = open_dataset(root)
-    assert dataset.format_name == "described" and len(dataset) == 3 and dataset.read_ignore(dataset.samples[0], (72, 64)) is not None
+    assert (
+        dataset.format_name == "described"
+        and len(dataset) == 3
+        and dataset.read_ignore(dataset.samples[0], (72, 64)) is not None
+    )
     again = check_data(root, console=quiet())
     assert again["sure"] and again["format"] == "described" and again["proposal"] is None
     with pytest.raises(CompkitError, match="already exists"):
         check_data(root, write=True, console=quiet())
-
+    (root / "dataset.yaml").write_text(proposal + "# edited\n")
+    assert check_data(root, write=True, exist_ok=True, console=quiet())["written"] == root / "dataset.yaml"
+    assert "# edited" not in (root / "dataset.yaml").read_text(), "exist_ok replaced it"
 
 
 def test_out_writes_the_description_of_read_only_data_elsewhere(tmp_path):
@@ -80,9 +89,13 @@ def test_out_writes_the_description_of_read_only_data_elsewhere(tmp_path):
 
 
 def test_root_is_relative_unless_only_the_file_system_root_is_shared():
-    assert "root: ../input/DRIVE\n" in description_text(Path("/kaggle/input/DRIVE"), {"format": "pairs"}, [], Path("/kaggle/working/d.yaml"))
+    assert "root: ../input/DRIVE\n" in description_text(
+        Path("/kaggle/input/DRIVE"), {"format": "pairs"}, [], Path("/kaggle/working/d.yaml")
+    )
     assert "root: /data/DRIVE\n" in description_text(Path("/data/DRIVE"), {"format": "pairs"}, [], Path("/work/d.yaml"))
-    assert "root:" not in description_text(Path("/data/DRIVE"), {"format": "pairs"}, [], Path("/data/DRIVE/dataset.yaml"))
+    assert "root:" not in description_text(
+        Path("/data/DRIVE"), {"format": "pairs"}, [], Path("/data/DRIVE/dataset.yaml")
+    )
 
 
 def test_rle_order_is_explained_and_written(tmp_path):
@@ -100,7 +113,9 @@ def test_rle_order_is_explained_and_written(tmp_path):
 
 def test_cli_nothing_to_read(tmp_path):
     (tmp_path / "readme.txt").write_text("no images")
-    done = subprocess.run([sys.executable, "-m", "compkit", "check-data", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "compkit", "check-data", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert "found no layout compkit can read" in done.stderr
 

@@ -1,4 +1,5 @@
 """compkit eda: fingerprint values on a hand-made dataset, and an HTML report with embedded plots."""
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,19 @@ def handmade(tmp_path):
     root = tmp_path / "data"
     images = {"ID001/a.png": 40, "ID002/b.png": 80}
     labels = {
-        "ID001/a.png": [("finger-1", square(1, 1, 4, 4)), ("Trapezium", square(10, 10, 12, 12)), ("Pisiform", square(11, 11, 13, 13))],
+        "ID001/a.png": [
+            ("finger-1", square(1, 1, 4, 4)),
+            ("Trapezium", square(10, 10, 12, 12)),
+            ("Pisiform", square(11, 11, 13, 13)),
+        ],
         "ID002/b.png": [("finger-1", square(5, 5, 8, 8)), ("finger-1", square(14, 14, 17, 17))],
     }
     for image_id, value in images.items():
         write_image(root / "train" / "DCM" / image_id, np.full((20, 20, 3), value, np.uint8))
-        annotations = [{"id": str(i), "type": "poly_seg", "attributes": {}, "points": p, "label": l} for i, (l, p) in enumerate(labels[image_id])]
+        annotations = [
+            {"id": str(i), "type": "poly_seg", "attributes": {}, "points": p, "label": label}
+            for i, (label, p) in enumerate(labels[image_id])
+        ]
         path = root / "train" / "outputs_json" / image_id.replace(".png", ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"annotations": annotations}))
@@ -47,7 +55,9 @@ def test_fingerprint_values(handmade, tmp_path):
         "centroid_x_mean": 0.575, "centroid_x_std": 0.0, "centroid_y_mean": 0.575, "centroid_y_std": 0.0,
     }  # fmt: skip
     # finger-1's centre: pixel 2.5 of 20 in the first image, 11 (two squares) in the second; positions are pixel centres
-    assert finger["centroid_x_mean"] == pytest.approx((3 / 20 + 11.5 / 20) / 2) and finger["centroid_x_std"] == pytest.approx((11.5 - 3) / 40)
+    assert finger["centroid_x_mean"] == pytest.approx((3 / 20 + 11.5 / 20) / 2) and finger[
+        "centroid_x_std"
+    ] == pytest.approx((11.5 - 3) / 40)
     assert fp["grey_fraction"] == 1.0
     assert fp["per_class"]["Ulna"]["frequency"] == 0.0
     names = fp["classes"]

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from compkit.data import open_dataset
+from compkit.data.labelled import open_labelled
 from compkit.stages.encode_labels import encode_labels
 from compkit.stages.ensemble import ensemble
+from compkit.stages.score import score
+from compkit.stages.submit import submit
+from compkit.stores.probabilities import Store, StoreWriter
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import read_json
-from compkit.data.labelled import open_labelled
-from compkit.stages.score import score
-from compkit.stores.probabilities import Store, StoreWriter
-from compkit.stages.submit import submit
-from tests.conftest import quiet
+from tests.conftest import csv_rows, quiet
 
 
 def make_store(folder, dataset, probs_for, resolution=(96, 96), classes=None):
@@ -37,7 +37,7 @@ def test_set(synth_data):
 def test_soft_weighted_mean(tmp_path, synth_data, test_set):
     a = make_store(tmp_path / "a", test_set, constant(0.2))
     b = make_store(tmp_path / "b", test_set, constant(0.8))
-    out = ensemble([a, b], weights=[3, 1], name="e", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    out = ensemble([a, b], weights=[3, 1], name="e", data=synth_data, out=tmp_path / "ens", console=quiet())
     store = Store(out / "test")
     value = store.read(test_set.samples[0].image_id)
     assert np.allclose(value, 0.75 * 0.2 + 0.25 * 0.8, atol=1 / 255)
@@ -47,12 +47,12 @@ def test_soft_weighted_mean(tmp_path, synth_data, test_set):
 
 def test_hard_vote_arithmetic(tmp_path, synth_data, test_set):
     stores = [make_store(tmp_path / n, test_set, constant(v)) for n, v in (("a", 0.9), ("b", 0.6), ("c", 0.1))]
-    out = ensemble(stores, method="hard", name="h", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    out = ensemble(stores, method="hard", name="h", data=synth_data, out=tmp_path / "ens", console=quiet())
     fraction = Store(out / "test").read(test_set.samples[0].image_id)
     assert np.allclose(fraction, 2 / 3, atol=1e-3)  # two of three members above 0.5
     thresholds = read_json(out / "thresholds.json")
     assert all(abs(t - (2 - 0.5) / 3) < 1e-6 for t in thresholds.values())  # majority: 2 votes
-    out3 = ensemble(stores, method="hard", votes=3, name="h3", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    out3 = ensemble(stores, method="hard", votes=3, name="h3", data=synth_data, out=tmp_path / "ens", console=quiet())
     assert all(abs(t - (3 - 0.5) / 3) < 1e-6 for t in read_json(out3 / "thresholds.json").values())
 
 
@@ -61,7 +61,7 @@ def test_members_at_different_resolutions_meet_at_the_largest(tmp_path, synth_da
     ramp = np.tile(np.linspace(0.0, 1.0, 48, dtype=np.float32), (29, 48, 1))
     a = make_store(tmp_path / "a", test_set, constant(0.2))
     b = make_store(tmp_path / "b", test_set, lambda s: ramp, resolution=(48, 48))
-    out = ensemble([a, b], name="mixed", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    out = ensemble([a, b], name="mixed", data=synth_data, out=tmp_path / "ens", console=quiet())
     store = Store(out / "test")
     assert store.resolution == (96, 96)
     value = store.read(test_set.samples[0].image_id)
@@ -70,9 +70,9 @@ def test_members_at_different_resolutions_meet_at_the_largest(tmp_path, synth_da
     assert value[3, :, 0].mean() < 0.12 and value[3, :, -1].mean() > 0.58  # the ramp survived, left to right
     info = read_json(out / "members.json")
     assert info["resolution"] == [96, 96] and info["member_resolutions"] == [[96, 96], [48, 48]]
-    small = ensemble([a, b], name="small", data=synth_data, out_dir=tmp_path / "ens", resolution=48, console=quiet())
+    small = ensemble([a, b], name="small", data=synth_data, out=tmp_path / "ens", resolution=48, console=quiet())
     assert Store(small / "test").resolution == (48, 48)
-    hard = ensemble([a, b], method="hard", name="hard", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    hard = ensemble([a, b], method="hard", name="hard", data=synth_data, out=tmp_path / "ens", console=quiet())
     votes = Store(hard / "test").read(test_set.samples[0].image_id)
     assert votes.shape == (29, 96, 96) and set(np.unique(np.round(votes * 2))) <= {0.0, 1.0}
 
@@ -81,14 +81,14 @@ def test_mismatched_members_are_named(tmp_path, synth_data, test_set):
     a = make_store(tmp_path / "a", test_set, constant(0.5))
     c = make_store(tmp_path / "c", test_set, constant(0.5, c=2), classes=["x", "y"])
     with pytest.raises(CompkitError, match="classes"):
-        ensemble([a, c], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+        ensemble([a, c], data=synth_data, out=tmp_path / "ens", console=quiet())
     d = tmp_path / "d"
     with StoreWriter(d, test_set.classes, (96, 96)) as w:
         w.write(test_set.samples[0].image_id, np.zeros((29, 96, 96)), (96, 96))
     with pytest.raises(CompkitError, match="test images differ"):
-        ensemble([a, d], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+        ensemble([a, d], data=synth_data, out=tmp_path / "ens", console=quiet())
     with pytest.raises(CompkitError, match="2 weights for 1 members"):
-        ensemble([a], weights=[1, 2], data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+        ensemble([a], weights=[1, 2], data=synth_data, out=tmp_path / "ens", console=quiet())
     assert not (tmp_path / "ens").exists() or not any((tmp_path / "ens").iterdir()), "nothing half-written"
 
 
@@ -102,7 +102,7 @@ def test_streams_one_image_at_a_time(tmp_path, synth_data, test_set, monkeypatch
         return original(self, image_id, resolution)
 
     monkeypatch.setattr(Store, "read", spy)
-    ensemble(stores, data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    ensemble(stores, data=synth_data, out=tmp_path / "ens", console=quiet())
     ids = [s.image_id for s in test_set.samples]
     assert reads == [i for i in ids for _ in range(3)], "each image read from every member before the next image"
 
@@ -111,7 +111,7 @@ def test_perfect_stores_submit_and_score_one(tmp_path, synth_data):
     labelled = open_labelled(synth_data, "test")
     perfect = make_store(tmp_path / "perfect", labelled, lambda s: labelled.read_mask(s).astype(np.float32))
     noisy = make_store(tmp_path / "noisy", labelled, lambda s: 0.3 + 0.4 * labelled.read_mask(s).astype(np.float32))
-    ens = ensemble([perfect, noisy], name="p", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    ens = ensemble([perfect, noisy], name="p", data=synth_data, out=tmp_path / "ens", console=quiet())
     out = submit(ens, out=tmp_path / "sub.csv", console=quiet())
     assert score(out, synth_data, console=quiet()) == pytest.approx(1.0)
     # The newest ensemble is the default source.
@@ -121,14 +121,14 @@ def test_perfect_stores_submit_and_score_one(tmp_path, synth_data):
 
 def test_csv_hard_vote(tmp_path, synth_data):
     good = encode_labels(synth_data, tmp_path / "good.csv", console=quiet())
-    rows = list(csv.reader(open(good, newline="")))
+    rows = csv_rows(good)
     empty = tmp_path / "empty.csv"
     with open(empty, "w", newline="") as f:
         csv.writer(f).writerows([rows[0]] + [[r[0], r[1], ""] for r in rows[1:]])
-    ens = ensemble([good, good, empty], name="v", out_dir=tmp_path / "ens", data=synth_data, console=quiet())
+    ens = ensemble([good, good, empty], name="v", out=tmp_path / "ens", data=synth_data, console=quiet())
     out = submit(ens, out=tmp_path / "voted.csv", console=quiet())
     assert score(out, synth_data, console=quiet()) == pytest.approx(1.0)
-    ens = ensemble([good, empty, empty], name="v2", out_dir=tmp_path / "ens", data=synth_data, console=quiet())
+    ens = ensemble([good, empty, empty], name="v2", out=tmp_path / "ens", data=synth_data, console=quiet())
     assert score(submit(ens, out=tmp_path / "v2.csv", console=quiet()), synth_data, console=quiet()) < 0.01
 
 
@@ -136,7 +136,7 @@ def test_oof_table_labels_in_sample_and_reports_a_cross_validated_figure(tmp_pat
     from rich.console import Console
 
     console = Console(record=True, width=220, file=open("/dev/null", "w"))  # noqa: SIM115
-    out = ensemble([trained_tiny_run.run], name="cv", data=trained_tiny_run.data, out_dir=tmp_path / "ens", console=console)
+    out = ensemble([trained_tiny_run.run], name="cv", data=trained_tiny_run.data, out=tmp_path / "ens", console=console)
     text = " ".join(console.export_text().split())
     assert "tuned (in-sample)" in text and "after (in-sample)" in text and "after (cross-validated)" in text
     assert "cross-validated over 2 folds" in text

@@ -1,4 +1,5 @@
 """``compkit export nnunet``: nnU-Net v2's raw 2D layout; and nnU-Net ``--save_probabilities`` folders as members."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,13 @@ import pytest
 
 from compkit.data import open_dataset
 from compkit.stages.ensemble import ensemble
-from compkit.util.errors import CompkitError
 from compkit.stages.export import case_id, export
-from compkit.stores.members import open_member
 from compkit.stages.score import score
 from compkit.stages.split import split
 from compkit.stages.submit import submit
 from compkit.stages.synth import synth
+from compkit.stores.members import open_member
+from compkit.util.errors import CompkitError
 from tests.conftest import quiet
 from tests.data.test_described import DRIVE_YAML
 from tests.layouts import drive
@@ -34,10 +35,14 @@ def test_labels_with_field_of_view_as_ignore(vessels, tmp_path):
     [folder] = export("nnunet", vessels, tmp_path / "raw", dataset_id=7, console=quiet())
     assert folder.name == "Dataset007_Drive"
     info = json.loads((folder / "dataset.json").read_text())
+    assert info["name"] == "Dataset007_Drive", "the dataset's own name, not its staging folder's"
     assert info["channel_names"] == {"0": "R", "1": "G", "2": "B"} and info["file_ending"] == ".png"
     assert info["labels"] == {"background": 0, "vessel": 1, "ignore": 2} and info["numTraining"] == 4
     assert "regions_class_order" not in info
-    assert info["compkit"]["cases"]["21_training"] == "21_training.tif" and info["compkit"]["cases"]["01_test"] == "01_test.tif"
+    assert (
+        info["compkit"]["cases"]["21_training"] == "21_training.tif"
+        and info["compkit"]["cases"]["01_test"] == "01_test.tif"
+    )
     assert sorted(p.name for p in (folder / "imagesTr").iterdir())[0] == "21_training_0000.png"
     assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["01_test_0000.png", "02_test_0000.png"]
     train = open_dataset(vessels)
@@ -49,7 +54,12 @@ def test_labels_with_field_of_view_as_ignore(vessels, tmp_path):
     image = cv2.imread(str(folder / "imagesTr" / "21_training_0000.png"))
     assert np.array_equal(image, train.read_image(train.samples[0])), "the image as compkit reads it (RGB PNG)"
     folds = json.loads((folder / "splits_final.json").read_text())
-    assert len(folds) == 2 and sorted(folds[0]["val"] + folds[1]["val"]) == ["21_training", "22_training", "23_training", "24_training"]
+    assert len(folds) == 2 and sorted(folds[0]["val"] + folds[1]["val"]) == [
+        "21_training",
+        "22_training",
+        "23_training",
+        "24_training",
+    ]
 
 
 def test_overlapping_classes_become_regions_or_per_class_tasks(tmp_path):
@@ -71,7 +81,11 @@ def test_overlapping_classes_become_regions_or_per_class_tasks(tmp_path):
         assert np.array_equal(np.isin(label, labels[name]), mask[c].astype(bool)), name
     assert any(len(v) > 1 for k, v in labels.items() if k != "background")
     folders = export("nnunet", data, tmp_path / "per", mode="per-class", dataset_id=600, console=quiet())
-    assert len(folders) == 29 and folders[0].name == "Dataset600_Bones_finger1" and folders[-1].name == "Dataset628_Bones_Ulna"
+    assert (
+        len(folders) == 29
+        and folders[0].name == "Dataset600_Bones_finger1"
+        and folders[-1].name == "Dataset628_Bones_Ulna"
+    )
     assert json.loads((folders[-1] / "dataset.json").read_text())["labels"] == {"background": 0, "Ulna": 1}
 
 
@@ -97,7 +111,9 @@ def fake_nnunet_predictions(vessels, raw, out):
             continue
         truth = test.read_mask(test.sample(image_id))[0].astype(np.float32)
         vessel = 0.05 + 0.9 * truth
-        np.savez_compressed(out / f"{case}.npz", probabilities=np.stack([1 - vessel, vessel])[:, None].astype(np.float32))
+        np.savez_compressed(
+            out / f"{case}.npz", probabilities=np.stack([1 - vessel, vessel])[:, None].astype(np.float32)
+        )
         with open(out / f"{case}.pkl", "wb") as f:
             pickle.dump(Exploit(str(out / "PWNED")), f)
         cv2.imwrite(str(out / f"{case}.png"), truth.astype(np.uint8))
@@ -111,7 +127,7 @@ def test_nnunet_probabilities_as_a_member(vessels, tmp_path):
     assert member.families == ["nnunet"] and member.classes == ["vessel"] and member.resolution == (72, 64)
     assert sorted(member.image_ids) == ["01_test.tif", "02_test.tif"]
     assert member.data_root == str(vessels.absolute())
-    ens = ensemble([predictions], name="nn", out_dir=tmp_path / "ens", console=quiet())
+    ens = ensemble([predictions], name="nn", out=tmp_path / "ens", console=quiet())
     out = submit(ens, out=tmp_path / "nn.csv", console=quiet())
     assert score(out, vessels, console=quiet()) == pytest.approx(1.0)
     assert not (predictions / "PWNED").exists(), "the .pkl files are never unpickled"
@@ -120,3 +136,15 @@ def test_nnunet_probabilities_as_a_member(vessels, tmp_path):
     (predictions / "dataset.json").write_text(json.dumps(info))
     with pytest.raises(CompkitError, match="no compkit entry"):
         open_member(predictions)
+
+
+def test_label_values_of_classes_their_combinations_and_ignore():
+    from compkit.stages.export import LabelValues
+
+    plain = LabelValues.of([2, 5], [], ignored=True)
+    assert plain.values == {(2,): 1, (5,): 2} and not plain.regions and plain.ignore_value == 3
+    assert plain.local() == {(0,): 1, (1,): 2}
+    assert plain.labels(["a", "b"]) == {"background": 0, "a": 1, "b": 2, "ignore": 3}
+    regions = LabelValues.of([0, 1, 2], [(0, 1), (1, 2)], ignored=False)
+    assert regions.regions and regions.ignore_value is None and regions.values[(1, 2)] == 5
+    assert regions.labels(["a", "b", "c"]) == {"background": 0, "a": [1, 4], "b": [2, 4, 5], "c": [3, 5]}

@@ -1,4 +1,5 @@
 """compkit inspect on a trained run: per-class dice, worst images drawn by error, confused classes."""
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,7 @@ def test_inspect_a_run(trained_tiny_run, tmp_path):
     assert html.count("data:image/png;base64,") == 12 and len(report["worst_classes"]) == 12
     worst = report["worst_classes"]
     assert [w["dice"] for w in worst] == sorted(w["dice"] for w in worst)
-    assert f'{worst[0]["class"]} in {worst[0]["image"]}: dice {worst[0]["dice"]:.3f}' in html
+    assert f"{worst[0]['class']} in {worst[0]['image']}: dice {worst[0]['dice']:.3f}" in html
     # The bar chart lists every class, worst first.
     order = sorted(report["per_class"], key=report["per_class"].get)
     positions = [html.index(f'<span class="label">{c}</span>') for c in order]
@@ -65,7 +66,10 @@ def test_inspect_a_run(trained_tiny_run, tmp_path):
     assert all(set(c) == {"missed", "predicted_instead", "pixels", "share_of_class"} for c in report["confusions"])
     test_page = inspect(run, split="test", out=tmp_path / "test-report", console=quiet())
     test_report = json.loads((tmp_path / "test-report" / "inspect.json").read_text())
-    assert test_report["images"] == 4 and "compkit score measures the submission at full image size" in test_report["measured"]
+    assert (
+        test_report["images"] == 4
+        and "compkit score measures the submission at full image size" in test_report["measured"]
+    )
     assert test_page.is_file()
 
 

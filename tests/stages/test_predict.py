@@ -1,5 +1,6 @@
 """compkit predict: a trained run's folds predict their test images (or their validation images) into stores, as
 training did; TTA, sliding windows and the split are chosen per call."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,13 +9,13 @@ import torch
 
 from compkit.data import open_dataset
 from compkit.data.splits import load_splits
-from compkit.util.errors import CompkitError
 from compkit.families import load_fold
-from compkit.stages.predict import predict
 from compkit.inference.predictor import InferenceSettings, inference_settings, predict_cached
+from compkit.stages.predict import predict
+from compkit.stores.probabilities import Store
 from compkit.training.preprocess import cache_for
 from compkit.training.runs import fold_recipe
-from compkit.stores.probabilities import Store
+from compkit.util.errors import CompkitError
 from tests.conftest import copy_run, quiet
 
 ROUNDING = 1 / 255 + 1e-6  # stores keep uint8 probabilities
@@ -38,7 +39,10 @@ def reference(fold_dir, settings: InferenceSettings) -> dict[str, np.ndarray]:
     dataset = open_dataset(recipe.data.root, "test")
     fold = load_fold(fold_dir, dataset.classes, torch.device("cpu"))
     cache = cache_for(dataset, fold.recipe, quiet())
-    return {dataset.samples[i].image_id: probs for i, probs in predict_cached(fold.predictor, cache, list(range(len(dataset))), settings)}
+    return {
+        dataset.samples[i].image_id: probs
+        for i, probs in predict_cached(fold.predictor, cache, list(range(len(dataset))), settings)
+    }
 
 
 def test_predicting_a_run_rewrites_the_test_stores_training_wrote(trained_tiny_run, run_copy):
@@ -106,7 +110,9 @@ def test_an_existing_store_is_replaced_only_when_asked(trained_tiny_run, run_cop
         predict([run_copy], tta="none", device="cpu", console=quiet())
     assert info.value.path == str(run_copy / "fold0" / "test")
     assert sorted(p.name for p in (run_copy / "fold0" / "test").iterdir()) == before
-    assert max_difference(Store(run_copy / "fold0" / "test"), Store(trained_tiny_run.run / "fold0" / "test")) == 0, "left alone"
+    assert max_difference(Store(run_copy / "fold0" / "test"), Store(trained_tiny_run.run / "fold0" / "test")) == 0, (
+        "left alone"
+    )
 
 
 def test_out_writes_beside_a_read_only_run(trained_tiny_run, tmp_path):
@@ -117,12 +123,16 @@ def test_out_writes_beside_a_read_only_run(trained_tiny_run, tmp_path):
     assert written == [tmp_path / "preds" / "tiny" / "fold0" / "test", tmp_path / "preds" / "tiny" / "fold1" / "test"]
     assert {p.relative_to(run).as_posix(): p.stat().st_mtime_ns for p in run.rglob("*")} == listing
     for fold in ("fold0", "fold1"):
-        assert max_difference(Store(tmp_path / "preds" / "tiny" / fold / "test"), Store(run / fold / "test")) <= ROUNDING
+        assert (
+            max_difference(Store(tmp_path / "preds" / "tiny" / fold / "test"), Store(run / fold / "test")) <= ROUNDING
+        )
         assert (tmp_path / "preds" / "tiny" / fold / "recipe.yaml").is_file(), "read like a run by ensemble and submit"
 
 
 def test_errors_name_the_option(run_copy, tmp_path):
-    with pytest.raises(CompkitError, match=r"unknown TTA 'flip' \(did you mean 'vflip'\?\) \(known: none, hflip, vflip, d4, scales\)") as info:
+    with pytest.raises(
+        CompkitError, match=r"unknown TTA 'flip' \(did you mean 'vflip'\?\) \(known: none, hflip, vflip, d4, scales\)"
+    ) as info:
         predict([run_copy], tta="flip", console=quiet())
     assert info.value.path == "--tta"
     with pytest.raises(CompkitError, match="must be one of test, val, got 'train'") as info:

@@ -6,14 +6,14 @@ import shutil
 import numpy as np
 import pytest
 
-from compkit.submission import rle
 from compkit.data import HANDBONE_CLASSES
-from compkit.stages.encode_labels import encode_labels
-from compkit.util.errors import CompkitError
-from compkit.evaluation.metrics import DICE_SMOOTH, DiceMeter, dice_per_class
 from compkit.data.labelled import open_labelled
+from compkit.evaluation.metrics import DICE_SMOOTH, DiceMeter, dice_per_class
+from compkit.stages.encode_labels import encode_labels
 from compkit.stages.score import score
-from tests.conftest import quiet
+from compkit.submission import rle
+from compkit.util.errors import CompkitError
+from tests.conftest import csv_rows, quiet
 
 
 def test_dice_per_class_known_values():
@@ -56,7 +56,7 @@ def test_known_imperfect_score(synth_data, tmp_path):
     """Two hand-edited rows, their dice worked out from pixel counts."""
     dataset = open_labelled(synth_data, "test")
     out = encode_labels(synth_data, tmp_path / "perfect.csv", console=quiet())
-    rows = list(csv.reader(open(out, newline="")))
+    rows = csv_rows(out)
     radius = HANDBONE_CLASSES.index("Radius")
     first = dataset.read_mask(dataset.samples[0])[radius]
     half = first.copy()

@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 
 from compkit.data import open_dataset
-from compkit.util.errors import CompkitError
 from compkit.stages.split import load_splits, make_splits, split
 from compkit.stages.synth import synth
+from compkit.util.errors import CompkitError
 from tests.conftest import quiet
 from tests.layouts import read_only_modes
 
@@ -65,9 +65,9 @@ def test_writes_file_and_reuses_it(tmp_path, bigger_data, data_copy):
     before = path.stat().st_mtime_ns
     split(data_copy, folds=3, seed=21, stratify="sex", console=quiet())
     assert path.stat().st_mtime_ns == before, "same settings reuse the file"
-    with pytest.raises(CompkitError, match="--force"):
+    with pytest.raises(CompkitError, match="pass --exist-ok to replace it"):
         split(data_copy, folds=4, seed=21, stratify="sex", console=quiet())
-    split(data_copy, folds=4, seed=21, stratify="sex", force=True, console=quiet())
+    split(data_copy, folds=4, seed=21, stratify="sex", exist_ok=True, console=quiet())
     assert len(load_splits(data_copy)["folds"]) == 4
 
 

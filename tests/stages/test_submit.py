@@ -1,7 +1,9 @@
 """compkit submit: a member's test probabilities -> upsampled, thresholded, postprocessed, validated submission CSV."""
+
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -10,19 +12,17 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from compkit.submission import rle
 from compkit.data import open_dataset
 from compkit.data.cache import foreground_box
+from compkit.evaluation.postprocess import upsample_mask
 from compkit.stages.encode_labels import encode_labels
+from compkit.stages.submit import newest_ensemble, submit
+from compkit.stores.probabilities import StoreWriter
+from compkit.submission import rle
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import write_json
-from compkit.evaluation.postprocess import upsample_mask
-from compkit.stores.probabilities import StoreWriter
-from compkit.stages.submit import newest_ensemble, submit
-from tests.conftest import quiet
-
-
-from tests.stages.test_ensemble import constant, make_store  # noqa: E402  (one helper for hand-made stores)
+from tests.conftest import csv_rows, quiet
+from tests.stages.test_ensemble import constant, make_store
 
 
 def read_csv(path):
@@ -41,7 +41,9 @@ def test_set(synth_data):
 def test_upsample_mask_thresholds_strictly_above():
     q = np.array([[0, 127], [128, 255]], np.uint8)
     assert upsample_mask(q, (2, 2), 0.5).tolist() == [[False, False], [True, True]], "p > t: 127/255 < 0.5 < 128/255"
-    assert upsample_mask(q, (2, 2), 128 / 255).tolist() == [[False, False], [False, True]], "a pixel at the threshold is out"
+    assert upsample_mask(q, (2, 2), 128 / 255).tolist() == [[False, False], [False, True]], (
+        "a pixel at the threshold is out"
+    )
     assert upsample_mask(q, (2, 2), 0.01).tolist() == [[False, True], [True, True]]
 
 
@@ -71,14 +73,13 @@ def test_newest_ensemble_is_the_default_source(tmp_path):
 
 def test_submit_threshold_and_sample_checks(tmp_path, synth_data, test_set):
     store = make_store(tmp_path / "s", test_set, constant(0.4))
-    warned = Console(file=open(tmp_path / "log.txt", "w"), width=200)
+    warned = Console(file=io.StringIO(), width=200)
     submit(store, out=tmp_path / "a.csv", threshold="tuned", data=synth_data, console=warned)
-    warned.file.close()
-    assert "no tuned thresholds" in (tmp_path / "log.txt").read_text()
+    assert "no tuned thresholds" in warned.file.getvalue()
     low = submit(store, out=tmp_path / "low.csv", threshold="0.3", data=synth_data, console=quiet())
-    assert all(r[2] == "1 9216" for r in list(csv.reader(open(low)))[1:])
+    assert all(r[2] == "1 9216" for r in csv_rows(low)[1:])
     sample = tmp_path / "sample.csv"
-    rows = list(csv.reader(open(low)))
+    rows = csv_rows(low)
     rows[5][1] = "Ulna"
     with open(sample, "w", newline="") as f:
         csv.writer(f).writerows(rows)
@@ -120,7 +121,9 @@ def test_postprocessing_rules_are_applied(tmp_path, synth_data, test_set):
     big = np.zeros((96, 96), np.uint8)
     big[10:40, 10:40] = 1
     plain = ensemble_folder(tmp_path / "ens" / "plain", test_set, blobs, synth_data)
-    kept = ensemble_folder(tmp_path / "ens" / "kept", test_set, blobs, synth_data, postprocess={"finger-1": {"rule": "largest"}})
+    kept = ensemble_folder(
+        tmp_path / "ens" / "kept", test_set, blobs, synth_data, postprocess={"finger-1": {"rule": "largest"}}
+    )
     both = read_csv(submit(plain, out=tmp_path / "plain.csv", console=quiet()))
     largest = read_csv(submit(kept, out=tmp_path / "kept.csv", console=quiet()))
     for a, b in zip(both[1:], largest[1:], strict=True):
@@ -180,7 +183,7 @@ def test_submit_pastes_cropped_probabilities_back(fundus_data, tmp_path):
             probs[0] = 1.0  # class 0 everywhere inside the crop
             w.write(s.image_id, probs, (128, 128), boxes[s.image_id])
     out = submit(tmp_path / "store", out=tmp_path / "sub.csv", data=fundus, console=quiet())
-    rows = list(csv.reader(open(out)))[1:]
+    rows = csv_rows(out)[1:]
     for k, s in enumerate(test.samples):
         y0, y1, x0, x1 = boxes[s.image_id]
         expected = np.zeros((128, 128), np.uint8)
@@ -192,13 +195,13 @@ def test_submit_pastes_cropped_probabilities_back(fundus_data, tmp_path):
 def test_submit_says_which_ensemble_thresholds_and_postprocessing_it_used(tmp_path, synth_data):
     from rich.console import Console
 
-    from tests.stages.test_ensemble import make_store
     from compkit.data.labelled import open_labelled
     from compkit.stages.ensemble import ensemble
+    from tests.stages.test_ensemble import make_store
 
     labelled = open_labelled(synth_data, "test")
     store = make_store(tmp_path / "perfect", labelled, lambda s: labelled.read_mask(s).astype(np.float32))
-    ensemble([store], name="p", data=synth_data, out_dir=tmp_path / "ens", console=quiet())
+    ensemble([store], name="p", data=synth_data, out=tmp_path / "ens", console=quiet())
     console = Console(record=True, width=300, file=open("/dev/null", "w"))  # noqa: SIM115
     out = submit(out=tmp_path / "sub.csv", ensembles_dir=tmp_path / "ens", console=console)
     text = console.export_text()

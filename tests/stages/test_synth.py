@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from compkit.data import HANDBONE_CLASSES, open_dataset
-from compkit.util.errors import CompkitError
 from compkit.stages.synth import synth
+from compkit.util.errors import CompkitError
 from tests.conftest import quiet
 
 
@@ -84,14 +84,14 @@ def test_deterministic_by_seed(tmp_path, synth_data):
     assert tree_bytes(tmp_path / "other") != tree_bytes(synth_data)
 
 
-def test_refuses_to_overwrite_without_force(tmp_path):
+def test_refuses_to_overwrite_without_exist_ok(tmp_path):
     target = tmp_path / "data"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    with pytest.raises(CompkitError, match="--force"):
+    with pytest.raises(CompkitError, match="use --exist-ok to replace it"):
         synth(target, patients=1, test_patients=0, size=64, console=quiet())
     assert (target / "keep.txt").read_text() == "mine"
-    synth(target, patients=1, test_patients=0, size=64, force=True, console=quiet())
+    synth(target, patients=1, test_patients=0, size=64, exist_ok=True, console=quiet())
     assert not (target / "keep.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
 
@@ -99,9 +99,21 @@ def test_refuses_to_overwrite_without_force(tmp_path):
 # sha256 of the PNG/JPG/JSON/CSV files (paths and bytes, sorted) of 2 training + 1 test patient(s), by kind, written
 # by compkit 85d5d5e, before the generators had variant parameters: their defaults must keep giving exactly this data.
 STANDARD_DIGESTS = {
-    "handbone": (96, "eb5fa638adbe64eacfc0d8ddc0f01e49fe79aab7fd3a4845514b3418e57344d7", "b03bdb7966d379fc0ec1b19d091de6c82ba850985a56fd1fd3f10ae7415aafb0"),
-    "fundus": (128, "f99cc57691e6cde81b1757b0c3c23fd4d1416cf9096d6f3d1a8be642b8002edc", "922d61535b11f08a7779559f00702ca6381e83e5d02d35d5603571500fdc123d"),
-    "isic": (96, "4e11249c5bea9fa2353d9f44a0a39f3e547ec8b70aa60f9998dd18cf01cdbd25", "271347ca14c4b2d63115b1ebf30f7c0e021bb6222ea291677e60d21acd9d5933"),
+    "handbone": (
+        96,
+        "eb5fa638adbe64eacfc0d8ddc0f01e49fe79aab7fd3a4845514b3418e57344d7",
+        "b03bdb7966d379fc0ec1b19d091de6c82ba850985a56fd1fd3f10ae7415aafb0",
+    ),
+    "fundus": (
+        128,
+        "f99cc57691e6cde81b1757b0c3c23fd4d1416cf9096d6f3d1a8be642b8002edc",
+        "922d61535b11f08a7779559f00702ca6381e83e5d02d35d5603571500fdc123d",
+    ),
+    "isic": (
+        96,
+        "4e11249c5bea9fa2353d9f44a0a39f3e547ec8b70aa60f9998dd18cf01cdbd25",
+        "271347ca14c4b2d63115b1ebf30f7c0e021bb6222ea291677e60d21acd9d5933",
+    ),
 }
 
 
@@ -128,7 +140,9 @@ def test_handbone_variants_change_contrast_noise_widths_and_shape(tmp_path):
 
     standard = open_dataset(synth(tmp_path / "a", patients=1, test_patients=0, size=128, console=quiet()), "train")
     options = {"contrast": 0.5, "noise": 2.0, "bone_width": 0.7, "aspect": 0.75}
-    variant = open_dataset(synth(tmp_path / "b", patients=1, test_patients=0, size=128, console=quiet(), options=options), "train")
+    variant = open_dataset(
+        synth(tmp_path / "b", patients=1, test_patients=0, size=128, console=quiet(), options=options), "train"
+    )
     a, b = standard.samples[0], variant.samples[0]
     image_a, image_b = standard.read_image(a), variant.read_image(b)
     assert image_a.shape == (128, 128, 3) and image_b.shape == (128, 96, 3)  # portrait: 96 x 128
@@ -145,12 +159,31 @@ def test_lesion_variants(tmp_path):
     from compkit.data import open_dataset
 
     def labelled(options):
-        root = synth(tmp_path / f"f{len(list(tmp_path.iterdir()))}", patients=2, test_patients=0, size=128, kind="fundus", console=quiet(), options=options)
+        root = synth(
+            tmp_path / f"f{len(list(tmp_path.iterdir()))}",
+            patients=2,
+            test_patients=0,
+            size=128,
+            kind="fundus",
+            console=quiet(),
+            options=options,
+        )
         data = open_dataset(root, "train")
         return sum(int(data.read_mask(s, (128, 128)).any(0).sum()) for s in data.samples)
 
     assert labelled({"lesion_scale": 2.0}) > 1.5 * labelled({})
-    skin = open_dataset(synth(tmp_path / "skin", patients=1, test_patients=0, size=96, kind="isic", console=quiet(), options={"contrast": 0.0}), "train")
+    skin = open_dataset(
+        synth(
+            tmp_path / "skin",
+            patients=1,
+            test_patients=0,
+            size=96,
+            kind="isic",
+            console=quiet(),
+            options={"contrast": 0.0},
+        ),
+        "train",
+    )
     image = skin.read_image(skin.samples[0]).astype(float)
     mask = skin.read_mask(skin.samples[0], image.shape[:2])[0] > 0
     assert abs(image[mask].mean() - image[~mask].mean()) < 25  # no darker lesion: only the vignette and hairs differ
@@ -160,7 +193,10 @@ def test_handbone_forearms_can_run_out_of_the_frame(tmp_path):
     from compkit.data.raster import polygon_clips
 
     standard = open_dataset(synth(tmp_path / "a", patients=2, test_patients=0, size=96, console=quiet()), "train")
-    variant = open_dataset(synth(tmp_path / "b", patients=2, test_patients=0, size=96, console=quiet(), options={"forearm_out": 0.15}), "train")
+    variant = open_dataset(
+        synth(tmp_path / "b", patients=2, test_patients=0, size=96, console=quiet(), options={"forearm_out": 0.15}),
+        "train",
+    )
     forearm = {standard.classes.index("Radius"), standard.classes.index("Ulna")}
     fractions = []
     for a, b in zip(standard.samples, variant.samples, strict=True):
@@ -170,7 +206,11 @@ def test_handbone_forearms_can_run_out_of_the_frame(tmp_path):
                 np.testing.assert_array_equal(pa.points, pb.points)
             else:
                 assert pa.points[:, 1].max() == 95 and pb.points[:, 1].max() > 95
-        fractions += [c.fraction for c in polygon_clips(b.polygons, (96, 96), variant.classes, b.label_path) if c.class_index in forearm]
+        fractions += [
+            c.fraction
+            for c in polygon_clips(b.polygons, (96, 96), variant.classes, b.label_path)
+            if c.class_index in forearm
+        ]
     assert 0.1 < max(fractions) <= 0.15 and min(fractions) > 0
     with pytest.raises(CompkitError, match="forearm_out"):
         synth(tmp_path / "c", patients=1, test_patients=0, size=96, console=quiet(), options={"forearm_out": -0.1})

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 import compkit.families.smp as smp_module
-from compkit.training.checkpoint import load_checkpoint
 from compkit.data import open_dataset
 from compkit.data.cache import build_cache
-from compkit.util.errors import CompkitError
-from compkit.families.smp import CachedSamples
 from compkit.families import load_fold
+from compkit.families.smp import CachedSamples
 from compkit.inference.predictor import ValidationDice, inference_settings, predict_cached
-from compkit.training.recipe import load_recipe
 from compkit.stages.split import split
-from compkit.stores.probabilities import Store
 from compkit.stages.train import train
+from compkit.stores.probabilities import Store
+from compkit.training.checkpoint import load_checkpoint
+from compkit.training.recipe import load_recipe
+from compkit.util.errors import CompkitError
 from tests.conftest import FAST, TRAINED_TINY_OVERRIDES, quiet
 
 __all__ = ["FAST"]  # other test modules import FAST from here
@@ -43,7 +43,7 @@ def rows(folder):
 
 @pytest.mark.slow
 def test_training_lowers_loss_and_writes_the_run_folder(split_data, tmp_path):
-    [result] = train("tiny", data=split_data, fold="1", overrides=FAST, runs_dir=tmp_path / "runs", console=quiet())
+    [result] = train("tiny", data=split_data, fold="1", overrides=FAST, out=tmp_path / "runs", console=quiet())
     folder = tmp_path / "runs" / "tiny" / "fold1"
     assert result["folder"] == folder and result["epochs"] == 3
     table = rows(folder)
@@ -82,7 +82,7 @@ class Killed(Exception):
 @pytest.mark.slow
 def test_killed_and_resumed_run_matches_uninterrupted(split_data, tmp_path, monkeypatch):
     overrides = [*FAST, "aug=[{name: HorizontalFlip, p: 0.5}, {name: Rotate, limit: 10, p: 0.5}]"]
-    train("tiny", data=split_data, fold="0", overrides=overrides, runs_dir=tmp_path / "a", console=quiet())
+    train("tiny", data=split_data, fold="0", overrides=overrides, out=tmp_path / "a", console=quiet())
 
     original = CachedSamples.__getitem__
     calls = {"n": 0}
@@ -96,10 +96,10 @@ def test_killed_and_resumed_run_matches_uninterrupted(split_data, tmp_path, monk
 
     monkeypatch.setattr(CachedSamples, "__getitem__", dies_mid_epoch_two)
     with pytest.raises(Killed):
-        train("tiny", data=split_data, fold="0", overrides=overrides, runs_dir=tmp_path / "b", console=quiet())
+        train("tiny", data=split_data, fold="0", overrides=overrides, out=tmp_path / "b", console=quiet())
     assert load_checkpoint(tmp_path / "b" / "tiny" / "fold0" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(CachedSamples, "__getitem__", original)
-    train("tiny", data=split_data, fold="0", overrides=overrides, runs_dir=tmp_path / "b", resume=True, console=quiet())
+    train("tiny", data=split_data, fold="0", overrides=overrides, out=tmp_path / "b", resume=True, console=quiet())
 
     a, b = (rows(tmp_path / run / "tiny" / "fold0") for run in ("a", "b"))
     strip = lambda table: [{k: v for k, v in r.items() if k not in ("seconds", "train_images_per_s")} for r in table]  # noqa: E731  (timings)
@@ -113,7 +113,7 @@ def test_same_seed_same_curve(trained_tiny_run, tmp_path):
     """Fold 0 trained again with the session run's recipe and overrides (alone this time, not as part of
     ``--fold all``) repeats its curve and its weights exactly."""
     data, run = trained_tiny_run  # read-only: the run goes to tmp_path, the preprocessing cache is already there
-    train("tiny", data=data, fold="0", overrides=TRAINED_TINY_OVERRIDES, runs_dir=tmp_path, console=quiet())
+    train("tiny", data=data, fold="0", overrides=TRAINED_TINY_OVERRIDES, out=tmp_path, console=quiet())
     strip = lambda table: [{k: v for k, v in r.items() if k not in ("seconds", "train_images_per_s")} for r in table]  # noqa: E731  (timings)
     assert strip(rows(tmp_path / "tiny" / "fold0")) == strip(rows(run / "fold0"))
     again = load_checkpoint(tmp_path / "tiny" / "fold0" / "last.pt")["model"]
@@ -139,7 +139,7 @@ def test_nan_loss_stops_naming_epoch_and_step(split_data, tmp_path, monkeypatch)
 
     monkeypatch.setattr(smp_module, "create_loss", poisoned)
     with pytest.raises(CompkitError, match=r"NaN/inf at epoch 2, step 1; stopped, last.pt holds epoch 1"):
-        train("tiny", data=split_data, fold="0", overrides=FAST, runs_dir=tmp_path / "runs", console=quiet())
+        train("tiny", data=split_data, fold="0", overrides=FAST, out=tmp_path / "runs", console=quiet())
     assert load_checkpoint(tmp_path / "runs" / "tiny" / "fold0" / "last.pt")["epoch"] == 1
 
 
@@ -147,32 +147,46 @@ def test_nan_loss_stops_naming_epoch_and_step(split_data, tmp_path, monkeypatch)
 def test_early_stop(split_data, tmp_path, monkeypatch):
     """Validation dice that never improves after epoch 1 stops training after `early_stop` more epochs."""
     monkeypatch.setattr(smp_module, "validation_dice", lambda *args, **kwargs: ValidationDice(np.full(29, 0.5)))
-    [result] = train("tiny", data=split_data, fold="0", overrides=[*FAST, "train.epochs=6", "train.early_stop=2"], runs_dir=tmp_path, console=quiet())
+    [result] = train(
+        "tiny",
+        data=split_data,
+        fold="0",
+        overrides=[*FAST, "train.epochs=6", "train.early_stop=2"],
+        out=tmp_path,
+        console=quiet(),
+    )
     assert result["epochs"] == 3 and result["best_epoch"] == 1
 
 
 def test_unknown_transform_fails_before_work(split_data, tmp_path):
     with pytest.raises(CompkitError, match="unknown albumentations transform 'Rotat'"):
-        train("tiny", data=split_data, overrides=[*FAST, "aug=[{name: Rotat}]"], runs_dir=tmp_path, console=quiet())
+        train("tiny", data=split_data, overrides=[*FAST, "aug=[{name: Rotat}]"], out=tmp_path, console=quiet())
     assert not (split_data / ".compkit-cache").exists()
 
 
 def test_bad_folds_and_missing_splits(data_copy, tmp_path):
     with pytest.raises(CompkitError, match="run `compkit split"):
-        train("tiny", data=data_copy, overrides=FAST, runs_dir=tmp_path, console=quiet())
+        train("tiny", data=data_copy, overrides=FAST, out=tmp_path, console=quiet())
     split(data_copy, folds=2, seed=0, console=quiet())
     with pytest.raises(CompkitError, match=r"fold 5 out of range: the splits file has folds 0..1"):
-        train("tiny", data=data_copy, fold="5", overrides=FAST, runs_dir=tmp_path, console=quiet())
+        train("tiny", data=data_copy, fold="5", overrides=FAST, out=tmp_path, console=quiet())
     with pytest.raises(CompkitError, match="not a fold number or 'all'"):
-        train("tiny", data=data_copy, fold="first", overrides=FAST, runs_dir=tmp_path, console=quiet())
+        train("tiny", data=data_copy, fold="first", overrides=FAST, out=tmp_path, console=quiet())
     with pytest.raises(CompkitError, match="unknown key"):
-        train("tiny", data=data_copy, overrides=[*FAST, "train.epoks=1"], runs_dir=tmp_path, console=quiet())
+        train("tiny", data=data_copy, overrides=[*FAST, "train.epoks=1"], out=tmp_path, console=quiet())
     assert not (tmp_path / "tiny").exists()
 
 
 @pytest.mark.slow
 def test_aux_presence_head_reports_accuracy(split_data, tmp_path):
-    train("tiny", data=split_data, fold="0", overrides=[*FAST, "train.epochs=2", "model.aux={classes: 29, weight: 0.5}"], runs_dir=tmp_path, console=quiet())
+    train(
+        "tiny",
+        data=split_data,
+        fold="0",
+        overrides=[*FAST, "train.epochs=2", "model.aux={classes: 29, weight: 0.5}"],
+        out=tmp_path,
+        console=quiet(),
+    )
     table = rows(tmp_path / "tiny" / "fold0")
     assert {"train_aux", "val_aux_acc"} <= set(table[0])
     assert all(float(r["val_aux_acc"]) > AUX_PRESENCE_FLOOR for r in table)
@@ -188,11 +202,20 @@ def test_aux_csv_target_on_fundus_grades(trained_fundus_aux, tmp_path):
     assert accuracy * len(val_ids) == pytest.approx(round(accuracy * len(val_ids)), abs=1e-4)
     assert accuracy >= AUX_CSV_FLOOR
     with pytest.raises(CompkitError, match="not a class in 0..1"):
-        train("tiny", data=data, fold="0", overrides=[*FAST, "model.aux={classes: 2, target: 'csv:grade'}"], runs_dir=tmp_path / "bad", console=quiet())
+        train(
+            "tiny",
+            data=data,
+            fold="0",
+            overrides=[*FAST, "model.aux={classes: 2, target: 'csv:grade'}"],
+            out=tmp_path / "bad",
+            console=quiet(),
+        )
 
 
 @pytest.mark.slow
-def test_a_native_smp_encoder_starts_from_its_cached_imagenet_weights(split_data, tmp_path, planted_weights, cut_network, monkeypatch):
+def test_a_native_smp_encoder_starts_from_its_cached_imagenet_weights(
+    split_data, tmp_path, planted_weights, cut_network, monkeypatch
+):
     """smp-hub/resnet18.imagenet planted in a hub cache; HF_HUB_OFFLINE=1 and every socket refused; one epoch at lr 0
     keeps the encoder's weights, and the normalisation written into recipe.yaml is the entry's config.json."""
     from compkit.pretrained.weights import file_sha256
@@ -201,7 +224,7 @@ def test_a_native_smp_encoder_starts_from_its_cached_imagenet_weights(split_data
     monkeypatch.setenv("COMPKIT_WEIGHTS", str(planted_weights["folder"]))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     overrides = [*FAST, "train.epochs=1", "optim.lr=0", "model.encoder=resnet18", "model.encoder_weights=imagenet"]
-    train("tiny", data=split_data, fold="0", overrides=overrides, runs_dir=tmp_path, console=quiet())
+    train("tiny", data=split_data, fold="0", overrides=overrides, out=tmp_path, console=quiet())
     folder = tmp_path / "tiny" / "fold0"
     trained = load_checkpoint(folder / "best.pt")["model"]
     for name, value in planted_weights["smp"].items():

@@ -1,5 +1,6 @@
 """``compkit weights pull | list | export`` and training from the weights cache, as a user meets them: the network cut,
 a planted cache, an export attached to a "fresh machine", one-line errors naming the pull command."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,12 +11,12 @@ import torch
 import yaml
 from rich.console import Console
 
+from compkit.pretrained.weights import weights_cache
 from compkit.stages.split import split
 from compkit.stages.weights import export, list_weights
-from compkit.pretrained.weights import weights_cache
 from tests.conftest import plant_hub_entry, quiet
-from tests.test_cli import assert_one_line_error, run
 from tests.stages.test_train import FAST
+from tests.test_cli import assert_one_line_error, run
 
 PRETRAINED_TINY = ["--set", "model.encoder=tu-resnet18", "--set", "model.encoder_weights=imagenet"]
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -44,25 +45,46 @@ def test_pull_export_and_train_offline_from_the_export(planted_weights, data_cop
     result = run("weights", "export", out, "tu-resnet18", "--cache", source)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "weights.json").read_text())["entries"]
-    assert [(e["name"], e["tag"], e["repo_id"]) for e in manifest] == [("tu-resnet18", "a1_in1k", "timm/resnet18.a1_in1k")]
+    assert [(e["name"], e["tag"], e["repo_id"]) for e in manifest] == [
+        ("tu-resnet18", "a1_in1k", "timm/resnet18.a1_in1k")
+    ]
     exported = out / "hub" / "models--timm--resnet18.a1_in1k"
     revision = (exported / "refs" / "main").read_text()
     weights_file = exported / "snapshots" / revision / "model.safetensors"
     assert weights_file.is_file() and not weights_file.is_symlink(), "plain files survive a dataset upload"
     assert not (out / "hub" / "models--smp-hub--resnet18.imagenet").exists(), "only what was asked for"
-    planted_bytes = (source / "hub" / "models--timm--resnet18.a1_in1k" / "snapshots" / revision / "model.safetensors").read_bytes()
+    planted_bytes = (
+        source / "hub" / "models--timm--resnet18.a1_in1k" / "snapshots" / revision / "model.safetensors"
+    ).read_bytes()
     assert manifest[0]["sha256"] == hashlib.sha256(planted_bytes).hexdigest()
 
     # A fresh machine: only the export, no network, HF_HUB_OFFLINE=1; one step at lr 0 keeps the planted weights.
     split(data_copy, folds=2, seed=0, console=quiet())
     runs = tmp_path / "runs"
     sets = [a for s in [*FAST, "train.epochs=1", "optim.lr=0"] for a in ("--set", s)]
-    result = run("train", "--recipe", "tiny", "--data", data_copy, *PRETRAINED_TINY, *sets, "--weights-cache", out, "--runs-dir", runs)
+    result = run(
+        "train",
+        "--recipe",
+        "tiny",
+        "--data",
+        data_copy,
+        *PRETRAINED_TINY,
+        *sets,
+        "--weights-cache",
+        out,
+        "--runs-dir",
+        runs,
+    )
     assert result.exit_code == 0, result.output
     assert "fold 0 starts from tu-resnet18 a1_in1k (timm/resnet18.a1_in1k@" in result.stdout
     folder = runs / "tiny" / "fold0"
     record = json.loads((folder / "pretrained.json").read_text())
-    assert (record["name"], record["tag"], record["repo_id"], record["revision"]) == ("tu-resnet18", "a1_in1k", "timm/resnet18.a1_in1k", revision)
+    assert (record["name"], record["tag"], record["repo_id"], record["revision"]) == (
+        "tu-resnet18",
+        "a1_in1k",
+        "timm/resnet18.a1_in1k",
+        revision,
+    )
     assert record["sha256"] == manifest[0]["sha256"] and record["path"] == str(weights_file)
     trained = torch.load(folder / "best.pt", map_location="cpu", weights_only=True)["model"]
     compared = 0
@@ -79,9 +101,23 @@ def test_pull_export_and_train_offline_from_the_export(planted_weights, data_cop
 def test_train_without_cached_weights_stops_before_reading_any_data(data_copy, tmp_path, offline):
     split(data_copy, folds=2, seed=0, console=quiet())
     empty = tmp_path / "weights"
-    result = run("train", "--recipe", "tiny", "--data", data_copy, *PRETRAINED_TINY, "--weights-cache", empty, "--runs-dir", tmp_path / "runs")
+    result = run(
+        "train",
+        "--recipe",
+        "tiny",
+        "--data",
+        data_copy,
+        *PRETRAINED_TINY,
+        "--weights-cache",
+        empty,
+        "--runs-dir",
+        tmp_path / "runs",
+    )
     assert_one_line_error(
-        result, "tu-resnet18 weights 'a1_in1k'", "HF_HUB_OFFLINE is set", f"compkit weights pull tu-resnet18.a1_in1k --cache {empty}"
+        result,
+        "tu-resnet18 weights 'a1_in1k'",
+        "HF_HUB_OFFLINE is set",
+        f"compkit weights pull tu-resnet18.a1_in1k --cache {empty}",
     )
     assert not (data_copy / ".compkit-cache").exists(), "no data was read"
     assert not (tmp_path / "runs").exists() and not empty.exists(), "nothing half-written"
@@ -91,7 +127,12 @@ def test_train_without_network_names_the_pull_command(data_copy, tmp_path, cut_n
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("COMPKIT_WEIGHTS", str(tmp_path / "weights"))
     result = run("train", "--recipe", "resnet34", "--data", data_copy, "--runs-dir", tmp_path / "runs")
-    assert_one_line_error(result, "resnet34 weights 'imagenet'", "huggingface.co cannot be reached", "compkit weights pull resnet34.imagenet --cache")
+    assert_one_line_error(
+        result,
+        "resnet34 weights 'imagenet'",
+        "huggingface.co cannot be reached",
+        "compkit weights pull resnet34.imagenet --cache",
+    )
     assert len(cut_network) == 1
     assert not (tmp_path / "weights").exists() and not (data_copy / ".compkit-cache").exists()
 
@@ -100,7 +141,12 @@ def test_list_shows_the_recipes_each_entry_serves_and_what_they_lack(tmp_path, o
     import segmentation_models_pytorch as smp
 
     settings = smp.encoders.encoders["resnet34"]["pretrained_settings"]["imagenet"]
-    plant_hub_entry(tmp_path / "hub", settings["repo_id"], {"config.json": b"{}", "model.safetensors": b"0" * 2048}, settings["revision"])
+    plant_hub_entry(
+        tmp_path / "hub",
+        settings["repo_id"],
+        {"config.json": b"{}", "model.safetensors": b"0" * 2048},
+        settings["revision"],
+    )
     plant_hub_entry(tmp_path / "hub", "bert/base", {"model.safetensors": b"0"})  # another library's: not shown
     (tmp_path / "ultralytics").mkdir()
     (tmp_path / "ultralytics" / "yolov8n-seg.pt").write_bytes(b"0" * 4096)
@@ -116,25 +162,39 @@ def test_list_shows_the_recipes_each_entry_serves_and_what_they_lack(tmp_path, o
 
 
 def test_pull_and_export_errors(planted_weights, tmp_path, offline):
-    assert_one_line_error(run("weights", "pull", "resnet35"), "resnet35: not a recipe", "nor an encoder or release file")
+    assert_one_line_error(
+        run("weights", "pull", "resnet35"), "resnet35: not a recipe", "nor an encoder or release file"
+    )
     result = run("weights", "pull", "tiny")
     assert result.exit_code == 0 and "starts from random weights" in result.stdout
-    assert_one_line_error(run("weights", "pull", "resnet18.ssl", "--cache", tmp_path / "w"), "resnet18.ssl: resnet18 weights 'ssl'", "HF_HUB_OFFLINE is set")
-    assert not (tmp_path / "w").exists()
-    assert_one_line_error(run("weights", "export", tmp_path / "out", "--cache", tmp_path / "w"), "nothing cached to export")
     assert_one_line_error(
-        run("weights", "export", tmp_path / "out", "resnet18.ssl", "--cache", planted_weights["folder"]), "run: compkit weights pull resnet18.ssl --cache"
+        run("weights", "pull", "resnet18.ssl", "--cache", tmp_path / "w"),
+        "resnet18.ssl: resnet18 weights 'ssl'",
+        "HF_HUB_OFFLINE is set",
+    )
+    assert not (tmp_path / "w").exists()
+    assert_one_line_error(
+        run("weights", "export", tmp_path / "out", "--cache", tmp_path / "w"), "nothing cached to export"
+    )
+    assert_one_line_error(
+        run("weights", "export", tmp_path / "out", "resnet18.ssl", "--cache", planted_weights["folder"]),
+        "run: compkit weights pull resnet18.ssl --cache",
     )
     occupied = tmp_path / "notes"
     occupied.mkdir()
     (occupied / "todo.txt").write_text("mine")
-    assert_one_line_error(run("weights", "export", occupied, "--cache", planted_weights["folder"]), "not a compkit weights export")
+    assert_one_line_error(
+        run("weights", "export", occupied, "--cache", planted_weights["folder"]), "not a compkit weights export"
+    )
     assert (occupied / "todo.txt").read_text() == "mine"
     # Everything cached (no names given); a second export replaces the first whole.
     out = tmp_path / "all"
     export(out, cache=planted_weights["folder"], console=quiet())
     export(out, cache=planted_weights["folder"], console=quiet())
-    assert sorted(p.name for p in (out / "hub").iterdir()) == ["models--smp-hub--resnet18.imagenet", "models--timm--resnet18.a1_in1k"]
+    assert sorted(p.name for p in (out / "hub").iterdir()) == [
+        "models--smp-hub--resnet18.imagenet",
+        "models--timm--resnet18.a1_in1k",
+    ]
     assert len(json.loads((out / "weights.json").read_text())["entries"]) == 2
 
 
@@ -165,7 +225,9 @@ def fake_hub(monkeypatch):
                 self.end_headers()
                 return
             self.send_response(200)
-            self.send_header("X-Repo-Commit", revision if len(revision) == 40 else hashlib.sha1(repo.encode()).hexdigest())
+            self.send_header(
+                "X-Repo-Commit", revision if len(revision) == 40 else hashlib.sha1(repo.encode()).hexdigest()
+            )
             self.send_header("ETag", f'"{hashlib.sha256(found).hexdigest()}"')
             self.send_header("Content-Length", str(len(found)))
             self.end_headers()
@@ -221,12 +283,16 @@ def test_pull_downloads_complete_entries_and_training_reads_them_offline(fake_hu
     config = json.dumps({"mean": [0.5] * 3, "std": [0.5] * 3}).encode()
     files[("smp-hub/resnet18.imagenet", pinned["imagenet"]["revision"], "config.json")] = config
     files[("smp-hub/resnet18.imagenet", pinned["imagenet"]["revision"], "model.safetensors")] = save(state)
-    files[("timm/regnety_002.pycls_in1k", "main", "pytorch_model.bin")] = b"0" * 300  # no safetensors: the .bin, as timm
+    files[("timm/regnety_002.pycls_in1k", "main", "pytorch_model.bin")] = (
+        b"0" * 300
+    )  # no safetensors: the .bin, as timm
     cache = tmp_path / "weights"
     result = run("weights", "pull", "resnet18", "tu-regnety_002", "--cache", cache)
     assert result.exit_code == 0, result.output
     assert "2 entries" in result.stdout
-    assert any(s.endswith("/timm/regnety_002.pycls_in1k/resolve/main/model.safetensors") for s in served), "safetensors asked for first"
+    assert any(s.endswith("/timm/regnety_002.pycls_in1k/resolve/main/model.safetensors") for s in served), (
+        "safetensors asked for first"
+    )
     listed = {(e["name"], e["tag"]): e["size"] for e in list_weights(cache=cache, console=quiet())}
     assert listed == {("resnet18", "imagenet"): len(save(state)) + len(config), ("tu-regnety_002", "pycls_in1k"): 300}
 
@@ -234,7 +300,9 @@ def test_pull_downloads_complete_entries_and_training_reads_them_offline(fake_hu
     served.clear()
     assert run("weights", "pull", "resnet18", "--cache", cache).exit_code == 0 and not served
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = create_model(ModelConfig(arch="Unet", encoder="resnet18", encoder_weights="imagenet"), 2, cache=weights_cache(cache))
+    model = create_model(
+        ModelConfig(arch="Unet", encoder="resnet18", encoder_weights="imagenet"), 2, cache=weights_cache(cache)
+    )
     assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in state.items())
 
 

@@ -1,4 +1,5 @@
 """compkit.stores.members: fold, run, ensemble and store folders and submission CSVs read back as ensemble members."""
+
 from __future__ import annotations
 
 import cv2
@@ -7,10 +8,10 @@ import pytest
 import yaml
 from rich.console import Console
 
-from compkit.util.errors import CompkitError
-from compkit.util.fileio import write_json
 from compkit.stores.members import Member, dataset_root, open_member, open_stores_member, resolve_thresholds
 from compkit.stores.probabilities import Store, StoreWriter
+from compkit.util.errors import CompkitError
+from compkit.util.fileio import write_json
 from tests.conftest import quiet
 
 CLASSES = ["a", "b", "c"]
@@ -30,7 +31,11 @@ def make_store(folder, fill, resolution=(8, 8), ids=IDS, classes=CLASSES, box=No
 def make_fold(folder, value=0.5, oof_ids=None, recipe=None, **store_args):
     """A fold folder as training leaves it, minus checkpoints: recipe.yaml, test/ and (optionally) oof/."""
     folder.mkdir(parents=True)
-    recipe = {"name": "tiny", "data": {"root": "/datasets/hands"}, "model": {"family": "smp", "arch": "Unet"}} if recipe is None else recipe
+    recipe = (
+        {"name": "tiny", "data": {"root": "/datasets/hands"}, "model": {"family": "smp", "arch": "Unet"}}
+        if recipe is None
+        else recipe
+    )
     (folder / "recipe.yaml").write_text(recipe if isinstance(recipe, str) else yaml.safe_dump(recipe))
     make_store(folder / "test", lambda k: value, **store_args)
     if oof_ids:
@@ -54,19 +59,28 @@ def test_a_trained_fold_and_run(trained_tiny_run):
     assert member.name == "tiny" and len(member.test_stores) == 2
     assert len(member.oof_index()) == 12, "the folds' validation images together: every training image"
     assert member.data_root == fold.data_root and member.families == ["smp"]
-    expected = (Store(run / "fold0" / "test").read(fold.image_ids[0]) + Store(run / "fold1" / "test").read(fold.image_ids[0])) / 2
+    expected = (
+        Store(run / "fold0" / "test").read(fold.image_ids[0]) + Store(run / "fold1" / "test").read(fold.image_ids[0])
+    ) / 2
     assert np.allclose(member.test_probs(fold.image_ids[0]), expected, atol=1e-6)
 
 
 def test_run_folder_of_hand_made_folds(tmp_path):
     run = tmp_path / "runs" / "yolo"
-    make_fold(run / "fold1", 0.2, oof_ids=["P3/z.png"], recipe={"data": {"root": "/d"}, "model": {"family": "ultralytics"}})
-    make_fold(run / "fold0", 0.6, oof_ids=["P4/w.png"], recipe={"data": {"root": "/d"}, "model": {"family": "ultralytics"}})
+    make_fold(
+        run / "fold1", 0.2, oof_ids=["P3/z.png"], recipe={"data": {"root": "/d"}, "model": {"family": "ultralytics"}}
+    )
+    make_fold(
+        run / "fold0", 0.6, oof_ids=["P4/w.png"], recipe={"data": {"root": "/d"}, "model": {"family": "ultralytics"}}
+    )
     (run / "notes").mkdir()  # not a fold
     member = open_member(run)
     assert [s.folder.parent.name for s in member.test_stores] == ["fold0", "fold1"], "folds in number order"
     assert member.families == ["ultralytics"] and member.data_root == "/d"
-    assert {i: s.folder.parent.name for i, s in member.oof_index().items()} == {"P4/w.png": "fold0", "P3/z.png": "fold1"}
+    assert {i: s.folder.parent.name for i, s in member.oof_index().items()} == {
+        "P4/w.png": "fold0",
+        "P3/z.png": "fold1",
+    }
     assert member.original_size(IDS[0]) == (32, 48) and member.box(IDS[0]) is None
 
 
@@ -128,7 +142,9 @@ def test_an_ensemble_folder(tmp_path):
     assert member.families == ["smp", "ultralytics"] and member.description == "smp/ultralytics"
     assert list(member.oof_index()) == ["P9/t.png"]
     assert member.postprocess == {"b": {"rule": "largest"}}
-    assert member.threshold_vector().tolist() == pytest.approx([0.3, 0.5, 0.7]), "a class without a tuned threshold: 0.5"
+    assert member.threshold_vector().tolist() == pytest.approx([0.3, 0.5, 0.7]), (
+        "a class without a tuned threshold: 0.5"
+    )
     (folder / "oof" / "index.json").unlink()
     (folder / "thresholds.json").unlink()
     (folder / "postprocess.json").unlink()
@@ -148,7 +164,9 @@ def test_csv_members(tmp_path):
     sub.write_text("image_name,class,rle\n")
     member = open_member(sub)
     assert member.kind == "csv" and member.name == "team-a" and member.test_stores == []
-    with pytest.raises(CompkitError, match="needs probabilities: give a run, fold or ensemble folder, not a CSV") as info:
+    with pytest.raises(
+        CompkitError, match="needs probabilities: give a run, fold or ensemble folder, not a CSV"
+    ) as info:
         open_stores_member(sub, "pseudo-labelling")
     assert info.value.problem.startswith("pseudo-labelling needs")
     with pytest.raises(CompkitError, match="submission CSV not found"):
@@ -212,7 +230,15 @@ def test_a_number_overrides_tuned_thresholds(tuned):
     assert resolve_thresholds(tuned, "0.35", quiet()).tolist() == pytest.approx([0.35] * 3)
 
 
-@pytest.mark.parametrize(("value", "problem"), [("half", "must be a number, 'tuned' or 'auto', got 'half'"), ("1.5", "between 0 and 1, got 1.5"), ("0", "between 0 and 1, got 0.0"), ("1", "between 0 and 1")])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("half", "must be a number, 'tuned' or 'auto', got 'half'"),
+        ("1.5", "between 0 and 1, got 1.5"),
+        ("0", "between 0 and 1, got 0.0"),
+        ("1", "between 0 and 1"),
+    ],
+)
 def test_bad_thresholds(tuned, value, problem):
     with pytest.raises(CompkitError, match=problem) as info:
         resolve_thresholds(tuned, value, quiet())

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compkit.util.errors import CompkitError
 from compkit.stores.probabilities import Store, StoreWriter
+from compkit.util.errors import CompkitError
 
 
 def test_round_trip_and_quantisation(tmp_path):
@@ -26,10 +26,9 @@ def test_float16(tmp_path):
 
 
 def test_failure_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError):
-        with StoreWriter(tmp_path / "s", ["a"], (4, 4)) as w:
-            w.write("x", np.zeros((1, 4, 4)), (4, 4))
-            raise RuntimeError
+    with pytest.raises(RuntimeError), StoreWriter(tmp_path / "s", ["a"], (4, 4)) as w:
+        w.write("x", np.zeros((1, 4, 4)), (4, 4))
+        raise RuntimeError
     assert list(tmp_path.iterdir()) == []
 
 

@@ -5,10 +5,10 @@ import csv
 import numpy as np
 import pytest
 
-from compkit.util.errors import CompkitError
 from compkit.data.labelled import open_labelled
 from compkit.submission.layouts import HEADER, expected_keys, validate, write_submission
-from tests.conftest import quiet
+from compkit.util.errors import CompkitError
+from tests.conftest import csv_rows, quiet
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +114,8 @@ def test_sample_submission_rows_header_and_id_form(competition, tmp_path):
 
     test = open_dataset(competition, "test")
     out = write_submission(tmp_path / "s.csv", test, masks_of(test), quiet())
-    rows = list(csv.reader(open(out)))
-    sample = list(csv.reader(open(competition / "sample_submission.csv")))
+    rows = csv_rows(out)
+    sample = csv_rows(competition / "sample_submission.csv")
     assert rows[0] == ["id", "class", "predicted"]
     assert [r[:2] for r in rows[1:]] == [r[:2] for r in sample[1:]], "the sample's rows, in its (class-major) order"
     assert rows[1][0] == "case14_day6_slice_0002", "ids without extension, as the sample has them"
@@ -128,9 +128,21 @@ def test_sample_submission_rows_header_and_id_form(competition, tmp_path):
 @pytest.mark.parametrize(
     ("header", "rows", "first"),
     [
-        (("Image_Label", "EncodedPixels"), lambda ids, classes: [(f"{i}.png_{c}", "1 1") for i in ids for c in classes], ["case14_day6_slice_0001.png_large_bowel", "162 2 242 2 322 2"]),
-        (("id", *["large_bowel", "small_bowel", "stomach"]), lambda ids, classes: [(i, "-1", "-1", "-1") for i in ids], ["case14_day6_slice_0001", "162 2 242 2 322 2", "-1", "162 2 242 2 322 2"]),
-        (("ImageId", "EncodedPixels", "ClassId"), lambda ids, classes: [(i, "", c) for i in ids for c in classes], ["case14_day6_slice_0001", "162 2 242 2 322 2", "large_bowel"]),
+        (
+            ("Image_Label", "EncodedPixels"),
+            lambda ids, classes: [(f"{i}.png_{c}", "1 1") for i in ids for c in classes],
+            ["case14_day6_slice_0001.png_large_bowel", "162 2 242 2 322 2"],
+        ),
+        (
+            ("id", *["large_bowel", "small_bowel", "stomach"]),
+            lambda ids, classes: [(i, "-1", "-1", "-1") for i in ids],
+            ["case14_day6_slice_0001", "162 2 242 2 322 2", "-1", "162 2 242 2 322 2"],
+        ),
+        (
+            ("ImageId", "EncodedPixels", "ClassId"),
+            lambda ids, classes: [(i, "", c) for i in ids for c in classes],
+            ["case14_day6_slice_0001", "162 2 242 2 322 2", "large_bowel"],
+        ),
     ],
 )
 def test_sample_key_wide_and_reordered_columns(competition, tmp_path, header, rows, first):
@@ -142,7 +154,7 @@ def test_sample_key_wide_and_reordered_columns(competition, tmp_path, header, ro
     sample = write(tmp_path / "sample.csv", [header, *rows(ids, test.classes)])
     layout = submission_layout(test, sample)
     out = write_submission(tmp_path / "s.csv", test, masks_of(test), quiet(), layout=layout)
-    written = list(csv.reader(open(out)))
+    written = csv_rows(out)
     assert tuple(written[0]) == header and written[1] == first
     assert len(validate(out, test, layout=layout)) == 6
 
@@ -150,9 +162,15 @@ def test_sample_key_wide_and_reordered_columns(competition, tmp_path, header, ro
 @pytest.mark.parametrize(
     ("rows", "problem"),
     [
-        (lambda r: r + [["case99_day1_slice_0001", "stomach", ""]], r"line 8: sample lists image 'case99_day1_slice_0001', which is not in the test set"),
+        (
+            lambda r: r + [["case99_day1_slice_0001", "stomach", ""]],
+            r"line 8: sample lists image 'case99_day1_slice_0001', which is not in the test set",
+        ),
         (lambda r: r[:-1], r"sample has no row for case14_day6_slice_0001 / stomach"),
-        (lambda r: [["id", "organ", "predicted"]] + [[a, "liver", c] for a, _, c in r[1:]], r"no class column and no column per class \(large_bowel, small_bowel, stomach\)"),
+        (
+            lambda r: [["id", "organ", "predicted"]] + [[a, "liver", c] for a, _, c in r[1:]],
+            r"no class column and no column per class \(large_bowel, small_bowel, stomach\)",
+        ),
     ],
 )
 def test_sample_that_does_not_fit(competition, tmp_path, rows, problem):
@@ -160,7 +178,7 @@ def test_sample_that_does_not_fit(competition, tmp_path, rows, problem):
     from compkit.submission.layouts import submission_layout
 
     test = open_dataset(competition, "test")
-    original = list(csv.reader(open(competition / "sample_submission.csv")))
+    original = csv_rows(competition / "sample_submission.csv")
     sample = write(tmp_path / "bad.csv", rows(original))
     with pytest.raises(CompkitError, match=problem):
         submission_layout(test, sample)

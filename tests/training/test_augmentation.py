@@ -32,7 +32,9 @@ def test_empty_list_is_none():
 
 
 def test_unknown_transform_suggests():
-    with pytest.raises(CompkitError, match=r"unknown albumentations transform 'HorizontalFlp' \(did you mean 'HorizontalFlip'\?\)"):
+    with pytest.raises(
+        CompkitError, match=r"unknown albumentations transform 'HorizontalFlp' \(did you mean 'HorizontalFlip'\?\)"
+    ):
         create_augmentation([{"name": "HorizontalFlp"}])
 
 

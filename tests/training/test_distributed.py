@@ -1,4 +1,5 @@
 """compkit.training.distributed: a no-op for one process, and real DDP through torchrun with two gloo processes on CPU."""
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,17 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from compkit.training.checkpoint import load_checkpoint
-from compkit.training.distributed import DistInfo, any_rank, barrier, broadcast_flag, cleanup, init_distributed, launched_by_torchrun
 from compkit.stages.split import split
+from compkit.training.checkpoint import load_checkpoint
+from compkit.training.distributed import (
+    DistInfo,
+    any_rank,
+    barrier,
+    broadcast_flag,
+    cleanup,
+    init_distributed,
+    launched_by_torchrun,
+)
 from tests.conftest import FAST, quiet
 
 TORCHRUN_VARIABLES = ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -61,7 +70,10 @@ def test_torchrun_with_one_process_stays_single(monkeypatch, no_collectives):
     assert init_distributed(torch.device("cpu")) == DistInfo()
 
 
-@pytest.mark.parametrize(("variables", "launched"), [({"RANK": "0"}, False), ({"RANK": "1", "WORLD_SIZE": "2"}, True), ({"TORCHELASTIC_RUN_ID": "7"}, True)])
+@pytest.mark.parametrize(
+    ("variables", "launched"),
+    [({"RANK": "0"}, False), ({"RANK": "1", "WORLD_SIZE": "2"}, True), ({"TORCHELASTIC_RUN_ID": "7"}, True)],
+)
 def test_launched_by_torchrun_reads_its_variables(no_torchrun, monkeypatch, variables, launched):
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
@@ -78,7 +90,22 @@ def test_ddp_two_gloo_processes(data_copy, trained_tiny_run, tmp_path):
     """--devices 2 on CPU: torchrun starts two gloo processes; rank 0 alone writes the run folder."""
     split(data_copy, folds=2, seed=0, console=quiet())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "compkit", "train", "--recipe", "tiny", "--data", str(data_copy), "--fold", "0", "--devices", "2", "--runs-dir", str(tmp_path / "runs")]
+    args = [
+        sys.executable,
+        "-m",
+        "compkit",
+        "train",
+        "--recipe",
+        "tiny",
+        "--data",
+        str(data_copy),
+        "--fold",
+        "0",
+        "--devices",
+        "2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    ]
     for o in [*FAST, "train.epochs=2"]:
         args += ["--set", o]
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
@@ -94,4 +121,6 @@ def test_ddp_two_gloo_processes(data_copy, trained_tiny_run, tmp_path):
     assert np.isfinite(float(table[-1]["val_dice_mean"]))
     written = sorted(p.name for p in folder.iterdir())
     assert {"best.pt", "last.pt", "oof", "recipe.yaml", "results.csv", "results.png", "test"} <= set(written)
-    assert written == sorted(p.name for p in (trained_tiny_run.run / "fold0").iterdir()), "what one process writes, no more"
+    assert written == sorted(p.name for p in (trained_tiny_run.run / "fold0").iterdir()), (
+        "what one process writes, no more"
+    )

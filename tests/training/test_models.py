@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compkit.util.errors import CompkitError
 from compkit.training.models import create_model
 from compkit.training.recipe import ModelConfig
+from compkit.util.errors import CompkitError
 
 TINY = {"params": {"decoder_channels": [16, 16, 8, 8, 8]}}
 
@@ -18,7 +18,9 @@ def test_builds_offline_and_runs():
     assert out.shape == (1, 29, 64, 64)
 
 
-@pytest.mark.parametrize(("arch", "encoder"), [("UnetPlusPlus", "resnet18"), ("FPN", "tu-regnety_002"), ("unet", "resnet18")])
+@pytest.mark.parametrize(
+    ("arch", "encoder"), [("UnetPlusPlus", "resnet18"), ("FPN", "tu-regnety_002"), ("unet", "resnet18")]
+)
 def test_any_arch_with_any_encoder(arch, encoder):
     model = create_model(ModelConfig(arch=arch, encoder=encoder), 3)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
@@ -31,8 +33,14 @@ def test_any_arch_with_any_encoder(arch, encoder):
         (dict(arch="Unet", encoder="resnet19"), r"unknown encoder 'resnet19' \(did you mean 'resnet18'\?\)"),
         (dict(arch="Unet", encoder="tu-regnety_0002"), r"unknown timm encoder 'tu-regnety_0002'"),
         (dict(arch="UnetPlusPlus", encoder="mit_b0"), r"UnetPlusPlus cannot be built with encoder mit_b0"),
-        (dict(arch="DeepLabV3Plus", encoder="tu-hrnet_w18"), r"DeepLabV3Plus cannot be built with encoder tu-hrnet_w18"),
-        (dict(arch="Unet", encoder="resnet18", encoder_weights="imagenett"), r"no published weights 'imagenett' \(did you mean 'imagenet'\?\)"),
+        (
+            dict(arch="DeepLabV3Plus", encoder="tu-hrnet_w18"),
+            r"DeepLabV3Plus cannot be built with encoder tu-hrnet_w18",
+        ),
+        (
+            dict(arch="Unet", encoder="resnet18", encoder_weights="imagenett"),
+            r"no published weights 'imagenett' \(did you mean 'imagenet'\?\)",
+        ),
         (dict(arch="Unet", encoder="resnet18", encoder_weights="weights/resnet18.pth"), r"file not found"),
     ],
 )

@@ -33,9 +33,11 @@ def test_each_optimizer_steps_and_lowers_the_loss(name):
 def test_each_schedule_steps_and_round_trips(name, warmup):
     model, loss_fn = tiny_problem()
     optimizer = create_optimizer(model, OptimConfig(name="adamw", lr=1e-2))
-    schedule = create_schedule(optimizer, SchedConfig(name=name, warmup_epochs=warmup, patience=0, step_epochs=1), steps_per_epoch=5, epochs=4)
+    schedule = create_schedule(
+        optimizer, SchedConfig(name=name, warmup_epochs=warmup, patience=0, step_epochs=1), steps_per_epoch=5, epochs=4
+    )
     lrs = []
-    for epoch in range(4):
+    for _epoch in range(4):
         for _ in range(5):
             optimizer.zero_grad()
             loss_fn().backward()
@@ -50,6 +52,8 @@ def test_each_schedule_steps_and_round_trips(name, warmup):
     if warmup and name != "onecycle":  # onecycle warms up on its own (pct_start)
         assert lrs[0] < 0.5 * max(lrs)
     state = schedule.state_dict()
-    again = create_schedule(create_optimizer(model, OptimConfig(name="adamw", lr=1e-2)), SchedConfig(name=name, warmup_epochs=warmup), 5, 4)
+    again = create_schedule(
+        create_optimizer(model, OptimConfig(name="adamw", lr=1e-2)), SchedConfig(name=name, warmup_epochs=warmup), 5, 4
+    )
     again.load_state_dict(state)
     assert again.state_dict().keys() == state.keys()

@@ -3,12 +3,20 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from compkit.util.errors import CompkitError
 from compkit.training.recipe import available_recipes, load_recipe
+from compkit.util.errors import CompkitError
 
 
 @pytest.mark.parametrize(
-    ("name", "weights"), [("hrnet", "imagenet"), ("effb5", "imagenet"), ("vgg19", "imagenet"), ("resnet34", "imagenet"), ("yolov8-seg", "coco"), ("tiny", None)]
+    ("name", "weights"),
+    [
+        ("hrnet", "imagenet"),
+        ("effb5", "imagenet"),
+        ("vgg19", "imagenet"),
+        ("resnet34", "imagenet"),
+        ("yolov8-seg", "coco"),
+        ("tiny", None),
+    ],
 )
 def test_shipped_recipes_load(name, weights):
     """The GPU recipes start from pretrained weights; tiny trains from scratch, so the demo needs no download."""
@@ -37,7 +45,16 @@ def test_extends_merges_and_child_wins():
 
 
 def test_set_overrides_parse_yaml():
-    r = load_recipe("tiny", ["train.epochs=3", "optim.lr=1e-4", "loss={dice: 1.0}", "model.params.decoder_channels=[8, 8, 8, 8, 8]", "data.clahe={clip_limit: 3}"])
+    r = load_recipe(
+        "tiny",
+        [
+            "train.epochs=3",
+            "optim.lr=1e-4",
+            "loss={dice: 1.0}",
+            "model.params.decoder_channels=[8, 8, 8, 8, 8]",
+            "data.clahe={clip_limit: 3}",
+        ],
+    )
     assert r.train.epochs == 3 and r.optim.lr == 1e-4 and r.loss == {"dice": 1.0}
     assert r.model.params["decoder_channels"] == [8, 8, 8, 8, 8]
     assert r.data.clahe.clip_limit == 3

@@ -1,4 +1,5 @@
 """results.csv/results.png: the one writer every family uses."""
+
 from __future__ import annotations
 
 from compkit.training.results import best_epoch, plot_results, read_results, write_results

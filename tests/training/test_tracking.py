@@ -1,14 +1,15 @@
 """Experiment trackers: a real training writes TensorBoard event files and a local MLflow run that are read back."""
+
 from __future__ import annotations
 
 import csv
 
 import pytest
 
-from compkit.util.errors import CompkitError
 from compkit.stages.split import split
-from compkit.training.tracking import TRACKERS, check_loggers, flatten
 from compkit.stages.train import train
+from compkit.training.tracking import TRACKERS, check_loggers, flatten
+from compkit.util.errors import CompkitError
 from tests.conftest import FAST, quiet
 
 
@@ -20,7 +21,14 @@ def test_training_logs_to_tensorboard_and_a_local_mlflow_store(data_copy, tmp_pa
 
     split(data_copy, folds=2, seed=0, console=quiet())
     runs = tmp_path / "runs"
-    train("tiny", data=data_copy, fold="0", overrides=[*FAST, "train.epochs=2", "train.loggers=[tensorboard, mlflow]"], runs_dir=runs, console=quiet())
+    train(
+        "tiny",
+        data=data_copy,
+        fold="0",
+        overrides=[*FAST, "train.epochs=2", "train.loggers=[tensorboard, mlflow]"],
+        out=runs,
+        console=quiet(),
+    )
     folder = runs / "tiny" / "fold0"
     with open(folder / "results.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -28,9 +36,20 @@ def test_training_logs_to_tensorboard_and_a_local_mlflow_store(data_copy, tmp_pa
 
     events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = events.Tags()
-    assert {"train/loss", "train/bce", "train/dice", "lr", "val/loss", "val/dice_mean", "val/dice_Pisiform", "train/images_per_s"} <= set(tags["scalars"])
+    assert {
+        "train/loss",
+        "train/bce",
+        "train/dice",
+        "lr",
+        "val/loss",
+        "val/dice_mean",
+        "val/dice_Pisiform",
+        "train/images_per_s",
+    } <= set(tags["scalars"])
     assert [e.step for e in events.Scalars("val/dice_mean")] == [1, 2]
-    assert [e.value for e in events.Scalars("val/dice_mean")] == pytest.approx([float(r["val_dice_mean"]) for r in table], abs=1e-5)
+    assert [e.value for e in events.Scalars("val/dice_mean")] == pytest.approx(
+        [float(r["val_dice_mean"]) for r in table], abs=1e-5
+    )
     assert {"results", "validation"} <= set(tags["images"])
 
     client = mlflow.MlflowClient(tracking_uri=(runs / "mlruns").as_uri())
@@ -56,7 +75,11 @@ def test_an_unknown_logger_is_refused_by_the_recipe_and_a_missing_package_names_
 
 
 def test_flatten_names_nested_recipe_values_with_dots():
-    assert flatten({"train": {"epochs": 3, "loggers": ["mlflow"]}, "name": "tiny"}) == {"train.epochs": 3, "train.loggers": "['mlflow']", "name": "tiny"}
+    assert flatten({"train": {"epochs": 3, "loggers": ["mlflow"]}, "name": "tiny"}) == {
+        "train.epochs": 3,
+        "train.loggers": "['mlflow']",
+        "name": "tiny",
+    }
 
 
 def test_wandb_writes_an_offline_run_in_the_fold_folder(tmp_path, monkeypatch):

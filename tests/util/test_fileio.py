@@ -9,17 +9,27 @@ import pytest
 
 import compkit.util.fileio as fileio
 from compkit.util.errors import CompkitError
-from compkit.util.fileio import AtomicFolder, atomic_write, image_size, open_text, read_image, read_json, read_text, read_yaml, writable_folder, write_json
+from compkit.util.fileio import (
+    AtomicFolder,
+    atomic_write,
+    image_size,
+    open_text,
+    read_image,
+    read_json,
+    read_text,
+    read_yaml,
+    writable_folder,
+    write_json,
+)
 from tests.layouts import read_only_modes
 
 
 def test_atomic_write_renames_only_on_success(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_write(target) as f:
-            f.write("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), atomic_write(target) as f:
+        f.write("half")
+        raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
     with atomic_write(target) as f:
@@ -119,21 +129,22 @@ def test_atomic_folder_failure_keeps_the_old_folder(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError, match="crash"):
-        with AtomicFolder(target) as staging:
-            (staging / "half.txt").write_text("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError, match="crash"), AtomicFolder(target) as staging:
+        (staging / "half.txt").write_text("half")
+        raise RuntimeError("crash")
     assert tree(target) == {"old.txt": "old"}
     assert hidden(tmp_path) == []
-    with pytest.raises(CompkitError, match="cannot write") as info:  # an OSError inside becomes one clear error
-        with AtomicFolder(tmp_path / "new"):
-            raise PermissionError(13, "Permission denied")
+    # An OSError inside becomes one clear error.
+    with pytest.raises(CompkitError, match="cannot write") as info, AtomicFolder(tmp_path / "new"):
+        raise PermissionError(13, "Permission denied")
     assert info.value.path == str(tmp_path / "new")
     assert not (tmp_path / "new").exists() and hidden(tmp_path) == []
 
 
 def dead_pid() -> int:
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(child.stdout)
 
 
@@ -170,10 +181,9 @@ def test_atomic_folder_without_the_atomic_exchange(tmp_path, monkeypatch):
     assert len(calls) == 1
     assert tree(target) == {"two.txt": "2"}
     assert hidden(tmp_path) == []
-    with pytest.raises(RuntimeError):
-        with AtomicFolder(target) as staging:
-            (staging / "three.txt").write_text("3")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), AtomicFolder(target) as staging:
+        (staging / "three.txt").write_text("3")
+        raise RuntimeError("crash")
     assert tree(target) == {"two.txt": "2"} and hidden(tmp_path) == []
 
 

@@ -1,5 +1,6 @@
 """Image kinds of real medical data: 16-bit PNG/TIFF windowed to 8 bits, DICOM (rescale, window, MONOCHROME1),
 GIF and 1-bit BMP masks, JPEG masks with noise."""
+
 from __future__ import annotations
 
 import cv2
@@ -7,9 +8,19 @@ import numpy as np
 import pytest
 
 from compkit.data.masks import binary_foreground, read_binary_mask
-from compkit.util.errors import CompkitError
-from compkit.util.imageio import LabelImage, apply_orientation, describe_image, exif_orientation, image_size, read_image, read_label, read_label_image, to_uint8
 from compkit.training.recipe import load_recipe
+from compkit.util.errors import CompkitError
+from compkit.util.imageio import (
+    LabelImage,
+    apply_orientation,
+    describe_image,
+    exif_orientation,
+    image_size,
+    read_image,
+    read_label,
+    read_label_image,
+    to_uint8,
+)
 from tests.layouts import write, write_bmp_1bit, write_dicom, write_gif, write_jpeg_mask
 
 
@@ -88,7 +99,9 @@ def test_mask_kinds(tmp_path):
 
 def test_recipe_intensity_is_validated(tmp_path):
     assert load_recipe("tiny", ["data.intensity=full"]).data.intensity == "full"
-    with pytest.raises(CompkitError, match=r"data.intensity: unknown intensity rule 'percentil' \(did you mean 'percentile'\?\)"):
+    with pytest.raises(
+        CompkitError, match=r"data.intensity: unknown intensity rule 'percentil' \(did you mean 'percentile'\?\)"
+    ):
         load_recipe("tiny", ["data.intensity=percentil"])
 
 

@@ -2,6 +2,7 @@
 
 The whole-command scenarios (two `train --name same` at once, SIGTERM during `ensemble` and during `train` then
 --resume, two ensembles of one run at once) are cases of the catalogue: tests/imperfect/processes.py."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from compkit.training.runs import claim_output_folder
 from compkit.util.errors import CompkitError
 from compkit.util.locks import Interrupted, OutputInUse, OutputLock, interrupt_line, interruptible, lock_path
-from compkit.training.runs import claim_output_folder
 
 HOLD = """
 import sys, time
@@ -28,7 +29,12 @@ time.sleep(120)
 
 def holder(output: Path, *marker: str) -> subprocess.Popen:
     """Another process holding ``output``'s lock (``python -c HOLD output marker...``), once it says so."""
-    process = subprocess.Popen([sys.executable, "-c", HOLD, str(output), *marker], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(output), *marker],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert process.stdout.readline().strip() == "held"
     return process
 
@@ -37,7 +43,12 @@ def test_a_second_process_aiming_at_the_same_output_exits_2_naming_the_holder(sy
     out = tmp_path / "report"
     other = holder(out, "the-holder-marker")
     try:
-        done = subprocess.run([sys.executable, "-m", "compkit", "eda", "--data", str(synth_data), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+        done = subprocess.run(
+            [sys.executable, "-m", "compkit", "eda", "--data", str(synth_data), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
     finally:
         other.kill()
         other.wait()
@@ -62,7 +73,9 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
 def test_two_locks_on_one_output_exclude_each_other_also_within_a_process(tmp_path):
     out = tmp_path / "runs" / "tiny"
     with OutputLock(out, "--name"):
-        with pytest.raises(OutputInUse, match=rf"in use by pid {os.getpid()} \(.*\); wait for it or choose another --name"):
+        with pytest.raises(
+            OutputInUse, match=rf"in use by pid {os.getpid()} \(.*\); wait for it or choose another --name"
+        ):
             OutputLock(out, "--name").acquire()
         assert not out.exists()  # the lock lives beside the output, never in it
         assert lock_path(out) == tmp_path / "runs" / ".tiny.lock"
@@ -94,16 +107,18 @@ def test_an_output_that_cannot_be_locked_is_one_clear_error(tmp_path):
 def test_an_interrupt_says_what_the_innermost_block_kept():
     error = Interrupted(signal.SIGTERM, kept=lambda: "fold 0 stopped at epoch 3")  # described once cleaned up
     assert interrupt_line(error) == ("interrupted (SIGTERM): fold 0 stopped at epoch 3", 143)
-    with interruptible("runs/tiny left as it was"):
-        with interruptible(lambda: "inner kept"):
-            assert interrupt_line(KeyboardInterrupt()) == ("interrupted (SIGINT): inner kept", 130)
+    with interruptible("runs/tiny left as it was"), interruptible(lambda: "inner kept"):
+        assert interrupt_line(KeyboardInterrupt()) == ("interrupted (SIGINT): inner kept", 130)
     assert interrupt_line(Interrupted(signal.SIGINT)) == ("interrupted (SIGINT): nothing half-written was left", 130)
     assert interrupt_line(KeyboardInterrupt()) == ("interrupted (SIGINT): nothing half-written was left", 130)
     assert isinstance(error, KeyboardInterrupt)  # so every finally and with cleans up
 
 
 def test_importing_compkit_installs_no_signal_handler():
-    code = "import signal, compkit, compkit.cli, compkit.stages.train, compkit.stages.ensemble; print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)"
+    code = (
+        "import signal, compkit, compkit.cli, compkit.stages.train, compkit.stages.ensemble; "
+        "print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "True"
 
@@ -136,10 +151,9 @@ def test_a_signal_during_deferred_writes_waits_for_them_then_interrupts():
     try:
         install_signal_handlers()
         written = []
-        with pytest.raises(Interrupted) as caught:
-            with deferred_interrupts():
-                os.kill(os.getpid(), signal.SIGTERM)
-                written.append("last.pt")  # the block goes on to its end
+        with pytest.raises(Interrupted) as caught, deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            written.append("last.pt")  # the block goes on to its end
         assert written == ["last.pt"] and caught.value.exit_code == 143
     finally:
         for s, handler in saved.items():

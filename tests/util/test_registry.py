@@ -1,5 +1,6 @@
 """The one registry type: a duplicate name refused naming both registrants, an unknown name answered with a close
 match, names listed in registration order with their descriptions."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,10 +34,16 @@ def test_register_returns_the_object_and_works_as_a_decorator():
 def test_a_duplicate_name_is_refused_naming_both_registrants():
     registry: Registry[object] = Registry("thing")
     registry.register("alpha", Alpha)
-    with pytest.raises(ValueError, match=r"thing 'alpha' is registered twice: by tests\.test_registry\.Alpha and by tests\.test_registry\.Beta"):
+    with pytest.raises(
+        ValueError,
+        match=r"thing 'alpha' is registered twice: by tests\.util\.test_registry\.Alpha and by tests\.util\.test_registry\.Beta",
+    ):
         registry.register("alpha", Beta)
     assert registry.get("alpha") is Alpha, "the first registrant stays"
-    with pytest.raises(ValueError, match=r"by a list registered in tests\.test_registry and by a dict registered in tests\.test_registry"):
+    with pytest.raises(
+        ValueError,
+        match=r"by a list registered in tests\.util\.test_registry and by a dict registered in tests\.util\.test_registry",
+    ):
         registry.register("views", [1])
         registry.register("views", {})
     with pytest.raises(ValueError, match="registered twice"):
@@ -55,7 +62,9 @@ def test_an_unknown_name_gets_a_suggestion_and_the_known_names():
     assert info.value.problem == "unknown family 'smpp' (did you mean 'smp'?) (known: smp, ultralytics)"
     with pytest.raises(CompkitError) as info:
         registry["keras"]
-    assert info.value.problem == "unknown family 'keras' (known: smp, ultralytics)", "no suggestion when nothing is close"
+    assert info.value.problem == "unknown family 'keras' (known: smp, ultralytics)", (
+        "no suggestion when nothing is close"
+    )
     with pytest.raises(CompkitError) as info:
         registry.get("yolo", where="data/recipe.yaml")
     assert info.value.path == "data/recipe.yaml", "the caller names where the name came from"
@@ -83,11 +92,13 @@ def test_compkits_registries_describe_every_member():
     from compkit.data import DATASET_FORMATS
     from compkit.families import FAMILIES
     from compkit.inference.tta import TTA_VIEWS
-    from compkit.training.tracking import TRACKERS
     from compkit.pretrained.weights import ASSET_LIBRARIES
+    from compkit.training.tracking import TRACKERS
 
     for registry in (DATASET_FORMATS, FAMILIES, TTA_VIEWS, TRACKERS, ASSET_LIBRARIES):
-        assert all(description for _, description in registry.describe()), f"{registry.kind}: every entry says what it is"
+        assert all(description for _, description in registry.describe()), (
+            f"{registry.kind}: every entry says what it is"
+        )
     assert FAMILIES.names() == ["smp", "ultralytics"]
     assert TTA_VIEWS.names() == ["none", "hflip", "vflip", "d4", "scales"]
     assert DATASET_FORMATS.names()[-2:] == ["rlecsv", "pairs"], "the generic auto-detected layouts are tried last"
