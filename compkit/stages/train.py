@@ -8,9 +8,10 @@ Run folder: ``recipe.yaml`` (fully resolved, with ``model.family`` and the norma
 ``results.png``, ``best.pt`` / ``last.pt`` and ``oof/`` + ``test/`` probability stores (see the README's
 Artifacts section).
 
-:func:`train` runs in named phases: resolve the recipe (every setting the run folder records, once), open the
-inputs every fold shares, claim the run folder, then per fold start it, train it, predict its stores and end it,
-and report.
+:func:`train` runs in named phases: load the recipe, :func:`prepare` it once into a frozen :class:`PreparedRun`
+(family, weights, normalisation, folds, budget: every setting the run folder records), claim the run folder,
+:func:`cache_inputs`, then per fold :func:`start_fold`, :func:`train_and_predict`, :func:`end_fold`, and
+:func:`report`.
 """
 
 from __future__ import annotations
@@ -272,40 +273,50 @@ def _loaded_recipe(recipe: str | Path, overrides, data: str | Path | None) -> Re
     return cfg
 
 
-@dataclass
-class TrainingInputs:
-    """What every fold of one ``compkit train`` shares, opened once: the resolved recipe, its family, the weights
-    it starts from, the dataset and its folds, their caches, and the prediction settings."""
+@dataclass(frozen=True)
+class PreparedRun:
+    """What every fold of one ``compkit train`` shares, resolved once: the recipe with every setting the run folder
+    records (data.root, model.family, the normalisation, train.time_budget), its family, the pretrained weights it
+    starts from, the dataset, its current folds and the folds to train. Nothing changes the recipe after this."""
 
     cfg: Recipe
-    overrides: list[str]  # the --set settings, as given (the run record keeps them)
+    overrides: tuple[str, ...]  # the --set settings, as given (the run record keeps them)
     family: ModelFamily
     weights: WeightsCache
     start: CachedWeights | None
     dataset: SegmentationDataset
     splits: dict[str, Any]
     splits_file: Path
-    cache: SampleCache | None = None
-    pseudo: SampleCache | None = None
-    test: CachedImages | None = None  # on rank 0, where the dataset has a test split
-    settings: InferenceSettings | None = None
+    fold_ids: tuple[int, ...]
 
     @property
     def folds(self) -> list[dict[str, list[str]]]:
         return self.splits["folds"]
 
 
-def _pretrained_start(inputs: TrainingInputs, context: DistContext) -> CachedWeights | None:
+@dataclass(frozen=True)
+class FoldCaches:
+    """The prepared run's cached images (training, pseudo-labels, test on rank 0) and its prediction settings."""
+
+    cache: SampleCache
+    pseudo: SampleCache | None
+    test: CachedImages | None  # on rank 0, where the dataset has a test split
+    settings: InferenceSettings
+
+
+def _pretrained_start(
+    cfg: Recipe, family: ModelFamily, weights: WeightsCache, context: DistContext
+) -> CachedWeights | None:
     """The cached weights the recipe's model starts from (pulled when missing and the network allows: rank 0
     first), and the recipe's null data.mean/data.std resolved to what those weights expect."""
-    cfg, family, console = inputs.cfg, inputs.family, context.console
+    console = context.console
     wanted = family.pretrained(cfg)
     start = None
     if wanted is not None:
         with main_rank_first(context.dist):
-            start = require(wanted, inputs.weights, download=context.dist.is_main, console=console)
+            start = require(wanted, weights, download=context.dist.is_main, console=console)
     if cfg.data.mean is None or cfg.data.std is None:
-        resolved = family.normalisation(cfg, inputs.weights)
+        resolved = family.normalisation(cfg, weights)
         if resolved is not None:
             cfg.data.mean = cfg.data.mean or resolved[0]
             cfg.data.std = cfg.data.std or resolved[1]
@@ -315,42 +326,44 @@ def _pretrained_start(inputs: TrainingInputs, context: DistContext) -> CachedWei
     return start
 
 
-def open_inputs(cfg: Recipe, overrides, context: DistContext, weights_cache: str | Path | None) -> TrainingInputs:
-    """The family (checked against the recipe and the run's devices), the pretrained weights (before any data is
-    read), the dataset and its current folds."""
+def prepare(
+    cfg: Recipe, overrides, fold: str, clock: WallClock, context: DistContext, weights_cache: str | Path | None
+) -> PreparedRun:
+    """Resolve the loaded recipe once: its family (checked against the recipe and the run's devices), the pretrained
+    weights (before any data is read) and their normalisation, the dataset and its current folds, the folds to
+    train and each one's share of the budget."""
     family = resolve_family(cfg, context.console)
     if context.dist.enabled and not family.supports_distributed:
         raise CompkitError("--devices", f"{family.name} recipes train on one device here")
     weights = locate_weights_cache(weights_cache)
-    inputs = TrainingInputs(
-        cfg, list(overrides), family, weights, None, None, {}, splits_path(cfg.data.root, cfg.data.splits)
-    )
-    inputs.start = _pretrained_start(inputs, context)
-    inputs.dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
-    inputs.splits = load_splits(cfg.data.root, cfg.data.splits)
-    check_current(
-        inputs.splits, inputs.dataset, inputs.splits_file
-    )  # images added after `compkit split` would silently not train
-    family.check(cfg, len(inputs.dataset.classes), context.console)  # every setting it cannot honour fails now
-    return inputs
+    start = _pretrained_start(cfg, family, weights, context)
+    dataset = open_dataset(cfg.data.root, "train", cfg.data.format, classes=cfg.data.classes)
+    splits_file = splits_path(cfg.data.root, cfg.data.splits)
+    splits = load_splits(cfg.data.root, cfg.data.splits)
+    check_current(splits, dataset, splits_file)  # images added after `compkit split` would silently not train
+    family.check(cfg, len(dataset.classes), context.console)  # every setting it cannot honour fails now
+    fold_ids = _fold_ids(fold, len(splits["folds"]), splits_file)
+    _share_budget(cfg, clock, len(fold_ids), context.console)
+    return PreparedRun(cfg, tuple(overrides), family, weights, start, dataset, splits, splits_file, tuple(fold_ids))
 
 
-def cache_inputs(inputs: TrainingInputs, context: DistContext) -> None:
+def cache_inputs(run: PreparedRun, context: DistContext) -> FoldCaches:
     """The training, pseudo-label and test caches (rank 0 builds each first), and the prediction settings."""
-    cfg, console = inputs.cfg, context.console
+    cfg, console = run.cfg, context.console
     with main_rank_first(context.dist):
-        inputs.cache = cache_for(inputs.dataset, cfg, console)
+        cache = cache_for(run.dataset, cfg, console)
+    pseudo = test = None
     if cfg.data.pseudo:
-        pseudo_set = open_dataset(cfg.data.pseudo, "train", classes=inputs.dataset.classes)
+        pseudo_set = open_dataset(cfg.data.pseudo, "train", classes=run.dataset.classes)
         with main_rank_first(context.dist):
-            inputs.pseudo = cache_for(pseudo_set, cfg, console)
+            pseudo = cache_for(pseudo_set, cfg, console)
         console.print(
             f"adding {len(pseudo_set)} pseudo-labelled images from {cfg.data.pseudo} to every fold's training side"
         )
-    if context.dist.is_main and inputs.dataset.has_split("test"):
-        test = open_dataset(cfg.data.root, "test", cfg.data.format, classes=cfg.data.classes)
-        inputs.test = CachedImages(test, cache_for(test, cfg, console), list(range(len(test))))
-    inputs.settings = inputs.family.check_inference(inference_settings(cfg), console)
+    if context.dist.is_main and run.dataset.has_split("test"):
+        test_set = open_dataset(cfg.data.root, "test", cfg.data.format, classes=cfg.data.classes)
+        test = CachedImages(test_set, cache_for(test_set, cfg, console), list(range(len(test_set))))
+    return FoldCaches(cache, pseudo, test, run.family.check_inference(inference_settings(cfg), console))
 
 
 @dataclass
@@ -365,17 +378,17 @@ class FoldStart:
     since: float
 
 
-def start_fold(inputs: TrainingInputs, run_dir: Path, k: int, resume: bool, context: DistContext) -> FoldStart:
+def start_fold(run: PreparedRun, run_dir: Path, k: int, resume: bool, context: DistContext) -> FoldStart:
     """Check what a resumed fold continues, then (rank 0) write its ``recipe.yaml``, run record and
     ``pretrained.json``."""
-    cfg, console, main = inputs.cfg, context.console, context.dist.is_main
+    cfg, console, main = run.cfg, context.console, context.dist.is_main
     started = time.time() - 1  # a second's slack for file systems with coarse timestamps
     folder = fold_folder(run_dir, k)
     resuming = resume and (folder / RECIPE_FILE).is_file()
     if resume and not resuming:
         console.print(f"note: nothing to resume in {folder}: training fold {k} from the start")
     if resuming:
-        check_fold_split(folder, inputs.splits, inputs.splits_file)
+        check_fold_split(folder, run.splits, run.splits_file)
         before = saved_recipe(folder)["train"]["epochs"]
         if before != cfg.train.epochs:
             console.print(
@@ -386,15 +399,15 @@ def start_fold(inputs: TrainingInputs, run_dir: Path, k: int, resume: bool, cont
             started = (folder / CHECKPOINT_LAST).stat().st_mtime
     record = {
         "fold": k,
-        "family": inputs.family.name,
+        "family": run.family.name,
         "command": command_line(),
-        "overrides": inputs.overrides,
+        "overrides": list(run.overrides),
         "recipe": cfg.model_dump(mode="json"),
         "data_root": cfg.data.root,
         "data_root_relative": os.path.relpath(cfg.data.root, folder.absolute()),
-        "splits_file": str(inputs.splits_file),
-        "splits_fingerprint": fingerprint(inputs.splits),
-        "val_images": len(inputs.folds[k]["val"]),
+        "splits_file": str(run.splits_file),
+        "splits_fingerprint": fingerprint(run.splits),
+        "val_images": len(run.folds[k]["val"]),
         "versions": versions(),
         "device": str(context.device),
         "resumed": resuming,
@@ -405,7 +418,7 @@ def start_fold(inputs: TrainingInputs, run_dir: Path, k: int, resume: bool, cont
         with atomic_write(folder / RECIPE_FILE, "w", encoding="utf-8") as f:
             f.write(cfg.to_yaml())
         write_run_record(folder, record)
-        start = inputs.start
+        start = run.start
         console.print(
             f"fold {k} starts from {start.describe() if start is not None else 'random weights (model.encoder_weights: null)'}"
         )
@@ -415,18 +428,20 @@ def start_fold(inputs: TrainingInputs, run_dir: Path, k: int, resume: bool, cont
     return FoldStart(k, folder, resuming, record, started)
 
 
-def _fold_job(inputs: TrainingInputs, fold: FoldStart, resume: bool, context: DistContext) -> FoldJob:
-    split = inputs.folds[fold.k]
-    data = FoldData(inputs.dataset, inputs.cache, fold.k, split["train"], split["val"], pseudo=inputs.pseudo)
-    run = FoldRun(fold.folder, resume=resume, weights_cache=inputs.weights, start=inputs.start)
-    return FoldJob(inputs.cfg, data, run, context)
+def _fold_job(run: PreparedRun, caches: FoldCaches, fold: FoldStart, resume: bool, context: DistContext) -> FoldJob:
+    split = run.folds[fold.k]
+    data = FoldData(run.dataset, caches.cache, fold.k, split["train"], split["val"], pseudo=caches.pseudo)
+    where = FoldRun(fold.folder, resume=resume, weights_cache=run.weights, start=run.start)
+    return FoldJob(run.cfg, data, where, context)
 
 
-def train_and_predict(inputs: TrainingInputs, fold: FoldStart, resume: bool, context: DistContext) -> dict[str, Any]:
+def train_and_predict(
+    run: PreparedRun, caches: FoldCaches, fold: FoldStart, resume: bool, context: DistContext
+) -> dict[str, Any]:
     """Train the fold, then (rank 0) predict its best checkpoint's out-of-fold and test stores (what
     ``compkit ensemble runs/*`` reads); its summary. An interruption says what the fold kept."""
-    cfg, family = inputs.cfg, inputs.family
-    job = _fold_job(inputs, fold, resume, context)
+    cfg, family = run.cfg, run.family
+    job = _fold_job(run, caches, fold, resume, context)
     with interruptible(lambda: interrupted_fold(fold.folder, fold.k, fold.since)):
         try:
             outcome = family.train_fold(job)
@@ -437,12 +452,12 @@ def train_and_predict(inputs: TrainingInputs, fold: FoldStart, resume: bool, con
                 f"train.accumulate, or lower data.image_size (now {cfg.data.image_size})",
             ) from None
         if context.dist.is_main:
-            predictor = load_fold(fold.folder, inputs.dataset.classes, context.device, recipe=cfg).predictor
+            predictor = load_fold(fold.folder, run.dataset.classes, context.device, recipe=cfg).predictor
             label = f"{family.name}, "
-            oof = CachedImages(inputs.dataset, inputs.cache, job.data.val_positions)
-            write_store(predictor, oof, fold.folder / OOF_STORE, inputs.settings, context.console, label)
-            if inputs.test is not None:
-                write_store(predictor, inputs.test, fold.folder / TEST_STORE, inputs.settings, context.console, label)
+            oof = CachedImages(run.dataset, caches.cache, job.data.val_positions)
+            write_store(predictor, oof, fold.folder / OOF_STORE, caches.settings, context.console, label)
+            if caches.test is not None:
+                write_store(predictor, caches.test, fold.folder / TEST_STORE, caches.settings, context.console, label)
     summary = {"best_dice": outcome.best_dice, "best_epoch": outcome.best_epoch, "epochs": outcome.epochs}
     return {"fold": fold.k, **summary, "folder": fold.folder}
 
@@ -459,11 +474,9 @@ def end_fold(fold: FoldStart, summary: dict[str, Any] | None, context: DistConte
     write_log(fold.folder, context.console)
 
 
-def report(
-    results: list[dict[str, Any]], run_dir: Path, inputs: TrainingInputs, next_step: str, console: Console
-) -> None:
+def report(results: list[dict[str, Any]], run_dir: Path, run: PreparedRun, next_step: str, console: Console) -> None:
     """The table of best validation dice per fold, in every fold's ``train.log`` too, and what comes next."""
-    table = Table(title=f"{run_dir.name} ({inputs.family.name}): best validation dice")
+    table = Table(title=f"{run_dir.name} ({run.family.name}): best validation dice")
     for column in ("fold", "best dice", "best epoch", "epochs", "folder"):
         table.add_column(column)
     for r in results:
@@ -541,23 +554,21 @@ def train(
         context = start_distributed(resolve_device(cfg.train.device), console)
         run_lock = None
         try:
-            inputs = open_inputs(cfg, overrides, context, weights_cache)
-            fold_ids = _fold_ids(fold, len(inputs.folds), inputs.splits_file)
-            _share_budget(cfg, clock, len(fold_ids), context.console)
-            # The resolved recipe is final now: the run folder is chosen by it. One lock per run: under torchrun
-            # rank 0 holds it for every rank.
-            splits_fingerprint = fingerprint(inputs.splits)
+            run = prepare(cfg, overrides, fold, clock, context, weights_cache)
+            # The recipe is final now and chooses the run folder. One lock per run: under torchrun rank 0 holds it
+            # for every rank.
+            splits_fingerprint = fingerprint(run.splits)
             if context.dist.is_main:
                 run_lock = claim_run_dir(request, cfg, splits_fingerprint, context.console)
                 run_dir = run_lock.output
             else:
                 run_dir = choose_run_dir(request, cfg, splits_fingerprint, context.console)
-            cache_inputs(inputs, context)
+            caches = cache_inputs(run, context)
             results = []
-            for k in fold_ids:
-                started = start_fold(inputs, run_dir, k, resume, context)
+            for k in run.fold_ids:
+                started = start_fold(run, run_dir, k, resume, context)
                 try:
-                    summary = train_and_predict(inputs, started, resume, context)
+                    summary = train_and_predict(run, caches, started, resume, context)
                 except KeyboardInterrupt:
                     end_fold(started, None, context)
                     raise
@@ -565,9 +576,9 @@ def train(
                 barrier(context.dist)
                 results.append(summary)
             if context.dist.is_main:
-                every = len(results) == len(inputs.folds)
+                every = len(results) == len(run.folds)
                 again = f"compkit train --recipe {recipe} --fold all" + (f" --name {run_dir.name}" if name else "")
-                report(results, run_dir, inputs, f"compkit ensemble {run_dir}" if every else again, context.console)
+                report(results, run_dir, run, f"compkit ensemble {run_dir}" if every else again, context.console)
                 if clock.budget_s is not None:
                     context.console.print(clock.report())
             return TrainedFolds(results, run_dir)
