@@ -9,7 +9,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from compkit.training.recipe import available_recipes, find_recipe, load_recipe
+from compkit.training.recipe import available_recipes, find_recipe, load_recipe, recipe_origin
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import read_text
 
@@ -26,17 +26,21 @@ def describe(path: Path) -> str:
 
 
 def list_recipes(console: Console | None = None) -> list[str]:
-    """Print every recipe name with its description, resolution, model and batch; return the names."""
+    """Print every recipe name with where it comes from (shipped, ./recipes), its description, resolution, model and
+    batch; return the names."""
     console = console or Console()
     table = Table(title="recipes (compkit recipes show NAME; compkit recipes copy NAME FILE)")
-    for column in ("name", "model", "size", "batch", "description"):
+    for column in ("name", "from", "model", "size", "batch", "description"):
         table.add_column(column)
     names = available_recipes()
     for name in names:
         path = find_recipe(name)
         recipe = load_recipe(path)
+        origin, shadowed = recipe_origin(name)
+        origin += " (shadows the shipped one)" if shadowed is not None else ""
         model = f"{recipe.model.arch}/{recipe.model.encoder}" if recipe.model.encoder else recipe.model.arch
-        table.add_row(name, model, str(recipe.data.image_size), str(recipe.train.batch_size), describe(path))
+        row = (name, origin, model, str(recipe.data.image_size), str(recipe.train.batch_size), describe(path))
+        table.add_row(*row)
     console.print(table)
     return names
 

@@ -7,7 +7,6 @@ overrides any value (parsed as YAML). The fully resolved recipe is saved into ev
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from compkit.inference.tta import TTA_VIEWS
 from compkit.training.tracking import TRACKERS
-from compkit.util.errors import CompkitError
+from compkit.util.errors import CompkitError, warn
 from compkit.util.fileio import read_yaml
 from compkit.util.imageio import INTENSITY_RULES
 from compkit.util.registry import did_you_mean, unknown_name
@@ -214,34 +213,84 @@ def defaults(section: str) -> Any:
     return value.model_dump() if isinstance(value, BaseModel) else value
 
 
-def recipe_dirs() -> list[Path]:
-    """Where recipe names are looked up: ./recipes, then the recipes shipped with compkit."""
-    package = Path(__file__).resolve().parents[1]  # compkit/
-    dirs = [Path.cwd() / "recipes", package.parent / "recipes", Path(sys.prefix) / "share" / "compkit" / "recipes"]
-    unique: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+LOCAL_RECIPES = "recipes"  # a working folder's own recipes: ./recipes/NAME.yaml, looked up before the shipped ones
+SHIPPED, LOCAL = "shipped", f"./{LOCAL_RECIPES}"  # where a recipe comes from, as `compkit recipes` says it
+
+
+def shipped_recipes_dir() -> Path | None:
+    """The recipes shipped with compkit: ``compkit/recipes/`` in an installed wheel (the build maps the
+    repository's top-level ``recipes/`` there), else the source checkout's ``recipes/`` (an editable install)."""
+    from importlib.resources import files
+
+    installed = Path(str(files("compkit").joinpath("recipes")))
+    if installed.is_dir():
+        return installed
+    checkout = Path(__file__).resolve().parents[2] / "recipes"
+    return checkout if checkout.is_dir() else None
+
+
+def recipe_dirs() -> list[tuple[str, Path]]:
+    """Where recipe names are looked up, first match first: (origin, folder) for ./recipes, then the shipped ones."""
+    found: list[tuple[str, Path]] = []
+    for origin, folder in ((LOCAL, Path.cwd() / LOCAL_RECIPES), (SHIPPED, shipped_recipes_dir())):
+        if folder is not None and folder.is_dir() and folder.resolve() not in [f.resolve() for _, f in found]:
+            found.append((origin, folder))
+    return found
+
+
+def _named(folder: Path, name: str) -> Path | None:
+    return next((folder / f"{name}{s}" for s in RECIPE_SUFFIXES if (folder / f"{name}{s}").is_file()), None)
+
+
+def _recipes_named(name: str) -> list[tuple[str, Path]]:
+    """Every (origin, file) of the recipe ``name``, in lookup order: the first is the one read."""
+    return [(origin, path) for origin, folder in recipe_dirs() if (path := _named(folder, name)) is not None]
+
+
+def _shadowed(hits: list[tuple[str, Path]]) -> Path | None:
+    return next((path for origin, path in hits[1:] if origin == SHIPPED), None)
 
 
 def available_recipes() -> list[str]:
-    return sorted({p.stem for d in recipe_dirs() for p in d.iterdir() if p.suffix in RECIPE_SUFFIXES})
+    return sorted({p.stem for _, d in recipe_dirs() for p in d.iterdir() if p.suffix in RECIPE_SUFFIXES})
+
+
+def recipe_origin(name: str) -> tuple[str, Path | None]:
+    """Where the recipe ``name`` is read from (``./recipes`` or ``shipped``), and the shipped file it shadows."""
+    hits = _recipes_named(name)
+    if not hits:
+        raise CompkitError(name, f"no such recipe (available: {', '.join(available_recipes())})")
+    return hits[0][0], _shadowed(hits)
+
+
+_announced: set[Path] = set()  # local recipes already said to shadow a shipped one, once per process
+
+
+def _announce_shadowing(path: Path, shipped: Path) -> None:
+    if path.resolve() not in _announced:
+        _announced.add(path.resolve())
+        warn(path, f"shadows the shipped recipe of the same name ({shipped})")
 
 
 def find_recipe(ref: str | Path, relative_to: Path | None = None) -> Path:
-    """A recipe file from a path or a name (``hrnet`` -> ``recipes/hrnet.yaml``)."""
+    """A recipe file from a path or a name (``hrnet`` -> ``./recipes/hrnet.yaml``, else the shipped
+    ``hrnet.yaml``); a local recipe that shadows a shipped one is announced once."""
     ref = str(ref)
     candidates = [Path(ref)]
     if relative_to is not None:
         candidates.insert(0, relative_to / ref)
-    if Path(ref).suffix not in RECIPE_SUFFIXES:
-        candidates += [d / f"{ref}{suffix}" for d in recipe_dirs() for suffix in RECIPE_SUFFIXES]
-        if relative_to is not None:
+        if Path(ref).suffix not in RECIPE_SUFFIXES:
             candidates.insert(1, relative_to / f"{ref}.yaml")
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    if Path(ref).suffix not in RECIPE_SUFFIXES:
+        hits = _recipes_named(ref)
+        if hits:
+            shipped = _shadowed(hits)
+            if shipped is not None:
+                _announce_shadowing(hits[0][1], shipped)
+            return hits[0][1]
     raise CompkitError(
         ref, f"no such recipe{did_you_mean(ref, available_recipes())} (available: {', '.join(available_recipes())})"
     )
@@ -273,7 +322,10 @@ def _resolve(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     data = _read_yaml(path)
     parent = data.get("extends")
     if parent:
-        base = _resolve(find_recipe(parent, relative_to=path.parent), (*seen, path.resolve()))
+        base_path = find_recipe(parent, relative_to=path.parent)
+        if base_path.resolve() == path.resolve():  # ./recipes/tiny.yaml with `extends: tiny`: the shipped tiny
+            base_path = _shadowed(_recipes_named(str(parent))) or base_path
+        base = _resolve(base_path, (*seen, path.resolve()))
         base.pop("name", None)
         data = deep_merge(base, data)
     return data

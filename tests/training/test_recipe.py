@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from compkit.training.recipe import available_recipes, load_recipe
+from compkit.training.recipe import LOCAL, SHIPPED, available_recipes, load_recipe, recipe_origin, shipped_recipes_dir
 from compkit.util.errors import CompkitError
 
 
@@ -109,3 +109,25 @@ def test_infer_tta_accepts_every_view_set_the_cli_offers():
         assert load_recipe("tiny", [f"infer.tta={views}"]).infer.tta == views
     with pytest.raises(CompkitError, match="--set: infer.tta=scale: .*did you mean 'scales'"):
         load_recipe("tiny", ["infer.tta=scale"])
+
+
+def test_a_local_recipe_shadows_a_shipped_one_and_says_so(tmp_path, monkeypatch, capsys):
+    shipped = shipped_recipes_dir()
+    assert shipped is not None and (shipped / "tiny.yaml").is_file()
+    monkeypatch.chdir(tmp_path)
+    assert recipe_origin("tiny") == (SHIPPED, None)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "tiny.yaml").write_text("extends: tiny  # the shipped tiny\ntrain: {epochs: 3}\n")
+    (tmp_path / "recipes" / "mine.yaml").write_text("extends: tiny\n")
+    assert recipe_origin("tiny") == (LOCAL, shipped / "tiny.yaml")
+    assert recipe_origin("mine") == (LOCAL, None)
+    assert {"mine", "tiny", "hrnet"} <= set(available_recipes())
+    recipe = load_recipe("tiny")
+    assert recipe.train.epochs == 3, "the local one is read"
+    assert recipe.data.image_size == load_recipe(shipped / "tiny.yaml").data.image_size, "extending the shipped one"
+    load_recipe("mine")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {tmp_path / 'recipes' / 'tiny.yaml'}: shadows the shipped recipe of the same name "
+        f"({shipped / 'tiny.yaml'})"
+    ], "announced once, in one line"
