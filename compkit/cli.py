@@ -67,7 +67,7 @@ def _choices(values):
 
 
 def _tta_choices():
-    from compkit.inference.tta import TTA_VIEWS
+    from compkit.inference.views import TTA_VIEWS
 
     return _choices(TTA_VIEWS)
 

@@ -177,7 +177,7 @@ def test_version_and_shell_completion():
 
 
 def test_every_subcommand_help_follows_one_convention():
-    from compkit.inference.tta import TTA_VIEWS
+    from compkit.inference.views import TTA_VIEWS
 
     wide = CliRunner(env={"COLUMNS": "200"})
     commands = [
@@ -317,3 +317,16 @@ def test_data_is_one_option_everywhere_and_the_positional_form_still_works(tmp_p
         "pseudo",
     ):
         assert "--data" in CliRunner(env={"COLUMNS": "200"}).invoke(app, [command, "--help"]).stdout, command
+
+
+def test_help_and_recipes_answer_without_torch():
+    """--help, a command's --help and the recipe listing import none of the heavy libraries (they start in 0.2 s)."""
+    heavy = ("torch", "ultralytics", "albumentations", "timm", "segmentation_models_pytorch")
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom compkit.cli import app\n"
+        "for args in (['--help'], ['predict', '--help'], ['train', '--help'], ['recipes']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"imported {done.stdout.strip()}"

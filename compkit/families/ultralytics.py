@@ -40,7 +40,7 @@ from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
 from compkit.inference.predictor import InferenceSettings, validation_dice
-from compkit.inference.tta import TTA_VIEWS
+from compkit.inference.views import TTA_VIEWS
 from compkit.pretrained.ultralytics_env import prepare_offline, process_settings_kept, release_files, release_tag
 from compkit.pretrained.weights import SETTING, PretrainedWeights, local_weights
 from compkit.training.augmentation import create_augmentation

@@ -15,7 +15,7 @@ from compkit.data import open_dataset
 from compkit.data.splits import check_current, load_splits, splits_path
 from compkit.families import load_fold, resolve_family
 from compkit.inference.predictor import CachedImages, inference_settings, write_store
-from compkit.inference.tta import TTA_VIEWS
+from compkit.inference.views import TTA_VIEWS
 from compkit.training.device import resolve_device
 from compkit.training.preprocess import cache_for
 from compkit.training.runs import check_fold_split, copy_fold_records, fold_dirs, fold_number, fold_recipe

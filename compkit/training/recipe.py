@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from compkit.inference.tta import TTA_VIEWS
+from compkit.inference.views import TTA_VIEWS
 from compkit.training.tracking import TRACKERS
 from compkit.util.errors import CompkitError, warn
 from compkit.util.fileio import read_yaml

@@ -103,7 +103,7 @@ def test_resolved_yaml_round_trips(tmp_path):
 
 
 def test_infer_tta_accepts_every_view_set_the_cli_offers():
-    from compkit.inference.tta import TTA_VIEWS
+    from compkit.inference.views import TTA_VIEWS
 
     for views in TTA_VIEWS:
         assert load_recipe("tiny", [f"infer.tta={views}"]).infer.tta == views

@@ -91,7 +91,7 @@ def test_descriptions_of_classes_are_their_docstrings_first_paragraph():
 def test_compkits_registries_describe_every_member():
     from compkit.data import DATASET_FORMATS
     from compkit.families import FAMILIES
-    from compkit.inference.tta import TTA_VIEWS
+    from compkit.inference.views import TTA_VIEWS
     from compkit.pretrained.weights import ASSET_LIBRARIES
     from compkit.training.tracking import TRACKERS
 
