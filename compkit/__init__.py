@@ -8,13 +8,9 @@ so ``import compkit`` stays quick.
 """
 
 import importlib as _importlib
-import os as _os
 
-# albumentations checks PyPI for a newer version on import: never touch the network from compkit.
-_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-# ultralytics reads these when it is imported: no probes or downloads, and no unpickling or eval of user files.
-_os.environ["YOLO_OFFLINE"] = "1"
-_os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
+# Importing compkit changes nothing in the host process: the settings albumentations and ultralytics read are set
+# where compkit imports them (compkit.training.augmentation, compkit.pretrained.ultralytics_env).
 
 __version__ = "0.1.0"
 

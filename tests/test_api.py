@@ -36,6 +36,24 @@ def test_import_is_light_and_commands_are_callable():
         compkit.no_such_thing  # noqa: B018
 
 
+def test_importing_compkit_changes_nothing_in_the_host_process():
+    """No environment variable set, no matplotlib backend chosen (pyplot never imported), the hub's settings kept."""
+    code = """
+import os, sys
+import cv2, torch  # their own import effects (OpenCV's loader sets LD_LIBRARY_PATH) are not compkit's
+import huggingface_hub.constants as hub
+environment, hub_settings = dict(os.environ), (hub.HF_HUB_CACHE, hub.HF_HUB_OFFLINE)
+import compkit, compkit.cli, compkit.util.plots, compkit.training.results, compkit.stages.eda, compkit.stages.train
+import compkit.pretrained.weights, compkit.families
+changed = sorted(k for k in set(os.environ) | set(environment) if os.environ.get(k) != environment.get(k))
+assert not changed, changed
+assert "matplotlib.pyplot" not in sys.modules, "pyplot imported: a backend would be chosen"
+assert (hub.HF_HUB_CACHE, hub.HF_HUB_OFFLINE) == hub_settings
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("YOLO_OFFLINE", "ULTRALYTICS_SAFE_LOAD", "MPLBACKEND")}
+    subprocess.run([os.sys.executable, "-c", code], check=True, env=env)
+
+
 @pytest.mark.slow
 def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -13,6 +13,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from compkit.util.errors import warn
+
+OFFLINE_AND_SAFE = ("YOLO_OFFLINE", "ULTRALYTICS_SAFE_LOAD")  # the environment ultralytics always runs with here
 FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 
 
@@ -45,9 +48,13 @@ def config_dir() -> Path:
 
 
 def prepare_offline() -> None:
-    """Everything ultralytics would fetch, set or probe, settled before it is imported."""
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
+    """Everything ultralytics would fetch, set or probe, settled before it is imported: no probes or downloads
+    (``YOLO_OFFLINE``) and no unpickling or eval of user files (``ULTRALYTICS_SAFE_LOAD``); a user's other value of
+    either is replaced with a warning, never silently."""
+    for name in OFFLINE_AND_SAFE:
+        if os.environ.get(name, "1") != "1":
+            warn(name, f"{os.environ[name]!r} replaced by '1': compkit runs ultralytics offline and with safe loading")
+        os.environ[name] = "1"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir()))
     font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
     font_dir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from compkit.planning.fingerprint import fingerprint_of, hand_angle  # noqa: F40
 from compkit.training.runs import claim_output_folder, output_folder
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, writable_folder, write_json
-from compkit.util.plots import array_png, figure_png, plt
+from compkit.util.plots import array_png, figure_png, subplots
 
 GALLERY_SIZE = 8
 DEFAULT_OUT = "reports/eda"
@@ -63,7 +63,7 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
     names = fp["classes"]
     areas = [fp["per_class"][n]["area_mean"] for n in names]
     smallest = set(np.argsort([a if a > 0 else np.inf for a in areas])[:3].tolist())
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 3.6))
+    fig, ax = subplots(figsize=(max(6, 0.35 * len(names)), 3.6))
     ax.bar(range(len(names)), areas, color=["tab:red" if i in smallest else "tab:blue" for i in range(len(names))])
     ax.set_xticks(range(len(names)), names, rotation=70, fontsize=8)
     ax.set_ylabel("mean area (pixels)")
@@ -72,7 +72,7 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
 
     matrix = np.array(fp["overlap_matrix"], np.float64)
     np.fill_diagonal(matrix, 0)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = subplots(figsize=(6.5, 5.5))
     im = ax.imshow(np.log10(matrix + 1), cmap="magma")
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
@@ -80,7 +80,7 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
     fig.colorbar(im, ax=ax, shrink=0.8)
     out["overlap"] = figure_png(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = subplots(figsize=(6, 3.2))
     hist = np.array(fp["intensity"]["histogram"], np.float64)
     ax.fill_between(range(256), hist / hist.sum(), step="mid", alpha=0.7)
     ax.set_yscale("log")
@@ -91,7 +91,7 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
     numeric = [c for c, s in fp["meta"].items() if s["type"] == "numeric"]
     if numeric:
         groups = sorted({str(m.get("sex")) for m in metas if m.get("sex") is not None}) or ["all"]
-        fig, axes = plt.subplots(1, len(numeric), figsize=(3.2 * len(numeric), 3), squeeze=False)
+        fig, axes = subplots(1, len(numeric), figsize=(3.2 * len(numeric), 3), squeeze=False)
         for ax, col in zip(axes[0], numeric, strict=True):
             for g in groups:
                 vals = [m[col] for m in metas if m.get(col) is not None and (g == "all" or str(m.get("sex")) == g)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from compkit.util.errors import CompkitError, first_line
@@ -11,6 +12,8 @@ from compkit.util.registry import did_you_mean
 
 def create_augmentation(items: list[dict[str, Any]], seed: int | None = None):
     """``[{name: HorizontalFlip, p: 0.5}, ...]`` -> ``A.Compose``; None when the list is empty."""
+    # albumentations checks PyPI for a newer version when imported: compkit never touches the network unasked.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A
 
     if not items:

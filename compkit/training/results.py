@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 
 from compkit.training.tracking import Tracking
 from compkit.util.fileio import atomic_write, open_text
-from compkit.util.plots import plt  # the headless backend is chosen there
+from compkit.util.plots import subplots  # figures on their own Agg canvas, no pyplot
 
 RESULTS_CSV = "results.csv"
 RESULTS_PNG = "results.png"
@@ -102,7 +102,7 @@ def best_epoch(rows: list[dict[str, Any]]) -> tuple[int, float] | None:
 def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     """results.png: training and validation loss, each loss term, validation mean dice with the best epoch marked,
     and the learning rate, per (integer) epoch."""
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = subplots(1, 4, figsize=(17, 3.8))
     best = best_epoch(rows)
     ax = axes[0]
     for column, colour in (("train_loss", "tab:blue"), ("val_loss", "tab:red")):
@@ -150,7 +150,6 @@ def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     fig.tight_layout()
     with atomic_write(folder / RESULTS_PNG, "wb") as f:
         fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
 
 
 OVERLAY_IMAGES = 4
@@ -171,7 +170,7 @@ def validation_overlays(folder: Path, predictor, cache, positions: list[int], th
         [predicted[i] for i in chosen],
     )
     n = len(images)
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3.4), squeeze=False)
+    fig, axes = subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3.4), squeeze=False)
     for ax, image, truth, prob in zip(axes[0], images, truths, probs, strict=True):
         ax.imshow(image if image.ndim == 3 else image, cmap=None if image.ndim == 3 else "gray")
         predicted = (prob > threshold).any(axis=0)
@@ -183,7 +182,6 @@ def validation_overlays(folder: Path, predictor, cache, positions: list[int], th
     path = folder / OVERLAYS_PNG
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=80)
-    plt.close(fig)
     return path
 
 

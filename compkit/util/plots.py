@@ -6,18 +6,23 @@ import base64
 import io
 
 import cv2
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def subplots(*args, figsize: tuple[float, float] | None = None, **kwargs):
+    """``pyplot.subplots`` without pyplot: a figure on its own Agg canvas, so drawing chooses no backend for the host
+    process (a notebook keeps its own) and leaves nothing in pyplot's figure list to close."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def figure_png(fig) -> str:
-    """A matplotlib figure as base64 PNG (the figure is closed)."""
+    """A matplotlib figure as base64 PNG."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
