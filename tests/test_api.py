@@ -16,6 +16,7 @@ import compkit
 from compkit.data import open_dataset
 from compkit.stores.probabilities import Store
 from compkit.submission.layouts import validate
+from tests.conftest import csv_rows, quiet
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -135,3 +136,10 @@ def test_the_kaggle_inference_notebook_runs_on_read_only_inputs(trained_tiny_run
     assert (work / "predictions" / "tiny" / "fold0" / "recipe.yaml").is_file(), (
         "the predictions are a run folder of their own"
     )
+    # The same submission as the local pipeline's: the run's out-of-fold stores came along, so the ensemble tuned
+    # the same thresholds and postprocessing (not 0.5).
+    assert (work / "predictions" / "tiny" / "fold0" / "oof" / "index.json").is_file()
+    local = compkit.ensemble([trained_tiny_run.run], name="local", out=tmp_path / "local", console=quiet())
+    assert (local / "thresholds.json").is_file()
+    expected = compkit.submit(local, data=data, out=tmp_path / "local.csv", console=quiet())
+    assert csv_rows(submission) == csv_rows(expected), "the notebook's submission is the local one, row for row"
