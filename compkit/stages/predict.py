@@ -21,7 +21,7 @@ from compkit.stores.probabilities import OOF_STORE, STORE_INDEX, TEST_STORE
 from compkit.training.device import resolve_device
 from compkit.training.preprocess import cache_for
 from compkit.training.runs import check_fold_split, copy_fold_records, fold_dirs, fold_number, fold_recipe
-from compkit.util.errors import CompkitError
+from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import AtomicFolder
 from compkit.util.locks import OutputLock
 
@@ -101,7 +101,7 @@ def predict(
             # The run folder written to is locked as `compkit train` locks it: no second writer of its stores.
             with OutputLock(destination.parent, "--out", kept=f"{target} left as it was"):
                 if target.exists() and not exist_ok:
-                    raise CompkitError(target, "already exists: pass --exist-ok to replace it, or --out DIR")
+                    raise CompkitError(target, f"already exists: pass {REPLACE_FLAG} to replace it, or --out DIR")
                 fold = load_fold(folder, dataset.classes, torch_device, console, recipe)
                 cache = cache_for(dataset, fold.recipe, console)
                 if destination != folder:  # the predictions' own run folder: what ensemble and submit read

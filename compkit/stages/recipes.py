@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compkit.training.recipe import available_recipes, find_recipe, load_recipe, recipe_origin
-from compkit.util.errors import CompkitError
+from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import read_text
 
 
@@ -61,7 +61,7 @@ def copy(name: str, file: Path, exist_ok: bool = False, console: Console | None 
     if file.suffix not in (".yaml", ".yml"):
         file = file.with_suffix(".yaml")
     if file.exists() and not exist_ok:
-        raise CompkitError(file, "exists (pass --exist-ok to replace it)")
+        raise CompkitError(file, f"exists (pass {REPLACE_FLAG} to replace it)")
     file.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, file)
     console.print(f"wrote {file} (a copy of {source})")

@@ -64,6 +64,7 @@ from compkit.training.runs import (
     write_run_record,
 )
 from compkit.training.tracking import check_loggers
+from compkit.training.trainer import BudgetClock
 from compkit.util.errors import REPLACE_FLAG, CompkitError, warn, warnings_to
 from compkit.util.fileio import atomic_write, write_json
 from compkit.util.locks import OutputLock, command_line, interruptible
@@ -223,24 +224,20 @@ def _rounded(values) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
-class WallClock:
-    """The command's wall time, against its ``--budget`` (None: no budget)."""
+class WallClock(BudgetClock):
+    """The command's wall time, against its ``--budget`` (``10m``, ``6h``; None: no budget)."""
 
     def __init__(self, budget: str | float | None):
-        self.started = time.time()
-        self.budget_s = parse_budget(budget) if budget is not None else None
-
-    def elapsed(self) -> float:
-        return time.time() - self.started
+        super().__init__(parse_budget(budget) if budget is not None else None)
 
     def fold_share(self, folds: int) -> float:
         """Each fold's training seconds: :data:`TRAINING_SHARE` of what is left, split evenly."""
-        return round(max(1.0, TRAINING_SHARE * (self.budget_s - self.elapsed()) / folds), 1)
+        return round(max(1.0, TRAINING_SHARE * (self.budget - self.elapsed()) / folds), 1)
 
     def report(self) -> str:
         wall = self.elapsed()
-        over = "" if wall <= self.budget_s else " [yellow](over)[/yellow]"
-        return f"wall time {describe_seconds(wall)} of the {describe_seconds(self.budget_s)} budget{over}"
+        over = "" if wall <= self.budget else " [yellow](over)[/yellow]"
+        return f"wall time {describe_seconds(wall)} of the {describe_seconds(self.budget)} budget{over}"
 
 
 def _planned(data: str | Path | None, overrides, runs_dir: Path, clock: WallClock, console: Console) -> Path:
@@ -249,12 +246,12 @@ def _planned(data: str | Path | None, overrides, runs_dir: Path, clock: WallCloc
         raise CompkitError("--recipe", "plan needs --data DATA: the plan is fitted to the dataset")
     planned = plan_recipe(
         data,
-        clock.budget_s if clock.budget_s is not None else "10m",
+        clock.budget if clock.budget is not None else "10m",
         PlanMachine(device=_override(overrides, "train.device") or "auto"),
         splits=_override(overrides, "data.splits"),  # the folds it plans for (a read-only dataset's are elsewhere)
         console=console,
     )
-    clock.budget_s = planned.budget_s
+    clock.budget = planned.budget_s
     for line in planned.reasons:
         console.print(f"  {line}")
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -490,10 +487,10 @@ def report(results: list[dict[str, Any]], run_dir: Path, run: PreparedRun, next_
 
 def _share_budget(cfg: Recipe, clock: WallClock, folds: int, console: Console) -> None:
     """With ``--budget`` and no ``train.time_budget``, each fold's share of the budget as ``train.time_budget``."""
-    if clock.budget_s is not None and cfg.train.time_budget is None:
+    if clock.budget is not None and cfg.train.time_budget is None:
         cfg.train.time_budget = clock.fold_share(folds)
         console.print(
-            f"--budget {describe_seconds(clock.budget_s)}: each fold trains for at most "
+            f"--budget {describe_seconds(clock.budget)}: each fold trains for at most "
             f"{cfg.train.time_budget:.0f} s (train.time_budget)"
         )
 
@@ -579,7 +576,7 @@ def train(
                 every = len(results) == len(run.folds)
                 again = f"compkit train --recipe {recipe} --fold all" + (f" --name {run_dir.name}" if name else "")
                 report(results, run_dir, run, f"compkit ensemble {run_dir}" if every else again, context.console)
-                if clock.budget_s is not None:
+                if clock.budget is not None:
                     context.console.print(clock.report())
             return TrainedFolds(results, run_dir)
         finally:
