@@ -31,6 +31,7 @@ _API = {
     "check_data": ("compkit.stages.check_data", "check_data"),
     "encode_labels": ("compkit.stages.encode_labels", "encode_labels"),
     "demo": ("compkit.stages.demo", "demo"),
+    "export_run": ("compkit.stages.export", "export_run"),
     "load_run": ("compkit.inference.loaded_run", "load_run"),
 }
 __all__ = [*_API, "__version__"]

@@ -167,9 +167,16 @@ def check_data(
     run(data, write=write, exist_ok=exist_ok or force, limit=limit, out=out)
 
 
-@app.command()
-def export(
-    target: Annotated[str, typer.Argument(help="Layout to write: nnunet (nnU-Net v2 raw 2D).")],
+export_app = typer.Typer(
+    name="export",
+    help="A dataset in nnU-Net's layout, or a trained run as an inference-only copy to upload.",
+    no_args_is_help=True,
+)
+app.add_typer(export_app)
+
+
+@export_app.command("nnunet")
+def export_nnunet(
     data: DataArg,
     out: Annotated[Path, typer.Argument(help="Folder to write Dataset<ID>_<Name>/ into (e.g. $nnUNet_raw).")],
     id_: Annotated[
@@ -184,7 +191,22 @@ def export(
     """Export a dataset in nnU-Net v2's raw layout (imagesTr, labelsTr, imagesTs, dataset.json, splits_final.json)."""
     from compkit.stages.export import export as run
 
-    run(target, data, out, dataset_id=id_, name=name, mode=mode)
+    run("nnunet", data, out, dataset_id=id_, name=name, mode=mode)
+
+
+@export_app.command("run")
+def export_run(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run or fold folder (runs/NAME).")],
+    out: Annotated[Path, typer.Argument(help="Run folder to write (OUT/fold<k>/), e.g. upload/NAME.")],
+    half: Annotated[
+        bool, typer.Option(help="Store the weights as float16 (half the size; loaded back as float32).")
+    ] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Inference-only copy of a run: best.pt without optimizer state, the records and oof/ (predict, ensemble, load_run read it)."""
+    from compkit.stages.export import export_run as run
+
+    run(run_dir, out, half=half, exist_ok=exist_ok)
 
 
 @app.command()
@@ -385,6 +407,12 @@ def ensemble(
     mixed_folds: Annotated[
         bool, typer.Option(help="Accept runs whose folds were trained with different recipes or splits.")
     ] = False,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            help="Tune thresholds and postprocessing on the members' out-of-fold stores (--no-tune: 0.5, none)."
+        ),
+    ] = True,
 ) -> None:
     """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
     from compkit.stages.ensemble import ensemble as run
@@ -408,6 +436,7 @@ def ensemble(
         resolution=resolution,
         exist_ok=exist_ok,
         mixed_folds=mixed_folds,
+        tune=tune,
     )
 
 
@@ -428,11 +457,25 @@ def submit(
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the source's).")] = None,
     ensembles_dir: Annotated[Path, typer.Option(help="Where to look for the newest ensemble.")] = Path("ensembles"),
+    tuning_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Ensemble folder whose thresholds.json and postprocess.json to apply (e.g. the local one, uploaded)."
+        ),
+    ] = None,
 ) -> None:
     """Threshold, upsample and run-length encode test probabilities -> a validated submission CSV."""
     from compkit.stages.submit import submit as run
 
-    run(source, out=out, threshold=threshold, sample=sample, data=data, ensembles_dir=ensembles_dir)
+    run(
+        source,
+        out=out,
+        threshold=threshold,
+        sample=sample,
+        data=data,
+        ensembles_dir=ensembles_dir,
+        tuning_from=tuning_from,
+    )
 
 
 @app.command()

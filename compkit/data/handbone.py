@@ -22,9 +22,9 @@ from compkit.data.formats import SegmentationDataset, register_format
 from compkit.data.meta import patient_key, read_meta
 from compkit.data.raster import check_points, polygon_clips, rasterize
 from compkit.data.sample import Polygon, Sample
-from compkit.data.writer import DatasetWriter, link_or_copy, trace_polygons
+from compkit.data.writer import DatasetWriter, trace_polygons
 from compkit.util.errors import CompkitError, warn
-from compkit.util.fileio import read_json
+from compkit.util.fileio import link_or_copy, read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 META_FILES = ("meta_data.xlsx", "meta_data.csv")

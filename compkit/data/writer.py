@@ -8,7 +8,6 @@ name a format.
 
 from __future__ import annotations
 
-import os
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -24,14 +23,6 @@ def trace_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[list[int]
     """Outer contours of a binary mask as [[x, y], ...] polygons."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return [c[:, 0, :].tolist() for c in contours if len(c) >= min_points]
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 class DatasetWriter(ABC):

@@ -32,10 +32,10 @@ from compkit.data.splits import (
     patient_of,
     splits_path,
 )
-from compkit.data.writer import DatasetWriter, link_or_copy
+from compkit.data.writer import DatasetWriter
 from compkit.training.runs import refuse_nonempty
 from compkit.util.errors import CompkitError
-from compkit.util.fileio import AtomicFolder, write_json
+from compkit.util.fileio import AtomicFolder, link_or_copy, write_json
 from compkit.util.locks import OutputLock
 
 

@@ -38,7 +38,7 @@ from compkit.stores.members import (
     current_splits_file,
     open_member,
 )
-from compkit.stores.probabilities import Store, StoreWriter, quantise
+from compkit.stores.probabilities import OOF_STORE, Store, StoreWriter, quantise
 from compkit.submission.layouts import RowWriter, submission_layout, validate
 from compkit.training.runs import claim_output_folder
 from compkit.util.errors import CompkitError
@@ -391,6 +391,7 @@ class _EnsembleSpec:
     votes: int | None
     data_root: str | Path
     resolution: int | None
+    tune: bool = True  # False (--no-tune): thresholds 0.5 (or the vote rule), no postprocessing, asked for
 
     @property
     def csv_vote(self) -> bool:
@@ -413,11 +414,14 @@ def ensemble(
     resolution: int | None = None,
     exist_ok: bool = False,
     mixed_folds: bool = False,
+    tune: bool = True,
     console: Console | None = None,
 ) -> Path:
     """Combine ``paths`` into ``out/<name>/``; returns that folder (a default name that is taken moves on to
     ``name-2``; a given one is replaced only with ``exist_ok``). Members stored at different resolutions
-    are resampled image by image to ``resolution`` (default: the largest member's)."""
+    are resampled image by image to ``resolution`` (default: the largest member's). Thresholds and
+    postprocessing are tuned on the members' out-of-fold stores; a trained fold whose store is missing is an
+    error naming it, unless ``tune`` is False (0.5 asked for)."""
     console = console or Console()
     if method not in METHODS:
         raise CompkitError("--method", f"must be soft or hard, got {method!r}")
@@ -435,7 +439,9 @@ def ensemble(
     if data_root is None:
         raise CompkitError(None, "cannot tell which dataset the members predict: pass --data DATA")
     default = Path(out) / (name or "+".join(m.name for m in members)[:80])
-    spec = _EnsembleSpec(members, w, kinds, method, votes, data_root, resolution)
+    spec = _EnsembleSpec(members, w, kinds, method, votes, data_root, resolution, tune)
+    if tune and not spec.csv_vote:
+        _check_tuning_pieces(members)
     with claim_output_folder(default, explicit=name is not None, exist_ok=exist_ok, option="--name") as folder:
         return _write_ensemble(folder, spec, console)
 
@@ -533,6 +539,43 @@ class _OofStores:
         return combine([ix[image_id].read(image_id, target) for ix in self.indexes])
 
 
+def _check_tuning_pieces(members: list[Member]) -> None:
+    """Every trained fold of a run member must bring its out-of-fold store: without it the thresholds and
+    postprocessing tuned locally cannot be tuned again here, and a silent 0.5 would change the submission."""
+    for member in members:
+        if member.folds_without_oof:
+            fold = member.folds_without_oof[0]
+            raise CompkitError(
+                fold / OOF_STORE,
+                "missing: thresholds and postprocessing are tuned on every fold's out-of-fold store. Bring it with "
+                "the run (`compkit predict --out` and `compkit export run` carry it), predict it (`compkit predict "
+                f"{member.path} --split val`), or ensemble at 0.5 with --no-tune "
+                "(or `compkit submit --tuning-from ensembles/NAME` to reuse a local ensemble's)",
+            )
+
+
+def _coverage_gap(members: list[Member], oof: _OofStores, train: SegmentationDataset) -> str | None:
+    """Why the out-of-fold stores cannot tune thresholds (they must cover exactly the training images, for every
+    member), in words for the console and ``members.json``; None when they can."""
+    if oof.cover(train):
+        return None
+    wanted = {s.image_id for s in train.samples}
+    for member in members:
+        covered = set(member.oof_index())
+        if member.untuned and not covered:
+            return f"{member.name}: {member.untuned}"
+        if not covered:
+            return f"{member.name} has no out-of-fold predictions"
+        if covered != wanted:
+            have = len(covered & wanted)
+            folds = f"{len(member.oof_stores)} fold" + ("s" if len(member.oof_stores) > 1 else "")
+            hint = "; train every fold (--fold all) to tune" if have < len(wanted) else ""
+            return (
+                f"{member.name}'s out-of-fold predictions ({folds}) cover {have} of {len(wanted)} training images{hint}"
+            )
+    return "the members' out-of-fold predictions cover different images"
+
+
 def _record_splits(spec: _EnsembleSpec, info: dict[str, Any]) -> None:
     """Every member's OOF stores must come from the dataset's current splits; ``info`` records which ones."""
     for m in spec.members:
@@ -567,12 +610,14 @@ def _write_oof_and_thresholds(
     classes = spec.members[0].classes
     oof = _OofStores([m.oof_index() for m in spec.members])
     train = open_dataset(spec.data_root, "train")
-    complete = oof.cover(train)
     fixed = None  # hard voting: the vote rule is the threshold
     if spec.method == "hard":
         fixed = np.full(len(classes), _vote_threshold(spec.weights, spec.votes), np.float32)
-    if not complete:
-        console.print("[yellow]no complete out-of-fold predictions for every member: thresholds not tuned[/yellow]")
+    untuned = "--no-tune" if not spec.tune else _coverage_gap(spec.members, oof, train)
+    if untuned is not None:
+        rule = "the vote rule" if fixed is not None else "0.5"
+        console.print(f"[yellow]thresholds not tuned ({untuned}): {rule}, no postprocessing[/yellow]")
+        info["untuned"] = untuned
         if fixed is not None:
             write_json(staging / THRESHOLDS_FILE, {c: float(t) for c, t in zip(classes, fixed, strict=True)})
         return

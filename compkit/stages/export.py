@@ -1,4 +1,12 @@
-"""``compkit export nnunet DATA OUT``: any dataset compkit reads, in nnU-Net v2's raw 2D layout.
+"""``compkit export``: a dataset or a trained run in another shape.
+
+``compkit export run RUN OUT [--half]``: an inference-only copy of a run to upload (a Kaggle dataset, another
+machine). Per fold: ``best.pt`` without the optimizer, schedule and scaler state (optionally float16 weights), the
+fold's records (``recipe.yaml``, ``run.json`` with the dataset's path relative to the copy, ``pretrained.json``,
+``results.csv``, ``train.log``) and its ``oof/`` store, so ``compkit ensemble`` tunes the same thresholds and
+postprocessing there as here. Each exported fold is loaded back through its family before the copy is swapped in.
+
+``compkit export nnunet DATA OUT``: any dataset compkit reads, in nnU-Net v2's raw 2D layout.
 
 ``OUT/Dataset<ID>_<Name>/``: ``imagesTr/<case>_0000.png`` (one PNG per image: RGB, or grey when every image is
 grey; nnU-Net reads an RGB PNG as three channels from the one file), ``labelsTr/<case>.png`` (integer labels,
@@ -25,18 +33,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.progress import Progress
+from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.formats import dataset_folder
 from compkit.data.splits import splits_path
+from compkit.families import load_fold
 from compkit.stores.members import NNUNET_KEY
+from compkit.stores.probabilities import OOF_STORE, carry_store
+from compkit.training.checkpoint import (
+    CHECKPOINT_BEST,
+    fold_checkpoint,
+    inference_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from compkit.training.results import RESULTS_CSV
+from compkit.training.runs import (
+    PRETRAINED_FILE,
+    TRAIN_LOG,
+    claim_output_folder,
+    copy_fold_records,
+    fold_dirs,
+    read_run_record,
+    write_run_record,
+)
 from compkit.util.errors import CompkitError
-from compkit.util.fileio import AtomicFolder, read_json, write_json, write_png
+from compkit.util.fileio import AtomicFolder, link_or_copy, read_json, write_json, write_png
 
 MODES = ("auto", "labels", "regions", "per-class")
-TARGETS = ("nnunet",)
+TARGETS = ("nnunet",)  # dataset layouts; `compkit export run` is export_run
 Cases = dict[str, str]  # nnU-Net case id -> compkit image id
 
 
@@ -271,3 +300,77 @@ def export(
             f"[green]wrote[/green] {folder}: {info['numTraining']} training cases, {len(info['compkit']['classes'])} classes {kind}{ignore}"
         )
     return written
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _export_fold(folder: Path, destination: Path, half: bool) -> dict[str, Any]:
+    """One fold's inference-only copy in ``destination``; what it measured (sizes, dtype)."""
+    source = fold_checkpoint(folder)
+    checkpoint = load_checkpoint(source)
+    copy_fold_records(folder, destination)
+    record = read_run_record(destination)
+    record["exported"] = {"from": str(folder.resolve()), "checkpoint": source.name, "half": half}
+    write_run_record(destination, record)
+    for name in (PRETRAINED_FILE, RESULTS_CSV, TRAIN_LOG):
+        if (folder / name).is_file():
+            link_or_copy(folder / name, destination / name)
+    save_checkpoint(destination / CHECKPOINT_BEST, inference_checkpoint(checkpoint, half))
+    carry_store(folder / OOF_STORE, destination / OOF_STORE)
+    classes = checkpoint.get("classes")
+    if classes is None:
+        raise CompkitError(source, "the checkpoint does not record its classes (trained before they did)")
+    with torch.inference_mode():  # what predict, ensemble and load_run will do with it
+        load_fold(destination, classes, torch.device("cpu"))
+    return {
+        "fold": folder.name,
+        "before": _size(folder),
+        "checkpoints": sum(_size(p) for p in folder.glob("*.pt")),
+        "after": _size(destination),
+        "checkpoint": _size(destination / CHECKPOINT_BEST),
+    }
+
+
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    half: bool = False,
+    exist_ok: bool = False,
+    console: Console | None = None,
+) -> Path:
+    """An inference-only copy of ``run`` (a run or fold folder) in ``out`` (a run folder: ``out/fold<k>/``);
+    returns ``out``. ``half``: float16 weights. An existing ``out`` is replaced only with ``exist_ok``."""
+    console = console or Console()
+    folds = fold_dirs(run)
+    out = Path(out)
+    if out.resolve() in {Path(run).resolve(), *(f.resolve() for f in folds)}:
+        raise CompkitError(out, "is the run being exported: choose another folder")
+    table = Table(title=f"export of {run}" + (" (float16 weights)" if half else ""))
+    for column in ("fold", "run folder", "its checkpoints", "export", "its best.pt"):
+        table.add_column(column, justify="left" if column == "fold" else "right")
+    rows = []
+    with claim_output_folder(out, explicit=True, exist_ok=exist_ok), AtomicFolder(out) as staging:
+        for folder in folds:
+            with console.status(f"exporting {folder}"):
+                rows.append(_export_fold(folder, staging / folder.name, half))
+    for row in rows:
+        table.add_row(
+            row["fold"], _mb(row["before"]), _mb(row["checkpoints"]), _mb(row["after"]), _mb(row["checkpoint"])
+        )
+    console.print(table)
+    before, after = sum(r["before"] for r in rows), sum(r["after"] for r in rows)
+    console.print(
+        f"[green]wrote[/green] {out} ({len(rows)} folds, {_mb(after)}; the run folder: {_mb(before)}), "
+        "each fold loaded back for prediction"
+    )
+    console.print(
+        f"next: upload {out} (e.g. as a Kaggle dataset), then `compkit predict {out} --data DATA --out DIR` there"
+    )
+    return out

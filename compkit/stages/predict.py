@@ -13,32 +13,17 @@ from rich.console import Console
 
 from compkit.data import open_dataset
 from compkit.data.splits import check_current, load_splits, splits_path
-from compkit.data.writer import link_or_copy
 from compkit.families import load_fold, resolve_family
 from compkit.inference.predictor import CachedImages, inference_settings, write_store
 from compkit.inference.views import TTA_VIEWS
-from compkit.stores.probabilities import OOF_STORE, STORE_INDEX, TEST_STORE
+from compkit.stores.probabilities import OOF_STORE, TEST_STORE, carry_store
 from compkit.training.device import resolve_device
 from compkit.training.preprocess import cache_for
 from compkit.training.runs import check_fold_split, copy_fold_records, fold_dirs, fold_number, fold_recipe
 from compkit.util.errors import REPLACE_FLAG, CompkitError
-from compkit.util.fileio import AtomicFolder
 from compkit.util.locks import OutputLock
 
 SPLIT_STORES = {"test": TEST_STORE, "val": OOF_STORE}
-
-
-def carry_tuning_store(folder: Path, destination: Path) -> None:
-    """The fold's out-of-fold store beside its predictions written elsewhere (``--out``, a read-only run): what
-    ``compkit ensemble`` tunes thresholds and postprocessing on, so a submission made there matches the local one
-    instead of falling back to 0.5. Linked where the file system allows, else copied; whole or not at all."""
-    source, target = folder / OOF_STORE, destination / OOF_STORE
-    if not (source / STORE_INDEX).is_file() or (target / STORE_INDEX).is_file():
-        return
-    with AtomicFolder(target) as staging:
-        for path in source.rglob("*"):
-            if path.is_file():
-                link_or_copy(path, staging / path.relative_to(source))
 
 
 def predict(
@@ -107,7 +92,9 @@ def predict(
                 if destination != folder:  # the predictions' own run folder: what ensemble and submit read
                     copy_fold_records(folder, destination)
                     if split == "test":
-                        carry_tuning_store(folder, destination)
+                        # what ensemble tunes thresholds and postprocessing on, so a submission made there
+                        # matches the local one instead of falling back to 0.5
+                        carry_store(folder / OOF_STORE, destination / OOF_STORE)
                 images = CachedImages(dataset, cache, positions)
                 store = write_store(fold.predictor, images, target, settings, console, f"{fold.family.name}, ")
             console.print(f"[green]wrote[/green] {store} ({len(positions)} images, {fold.family.name})")

@@ -19,7 +19,9 @@ from compkit.evaluation.postprocess import apply_rule, upsample_mask
 from compkit.stores.members import (
     ENSEMBLES_DIR,
     MEMBERS_FILE,
+    THRESHOLDS_FILE,
     VOTE_CSV,
+    Member,
     check_covers,
     dataset_root,
     open_member,
@@ -29,6 +31,39 @@ from compkit.submission.layouts import SUBMISSIONS_DIR, convert_rows, submission
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write
 from compkit.util.locks import OutputLock
+
+
+def _tuning(
+    member: Member, threshold: str, tuning_from: str | Path | None, console: Console
+) -> tuple[np.ndarray, dict[str, dict]]:
+    """Per-class thresholds and postprocessing rules to apply, said in two lines: where they come from."""
+    if tuning_from is not None:
+        if threshold not in ("auto", "tuned"):
+            raise CompkitError(
+                "--tuning-from", f"takes the thresholds from {tuning_from}: drop --threshold {threshold}"
+            )
+        tuned = open_member(tuning_from)
+        if tuned.kind != "stores" or not tuned.thresholds:
+            raise CompkitError(tuning_from, f"no {THRESHOLDS_FILE} to take the thresholds from (an ensemble folder)")
+        if list(tuned.classes) != list(member.classes):
+            raise CompkitError(tuning_from, f"its classes differ from {member.path}'s")
+        thresholds, rules = tuned.threshold_vector(), tuned.postprocess or {}
+        origin = f"from {tuning_from}" + (f" ({tuned.untuned})" if tuned.untuned else "")
+    else:
+        thresholds, rules = resolve_thresholds(member, threshold, console), member.postprocess or {}
+        if threshold not in ("auto", "tuned"):
+            origin = f"--threshold {threshold}"
+        elif member.thresholds:
+            origin = "tuned on OOF" if not member.untuned else f"not tuned ({member.untuned})"
+        else:
+            origin = f"0.5 (not tuned: {member.untuned})" if member.untuned else "0.5 (no tuned thresholds)"
+    low, high = float(thresholds.min()), float(thresholds.max())
+    spread = f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class ({THRESHOLDS_FILE})"
+    console.print(f"thresholds: {origin}, {spread}")
+    console.print(
+        "postprocessing: " + (", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none")
+    )
+    return thresholds, rules
 
 
 def newest_ensemble(ensembles_dir: str | Path) -> Path:
@@ -47,8 +82,12 @@ def submit(
     sample: str | Path | None = None,
     data: str | Path | None = None,
     ensembles_dir: str | Path = ENSEMBLES_DIR,
+    tuning_from: str | Path | None = None,
     console: Console | None = None,
 ) -> Path:
+    """Write ``source``'s submission CSV (default: the newest ensemble's, to ``submissions/NAME.csv``); returns
+    its path. ``threshold``: 'auto', 'tuned' or a number; ``tuning_from``: an ensemble folder whose thresholds and
+    postprocessing to apply instead of the source's (the local ensemble's, in a notebook that cannot tune)."""
     console = console or Console()
     if source:
         source = Path(source)
@@ -73,23 +112,7 @@ def submit(
         if list(member.classes) != list(dataset.classes):
             raise CompkitError(source, "the store's classes differ from the dataset's")
         check_covers(member, dataset)
-        thresholds = resolve_thresholds(member, threshold, console)
-        rules = member.postprocess or {}
-        origin = (
-            "tuned on OOF"
-            if threshold in ("auto", "tuned") and member.thresholds
-            else f"--threshold {threshold}"
-            if threshold not in ("auto", "tuned")
-            else "0.5 (no tuned thresholds)"
-        )
-        low, high = float(thresholds.min()), float(thresholds.max())
-        console.print(
-            f"thresholds: {origin}, "
-            + (f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class (thresholds.json)")
-        )
-        console.print(
-            "postprocessing: " + (", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none")
-        )
+        thresholds, rules = _tuning(member, threshold, tuning_from, console)
 
         def mask_for(sample: Sample) -> np.ndarray:
             q = member.test_uint8(sample.image_id)

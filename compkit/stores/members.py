@@ -42,6 +42,8 @@ class Member:
     kind: str  # "stores" or "csv"
     test_stores: list[Store] = field(default_factory=list)  # averaged: the folds of one model family
     oof_stores: list[Store] = field(default_factory=list)  # each fold's validation images: a union
+    folds_without_oof: list[Path] = field(default_factory=list)  # trained folds whose oof/ store is not here
+    untuned: str | None = None  # an ensemble member: why its thresholds were not tuned (members.json)
     thresholds: dict[str, float] | None = None
     postprocess: dict[str, dict] | None = None
     data_root: str | None = None
@@ -290,6 +292,7 @@ def open_member(path: str | Path, mixed_folds: bool = False) -> Member:
         member = Member(path, "stores", [Store(path / TEST_STORE)], data_root=info.get("data_root"), families=families)
         member.splits_fingerprints = [info["splits_fingerprint"]] if info.get("splits_fingerprint") else []
         member.splits_file = info.get("splits_file")
+        member.untuned = info.get("untuned")
         if (path / OOF_STORE / STORE_INDEX).is_file():
             member.oof_stores = [Store(path / OOF_STORE)]
         if (path / THRESHOLDS_FILE).is_file():
@@ -315,6 +318,7 @@ def open_member(path: str | Path, mixed_folds: bool = False) -> Member:
     stores = [Store(f / TEST_STORE) for f in folds]
     member = Member(path, "stores", stores, data_root=root, families=[family] if family else [])
     member.oof_stores = [Store(f / OOF_STORE) for f in folds if (f / OOF_STORE / STORE_INDEX).is_file()]
+    member.folds_without_oof = [f for f in folds if not (f / OOF_STORE / STORE_INDEX).is_file()]
     records = [read_run_record(f) for f in folds]
     member.splits_fingerprints = sorted({r["splits_fingerprint"] for r in records if r.get("splits_fingerprint")})
     member.splits_file = next((r["splits_file"] for r in records if r.get("splits_file")), None)

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from compkit.util.errors import CompkitError
-from compkit.util.fileio import AtomicFolder, read_json, write_problem
+from compkit.util.fileio import AtomicFolder, link_or_copy, read_json, write_problem
 
 STORE_VERSION = 1
 DTYPES = ("uint8", "float16")
@@ -172,3 +172,15 @@ def resample(probs: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
         resized = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_LINEAR)
         out[start : start + 512] = resized.reshape(height, width, -1).transpose(2, 0, 1)
     return out
+
+
+def carry_store(source: Path, target: Path) -> None:
+    """A whole store at ``target`` (a fold's ``oof/`` beside its predictions written elsewhere, or in an exported
+    run): linked file by file where the file system allows, else copied; whole or not at all. Nothing happens
+    where ``source`` is not a whole store or ``target`` already is one."""
+    if not (source / STORE_INDEX).is_file() or (target / STORE_INDEX).is_file():
+        return
+    with AtomicFolder(target) as staging:
+        for path in source.rglob("*"):
+            if path.is_file():
+                link_or_copy(path, staging / path.relative_to(source))

@@ -2,6 +2,7 @@
 
 Every checkpoint holds ``model`` (a state dict) and ``family`` (the model family that reads it back); smp folds
 also hold ``optimizer``, ``schedule``, ``scaler``, ``epoch``, ``best_dice``, ``best_epoch``, ``stale_epochs``.
+An exported one (:func:`inference_checkpoint`) keeps only what predicting needs, and ``exported``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,24 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise CompkitError(path, "not a compkit checkpoint (no 'model' state dict)")
     return checkpoint
+
+
+# What predicting a fold needs from its checkpoint; the rest (optimizer, schedule, scaler, the trained weights
+# behind an average) only resumes training.
+INFERENCE_KEYS = ("family", "classes", "model", "head_source_nc", "epoch", "best_dice", "best_epoch")
+
+
+def inference_checkpoint(checkpoint: dict[str, Any], half: bool = False) -> dict[str, Any]:
+    """``checkpoint`` without its training state; ``half``: floating-point weights stored as float16 (loading casts
+    them back into the model's float32)."""
+    slim = {key: checkpoint[key] for key in INFERENCE_KEYS if key in checkpoint}
+    if half:
+        slim["model"] = {
+            name: tensor.half() if torch.is_floating_point(tensor) else tensor
+            for name, tensor in checkpoint["model"].items()
+        }
+    slim["exported"] = {"half": half}
+    return slim
 
 
 def checkpoint_epoch(path: Path) -> int | None:

@@ -236,3 +236,13 @@ class AtomicFolder:
             self.abort()
             if isinstance(exc, OSError):
                 raise CompkitError(self.target, f"cannot write: {exc.strerror or exc}") from None
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` where the file system allows (no space taken), else a copy; for
+    files compkit never rewrites in place (stores, dataset images)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

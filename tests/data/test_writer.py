@@ -13,8 +13,9 @@ import pytest
 from compkit.data import open_dataset
 from compkit.data.handbone import HandBoneWriter
 from compkit.data.masks import MaskFolderWriter
-from compkit.data.writer import link_or_copy, trace_polygons
+from compkit.data.writer import trace_polygons
 from compkit.evaluation.metrics import dice_per_class
+from compkit.util.fileio import link_or_copy
 from tests.data.test_coco import make_coco
 
 

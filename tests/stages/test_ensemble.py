@@ -146,3 +146,30 @@ def test_oof_table_labels_in_sample_and_reports_a_cross_validated_figure(tmp_pat
     # Chosen on the other fold and scored on its own, the figure cannot beat the choice made on every image at once
     # by more than postprocessing chosen apart could add; for this run they differ.
     assert cross <= in_sample + 0.02 and cross != in_sample
+
+
+def test_a_fold_without_its_out_of_fold_store_is_named_not_ensembled_at_half(tmp_path, trained_tiny_run):
+    import shutil
+
+    from tests.conftest import copy_run
+
+    run = copy_run(trained_tiny_run.run, tmp_path / "runs" / "tiny")
+    shutil.rmtree(run / "fold1" / "oof")
+    with pytest.raises(CompkitError, match="tuned on every fold's out-of-fold store") as error:
+        ensemble([run], name="e", data=trained_tiny_run.data, out=tmp_path / "ens", console=quiet())
+    assert error.value.path == str(run / "fold1" / "oof") and "--no-tune" in str(error.value)
+    assert not (tmp_path / "ens" / "e").exists()  # refused before anything was written
+    out = ensemble([run], name="e", data=trained_tiny_run.data, out=tmp_path / "ens", tune=False, console=quiet())
+    info = read_json(out / "members.json")
+    assert info["untuned"] == "--no-tune" and not (out / "thresholds.json").exists()
+
+
+def test_folds_not_trained_leave_the_ensemble_untuned_and_say_how_much_was_covered(tmp_path, trained_tiny_run):
+    from tests.conftest import copy_run
+
+    fold = copy_run(trained_tiny_run.run / "fold0", tmp_path / "runs" / "tiny" / "fold0")
+    out = ensemble([fold.parent], name="one", data=trained_tiny_run.data, out=tmp_path / "ens", console=quiet())
+    untuned = read_json(out / "members.json")["untuned"]
+    train_images = len(open_dataset(trained_tiny_run.data, "train").samples)
+    val_images = len(Store(fold / "oof").image_ids)
+    assert f"cover {val_images} of {train_images} training images" in untuned and "--fold all" in untuned

@@ -148,3 +148,63 @@ def test_label_values_of_classes_their_combinations_and_ignore():
     regions = LabelValues.of([0, 1, 2], [(0, 1), (1, 2)], ignored=False)
     assert regions.regions and regions.ignore_value is None and regions.values[(1, 2)] == 5
     assert regions.labels(["a", "b", "c"]) == {"background": 0, "a": [1, 4], "b": [2, 4, 5], "c": [3, 5]}
+
+
+# compkit export run: an inference-only copy to upload
+
+
+def test_an_exported_run_predicts_and_tunes_as_the_run_does_without_its_training_state(tmp_path, trained_tiny_run):
+    import torch
+
+    from compkit.inference.loaded_run import load_run
+    from compkit.stages.export import export_run
+    from compkit.stages.predict import predict
+    from compkit.stores.probabilities import Store
+    from compkit.training.runs import read_run_record
+    from compkit.util.fileio import read_json
+
+    run, data = trained_tiny_run.run, trained_tiny_run.data
+    out = export_run(run, tmp_path / "upload" / "tiny", console=quiet())
+    assert sorted(p.name for p in out.iterdir()) == ["fold0", "fold1"]
+    for fold in ("fold0", "fold1"):
+        checkpoint = torch.load(out / fold / "best.pt", weights_only=True)
+        assert (
+            "optimizer" not in checkpoint and "schedule" not in checkpoint and checkpoint["exported"] == {"half": False}
+        )
+        assert not (out / fold / "last.pt").exists() and (out / fold / "oof" / "index.json").is_file()
+        assert (out / fold / "best.pt").stat().st_size < (run / fold / "best.pt").stat().st_size / 2
+        assert read_run_record(out / fold)["exported"]["from"] == str((run / fold).resolve())
+    predict([out], data=data, console=quiet())  # in place: the export is an ordinary run folder
+    for fold in ("fold0", "fold1"):
+        ours, theirs = Store(out / fold / "test"), Store(run / fold / "test")
+        for image_id in theirs.image_ids:
+            assert np.array_equal(ours.read_raw(image_id), theirs.read_raw(image_id))
+    here = ensemble([out], name="exported", data=data, out=tmp_path / "ens", console=quiet())
+    there = ensemble([run], name="local", data=data, out=tmp_path / "ens", console=quiet())
+    assert read_json(here / "thresholds.json") == read_json(there / "thresholds.json")
+    assert read_json(here / "postprocess.json") == read_json(there / "postprocess.json")
+    image = cv2.imread(str(next((data / "test").rglob("*.png"))))
+    assert np.array_equal(load_run(out).predict(image), load_run(run).predict(image))
+
+
+def test_half_weights_predict_within_a_quantisation_step_and_outputs_are_guarded(tmp_path, trained_tiny_run):
+    import torch
+
+    from compkit.stages.export import export_run
+    from compkit.stages.predict import predict
+    from compkit.stores.probabilities import Store
+
+    run, data = trained_tiny_run.run, trained_tiny_run.data
+    out = export_run(run / "fold0", tmp_path / "half", half=True, console=quiet())
+    weights = torch.load(out / "fold0" / "best.pt", weights_only=True)["model"]
+    assert {t.dtype for t in weights.values() if torch.is_floating_point(t)} == {torch.float16}
+    predict([out], data=data, console=quiet())
+    ours, theirs = Store(out / "fold0" / "test"), Store(run / "fold0" / "test")
+    worst = max(np.abs(ours.read_raw(i).astype(int) - theirs.read_raw(i).astype(int)).max() for i in theirs.image_ids)
+    assert worst <= 2  # uint8 stores: at most two steps of 1/255 from float16 weights
+    with pytest.raises(CompkitError, match="already exists"):
+        export_run(run / "fold0", out, console=quiet())
+    with pytest.raises(CompkitError, match="is the run being exported"):
+        export_run(run, run, console=quiet())
+    export_run(run / "fold0", out, exist_ok=True, console=quiet())
+    assert not (out / "fold0" / "test").exists()  # replaced whole

@@ -206,7 +206,41 @@ def test_submit_says_which_ensemble_thresholds_and_postprocessing_it_used(tmp_pa
     out = submit(out=tmp_path / "sub.csv", ensembles_dir=tmp_path / "ens", console=console)
     text = console.export_text()
     assert f"using {tmp_path / 'ens' / 'p'}: the newest ensemble in {tmp_path / 'ens'}" in text
-    assert "thresholds: 0.5 (no tuned thresholds), 0.500 for every class" in text
+    assert "thresholds: 0.5 (not tuned: perfect has no out-of-fold predictions), 0.500 for every class" in text
     assert "postprocessing: none" in text
     assert "validated: header, rows, ids and run-length encodings" in text
     assert f"next: compkit score {out} --data" in text
+
+
+def test_tuning_from_applies_another_ensembles_thresholds_and_postprocessing(tmp_path, trained_tiny_run):
+    """The notebook's path: its ensemble cannot tune (no out-of-fold stores there), the local one's tuning is
+    uploaded and applied, and the CSV equals the local submission."""
+    import shutil
+
+    from rich.console import Console
+
+    from compkit.stages.ensemble import ensemble
+    from compkit.util.fileio import read_json
+    from tests.conftest import copy_run
+
+    data = trained_tiny_run.data
+    local = ensemble([trained_tiny_run.run], name="local", data=data, out=tmp_path / "ens", console=quiet())
+    assert (local / "thresholds.json").is_file() and "untuned" not in read_json(local / "members.json")
+    expected = submit(local, out=tmp_path / "local.csv", console=quiet())
+    run = copy_run(trained_tiny_run.run, tmp_path / "notebook" / "tiny")
+    for fold in run.glob("fold*"):
+        shutil.rmtree(fold / "oof")
+    there = ensemble([run], name="there", data=data, out=tmp_path / "ens", tune=False, console=quiet())
+    console = Console(record=True, width=300, file=open("/dev/null", "w"))  # noqa: SIM115
+    untuned = submit(there, out=tmp_path / "untuned.csv", console=console)
+    assert "thresholds: 0.5 (not tuned: --no-tune)" in console.export_text()
+    console = Console(record=True, width=300, file=open("/dev/null", "w"))  # noqa: SIM115
+    got = submit(there, out=tmp_path / "there.csv", tuning_from=local, console=console)
+    assert f"thresholds: from {local}" in console.export_text()
+    assert csv_rows(got) == csv_rows(expected)
+    assert csv_rows(untuned) != csv_rows(expected)  # else the test would not show the tuning mattered
+    with pytest.raises(CompkitError, match="drop --threshold 0.4"):
+        submit(there, out=tmp_path / "x.csv", threshold="0.4", tuning_from=local, console=quiet())
+    with pytest.raises(CompkitError, match="no thresholds.json"):
+        submit(there, out=tmp_path / "x.csv", tuning_from=run / "fold0", console=quiet())
+    assert not (tmp_path / "x.csv").exists()
