@@ -562,6 +562,39 @@ def inspect(
 
 
 @app.command()
+def bundle(
+    out: Annotated[Path, typer.Argument(help="Folder to write: wheels/, weights/, runs/, INSTALL.md.")],
+    python: Annotated[
+        str | None, typer.Option(help="The target's Python, e.g. 3.11 (default: the profile's, else this one).")
+    ] = None,
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The target's platform tags, e.g. manylinux_2_28_x86_64 (repeat; default: the profile's, else this machine's)."
+        ),
+    ] = None,
+    for_: Annotated[
+        _choices(["none", "torch", "kaggle"]),
+        typer.Option("--for", help="What the target already has, left out: kaggle (its GPU image), torch, none."),
+    ] = "none",
+    weights: Annotated[
+        list[str] | None, typer.Option(help="Recipes or encoders whose cached weights to include (repeat).")
+    ] = None,
+    runs: Annotated[list[Path] | None, typer.Option(help="Runs to include as inference-only copies (repeat).")] = None,
+    wheel: Annotated[
+        Path | None, typer.Option(help="compkit's wheel (default: built from the checkout compkit runs from).")
+    ] = None,
+    exist_ok: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Offline install bundle: compkit's wheel and the dependencies the target lacks (pip resolves), weights, runs, INSTALL.md."""
+    from compkit.stages.bundle import bundle as run
+
+    run(
+        out, python=python, platforms=platform, profile=for_, weights=weights, runs=runs, wheel=wheel, exist_ok=exist_ok
+    )
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs, ensembles and submission.")] = Path(
         "demo"

@@ -10,9 +10,9 @@ import compkit
 
 PACKAGE = Path(compkit.__file__).parent
 # One module per subcommand in compkit/stages/, named as the subcommand; `cli` parses and delegates, `demo` runs the
-# other stages in a row.
+# other stages in a row, `bundle` packs what `weights export` and `export run` write.
 STAGES = {f"compkit.stages.{p.stem}" for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
-ORCHESTRATORS = {"compkit.cli", "compkit.stages.demo", "compkit.__main__"}
+ORCHESTRATORS = {"compkit.cli", "compkit.stages.demo", "compkit.stages.bundle", "compkit.__main__"}
 
 
 def module_name(path: Path) -> str:
