@@ -1,7 +1,7 @@
 """``compkit eda``: a dataset report -> ``reports/eda/fingerprint.json`` and a self-contained ``eda.html``.
 
 Streams the training images one at a time (memory stays flat for 800 images of 2048 px): image sizes,
-intensities, per-class areas, frequency and connected components, polygons clipped to the image, the class
+intensities, per-class areas, structure widths, frequency and connected components, polygons clipped to the image, the class
 overlap matrix (pixels in two classes at once), the multi-label pixel fraction, meta distributions, outlier
 candidates (brightness, labelled area and hand rotation z-scores) and a recommendation on the training size. Plots
 are matplotlib PNGs embedded in the HTML; the terminal gets a rich summary.
@@ -114,7 +114,7 @@ def render_html(
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
     rows = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{s['frequency']:.2f}</td><td>{s['area_mean']:.0f}</td><td>{s['area_min']}</td><td>{s['area_max']}</td><td>{s['components_mean']:.2f}</td></tr>"
+        f"<tr><td>{html.escape(n)}</td><td>{s['frequency']:.2f}</td><td>{s['area_mean']:.0f}</td><td>{s['area_min']}</td><td>{s['area_max']}</td><td>{s['components_mean']:.2f}</td><td>{s['width_median']:.1f}</td><td>{s['width_p10']:.1f}</td></tr>"
         for n, s in fp["per_class"].items()
     )
     overlaps = "".join(
@@ -138,7 +138,8 @@ multi-label pixels: {fp["multilabel_pixel_fraction"]:.2%} of labelled pixels.</p
 <p>polygons clipped to the image: {html.escape(describe_clips(fp["clipped_polygons"]))}.</p>
 <p><b>Recommendation:</b> {html.escape(fp["recommendation"]["text"])}</p>
 {sections}
-<h2>classes</h2><table><tr><th>class</th><th>frequency</th><th>mean area</th><th>min</th><th>max</th><th>components</th></tr>{rows}</table>
+<h2>classes</h2><table><tr><th>class</th><th>frequency</th><th>mean area</th><th>min</th><th>max</th><th>components</th>
+<th>width median (px)</th><th>thinnest 10% (px)</th></tr>{rows}</table>
 <h2>largest overlaps</h2><ul>{overlaps}</ul>
 <h2>gallery</h2><div class="gallery">{cards}</div>
 <h2>outlier candidates</h2><ul>{outliers}</ul><div class="gallery">{odd}</div>
@@ -189,11 +190,14 @@ def eda(
             f.write(page)
 
     table = Table(title=f"{result['images']} images, {len(dataset.classes)} classes ({dataset.format_name})")
-    for column in ("class", "frequency", "mean area", "components"):
+    for column in ("class", "frequency", "mean area", "components", "width (median)", "width (thinnest 10%)"):
         table.add_column(column, justify="right" if column != "class" else "left")
     for name, s in result["per_class"].items():
         mark = "[red]" if name == result["recommendation"]["smallest_class"] else ""
-        table.add_row(f"{mark}{name}", f"{s['frequency']:.2f}", f"{s['area_mean']:.0f}", f"{s['components_mean']:.2f}")
+        widths = (f"{s['width_median']:.1f}", f"{s['width_p10']:.1f}")
+        table.add_row(
+            f"{mark}{name}", f"{s['frequency']:.2f}", f"{s['area_mean']:.0f}", f"{s['components_mean']:.2f}", *widths
+        )
     console.print(table)
     console.print(
         f"multi-label pixels: {result['multilabel_pixel_fraction']:.2%}; outlier candidates: {len(result['outliers'])}"

@@ -52,6 +52,7 @@ def test_fingerprint_values(handmade, tmp_path):
     assert finger["frequency"] == 1.0 and finger["area_mean"] == 24.0  # 16 px, then 16 + 16 = 32 px
     assert finger["components_mean"] == 1.5
     assert fp["per_class"]["Trapezium"] == {"frequency": 0.5, "area_mean": 9.0, "area_std": 0.0, "area_min": 9, "area_max": 9, "components_mean": 1.0,
+        "width_median": 3.0, "width_p10": 3.0,
         "centroid_x_mean": 0.575, "centroid_x_std": 0.0, "centroid_y_mean": 0.575, "centroid_y_std": 0.0,
     }  # fmt: skip
     # finger-1's centre: pixel 2.5 of 20 in the first image, 11 (two squares) in the second; positions are pixel centres
