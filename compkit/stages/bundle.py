@@ -3,8 +3,10 @@ and run compkit, as files to upload.
 
 ``DIR/wheels/``: compkit's wheel and every dependency the target lacks, for the target's Python and platform. pip
 does the resolving (``pip install --dry-run --report`` for the target's ``--python-version`` / ``--platform``,
-binary wheels only) and the downloading (``pip download --no-deps`` of exactly what it resolved); compkit only leaves
-out what a profile says the target already has (:data:`PROFILES`). ``DIR/weights/`` (``--weights``, as ``compkit
+binary wheels only) and the downloading (``pip download --no-deps`` of exactly what it resolved). What a profile says
+the target already has (:data:`PROFILES`) pip resolves as empty stand-in wheels at the versions installed here (a
+local version label no index has, pinned by a constraint), so it neither fetches PyTorch's CUDA stack nor fails on
+its platform tags. ``DIR/weights/`` (``--weights``, as ``compkit
 weights export``), ``DIR/runs/<name>/`` (``--runs``, as ``compkit export run``) and ``DIR/INSTALL.md`` with the
 commands to run offline. The folder is built beside ``DIR`` and swapped in whole.
 """
@@ -12,10 +14,13 @@ commands to run offline. The folder is built beside ``DIR`` and swapped in whole
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from rich.console import Console
@@ -52,11 +57,24 @@ def provided(name: str, profile: str) -> bool:
     return any(fnmatch.fnmatch(_normal(name), pattern) for pattern in PROFILES[profile])
 
 
+def pip_failure(stderr: str) -> str:
+    """pip's reason in one line: its conflict lines where it gives them, else its first error."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    if "The conflict is caused by:" in lines:
+        cause = []
+        for line in lines[lines.index("The conflict is caused by:") + 1 :]:
+            if not line:
+                break
+            cause.append(line)
+        return "conflict: " + "; ".join(cause)
+    errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR")]
+    return errors[0] if errors else (lines[-1] if lines and lines[-1] else "no message")
+
+
 def _pip(args: list[str], what: str) -> None:
     done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
-        raise CompkitError(None, f"pip could not {what}: {lines[-1] if lines else 'exit ' + str(done.returncode)}")
+        raise CompkitError(None, f"pip could not {what}: {pip_failure(done.stderr)}")
 
 
 def _target_options(python: str | None, platforms: list[str]) -> list[str]:
@@ -86,18 +104,58 @@ def compkit_wheel(wheel: str | Path | None, folder: Path) -> Path:
     return next(folder.glob("compkit-*.whl"))
 
 
-def resolve(requirement: str, options: list[str]) -> list[tuple[str, str]]:
-    """(name, version) of every distribution pip would install for ``requirement`` on the target."""
+def provided_here(profile: str) -> dict[str, str]:
+    """{name: version} of the distributions installed here that the profile's target has too."""
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and provided(name, profile):
+            found.setdefault(name, dist.version)
+    return found
+
+
+STAND_IN_LABEL = "on.the.target"  # the local version label of a stand-in: no index has it
+
+
+def stand_ins(folder: Path, installed: dict[str, str]) -> list[str]:
+    """Empty wheels in ``folder`` for what the target already has (metadata only: no files, no dependencies), at the
+    versions installed here with :data:`STAND_IN_LABEL` as local version; pip options that make it take those
+    (``--find-links`` and a constraints file pinning each to its stand-in)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pins = []
+    for name, version in installed.items():
+        release = version.split("+")[0]
+        stand_in = f"{release}+{STAND_IN_LABEL}"
+        project = re.sub(r"[-_.]+", "_", name)
+        info = f"{project}-{stand_in}.dist-info"
+        files = {
+            f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {stand_in}\n",
+            f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: compkit-bundle\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        }
+        with zipfile.ZipFile(folder / f"{project}-{stand_in}-py3-none-any.whl", "w") as wheel:
+            for member, text in files.items():
+                wheel.writestr(member, text)
+            wheel.writestr(f"{info}/RECORD", "".join(f"{m},,\n" for m in [*files, f"{info}/RECORD"]))
+        pins.append(f"{name}=={stand_in}")
+    constraints = folder / "on-the-target.txt"
+    constraints.write_text("".join(f"{pin}\n" for pin in pins), encoding="utf-8")
+    return ["--find-links", str(folder), "--constraint", str(constraints)]
+
+
+def resolve(requirement: str, options: list[str], installed: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(name, version) of every distribution pip would install for ``requirement`` on the target, which already
+    has ``installed`` ({name: version}): pip resolves around stand-ins for them instead of fetching them."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
+        pinned = stand_ins(Path(scratch) / "stand-ins", installed or {})
         _pip(
-            ["install", "--dry-run", "--ignore-installed", "-q", "--report", str(report), "--target", scratch]
-            + options
-            + [requirement],
-            f"resolve {requirement} for the target",
+            ["install", "--dry-run", "--ignore-installed", "-q", "--report", str(report)]
+            + ["--target", str(Path(scratch) / "target"), *options, *pinned, requirement],
+            f"resolve {Path(requirement).name} for the target",
         )
         items = json.loads(report.read_text())["install"]
-    return [(item["metadata"]["name"], item["metadata"]["version"]) for item in items]
+    found = [(item["metadata"]["name"], item["metadata"]["version"]) for item in items]
+    return [(name, version) for name, version in found if not version.endswith("+" + STAND_IN_LABEL)]
 
 
 def _install_text(bundle: Path, profile: str, weights: bool, runs: list[str]) -> str:
@@ -149,9 +207,10 @@ def bundle(
         wheels.mkdir()
         own = compkit_wheel(wheel, wheels)
         with console.status("resolving compkit's dependencies for the target (pip)"):
-            resolved = resolve(str(own), options)
+            on_target = provided_here(profile)
+            resolved = resolve(str(own), options, on_target)
         needed = [(n, v) for n, v in resolved if _normal(n) != "compkit" and not provided(n, profile)]
-        left_out = sorted(n for n, _ in resolved if provided(n, profile))
+        left_out = sorted({*on_target, *(n for n, _ in resolved if provided(n, profile))}, key=str.lower)
         with console.status(f"downloading {len(needed)} wheels (pip)"):
             _pip(
                 ["download", "--no-deps", "-q", "-d", str(wheels), *options, *(f"{n}=={v}" for n, v in needed)],
