@@ -82,6 +82,7 @@ class CachedSamples(torch.utils.data.Dataset):
     def __init__(
         self, items: list[tuple[SampleCache, int]], recipe: Recipe, augment: bool, labels: list[int] | None = None
     ):
+        self.repeats = recipe.train.repeats if augment else 1  # train.repeats draws of each image per epoch
         self.items = items  # (cache, position): the fold's training images, then any pseudo-labelled ones
         self.labels = labels or [-1] * len(items)  # image-level labels for an auxiliary head (-1: none)
         self.aug_items = recipe.aug if augment else []
@@ -91,10 +92,10 @@ class CachedSamples(torch.utils.data.Dataset):
         self.normaliser = Normaliser(recipe)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) * self.repeats
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
-        cache, i = self.items[k]
+        cache, i = self.items[k % len(self.items)]  # each draw k has its own seed: its own crop and flips
         image, mask = cache.image(i), cache.mask(i)
         ignore = cache.ignore(i)
         if ignore is None:
@@ -109,7 +110,12 @@ class CachedSamples(torch.utils.data.Dataset):
             image, stacked = out["image"], out["mask"].transpose(2, 0, 1)
             mask, ignore = stacked[: len(mask)], stacked[len(mask) :]
         y = torch.from_numpy(np.ascontiguousarray(mask))
-        return self.normaliser.image(image), y, self.labels[k], torch.from_numpy(np.ascontiguousarray(ignore))
+        return (
+            self.normaliser.image(image),
+            y,
+            self.labels[k % len(self.items)],
+            torch.from_numpy(np.ascontiguousarray(ignore)),
+        )
 
 
 def aux_labels(recipe: Recipe, dataset: SegmentationDataset, positions: list[int]) -> list[int]:
@@ -245,7 +251,7 @@ class SmpTrainer(Trainer):
         self.criterion = create_loss(recipe.loss).to(device)
         self.optimizer = create_optimizer(self.model, recipe.optim)
         items = self._training_items()
-        per_rank = math.ceil(len(items) / self.dist.world_size)
+        per_rank = math.ceil(len(items) * cfg.repeats / self.dist.world_size)
         self.steps_per_epoch = max(1, math.ceil(math.ceil(per_rank / cfg.batch_size) / cfg.accumulate))
         self.schedule = create_schedule(self.optimizer, recipe.sched, self.steps_per_epoch, cfg.epochs)
         self.use_amp = cfg.amp and device.type == "cuda"

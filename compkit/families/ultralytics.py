@@ -295,6 +295,8 @@ class UltralyticsFamily(ModelFamily):
             substitute(f"train.val_every={train.val_every}", "validation after every epoch")
         if train.ema is not None:
             substitute(f"train.ema={train.ema}", "its own weight averaging (always on, decay 0.9999 with warm-up)")
+        if train.repeats != 1:
+            refuse("train.repeats", "ultralytics draws each image once per epoch (use more epochs)")
         if recipe.data.pseudo:
             refuse("data.pseudo", "pseudo-labelled images are added by the smp family only")
         if recipe.infer.window is not None:

@@ -1,7 +1,8 @@
 """Planning: a recipe fitted to a dataset's fingerprint, this machine (a short measured probe) and a time budget.
 
 nnU-Net's idea, in compkit's terms: the fingerprint (:mod:`compkit.planning.fingerprint`) decides the input size (the
-smallest structure must keep :data:`MIN_STRUCTURE_PIXELS` pixels), the augmentation (flips only where no class is
+smallest structure should keep :data:`MIN_STRUCTURE_PIXELS` pixels, the thinnest :data:`MIN_WIDTH_PIXELS` of width;
+patches at that size where whole images do not fit the budget), the augmentation (flips only where no class is
 side-specific, rotation from the spread of orientations, intensity changes for X-rays) and the loss weights; a few
 timed training steps of a few candidate models on this machine decide the model and batch size; the budget decides
 the epochs, the validation interval and the TTA. Every decision comes with a line saying why; the result is an
@@ -31,7 +32,15 @@ from compkit.training.recipe import ModelConfig, Recipe, load_recipe
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write
 
-MIN_STRUCTURE_PIXELS = 64  # the smallest class's mean area at the training size must stay above this
+MIN_STRUCTURE_PIXELS = 64  # the smallest class's mean area at the training size should stay above this
+# The thinnest class's median structure width must stay this wide at the training scale: thinner, a vessel or a
+# fracture line vanishes in the downsampling (DRIVE at 64 px: pixel F1 0.40). The size never gives way below it:
+# the model trains on patches instead.
+MIN_WIDTH_PIXELS = 2.0
+MIN_PATCH = 128  # px: smaller patches see too little context (and the encoder's deepest features are 4 px)
+STEPS_PER_EPOCH = 16  # patches: each image is drawn often enough per epoch (train.repeats) for this many steps
+RARE_FRACTION = 0.01  # a class covering less of the image than this gets foreground-biased patches
+FOREGROUND_SHARE = 0.33  # of the patches, centred on a labelled structure (nnU-Net's oversampling)
 # Optimizer steps per fold below which the model is undertrained: the size gives way first. Measured on the demo's
 # hand bones: 400 steps at 288 px reached validation dice 0.69-0.72 where `tiny` (720 steps at 192 px) reaches 0.92.
 MIN_STEPS = 600
@@ -280,14 +289,19 @@ class PlanMachine:
 
 @dataclass(frozen=True)
 class _InputSize:
-    """The planned image size, and the crop it trains on (and window it predicts in) when whole images are too large."""
+    """The planned image size; the patch it trains on (random crops at that size, each image drawn ``repeats`` times
+    per epoch, some centred on a rare class's structures) and the window it predicts in, where it does not train or
+    predict whole images."""
 
     size: int
-    window: int | None
+    window: int | None = None
+    crop: int | None = None
+    repeats: int = 1
+    foreground: bool = False
 
     @property
     def train_size(self) -> int:
-        return self.window or self.size
+        return self.crop or self.size
 
 
 @dataclass(frozen=True)
@@ -405,14 +419,16 @@ class _Planner:
     def probe(self, candidate: dict[str, Any], size: int) -> Probe:
         return probe_model(candidate, self.classes, size, 2 if self.kind == "cpu" else 8, self.device)
 
-    def steps_at(self, p: Probe, size: int, batch: int) -> float:
-        """Optimizer steps per fold that ``p`` gets at ``size`` and ``batch``: epochs of training and validation in
-        each fold's share of the budget less the fixed costs (as of the last :meth:`refresh_fixed`)."""
-        train_size = min(size, self.whole_image_limit)
+    def steps_at(self, p: Probe, size: int, batch: int, train_size: int | None = None) -> float:
+        """Optimizer steps per fold that ``p`` gets at ``size`` and ``batch``, training on ``train_size`` px (default:
+        whole images, or the whole-image limit): each fold's share of the budget less the fixed costs (as of the last
+        :meth:`refresh_fixed`) and VALIDATIONS validations of whole images, spent training."""
+        train_size = train_size or min(size, self.whole_image_limit)
         speed = p.speed_at(train_size) * SAFETY
         per_fold = (self.budget_s - self.fixed) / self.n_folds
-        epoch_s = self.n_train / speed + self.n_val / (p.predict_speed_at(size) * VALIDATION_SHARE) + EPOCH_OVERHEAD_S
-        return max(0.0, per_fold / epoch_s) * math.ceil(self.n_train / batch)
+        validation_s = VALIDATIONS * self.n_val / (p.predict_speed_at(size) * VALIDATION_SHARE)
+        per_image_s = 1 / speed + EPOCH_OVERHEAD_S / max(self.n_train, 1)  # an epoch's overhead, shared by its images
+        return max(0.0, per_fold - validation_s) / per_image_s / batch
 
     def say_data_and_budget(self) -> None:
         fp, classes = self.fp, self.classes
@@ -427,48 +443,122 @@ class _Planner:
             f"({_gb(self.memory_bytes)} {self.memory_note} memory)"
         )
 
-    def needed_size(self) -> int:
-        """The size at which the smallest structure keeps MIN_STRUCTURE_PIXELS (at most the original size)."""
+    @property
+    def thinnest_class(self) -> tuple[str, float] | None:
+        """The class of the thinnest structures (lowest median width, px at the original size), or None."""
+        widths = {
+            name: float(s["width_median"])
+            for name, s in self.fp["per_class"].items()
+            if s.get("frequency") and s.get("width_median")
+        }
+        if not widths:
+            return None
+        name = min(widths, key=widths.__getitem__)
+        return name, widths[name]
+
+    def width_floor(self) -> int:
+        """The size below which the thinnest class's structures fall under MIN_WIDTH_PIXELS (at most the original)."""
+        thinnest, original = self.thinnest_class, self.smallest_class[2]
+        if thinnest is None:
+            return 2 * SIZE_STEP
+        return min(_round_size(original * MIN_WIDTH_PIXELS / thinnest[1]), _round_size(original))
+
+    def area_size(self) -> int:
+        """The size at which the smallest class keeps MIN_STRUCTURE_PIXELS of area (at most the original size)."""
         _, area, original = self.smallest_class
         return min(_round_size(original * math.sqrt(MIN_STRUCTURE_PIXELS / area)), _round_size(original))
 
-    def input_size(self, first: Probe, needed: int) -> int:
-        """``needed``, smaller while the lightest candidate (``first``) gets fewer than MIN_STEPS steps per fold."""
+    def needed_size(self) -> int:
+        return max(self.area_size(), self.width_floor())
+
+    def _width_note(self, size: int) -> str:
+        thinnest = self.thinnest_class
+        if thinnest is None:
+            return ""
+        name, width = thinnest
+        original = self.smallest_class[2]
+        return (
+            f"{name}, the thinnest class, is {width:.1f} px wide (median) at {original} px and "
+            f"{width * size / original:.1f} px at {size} px (at least {MIN_WIDTH_PIXELS:g} px wanted)"
+        )
+
+    def input_size(self, first: Probe, needed: int, floor: int) -> int:
+        """``needed``, smaller (not below ``floor``, the width floor) while the lightest candidate (``first``) gets
+        fewer than MIN_STEPS steps per fold on whole images."""
         size = needed
-        while size > 2 * SIZE_STEP and self.steps_at(first, size, CPU_BATCH) < MIN_STEPS:
+        while size - SIZE_STEP >= max(floor, 2 * SIZE_STEP) and self.steps_at(first, size, CPU_BATCH) < MIN_STEPS:
             size -= SIZE_STEP
         smallest, area, original = self.smallest_class
         at_size = self.smallest_area_at(size)
-        if size == needed:
+        area_note = (
+            f"{smallest}, the smallest class, averages {area:.0f} px at {original} px and {at_size:.0f} px at "
+            f"{size} px (at least {MIN_STRUCTURE_PIXELS} px wanted)"
+        )
+        width_note = self._width_note(size)
+        if size < needed:
             self.say(
-                f"input size {size} px: {smallest}, the smallest class, averages {area:.0f} px at {original} px "
-                f"and {at_size:.0f} px at {size} px (at least {MIN_STRUCTURE_PIXELS} px wanted)"
+                f"input size {size} px (bound by the budget): {needed} px would keep the structures' area and width, "
+                f"but the budget allows fewer than {MIN_STEPS} steps per fold there; {area_note}"
+                + (f"; {width_note}" if width_note else "")
             )
+        elif needed == floor and floor > self.area_size():
+            capped = " (the original size: never upsampled)" if floor >= _round_size(original) else ""
+            self.say(f"input size {size} px (bound by the structures' width{capped}): {width_note}; {area_note}")
         else:
             self.say(
-                f"input size {size} px: {smallest}, the smallest class, would need {needed} px to keep "
-                f"{MIN_STRUCTURE_PIXELS} px of area (it has {at_size:.0f} px at {size} px), but the budget allows "
-                f"fewer than {MIN_STEPS} steps per fold there"
+                f"input size {size} px (bound by the smallest class's area): {area_note}"
+                + (f"; {width_note}" if width_note else "")
             )
         return size
 
-    def sliding_window(self, size: int) -> _InputSize:
-        """Images larger than the device trains whole train as crops and predict by sliding window."""
-        window = self.whole_image_limit
-        if size <= window:
-            return _InputSize(size, None)
-        self.say(
-            f"sliding window {window} px: images of {size} px train as random {window} px crops and predict in "
-            f"overlapping {window} px windows (whole {size} px images are too large for {self.kind} training)"
+    def patches(self, first: Probe, size: int) -> _InputSize:
+        """Whole images where they fit the device and the budget; else random patches at ``size``: the largest
+        multiple of SIZE_STEP (at least MIN_PATCH) that gets MIN_STEPS steps per fold, each image drawn often enough
+        for STEPS_PER_EPOCH steps per epoch, foreground-biased where a class is rare. Images larger than the device
+        predicts whole predict in overlapping windows."""
+        limit = self.whole_image_limit
+        window = limit if size > limit else None
+        if window is None and self.steps_at(first, size, CPU_BATCH, size) >= MIN_STEPS:
+            return _InputSize(size)
+        crop = min(size - SIZE_STEP, limit) if window is None else limit
+        while crop - SIZE_STEP >= MIN_PATCH and self.steps_at(first, size, CPU_BATCH, crop) < MIN_STEPS:
+            crop -= SIZE_STEP
+        crop = max(crop, min(MIN_PATCH, size))
+        repeats = max(1, math.ceil(STEPS_PER_EPOCH * CPU_BATCH / max(self.n_train, 1)))
+        smallest = self.smallest_class[0]
+        fraction = self.smallest_area_at(size) / (size * size)
+        foreground = fraction < RARE_FRACTION
+        whole = self.steps_at(first, size, CPU_BATCH, min(size, limit))
+        why = (
+            f"whole {size} px images are too large for {self.kind} training"
+            if window
+            else f"whole {size} px images get {whole:.0f} steps per fold in this budget ({MIN_STEPS} wanted) and the "
+            "size cannot shrink without thinning the structures"
         )
-        return _InputSize(size, window)
+        sampling = (
+            f"{FOREGROUND_SHARE:.0%} of them centred on a labelled structure ({smallest} covers {fraction:.2%} of "
+            f"the image, under {RARE_FRACTION:.0%})"
+            if foreground
+            else f"uniformly ({smallest} covers {fraction:.1%} of the image: no foreground bias needed)"
+        )
+        predicting = (
+            f"predicts in overlapping {window} px windows (Gaussian-blended)"
+            if window
+            else f"predicts whole {size} px images (the network is fully convolutional)"
+        )
+        self.say(
+            f"patches {crop} px: {why}; trains on random {crop} px crops of the {size} px images "
+            f"({self.steps_at(first, size, CPU_BATCH, crop):.0f} steps per fold), each image {repeats}x per epoch, "
+            f"sampled {sampling}; {predicting}"
+        )
+        return _InputSize(size, window, crop, repeats, foreground)
 
     def probe_candidates(self, first: Probe, inputs: _InputSize) -> list[Probe]:
         """The candidates timed at the training size (``first`` again if it was timed there)."""
         lightest = first if first.size == inputs.train_size else self.probe(CANDIDATES[0], inputs.train_size)
         probes = [lightest]
         # Larger candidates are slower: only worth timing if the lightest has room.
-        if self.steps_at(lightest, inputs.size, CPU_BATCH) >= TARGET_STEPS:
+        if self.steps_at(lightest, inputs.size, CPU_BATCH, inputs.train_size) >= TARGET_STEPS:
             probes += [self.probe(c, inputs.train_size) for c in CANDIDATES[1:]]
         else:
             self.say(
@@ -482,9 +572,10 @@ class _Planner:
             )
         return probes
 
-    def choose_model(self, probes: list[Probe], size: int) -> Probe:
+    def choose_model(self, probes: list[Probe], inputs: _InputSize) -> Probe:
         """The largest candidate that still gets TARGET_STEPS steps per fold, else the fastest."""
-        affordable = [p for p in probes if self.steps_at(p, size, CPU_BATCH) >= TARGET_STEPS]
+        size = inputs.size
+        affordable = [p for p in probes if self.steps_at(p, size, CPU_BATCH, inputs.train_size) >= TARGET_STEPS]
         if not affordable:
             chosen = max(probes, key=lambda p: p.images_per_second)
             self.say(
@@ -495,23 +586,24 @@ class _Planner:
         chosen = max(affordable, key=lambda p: p.parameters)
         self.say(
             f"model {chosen.label}: the largest candidate that still gets {TARGET_STEPS}+ optimizer steps per "
-            f"fold ({self.steps_at(chosen, size, CPU_BATCH):.0f} at batch {CPU_BATCH})"
+            f"fold ({self.steps_at(chosen, size, CPU_BATCH, inputs.train_size):.0f} at batch {CPU_BATCH})"
         )
         return chosen
 
-    def batch_size(self, chosen: Probe, train_size: int) -> int:
+    def batch_size(self, chosen: Probe, inputs: _InputSize) -> int:
         """As large as memory allows (60 % of it), but at least 8 steps per epoch. On a CPU the throughput per image
         barely grows with the batch, so the smallest batch norm allows (2) gives the most optimizer steps; the input
         size was chosen for that many steps (batch 4 halved the demo's 400 steps at 288 px)."""
         limit = CPU_BATCH if self.kind == "cpu" else 32
+        train_size, drawn = inputs.train_size, self.n_train * inputs.repeats
         batch = 2  # batch norm needs two images
         for b in (4, 8, 16, 32):
-            if b <= limit and chosen.memory_at(train_size, b) <= 0.6 * self.memory_bytes and self.n_train / b >= 8:
+            if b <= limit and chosen.memory_at(train_size, b) <= 0.6 * self.memory_bytes and drawn / b >= 8:
                 batch = b
         cpu_note = "; on a CPU more steps beat larger batches" if self.kind == "cpu" else ""
         self.say(
             f"batch {batch}: {_gb(chosen.memory_at(train_size, batch))} estimated peak memory of "
-            f"{_gb(self.memory_bytes)}; {math.ceil(self.n_train / batch)} steps per epoch" + cpu_note
+            f"{_gb(self.memory_bytes)}; {math.ceil(drawn / batch)} steps per epoch" + cpu_note
         )
         return batch
 
@@ -528,11 +620,12 @@ class _Planner:
         views = {"none": 1, "hflip": 2, "vflip": 2, "d4": 8}[tta]
         predict_s = (self.n_val + self.test_images) * views / val_speed
         per_fold = max(1.0, (self.budget_s - self.fixed) / self.n_folds - predict_s)
-        epoch_s = self.n_train / speed + self.n_val / val_speed + EPOCH_OVERHEAD_S
+        drawn = self.n_train * inputs.repeats
+        epoch_s = drawn / speed + self.n_val / val_speed + EPOCH_OVERHEAD_S
         epochs = max(1, int(per_fold / epoch_s))
         val_every = max(1, round(epochs / VALIDATIONS))
         # Validating every val_every epochs makes each epoch cheaper: more epochs fit.
-        epoch_s = self.n_train / speed + self.n_val / val_speed / val_every + EPOCH_OVERHEAD_S
+        epoch_s = drawn / speed + self.n_val / val_speed / val_every + EPOCH_OVERHEAD_S
         epochs = max(1, min(1000, int(per_fold / epoch_s)))
         self.say(
             f"epochs {epochs} per fold x {self.n_folds} folds: {describe_seconds(per_fold)} per fold at "
@@ -547,11 +640,25 @@ class _Planner:
         )
         return _Schedule(epochs, val_every, per_fold)
 
-    def augmentation(self, flips: dict[str, list[str]], window: int | None) -> list[dict[str, Any]]:
-        """From the data: flips where no class is side-specific, rotation, intensity; crops for a sliding window."""
+    def augmentation(self, flips: dict[str, list[str]], inputs: _InputSize) -> list[dict[str, Any]]:
+        """From the data: flips where no class is side-specific, rotation, intensity; first the patch crop."""
         aug = [*self.flip_augmentation(flips), self.rotation_augmentation(), *self.intensity_augmentation()]
-        if window:
-            aug.insert(0, {"name": "RandomCrop", "height": window, "width": window})
+        if inputs.crop:
+            crop = inputs.crop
+            aug[:0] = [{"name": "RandomCrop", "height": crop, "width": crop, "pad_if_needed": True}]
+            if inputs.foreground:  # a share of the crops on a labelled structure; the rest fall through to RandomCrop
+                # The training mask stacks the labels over the ignore masks: only the labels' channels count.
+                ignored = list(range(self.classes, 2 * self.classes))
+                aug.insert(
+                    0,
+                    {
+                        "name": "CropNonEmptyMaskIfExists",
+                        "height": crop,
+                        "width": crop,
+                        "ignore_channels": ignored,
+                        "p": FOREGROUND_SHARE,
+                    },
+                )
         return aug
 
     def flip_augmentation(self, flips: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -630,6 +737,7 @@ class _Planner:
             "batch_size": batch,
             "early_stop": None,
             "val_every": schedule.val_every,
+            "repeats": inputs.repeats,
             "time_budget": round(schedule.per_fold_s, 1),
             "device": self.device_setting,
         }
@@ -667,15 +775,15 @@ def plan_recipe(
     planner.refresh_fixed()  # what the probes below see of each fold's share of the budget
     # A first probe of the lightest candidate says how many steps each size affords.
     first = planner.probe(CANDIDATES[0], min(needed, planner.whole_image_limit))
-    inputs = planner.sliding_window(planner.input_size(first, needed))
+    inputs = planner.patches(first, planner.input_size(first, needed, planner.width_floor()))
     probes = planner.probe_candidates(first, inputs)
-    chosen = planner.choose_model(probes, inputs.size)
-    batch = planner.batch_size(chosen, inputs.train_size)
+    chosen = planner.choose_model(probes, inputs)
+    batch = planner.batch_size(chosen, inputs)
     planner.refresh_fixed()  # the epochs fill what is left once planning (the probes included) has taken its time
     flips = planner.side_specific_classes()
     tta = _choose_tta(flips, planner.budget_s)
     schedule = planner.schedule(chosen, inputs, tta)
-    aug = planner.augmentation(flips, inputs.window)
+    aug = planner.augmentation(flips, inputs)
     dice = planner.dice_weight(inputs.size)
     planner.say_tta(tta, flips)
     recipe = planner.recipe(inputs, chosen, batch, schedule, aug, dice, tta)

@@ -134,6 +134,9 @@ class TrainConfig(Section):
     # one that overruns), keeping the best checkpoint. `compkit plan` sets it from --budget.
     time_budget: float | None = Field(None, gt=0)
     val_every: int = Field(1, ge=1)
+    # Each training image is drawn this many times per epoch, each with its own augmentation (its own random crop,
+    # when the model trains on patches): a few images still make epochs of enough steps.
+    repeats: int = Field(1, ge=1)
     # Weight averaging: validation, best.pt and prediction use an exponential moving average of the weights, its
     # decay warming up with the step count (timm's ModelEmaV3) up to this value (null: off). Off by default: it lost on
     # 3 of benchmarks/quality.py's 4 variants in short CPU schedules (the README's Planning section).

@@ -1,11 +1,23 @@
-"""Planning: budgets and memory sizes parse, and a measured probe times a real model."""
+"""Planning: budgets and memory sizes parse, a measured probe times a real model, and thin structures keep their
+width (never downscaled below MIN_WIDTH_PIXELS; patches where whole images do not fit the budget)."""
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
-from compkit.planning.planner import CANDIDATES, parse_budget, parse_memory, probe_model
+from compkit.planning.planner import (
+    CANDIDATES,
+    MIN_PATCH,
+    PlanMachine,
+    parse_budget,
+    parse_memory,
+    plan_recipe,
+    probe_model,
+)
+from compkit.training.recipe import Recipe
 from compkit.util.errors import CompkitError
 from tests.conftest import quiet
 
@@ -64,22 +76,7 @@ def test_fold_sizes_come_from_the_splits_file_the_training_uses(data_copy, tmp_p
 
 def test_the_machine_planned_for_sets_the_device_and_memory(synth_data, monkeypatch):
     """PlanMachine: the device the recipe trains on and the memory the batch must fit (probes faked: no timing)."""
-    from compkit.planning.planner import PlanMachine, Probe, plan_recipe
-
-    def probe(candidate, classes, size, batch, device, steps=3):
-        return Probe(
-            candidate["arch"],
-            candidate["encoder"],
-            dict(candidate.get("params", {})),
-            size,
-            batch,
-            images_per_second=50.0,
-            peak_bytes=2**20,
-            parameters=10**6,
-            predict_images_per_second=150.0,
-        )
-
-    monkeypatch.setattr("compkit.planning.planner.probe_model", probe)
+    monkeypatch.setattr("compkit.planning.planner.probe_model", timed_at(50.0, per_pixel=False))
     planned = plan_recipe(synth_data, "3m", PlanMachine("cpu", "512MB"), folds=3, console=quiet())
     assert planned.recipe["train"]["device"] == "cpu" and planned.budget_s == 180
     assert any(r.startswith("budget: 3.0 min") and "512 MB --memory memory" in r for r in planned.reasons)
@@ -87,3 +84,64 @@ def test_the_machine_planned_for_sets_the_device_and_memory(synth_data, monkeypa
     default = plan_recipe(synth_data, "3m", console=quiet())  # the default machine: auto device, its own memory
     assert default.recipe["train"]["device"] == "auto"
     assert any("this machine's memory" in r for r in default.reasons)
+
+
+def timed_at(speed: float, per_pixel: bool = True):
+    """A fake probe_model (no timing): ``speed`` training images per second (at 128 px where ``per_pixel``, scaled by
+    the pixel count), prediction 3x faster."""
+    from compkit.planning.planner import Probe
+
+    def probe(candidate, classes, size, batch, device, steps=3):
+        scale = (128 / size) ** 2 if per_pixel else 1.0
+        return Probe(
+            candidate["arch"],
+            candidate["encoder"],
+            dict(candidate.get("params", {})),
+            size,
+            batch,
+            images_per_second=speed * scale,
+            peak_bytes=2**20,
+            parameters=10**6,
+            predict_images_per_second=3 * speed * scale,
+        )
+
+    return probe
+
+
+@pytest.fixture(scope="module")
+def thin_lines(tmp_path_factory):
+    """12 images of 256 px crossed by 1 px lines: a class large in area, thin in width (as retinal vessels)."""
+    root = tmp_path_factory.mktemp("thin")
+    rng = np.random.default_rng(0)
+    for folder in ("images", "masks"):
+        (root / "train" / folder).mkdir(parents=True)
+    for i in range(12):
+        mask = np.zeros((256, 256), np.uint8)
+        for _ in range(12):
+            x0, y0, x1, y1 = (int(v) for v in rng.integers(0, 256, 4))
+            cv2.line(mask, (x0, y0), (x1, y1), 255, 1)
+        image = np.stack([mask // 2 + 60] * 3, -1)
+        cv2.imwrite(str(root / "train" / "images" / f"{i:02d}.png"), image)
+        cv2.imwrite(str(root / "train" / "masks" / f"{i:02d}.png"), mask)
+    return root / "train"
+
+
+def test_thin_structures_keep_the_original_size_and_train_on_patches_when_slow(thin_lines, monkeypatch):
+    monkeypatch.setattr("compkit.planning.planner.probe_model", timed_at(4.0))
+    planned = plan_recipe(thin_lines, "3m", PlanMachine("cpu"), folds=2, console=quiet())
+    recipe = planned.recipe
+    assert recipe["data"]["image_size"] == 256  # 1 px lines: never downscaled, though their area would allow it
+    sizing = next(r for r in planned.reasons if r.startswith("input size"))
+    assert "bound by the structures' width" in sizing and "1.0 px wide" in sizing
+    crop = recipe["aug"][0]
+    assert crop["name"] == "RandomCrop" and MIN_PATCH <= crop["height"] < 256 and crop["height"] % 32 == 0
+    assert recipe["train"]["repeats"] > 1 and recipe["infer"]["window"] is None  # predicts whole images
+    assert any(r.startswith(f"patches {crop['height']} px:") for r in planned.reasons)
+    Recipe.model_validate({k: v for k, v in recipe.items() if k != "extends"})
+
+
+def test_a_fast_machine_trains_thin_structures_on_whole_images(thin_lines, monkeypatch):
+    monkeypatch.setattr("compkit.planning.planner.probe_model", timed_at(4000.0))
+    planned = plan_recipe(thin_lines, "3m", PlanMachine("cpu"), folds=2, console=quiet())
+    assert planned.recipe["data"]["image_size"] == 256
+    assert not any(a["name"] == "RandomCrop" for a in planned.recipe["aug"]) and planned.recipe["train"]["repeats"] == 1
