@@ -95,7 +95,8 @@ class CachedSamples(torch.utils.data.Dataset):
         return len(self.items) * self.repeats
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
-        cache, i = self.items[k % len(self.items)]  # each draw k has its own seed: its own crop and flips
+        image_index = k % len(self.items)  # draw k of train.repeats: its own seed below, so its own crop and flips
+        cache, i = self.items[image_index]
         image, mask = cache.image(i), cache.mask(i)
         ignore = cache.ignore(i)
         if ignore is None:
@@ -113,7 +114,7 @@ class CachedSamples(torch.utils.data.Dataset):
         return (
             self.normaliser.image(image),
             y,
-            self.labels[k % len(self.items)],
+            self.labels[image_index],
             torch.from_numpy(np.ascontiguousarray(ignore)),
         )
 

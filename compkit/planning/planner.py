@@ -528,7 +528,7 @@ class _Planner:
         smallest = self.smallest_class[0]
         fraction = self.smallest_area_at(size) / (size * size)
         foreground = fraction < RARE_FRACTION
-        whole = self.steps_at(first, size, CPU_BATCH, min(size, limit))
+        whole = self.steps_at(first, size, CPU_BATCH)  # whole images (or the whole-image limit)
         why = (
             f"whole {size} px images are too large for {self.kind} training"
             if window
