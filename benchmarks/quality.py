@@ -40,6 +40,9 @@ from compkit.stages.synth import synth
 from compkit.stages.train import train
 from compkit.util.fileio import read_yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts, not a package
+from baseline import plain_smp
+
 # name -> (synth kind, synth arguments): none of these is the demo's data (40 patients, 512 px, standard contrast).
 VARIANTS = {
     "handbone-thin": (
@@ -84,6 +87,7 @@ DEFAULT_VARIANTS = (
     "drive",
 )  # drive: skipped where ../shared is absent
 RECIPES = (PLAN_NAME, "tiny")
+BASELINE = "baseline"  # the plain smp script of benchmarks/baseline.py
 
 
 def run_pipeline(recipe: str, data: Path, work: Path, budget_s: float, overrides: list[str], quiet: Console) -> dict:
@@ -94,19 +98,21 @@ def run_pipeline(recipe: str, data: Path, work: Path, budget_s: float, overrides
     csv = submit(ens, out=work / f"{recipe}.csv", console=quiet)
     meter = evaluate(csv, data, console=quiet)
     seconds = time.time() - started
-    size = read_yaml(Path(runs[0]["folder"]) / "recipe.yaml")["data"]["image_size"]
+    resolved = read_yaml(Path(runs[0]["folder"]) / "recipe.yaml")
     return {
         "dice": meter.mean(),
         "pooled": float(meter.pooled().mean()),
-        "size": size,
+        "size": resolved["data"]["image_size"],
         "seconds": seconds,
         "epochs": [r["epochs"] for r in runs],
+        "encoder": resolved["model"]["encoder"],
+        "batch_size": resolved["train"]["batch_size"],
     }
 
 
-def prepare_real(name: str, work: Path, quiet: Console) -> tuple[Path, list[str]] | None:
-    """A real data set read in place: its description and splits written under ``work`` (the data stays untouched),
-    and the overrides that point training at them. None where ../shared/data lacks it."""
+def prepare_real(name: str, work: Path, quiet: Console) -> tuple[Path, Path] | None:
+    """A real data set read in place: its description and splits written under ``work`` (the data stays untouched).
+    None where ../shared/data lacks it."""
     source = SHARED_DATA / REAL_VARIANTS[name]
     if not source.is_dir():
         return None
@@ -115,7 +121,7 @@ def prepare_real(name: str, work: Path, quiet: Console) -> tuple[Path, list[str]
     if not description.is_file():
         check_data(source, out=description, console=quiet)
     split(description, folds=2, seed=0, out=splits, console=quiet)
-    return description, [f"data.splits={splits}"]
+    return description, splits
 
 
 @contextlib.contextmanager
@@ -137,8 +143,11 @@ def benchmark(
     workdir: Path,
     recipes: tuple[str, ...] = RECIPES,
     overrides: list[str] | None = None,
+    baseline: bool = True,
     console: Console | None = None,
 ) -> list[dict]:
+    """Each variant's row: per recipe its pipeline's figures, and with ``baseline`` the plain smp script's
+    (:mod:`baseline`) at the reference recipe's (the last one's) encoder, size, batch and epochs."""
     console = console or Console()
     quiet = Console(quiet=True)
     budget_s = parse_budget(budget)
@@ -146,12 +155,14 @@ def benchmark(
     for name in variants:
         extra: list[str] = []
         cache: Path | None = None
+        splits: Path | None = None
         if name in REAL_VARIANTS:
             prepared = prepare_real(name, workdir / name, quiet)
             if prepared is None:
                 console.print(f"{name}: skipped, {SHARED_DATA / REAL_VARIANTS[name]} is absent")
                 continue
-            data, extra = prepared
+            data, splits = prepared
+            extra = [f"data.splits={splits}"]
             cache = workdir / name / "cache"
             row = {
                 "variant": name,
@@ -182,43 +193,77 @@ def benchmark(
                 f"  test mean dice {result['dice']:.4f}, pooled {result['pooled']:.4f} at {result['size']} px in {result['seconds']:.0f} s "
                 f"(epochs per fold {result['epochs']})"
             )
+        if baseline:
+            reference = row[recipes[-1]]
+            console.print(f"{name}: the plain smp baseline at {recipes[-1]}'s settings ...")
+            row[BASELINE] = plain_smp(
+                data, reference["encoder"], reference["size"], reference["epochs"], splits, reference["batch_size"]
+            )
+            result = row[BASELINE]
+            console.print(
+                f"  test mean dice {result['dice']:.4f}, pooled {result['pooled']:.4f} at {result['size']} px "
+                f"in {result['seconds']:.0f} s"
+            )
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict], recipes: tuple[str, ...] = RECIPES) -> Table:
+    """One row per variant: each pipeline's test dice (per image and pooled), size and wall time, the first recipe
+    against the reference (the last), and the reference against the plain baseline where it ran."""
+    pipelines = (*recipes, BASELINE) if rows and all(BASELINE in r for r in rows) else recipes
     out = Table(
         title=(
             "test dice at the same time budget (higher is better): mean per image, and pooled over all pixels "
             "(DRIVE: the papers' F1 in the field of view)"
         )
     )
+    comparisons = []
+    if len(recipes) > 1:
+        comparisons.append((recipes[0], recipes[-1]))
+    if BASELINE in pipelines:
+        comparisons.append((recipes[-1], BASELINE))
     columns = (
         "variant",
         "budget",
-        *(f"{r} dice" for r in recipes),
-        *(f"{r} pooled" for r in recipes),
-        *(f"{r} px" for r in recipes),
-        "difference",
-        *(f"{r} wall" for r in recipes),
+        *(f"{p} dice" for p in pipelines),
+        *(f"{p} pooled" for p in pipelines),
+        *(f"{p} px" for p in pipelines),
+        *(f"{a} - {b}" for a, b in comparisons),
+        *(f"{p} wall" for p in pipelines),
     )
     for column in columns:
         out.add_column(column, justify="left" if column == "variant" else "right")
     for row in rows:
-        dice = [row[r]["dice"] for r in recipes]
         out.add_row(
             row["variant"],
             describe_seconds(row["budget_s"]),
-            *(f"{d:.4f}" for d in dice),
-            *(f"{row[r]['pooled']:.4f}" for r in recipes),
-            *(str(row[r]["size"]) for r in recipes),
-            f"{dice[0] - dice[-1]:+.4f}",
+            *(f"{row[p]['dice']:.4f}" for p in pipelines),
+            *(f"{row[p]['pooled']:.4f}" for p in pipelines),
+            *(str(row[p]["size"]) for p in pipelines),
+            *(f"{row[a]['dice'] - row[b]['dice']:+.4f}" for a, b in comparisons),
             *(
-                f"{row[r]['seconds']:.0f} s" + (" (over)" if row[r]["seconds"] > row["budget_s"] else "")
-                for r in recipes
+                f"{row[p]['seconds']:.0f} s" + (" (over)" if row[p]["seconds"] > row["budget_s"] else "")
+                for p in pipelines
             ),
         )
     return out
+
+
+def verdicts(rows: list[dict], recipes: tuple[str, ...]) -> list[str]:
+    """One line per comparison: how many variants the first beats the second on, and the worst difference."""
+    pairs = [(recipes[0], recipes[-1])] if len(recipes) > 1 else []
+    if rows and all(BASELINE in r for r in rows):
+        pairs.append((recipes[-1], BASELINE))
+    lines = []
+    for a, b in pairs:
+        wins = sum(r[a]["dice"] > r[b]["dice"] for r in rows)
+        worst = min(rows, key=lambda r: r[a]["dice"] - r[b]["dice"])
+        lines.append(
+            f"{a} beats {b} on {wins} of {len(rows)} variants; worst difference "
+            f"{worst[a]['dice'] - worst[b]['dice']:+.4f} ({worst['variant']})"
+        )
+    return lines
 
 
 def main() -> None:
@@ -234,6 +279,9 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keeps the data and runs (default: a temporary folder)"
     )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the plain smp baseline (benchmarks/baseline.py)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument(
         "--recipes", nargs="+", default=list(RECIPES), help="recipes to compare (the last is the reference)"
@@ -242,15 +290,17 @@ def main() -> None:
     console = Console(width=None if sys.stdout.isatty() else 200)  # the table's 11 columns, readable in a log file too
     with tempfile.TemporaryDirectory() as tmp:
         rows = benchmark(
-            args.variants, args.budget, args.workdir or Path(tmp), recipes=tuple(args.recipes), console=console
+            args.variants,
+            args.budget,
+            args.workdir or Path(tmp),
+            recipes=tuple(args.recipes),
+            baseline=not args.no_baseline,
+            console=console,
         )
     recipes = tuple(args.recipes)
     console.print(table(rows, recipes))
-    if len(recipes) > 1 and rows:
-        first, reference = recipes[0], recipes[-1]
-        wins = sum(r[first]["dice"] > r[reference]["dice"] for r in rows)
-        worst = min(r[first]["dice"] - r[reference]["dice"] for r in rows)
-        console.print(f"{first} beats {reference} on {wins} of {len(rows)} variants; worst difference {worst:+.4f}")
+    for line in verdicts(rows, recipes):
+        console.print(line)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -413,8 +413,15 @@ def ensemble(
             help="Tune thresholds and postprocessing on the members' out-of-fold stores (--no-tune: 0.5, none)."
         ),
     ] = True,
+    postprocess: Annotated[
+        str,
+        typer.Option(
+            help="cv: per-class postprocessing where it raises the cross-validated OOF dice; none: thresholds only."
+        ),
+    ] = "cv",
 ) -> None:
-    """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF."""
+    """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF (kept where
+    cross-validation confirms them)."""
     from compkit.stages.ensemble import ensemble as run
 
     parsed = None
@@ -437,6 +444,7 @@ def ensemble(
         exist_ok=exist_ok,
         mixed_folds=mixed_folds,
         tune=tune,
+        postprocess=postprocess,
     )
 
 
@@ -463,6 +471,9 @@ def submit(
             help="Ensemble folder whose thresholds.json and postprocess.json to apply (e.g. the local one, uploaded)."
         ),
     ] = None,
+    postprocess: Annotated[
+        str, typer.Option(help="cv: the ensemble's postprocessing (kept where cross-validation confirmed it); none.")
+    ] = "cv",
 ) -> None:
     """Threshold, upsample and run-length encode test probabilities -> a validated submission CSV."""
     from compkit.stages.submit import submit as run
@@ -475,6 +486,7 @@ def submit(
         data=data,
         ensembles_dir=ensembles_dir,
         tuning_from=tuning_from,
+        postprocess=postprocess,
     )
 
 

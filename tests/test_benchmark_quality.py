@@ -12,7 +12,7 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import quality
-from quality import REAL_VARIANTS, SHARED_DATA, VARIANTS, benchmark, prepare_real, table
+from quality import REAL_VARIANTS, SHARED_DATA, VARIANTS, benchmark, prepare_real, table, verdicts
 
 from compkit.data import open_dataset
 from compkit.data.splits import load_splits
@@ -39,10 +39,14 @@ def test_quality_benchmark_runs_both_recipes_within_a_tiny_budget(tmp_path):
         assert 0 < row[recipe]["pooled"] <= 1 and row[recipe]["size"] >= 32
     assert row["tiny"]["size"] == 192  # the recipe's own size: nothing overrode it
     assert max(row["tiny"]["epochs"]) < 36  # tiny's 36 epochs do not fit 20 s: its folds stopped at their share
-    console = Console(record=True, width=200, file=io.StringIO())
+    # The plain smp script at tiny's encoder, size, batch and epochs, scored the same way.
+    assert row["baseline"]["epochs"] == row["tiny"]["epochs"] and row["baseline"]["size"] == 192
+    assert 0 <= row["baseline"]["dice"] <= 1 and 0 <= row["baseline"]["pooled"] <= 1
+    console = Console(record=True, width=400, file=io.StringIO())  # 15 columns: none wrapped
     console.print(table(rows))
     text = console.export_text()
-    assert "smoke" in text and "20 s" in text
+    assert "smoke" in text and "20 s" in text and "baseline dice" in text and "tiny - baseline" in text
+    assert verdicts(rows, ("plan", "tiny"))[1].startswith("tiny beats baseline on ")
 
 
 def test_a_real_variant_is_skipped_with_a_message_where_absent(tmp_path, monkeypatch):
@@ -57,10 +61,8 @@ def test_drive_is_described_and_split_in_the_workdir(tmp_path):
     if not source.is_dir():
         pytest.skip(f"{source} is absent: the DRIVE set is read in place from ../shared/data")
     files = sorted(source.rglob("*"))
-    description, overrides = prepare_real("drive", tmp_path / "drive", quiet())
-    assert description == tmp_path / "drive" / "dataset.yaml" and overrides == [
-        f"data.splits={tmp_path / 'drive' / 'splits.json'}"
-    ]
+    description, splits = prepare_real("drive", tmp_path / "drive", quiet())
+    assert description == tmp_path / "drive" / "dataset.yaml" and splits == tmp_path / "drive" / "splits.json"
     assert open_dataset(description).root.resolve() == source and len(open_dataset(description, "test")) == 20
     folds = load_splits(description, tmp_path / "drive" / "splits.json")["folds"]
     assert [len(f["val"]) for f in folds] == [10, 10]

@@ -1,8 +1,12 @@
 """Per-class threshold tuning on quantised probabilities: per-image histograms inside and outside the truth,
 so the leaderboard dice of any threshold costs no pass over the pixels. Used by ``compkit ensemble`` (OOF
-thresholds) and by validation (the tuned dice of poorly calibrated families)."""
+thresholds, kept only where cross-validation confirms them) and by validation (the tuned dice of poorly calibrated
+families)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,3 +53,74 @@ class OofTuner:
     def add_probs(self, probs: np.ndarray, truth: np.ndarray) -> None:
         """Float probabilities (C, H, W), quantised as stores keep them."""
         self.add(quantise(probs, "uint8"), truth)
+
+
+def choose_rule(per_rule: np.ndarray) -> int:
+    """(images, rules) dice -> the rule with the best mean, where it beats none (rule 0) at all."""
+    means = per_rule.mean(axis=0)
+    best = int(np.argmax(means))
+    return best if best != 0 and means[best] > means[0] + 1e-9 else 0
+
+
+@dataclass(frozen=True)
+class ClassChoice:
+    """One class's kept threshold and rule (an index into its candidates; 0: none), and its mean OOF dice: at the
+    base threshold, with the full tuning (threshold and rule chosen on every image) scored in-sample and
+    cross-validated, and with what was kept, cross-validated (NaN with one fold)."""
+
+    threshold: float
+    rule: int
+    tuned_threshold: float
+    tuned_rule: int
+    at_base: float
+    tuned_in_sample: float
+    tuned_cross: float
+    kept_cross: float
+
+
+def confirmed_choice(
+    scores: dict[float, np.ndarray],
+    base: float,
+    tuned: float,
+    per_fold: dict[Any, float],
+    group: np.ndarray,
+    rules: bool = True,
+) -> ClassChoice:
+    """A threshold and a postprocessing rule for one class, each kept only where cross-validation confirms it.
+
+    ``scores``: threshold -> (images, rules) OOF dice (rule 0: none), for ``base`` (0.5, or hard voting's vote rule),
+    ``tuned`` (chosen on every image) and each fold's threshold in ``per_fold`` (chosen on the other folds).
+    Candidates, simplest first: base and no rule; base and a rule; the tuned threshold; both. Each is
+    cross-validated (every fold scored with what the other folds chose) and the best is kept, a simpler one on ties,
+    so the kept choice never scores below the base threshold under cross-validation. With one fold nothing can be
+    confirmed: base, no rule."""
+
+    def choice(tune_threshold: bool, use_rule: bool, on: np.ndarray | None = None) -> tuple[float, int]:
+        t = tuned if tune_threshold else base
+        per_image = scores[t] if on is None else scores[t][on]
+        return t, choose_rule(per_image) if use_rule and len(per_image) else 0
+
+    def cross(tune_threshold: bool, use_rule: bool) -> float:
+        held = np.zeros(len(group))
+        for f, fold_threshold in per_fold.items():
+            own = group == f
+            t = fold_threshold if tune_threshold else base
+            rule = choose_rule(scores[t][~own]) if use_rule and (~own).any() else 0
+            held[own] = scores[t][own, rule]
+        return float(held.mean())
+
+    tuned_t, tuned_rule = choice(True, rules)
+    at_base = float(scores[base][:, 0].mean())
+    tuned_in_sample = float(scores[tuned_t][:, tuned_rule].mean())
+    if not per_fold or len(set(group.tolist())) < 2:
+        return ClassChoice(base, 0, tuned_t, tuned_rule, at_base, tuned_in_sample, float("nan"), float("nan"))
+    candidates = (
+        [(False, False), (False, True), (True, False), (True, True)] if rules else [(False, False), (True, False)]
+    )
+    figures = [cross(*c) for c in candidates]
+    best = 0
+    for k, figure in enumerate(figures):
+        if figure > figures[best] + 1e-9:
+            best = k
+    threshold, rule = choice(*candidates[best])
+    return ClassChoice(threshold, rule, tuned_t, tuned_rule, at_base, tuned_in_sample, figures[-1], figures[best])

@@ -27,6 +27,7 @@ from rich.progress import Progress
 from compkit.data import open_dataset
 from compkit.data.splits import load_splits, splits_path
 from compkit.planning.fingerprint import fingerprint_of
+from compkit.pretrained.weights import hub_encoder_weights, locate, weights_cache
 from compkit.training.device import resolve_device
 from compkit.training.recipe import ModelConfig, Recipe, load_recipe
 from compkit.util.errors import CompkitError
@@ -45,7 +46,10 @@ FOREGROUND_SHARE = 0.33  # of the patches, centred on a labelled structure (nnU-
 # hand bones: 400 steps at 288 px reached validation dice 0.69-0.72 where `tiny` (720 steps at 192 px) reaches 0.92.
 MIN_STEPS = 600
 TARGET_STEPS = 700  # a larger candidate model is only worth it if it still gets this many steps per fold
-WHOLE_IMAGE_LIMIT = {"cpu": 512, "cuda": 1024}  # above this the model trains on crops and predicts by sliding window
+WHOLE_IMAGE_LIMIT = {"cpu": 512, "cuda": 1024}  # above this the model trains on crops
+# Above this it predicts by sliding window. A forward pass needs a fraction of a training step's memory, and one whole
+# image costs less than overlapping windows over it (DRIVE at 576 px: 4 windows of 512 px, 3x the pixels).
+PREDICT_WHOLE_LIMIT = {"cpu": 1024, "cuda": 1024}
 PROBE_SECONDS = 3.0  # each candidate is timed for at least this long
 CPU_BATCH = 2  # batch norm needs two images; on a CPU more, smaller steps beat larger batches
 SIZE_STEP = 32  # input sizes are multiples of this (encoders downsample by 32)
@@ -56,6 +60,8 @@ SAFETY = 0.8
 VALIDATION_SHARE = 0.6
 EPOCH_OVERHEAD_S = 0.3
 VALIDATIONS = 10  # validations per fold: enough to keep the best checkpoint, few enough not to eat the training time
+# ... and at most this share of the fold's time (DRIVE: 10 validations of 10 images at 576 px took half the fold).
+VALIDATION_TIME_SHARE = 0.15
 FIXED_OVERHEAD_S = 15.0  # caches, process start, ensembling and submission
 BASE_RECIPE = "tiny"
 PLAN_NAME = "plan"  # `compkit train --recipe plan` plans before training
@@ -66,6 +72,16 @@ CANDIDATES = (
     {"arch": "Unet", "encoder": "tu-regnety_002", "params": {"decoder_channels": LIGHT_DECODER}},
     {"arch": "Unet", "encoder": "tu-regnety_004", "params": {"decoder_channels": LIGHT_DECODER}},
     {"arch": "Unet", "encoder": "resnet18", "params": {"decoder_channels": LIGHT_DECODER}},
+)
+# On a GPU: the shipped GPU recipes' models (UNet++ as in the hand-bone reports), smp's default decoders.
+GPU_CANDIDATES = (
+    {"arch": "Unet", "encoder": "resnet34", "params": {}},
+    {"arch": "UnetPlusPlus", "encoder": "resnet34", "params": {}},
+    {"arch": "UnetPlusPlus", "encoder": "efficientnet-b5", "params": {}},
+    {"arch": "UnetPlusPlus", "encoder": "tu-hrnet_w64", "params": {}},
+)
+PRETRAINED_LR = (
+    1.0e-3  # an ImageNet encoder is fine-tuned, not learnt: the GPU recipes' rate (tiny's 5e-3 is for scratch)
 )
 
 
@@ -416,6 +432,20 @@ class _Planner:
         """The fixed costs as of now: caches, process start, ensembling, 5 % of the budget and planning so far."""
         self.fixed = FIXED_OVERHEAD_S + 0.05 * self.budget_s + (time.time() - self.started)
 
+    @property
+    def candidates(self) -> tuple[dict[str, Any], ...]:
+        """The models to time: light U-Nets on a CPU, the GPU recipes' models on a GPU."""
+        return CANDIDATES if self.kind == "cpu" else GPU_CANDIDATES
+
+    def cached_weights(self, encoder: str) -> tuple[bool, str | None]:
+        """Whether ``encoder``'s ImageNet weights are in the weights cache, and what `compkit weights pull` takes
+        to fetch them (None: nobody publishes any)."""
+        try:
+            weights = hub_encoder_weights(encoder, True)
+        except CompkitError:
+            return False, None
+        return locate(weights, weights_cache()) is not None, weights.reference
+
     def probe(self, candidate: dict[str, Any], size: int) -> Probe:
         return probe_model(candidate, self.classes, size, 2 if self.kind == "cpu" else 8, self.device)
 
@@ -426,9 +456,18 @@ class _Planner:
         train_size = train_size or min(size, self.whole_image_limit)
         speed = p.speed_at(train_size) * SAFETY
         per_fold = (self.budget_s - self.fixed) / self.n_folds
-        validation_s = VALIDATIONS * self.n_val / (p.predict_speed_at(size) * VALIDATION_SHARE)
+        validation_s = self.validations(p, size, per_fold) * self.validation_seconds(p, size)
         per_image_s = 1 / speed + EPOCH_OVERHEAD_S / max(self.n_train, 1)  # an epoch's overhead, shared by its images
         return max(0.0, per_fold - validation_s) / per_image_s / batch
+
+    def validation_seconds(self, p: Probe, size: int) -> float:
+        """One validation: the fold's validation images predicted whole at ``size``."""
+        return self.n_val / (p.predict_speed_at(size) * VALIDATION_SHARE)
+
+    def validations(self, p: Probe, size: int, per_fold: float) -> int:
+        """Validations per fold: VALIDATIONS, fewer where they would take more than VALIDATION_TIME_SHARE of it."""
+        affordable = int(VALIDATION_TIME_SHARE * per_fold / self.validation_seconds(p, size))
+        return max(1, min(VALIDATIONS, affordable))
 
     def say_data_and_budget(self) -> None:
         fp, classes = self.fp, self.classes
@@ -517,10 +556,11 @@ class _Planner:
         for STEPS_PER_EPOCH steps per epoch, foreground-biased where a class is rare. Images larger than the device
         predicts whole predict in overlapping windows."""
         limit = self.whole_image_limit
-        window = limit if size > limit else None
-        if window is None and self.steps_at(first, size, CPU_BATCH, size) >= MIN_STEPS:
+        predict_limit = PREDICT_WHOLE_LIMIT[self.kind]
+        window = predict_limit if size > predict_limit else None
+        if size <= limit and self.steps_at(first, size, CPU_BATCH, size) >= MIN_STEPS:
             return _InputSize(size)
-        crop = min(size - SIZE_STEP, limit) if window is None else limit
+        crop = min(size - SIZE_STEP, limit)
         while crop - SIZE_STEP >= MIN_PATCH and self.steps_at(first, size, CPU_BATCH, crop) < MIN_STEPS:
             crop -= SIZE_STEP
         crop = max(crop, min(MIN_PATCH, size))
@@ -531,7 +571,7 @@ class _Planner:
         whole = self.steps_at(first, size, CPU_BATCH)  # whole images (or the whole-image limit)
         why = (
             f"whole {size} px images are too large for {self.kind} training"
-            if window
+            if size > limit
             else f"whole {size} px images get {whole:.0f} steps per fold in this budget ({MIN_STEPS} wanted) and the "
             "size cannot shrink without thinning the structures"
         )
@@ -555,11 +595,12 @@ class _Planner:
 
     def probe_candidates(self, first: Probe, inputs: _InputSize) -> list[Probe]:
         """The candidates timed at the training size (``first`` again if it was timed there)."""
-        lightest = first if first.size == inputs.train_size else self.probe(CANDIDATES[0], inputs.train_size)
+        candidates = self.candidates
+        lightest = first if first.size == inputs.train_size else self.probe(candidates[0], inputs.train_size)
         probes = [lightest]
         # Larger candidates are slower: only worth timing if the lightest has room.
         if self.steps_at(lightest, inputs.size, CPU_BATCH, inputs.train_size) >= TARGET_STEPS:
-            probes += [self.probe(c, inputs.train_size) for c in CANDIDATES[1:]]
+            probes += [self.probe(c, inputs.train_size) for c in candidates[1:]]
         else:
             self.say(
                 f"larger candidates not probed: the lightest gets fewer than {TARGET_STEPS} steps per fold already"
@@ -573,7 +614,8 @@ class _Planner:
         return probes
 
     def choose_model(self, probes: list[Probe], inputs: _InputSize) -> Probe:
-        """The largest candidate that still gets TARGET_STEPS steps per fold, else the fastest."""
+        """The largest candidate that still gets TARGET_STEPS steps per fold (among those whose ImageNet weights
+        are cached, where any is: a pretrained encoder converges in a fraction of the steps), else the fastest."""
         size = inputs.size
         affordable = [p for p in probes if self.steps_at(p, size, CPU_BATCH, inputs.train_size) >= TARGET_STEPS]
         if not affordable:
@@ -583,12 +625,40 @@ class _Planner:
                 "in this budget"
             )
             return chosen
-        chosen = max(affordable, key=lambda p: p.parameters)
+        pretrained = [p for p in affordable if self.cached_weights(p.encoder)[0]]
+        chosen = max(pretrained or affordable, key=lambda p: p.parameters)
+        largest = max(affordable, key=lambda p: p.parameters)
+        why = "the largest candidate" + (" with cached ImageNet weights" if pretrained else "")
         self.say(
-            f"model {chosen.label}: the largest candidate that still gets {TARGET_STEPS}+ optimizer steps per "
+            f"model {chosen.label}: {why} that still gets {TARGET_STEPS}+ optimizer steps per "
             f"fold ({self.steps_at(chosen, size, CPU_BATCH, inputs.train_size):.0f} at batch {CPU_BATCH})"
         )
+        if largest.parameters > chosen.parameters:
+            _, reference = self.cached_weights(largest.encoder)
+            self.say(
+                f"{largest.label} would also fit but its ImageNet weights are not in the weights cache: "
+                f"`compkit weights pull {reference}`, then plan again"
+            )
         return chosen
+
+    def encoder_weights(self, chosen: Probe) -> str | None:
+        """ImageNet weights where the cache has them (never a download: the plan must train offline), else from
+        scratch with the command that would fill the cache."""
+        cached, reference = self.cached_weights(chosen.encoder)
+        if cached:
+            self.say(
+                f"encoder weights: ImageNet ({reference}, in the weights cache): fine-tuned at lr {PRETRAINED_LR:g}, "
+                "converging in a fraction of the steps from scratch"
+            )
+            return "imagenet"
+        if reference is None:
+            self.say(f"encoder weights: none ({chosen.encoder} has no published pretrained weights)")
+        else:
+            self.say(
+                f"encoder weights: none, from scratch: {chosen.encoder}'s ImageNet weights are not in the weights "
+                f"cache (`compkit weights pull {reference}` fills it where there is network; then plan again)"
+            )
+        return None
 
     def batch_size(self, chosen: Probe, inputs: _InputSize) -> int:
         """As large as memory allows (60 % of it), but at least 8 steps per epoch. On a CPU the throughput per image
@@ -614,29 +684,30 @@ class _Planner:
 
     def schedule(self, chosen: Probe, inputs: _InputSize, tta: str) -> _Schedule:
         """Epochs that fill each fold's share of the budget, less the fixed costs and the fold's prediction (out-of-fold
-        and test images, ``tta``'s views of each), with about VALIDATIONS validations per fold."""
+        and test images, ``tta``'s views of each), with VALIDATIONS validations per fold (fewer where they would take
+        more than VALIDATION_TIME_SHARE of it)."""
         speed = chosen.speed_at(inputs.train_size) * SAFETY
         val_speed = chosen.predict_speed_at(inputs.size) * VALIDATION_SHARE
         views = {"none": 1, "hflip": 2, "vflip": 2, "d4": 8}[tta]
         predict_s = (self.n_val + self.test_images) * views / val_speed
         per_fold = max(1.0, (self.budget_s - self.fixed) / self.n_folds - predict_s)
-        drawn = self.n_train * inputs.repeats
-        epoch_s = drawn / speed + self.n_val / val_speed + EPOCH_OVERHEAD_S
-        epochs = max(1, int(per_fold / epoch_s))
-        val_every = max(1, round(epochs / VALIDATIONS))
-        # Validating every val_every epochs makes each epoch cheaper: more epochs fit.
-        epoch_s = drawn / speed + self.n_val / val_speed / val_every + EPOCH_OVERHEAD_S
-        epochs = max(1, min(1000, int(per_fold / epoch_s)))
+        validations = self.validations(chosen, inputs.size, per_fold)
+        validation_s = self.validation_seconds(chosen, inputs.size)
+        train_epoch_s = self.n_train * inputs.repeats / speed + EPOCH_OVERHEAD_S
+        epochs = max(1, min(1000, int(max(0.0, per_fold - validations * validation_s) / train_epoch_s)))
+        val_every = max(1, round(epochs / validations))
+        epoch_s = train_epoch_s + validation_s / val_every
         self.say(
             f"epochs {epochs} per fold x {self.n_folds} folds: {describe_seconds(per_fold)} per fold at "
             f"~{epoch_s:.1f} s per epoch ({speed:.1f} images/s, {SAFETY:.0%} of the probe), after "
             f"{describe_seconds(self.fixed)} of fixed costs and {describe_seconds(predict_s)} of prediction "
             "per fold"
         )
+        share = "" if validations == VALIDATIONS else f", at most {VALIDATION_TIME_SHARE:.0%} of the fold's time"
         self.say(
-            f"schedule onecycle over the {epochs} epochs, validating every {val_every} epoch(s); "
-            f"train.time_budget {per_fold:.0f} s per fold stops training early (keeping the best checkpoint) "
-            "if this machine is slower than probed"
+            f"schedule onecycle over the {epochs} epochs, validating every {val_every} epoch(s) (~{validation_s:.0f} s "
+            f"each{share}); train.time_budget {per_fold:.0f} s per fold stops training early (keeping the best "
+            "checkpoint) if this machine is slower than probed"
         )
         return _Schedule(epochs, val_every, per_fold)
 
@@ -723,13 +794,14 @@ class _Planner:
         aug: list[dict[str, Any]],
         dice: float,
         tta: str,
+        weights: str | None = None,
     ) -> dict[str, Any]:
         """The recipe the decisions make, extending the base recipe; checked to be a valid recipe."""
         model = {
             "family": "smp",
             "arch": chosen.arch,
             "encoder": chosen.encoder,
-            "encoder_weights": None,
+            "encoder_weights": weights,
             "params": chosen.params,
         }
         train = {
@@ -752,6 +824,10 @@ class _Planner:
             "train": train,
             "infer": {"tta": tta, "window": inputs.window},
         }
+        if weights is not None:
+            recipe["optim"] = {"lr": min(PRETRAINED_LR, load_recipe(self.base).optim.lr)}
+        if self.kind == "cuda":
+            train["amp"] = True  # mixed precision: about twice the images per second on tensor cores
         Recipe.model_validate({k: v for k, v in recipe.items() if k != "extends"})  # the plan is a valid recipe
         return recipe
 
@@ -774,10 +850,11 @@ def plan_recipe(
     needed = planner.needed_size()
     planner.refresh_fixed()  # what the probes below see of each fold's share of the budget
     # A first probe of the lightest candidate says how many steps each size affords.
-    first = planner.probe(CANDIDATES[0], min(needed, planner.whole_image_limit))
+    first = planner.probe(planner.candidates[0], min(needed, planner.whole_image_limit))
     inputs = planner.patches(first, planner.input_size(first, needed, planner.width_floor()))
     probes = planner.probe_candidates(first, inputs)
     chosen = planner.choose_model(probes, inputs)
+    weights = planner.encoder_weights(chosen)
     batch = planner.batch_size(chosen, inputs)
     planner.refresh_fixed()  # the epochs fill what is left once planning (the probes included) has taken its time
     flips = planner.side_specific_classes()
@@ -786,7 +863,7 @@ def plan_recipe(
     aug = planner.augmentation(flips, inputs)
     dice = planner.dice_weight(inputs.size)
     planner.say_tta(tta, flips)
-    recipe = planner.recipe(inputs, chosen, batch, schedule, aug, dice, tta)
+    recipe = planner.recipe(inputs, chosen, batch, schedule, aug, dice, tta, weights)
     return Plan(recipe, planner.reasons, probes, planner.budget_s)
 
 

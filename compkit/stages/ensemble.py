@@ -26,7 +26,7 @@ from compkit.data.cache import build_cache
 from compkit.data.splits import fingerprint, load_splits
 from compkit.evaluation.metrics import dice_from_counts
 from compkit.evaluation.postprocess import apply_rule, candidate_rules, median_component_area
-from compkit.evaluation.thresholds import THRESHOLD_GRID, OofTuner
+from compkit.evaluation.thresholds import THRESHOLD_GRID, ClassChoice, OofTuner, confirmed_choice
 from compkit.stores.members import (
     ENSEMBLES_DIR,
     MEMBERS_FILE,
@@ -36,6 +36,7 @@ from compkit.stores.members import (
     Member,
     check_member_split,
     current_splits_file,
+    describe_tuning,
     open_member,
 )
 from compkit.stores.probabilities import OOF_STORE, Store, StoreWriter, quantise
@@ -45,6 +46,7 @@ from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, atomic_write, write_json
 
 METHODS = ("soft", "hard")
+POSTPROCESS_CHOICES = ("cv", "none")
 
 
 def _check_members(members: list[Member]) -> None:
@@ -145,9 +147,10 @@ class _OofImages:
 
 @dataclass(frozen=True)
 class _Thresholds:
-    """Per class: the threshold chosen on all OOF images, and each fold's, chosen on the other folds' images (none
-    with one fold); ``group``: the fold of each OOF image."""
+    """Per class: the base threshold (0.5, or hard voting's vote rule), the one chosen on all OOF images, and each
+    fold's, chosen on the other folds' images (none with one fold); ``group``: the fold of each OOF image."""
 
+    base: np.ndarray
     in_sample: np.ndarray
     per_fold: dict[Any, np.ndarray]
     group: np.ndarray
@@ -158,51 +161,76 @@ class _Thresholds:
 
     def in_use(self, c: int) -> set[float]:
         """Class ``c``'s thresholds that postprocessing candidates are scored at."""
-        return {float(self.in_sample[c]), *(float(ft[c]) for ft in self.per_fold.values())}
+        return {float(self.base[c]), float(self.in_sample[c]), *(float(ft[c]) for ft in self.per_fold.values())}
+
+    def fold_thresholds(self, c: int) -> dict[Any, float]:
+        return {f: float(ft[c]) for f, ft in self.per_fold.items()}
 
 
 @dataclass(frozen=True)
-class _OofDice:
-    """Mean OOF dice per class at each step; ``cross`` is NaN where there is no cross-validated figure."""
+class _Choices:
+    """Per class, what was kept and its figures (:class:`ClassChoice`); the means are what members.json records."""
 
-    before: np.ndarray  # at 0.5
-    tuned: np.ndarray  # at the chosen thresholds
-    after: np.ndarray  # and the chosen postprocessing (in-sample)
-    cross: np.ndarray  # thresholds and postprocessing chosen on the other folds
+    classes: list[str]
+    per_class: list[ClassChoice]
+    candidates: list[list[dict]]
+
+    def column(self, name: str) -> np.ndarray:
+        return np.array([getattr(choice, name) for choice in self.per_class])
+
+    @property
+    def cross_validated(self) -> bool:
+        return not np.isnan(self.column("kept_cross")).all()
+
+    def thresholds(self) -> dict[str, float]:
+        return {name: choice.threshold for name, choice in zip(self.classes, self.per_class, strict=True)}
+
+    def rules(self) -> dict[str, dict]:
+        return {
+            name: self.candidates[c][choice.rule]
+            for c, (name, choice) in enumerate(zip(self.classes, self.per_class, strict=True))
+            if choice.rule
+        }
 
     def figures(self) -> dict[str, float]:
-        figures = {"oof_dice_at_0.5": float(self.before.mean()), "oof_dice_in_sample": float(self.after.mean())}
-        if not np.isnan(self.cross).all():
-            figures["oof_dice_cross_validated"] = float(np.nanmean(self.cross))
+        figures = {
+            "oof_dice_at_0.5": float(self.column("at_base").mean()),
+            "oof_dice_in_sample": float(self.column("tuned_in_sample").mean()),
+        }
+        if self.cross_validated:
+            figures["oof_dice_tuned_cross_validated"] = float(self.column("tuned_cross").mean())
+            figures["oof_dice_cross_validated"] = float(self.column("kept_cross").mean())
         return figures
 
 
 def _tune(
-    oof: _OofImages, method: str, fixed: np.ndarray | None, console: Console
-) -> tuple[Table, dict[str, float], dict[str, dict], dict[str, float]]:
-    """Thresholds and postprocessing per class, chosen on the OOF images. The table shows them scored on the same
-    images (in-sample, optimistic) and cross-validated: for each fold (``oof.groups``: the fold of each image), chosen
-    on the other folds' images and scored on its own; the returned figures hold both means. ``fixed``: the
-    thresholds to keep (hard voting: the vote rule)."""
+    oof: _OofImages, method: str, fixed: np.ndarray | None, postprocess: str, console: Console
+) -> tuple[Table, _Choices]:
+    """Thresholds and postprocessing per class, chosen on the OOF images and kept only where cross-validation
+    confirms them (:func:`confirmed_choice`; each fold is ``oof.groups``). The table shows the full tuning scored
+    in-sample (optimistic) and cross-validated, and what was kept. ``fixed``: the thresholds to keep (hard voting:
+    the vote rule); ``postprocess``: 'cv' (rules where confirmed) or 'none'."""
     classes = list(oof.dataset.classes)
     if oof.resolution[0] != oof.resolution[1]:
         raise CompkitError(None, f"OOF tuning needs square stores, got {oof.resolution}")
     # The truth framed as the stores are.
     cache = build_cache(oof.dataset, oof.resolution[0], console=console, crop=oof.cropped)
     tuner, areas = _histograms(oof, cache, console)
-    before = tuner.dice(np.full(len(classes), 0.5)).mean(axis=0)
-    if fixed is not None:  # hard voting: the threshold is the vote rule
-        thresholds, tuned = fixed, tuner.dice(fixed).mean(axis=0)
-    else:
-        thresholds, tuned = tuner.best_thresholds()
+    base = fixed if fixed is not None else np.full(len(classes), 0.5, np.float32)
+    thresholds = fixed if fixed is not None else tuner.best_thresholds()[0]
     group = oof.fold_of_each()
-    chosen = _Thresholds(thresholds, _fold_thresholds(tuner, group, fixed, len(classes)), group)
-    candidates = [candidate_rules(a) for a in _median_areas(areas)]
+    chosen = _Thresholds(base, thresholds, _fold_thresholds(tuner, group, fixed, len(classes)), group)
+    use_rules = postprocess == "cv"
+    candidates = [candidate_rules(a) if use_rules else [{"rule": "none"}] for a in _median_areas(areas)]
     scores = _rule_scores(oof, cache, chosen, candidates, console)
-    rules, after, cross = _choose_postprocessing(classes, chosen, candidates, scores, tuned)
-    dice = _OofDice(before, tuned, after, cross)
-    table = _oof_table(classes, dice, chosen, rules, method)
-    return table, {name: float(t) for name, t in zip(classes, thresholds, strict=True)}, rules, dice.figures()
+    per_class = [
+        confirmed_choice(
+            scores[c], float(base[c]), float(thresholds[c]), chosen.fold_thresholds(c), group, rules=use_rules
+        )
+        for c in range(len(classes))
+    ]
+    choices = _Choices(classes, per_class, candidates)
+    return _oof_table(choices, chosen, method), choices
 
 
 def _histograms(oof: _OofImages, cache, console: Console) -> tuple[OofTuner, list[list[float]]]:
@@ -227,12 +255,12 @@ def _fold_thresholds(
     """Cross-validation: each fold's thresholds chosen on the other folds' images (``fixed`` ones kept as they are;
     none with one fold)."""
     folds = list(dict.fromkeys(group.tolist()))
+    if len(folds) < 2:
+        return {}
     if fixed is not None:
         return {f: fixed for f in folds}
-    if len(folds) > 1:
-        grid = np.stack([tuner.dice(np.full(num_classes, t)) for t in THRESHOLD_GRID])  # (T, images, C)
-        return {f: THRESHOLD_GRID[grid[:, group != f, :].mean(axis=1).argmax(axis=0)] for f in folds}
-    return {}
+    grid = np.stack([tuner.dice(np.full(num_classes, t)) for t in THRESHOLD_GRID])  # (T, images, C)
+    return {f: THRESHOLD_GRID[grid[:, group != f, :].mean(axis=1).argmax(axis=0)] for f in folds}
 
 
 def _median_areas(areas: list[list[float]]) -> np.ndarray:
@@ -244,7 +272,7 @@ def _rule_scores(
     oof: _OofImages, cache, chosen: _Thresholds, candidates: list[list[dict]], console: Console
 ) -> list[dict[float, np.ndarray]]:
     """Postprocessing candidates, scored per image and class on the OOF masks thresholded at every threshold in use
-    (the in-sample one and each fold's), so both figures are chosen by the same rule: class -> threshold ->
+    (the base, the in-sample one and each fold's), so every figure is chosen by the same rule: class -> threshold ->
     (images, rules) dice."""
     scores: list[dict[float, np.ndarray]] = [{} for _ in candidates]
     for c in range(len(candidates)):
@@ -268,83 +296,57 @@ def _rule_scores(
     return scores
 
 
-def _choose_rule(per_rule: np.ndarray) -> int:
-    """The candidate with the best mean dice over the images, where it beats none (candidate 0) at all."""
-    means = per_rule.mean(axis=0)
-    best = int(np.argmax(means))
-    return best if best != 0 and means[best] > means[0] + 1e-9 else 0
-
-
-def _choose_postprocessing(
-    classes: list[str],
-    chosen: _Thresholds,
-    candidates: list[list[dict]],
-    scores: list[dict[float, np.ndarray]],
-    tuned: np.ndarray,
-) -> tuple[dict[str, dict], np.ndarray, np.ndarray]:
-    """The rule kept per class (where one beats none in-sample), the in-sample dice after it, and the
-    cross-validated dice (NaN with one fold)."""
-    rules: dict[str, dict] = {}
-    after = tuned.copy()
-    cross = np.full(len(classes), np.nan)
-    for c, name in enumerate(classes):
-        in_sample = scores[c][float(chosen.in_sample[c])]
-        best = _choose_rule(in_sample)
-        if best != 0:
-            rules[name] = candidates[c][best]
-        after[c] = in_sample[:, best].mean()
-        if chosen.per_fold:
-            cross[c] = _held_out_dice(scores[c], chosen, c)
-    return rules, after, cross
-
-
-def _held_out_dice(class_scores: dict[float, np.ndarray], chosen: _Thresholds, c: int) -> float:
-    """Class ``c``'s mean dice with each fold scored at its own threshold and the rule chosen on the other folds."""
-    group = chosen.group
-    held_out = np.zeros(len(group))
-    for f, ft in chosen.per_fold.items():
-        per_image = class_scores[float(ft[c])]
-        rule = _choose_rule(per_image[group != f]) if (group != f).any() else 0
-        held_out[group == f] = per_image[group == f, rule]
-    return held_out.mean()
-
-
-def _oof_table(classes: list[str], dice: _OofDice, chosen: _Thresholds, rules: dict[str, dict], method: str) -> Table:
+def _oof_table(choices: _Choices, chosen: _Thresholds, method: str) -> Table:
     cv_note = (
-        f"cross-validated over {len(chosen.folds)} folds" if chosen.per_fold else "no cross-validated figure: one fold"
+        f"cross-validated over {len(chosen.folds)} folds"
+        if chosen.per_fold
+        else "one fold: nothing can be cross-validated, so 0.5 and no postprocessing are kept"
     )
     table = Table(
         title=f"OOF dice per class ({len(chosen.group)} images, {method} ensemble)",
-        caption="in-sample: thresholds and postprocessing chosen and scored on the same OOF images (optimistic); "
-        f"cross-validated: chosen on the other folds' OOF images, scored on each held-out fold ({cv_note})",
+        caption="tuned: threshold and postprocessing chosen on every OOF image, scored on the same images (in-sample, "
+        "optimistic) and cross-validated (chosen on the other folds, scored on each held-out fold); kept: only what "
+        f"raised the cross-validated figure, which `compkit submit` applies ({cv_note})",
     )
+    base_name = "at 0.5" if method == "soft" else "at the vote rule"
     columns = (
         "class",
-        "at 0.5",
-        "threshold",
+        base_name,
+        "tuned threshold",
+        "tuned postprocess",
         "tuned (in-sample)",
-        "postprocess",
-        "after (in-sample)",
-        "after (cross-validated)",
+        "tuned (cross-validated)",
+        "kept",
+        "kept (cross-validated)",
     )
     for column in columns:
         table.add_column(column, justify="right" if column != "class" else "left")
-    before, tuned, after, cross = dice.before, dice.tuned, dice.after, dice.cross
-    for c, name in enumerate(classes):
-        rule = rules.get(name, {}).get("rule", "-")
-        cv_text = "-" if np.isnan(cross[c]) else f"{cross[c]:.4f}"
+
+    def figure(value: float) -> str:
+        return "-" if np.isnan(value) else f"{value:.4f}"
+
+    for c, (name, choice) in enumerate(zip(choices.classes, choices.per_class, strict=True)):
+        tuned_rule = choices.candidates[c][choice.tuned_rule]["rule"] if choice.tuned_rule else "-"
+        kept = f"{choice.threshold:.3f}" + (f" + {choices.candidates[c][choice.rule]['rule']}" if choice.rule else "")
         table.add_row(
-            name, f"{before[c]:.4f}", f"{chosen.in_sample[c]:.3f}", f"{tuned[c]:.4f}", rule, f"{after[c]:.4f}", cv_text
+            name,
+            figure(choice.at_base),
+            f"{choice.tuned_threshold:.3f}",
+            tuned_rule,
+            figure(choice.tuned_in_sample),
+            figure(choice.tuned_cross),
+            kept,
+            figure(choice.kept_cross),
         )
-    cv_mean = "-" if np.isnan(cross).all() else f"[bold]{np.nanmean(cross):.4f}"
     table.add_row(
         "[bold]mean",
-        f"[bold]{before.mean():.4f}",
+        f"[bold]{choices.column('at_base').mean():.4f}",
         "",
-        f"[bold]{tuned.mean():.4f}",
         "",
-        f"[bold]{after.mean():.4f}",
-        cv_mean,
+        f"[bold]{choices.column('tuned_in_sample').mean():.4f}",
+        f"[bold]{figure(choices.column('tuned_cross').mean())}",
+        "",
+        f"[bold]{figure(choices.column('kept_cross').mean())}",
     )
     return table
 
@@ -392,6 +394,7 @@ class _EnsembleSpec:
     data_root: str | Path
     resolution: int | None
     tune: bool = True  # False (--no-tune): thresholds 0.5 (or the vote rule), no postprocessing, asked for
+    postprocess: str = "cv"  # "cv": rules kept where cross-validation confirms them; "none": never
 
     @property
     def csv_vote(self) -> bool:
@@ -415,16 +418,20 @@ def ensemble(
     exist_ok: bool = False,
     mixed_folds: bool = False,
     tune: bool = True,
+    postprocess: str = "cv",
     console: Console | None = None,
 ) -> Path:
     """Combine ``paths`` into ``out/<name>/``; returns that folder (a default name that is taken moves on to
     ``name-2``; a given one is replaced only with ``exist_ok``). Members stored at different resolutions
     are resampled image by image to ``resolution`` (default: the largest member's). Thresholds and
     postprocessing are tuned on the members' out-of-fold stores; a trained fold whose store is missing is an
-    error naming it, unless ``tune`` is False (0.5 asked for)."""
+    error naming it, unless ``tune`` is False (0.5 asked for). A tuned threshold or postprocessing rule is kept
+    only where it raises the cross-validated OOF dice; ``postprocess`` 'none' tunes thresholds only."""
     console = console or Console()
     if method not in METHODS:
         raise CompkitError("--method", f"must be soft or hard, got {method!r}")
+    if postprocess not in POSTPROCESS_CHOICES:
+        raise CompkitError("--postprocess", f"must be {' or '.join(POSTPROCESS_CHOICES)}, got {postprocess!r}")
     if not paths:
         raise CompkitError(None, "no members given (e.g. `compkit ensemble runs/*`)")
     members = [open_member(p, mixed_folds) for p in paths]
@@ -439,7 +446,7 @@ def ensemble(
     if data_root is None:
         raise CompkitError(None, "cannot tell which dataset the members predict: pass --data DATA")
     default = Path(out) / (name or "+".join(m.name for m in members)[:80])
-    spec = _EnsembleSpec(members, w, kinds, method, votes, data_root, resolution, tune)
+    spec = _EnsembleSpec(members, w, kinds, method, votes, data_root, resolution, tune, postprocess)
     if tune and not spec.csv_vote:
         _check_tuning_pieces(members)
     with claim_output_folder(default, explicit=name is not None, exist_ok=exist_ok, option="--name") as folder:
@@ -492,6 +499,8 @@ def _write_ensemble(folder: Path, spec: _EnsembleSpec, console: Console) -> Path
         atomic.abort()
     names = ", ".join(m.name for m in members)
     console.print(f"[green]wrote[/green] {folder} ({spec.method} vote of {len(members)} members: {names})")
+    if "oof_dice_cross_validated" in info:
+        console.print(f"OOF {describe_tuning(info)}")
     console.print(f"next: compkit submit {folder}")
     return folder
 
@@ -634,9 +643,9 @@ def _write_oof_and_thresholds(
         cropped=any(oof.first(i).box(i) is not None for i in oof_ids),
         groups=[str(oof.first(i).folder) for i in oof_ids],  # one store per fold
     )
-    table, tuned, rules, figures = _tune(images, spec.method, fixed, console)
+    table, choices = _tune(images, spec.method, fixed, spec.postprocess, console)
     console.print(table)
-    info.update(figures)
-    write_json(staging / THRESHOLDS_FILE, tuned)
-    write_json(staging / POSTPROCESS_FILE, rules)
+    info.update(choices.figures(), postprocess_choice=spec.postprocess)
+    write_json(staging / THRESHOLDS_FILE, choices.thresholds())
+    write_json(staging / POSTPROCESS_FILE, choices.rules())
     info["oof_images"] = len(oof_ids)

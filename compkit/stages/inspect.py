@@ -27,7 +27,7 @@ from compkit.data.cache import build_cache
 from compkit.data.labelled import open_labelled
 from compkit.evaluation.metrics import DiceMeter, dice_table
 from compkit.evaluation.postprocess import apply_rule
-from compkit.stores.members import Member, check_member_split, dataset_root, open_stores_member
+from compkit.stores.members import Member, check_member_split, dataset_root, describe_tuning, open_stores_member
 from compkit.training.runs import claim_output_folder, output_folder
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, write_json
@@ -309,13 +309,20 @@ def inspect(
     findings = _compare(cache, predicted, console)
     gallery = _gallery(findings, cache, predicted)
     report = _report(source, split, stores.resolution, findings, classes)
+    if split == "val" and member.oof_figures:  # an ensemble: its thresholds were chosen on these very images
+        report["cross_validated"] = member.oof_figures
     page = _page(report, gallery, findings.confusions)
     with claim_output_folder(folder, explicit=out is not None, exist_ok=exist_ok) as written:
         write_json(written / "inspect.json", report)
         with atomic_write(written / "inspect.html", "w", encoding="utf-8") as f:
             f.write(page)
+    if "cross_validated" in report:
+        console.print(
+            f"OOF {describe_tuning(member.oof_figures)}; below, the kept thresholds scored on the images they were "
+            "chosen on (in-sample)"
+        )
     _print_summary(console, stores.dataset, findings, f"{Path(source).name} ({split}): dice per class", report)
-    mean = f"mean dice {report['mean_dice']:.4f}"
+    mean = f"mean dice {report['mean_dice']:.4f}" + (" in-sample" if "cross_validated" in report else "")
     console.print(f"[green]wrote[/green] {written / 'inspect.html'} and inspect.json ({mean})")
     console.print(
         "next: fix the worst classes (more epochs, a larger data.image_size, loss weights), train again and compare "

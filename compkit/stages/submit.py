@@ -24,6 +24,7 @@ from compkit.stores.members import (
     Member,
     check_covers,
     dataset_root,
+    describe_tuning,
     open_member,
     resolve_thresholds,
 )
@@ -34,9 +35,13 @@ from compkit.util.locks import OutputLock
 
 
 def _tuning(
-    member: Member, threshold: str, tuning_from: str | Path | None, console: Console
+    member: Member, threshold: str, tuning_from: str | Path | None, postprocess: str, console: Console
 ) -> tuple[np.ndarray, dict[str, dict]]:
-    """Per-class thresholds and postprocessing rules to apply, said in two lines: where they come from."""
+    """Per-class thresholds and postprocessing rules to apply, said in a few lines: where they come from, and the
+    cross-validated OOF dice they were kept by."""
+    if postprocess not in ("cv", "none"):
+        raise CompkitError("--postprocess", f"must be cv or none, got {postprocess!r}")
+    tuned = member
     if tuning_from is not None:
         if threshold not in ("auto", "tuned"):
             raise CompkitError(
@@ -60,9 +65,12 @@ def _tuning(
     low, high = float(thresholds.min()), float(thresholds.max())
     spread = f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class ({THRESHOLDS_FILE})"
     console.print(f"thresholds: {origin}, {spread}")
-    console.print(
-        "postprocessing: " + (", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none")
-    )
+    if postprocess == "none":
+        rules = {}
+    kept = ", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none"
+    console.print("postprocessing: " + (kept if postprocess == "cv" else "none (--postprocess none)"))
+    if threshold in ("auto", "tuned") and tuned.oof_figures:
+        console.print(f"OOF {describe_tuning(tuned.oof_figures)}")
     return thresholds, rules
 
 
@@ -83,11 +91,13 @@ def submit(
     data: str | Path | None = None,
     ensembles_dir: str | Path = ENSEMBLES_DIR,
     tuning_from: str | Path | None = None,
+    postprocess: str = "cv",
     console: Console | None = None,
 ) -> Path:
     """Write ``source``'s submission CSV (default: the newest ensemble's, to ``submissions/NAME.csv``); returns
     its path. ``threshold``: 'auto', 'tuned' or a number; ``tuning_from``: an ensemble folder whose thresholds and
-    postprocessing to apply instead of the source's (the local ensemble's, in a notebook that cannot tune)."""
+    postprocessing to apply instead of the source's (the local ensemble's, in a notebook that cannot tune);
+    ``postprocess``: 'cv' applies the rules the ensemble kept (each confirmed by cross-validation), 'none' none."""
     console = console or Console()
     if source:
         source = Path(source)
@@ -112,7 +122,7 @@ def submit(
         if list(member.classes) != list(dataset.classes):
             raise CompkitError(source, "the store's classes differ from the dataset's")
         check_covers(member, dataset)
-        thresholds, rules = _tuning(member, threshold, tuning_from, console)
+        thresholds, rules = _tuning(member, threshold, tuning_from, postprocess, console)
 
         def mask_for(sample: Sample) -> np.ndarray:
             q = member.test_uint8(sample.image_id)

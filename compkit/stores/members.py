@@ -46,6 +46,7 @@ class Member:
     untuned: str | None = None  # an ensemble member: why its thresholds were not tuned (members.json)
     thresholds: dict[str, float] | None = None
     postprocess: dict[str, dict] | None = None
+    oof_figures: dict[str, float] = field(default_factory=dict)  # an ensemble's OOF dice (members.json: oof_dice_*)
     data_root: str | None = None
     families: list[str] = field(default_factory=list)  # the model families behind it (from recipes or members.json)
     splits_fingerprints: list[str] = field(default_factory=list)  # the splits its out-of-fold stores belong to
@@ -293,6 +294,7 @@ def open_member(path: str | Path, mixed_folds: bool = False) -> Member:
         member.splits_fingerprints = [info["splits_fingerprint"]] if info.get("splits_fingerprint") else []
         member.splits_file = info.get("splits_file")
         member.untuned = info.get("untuned")
+        member.oof_figures = {k: float(v) for k, v in info.items() if k.startswith("oof_dice_")}
         if (path / OOF_STORE / STORE_INDEX).is_file():
             member.oof_stores = [Store(path / OOF_STORE)]
         if (path / THRESHOLDS_FILE).is_file():
@@ -373,6 +375,24 @@ def dataset_root(member: Member, data: str | Path | None) -> str | Path:
     if root is None:
         raise CompkitError(member.path, "cannot tell which dataset it predicts: pass --data DATA")
     return root
+
+
+def describe_tuning(figures: dict[str, Any]) -> str:
+    """An ensemble's OOF figures in one line, the cross-validated one first (what a submission can expect)."""
+    if "oof_dice_cross_validated" not in figures:
+        if "oof_dice_at_0.5" not in figures:
+            return "dice: no out-of-fold figures"
+        return (
+            f"dice {figures['oof_dice_at_0.5']:.4f} at 0.5 (one fold: nothing cross-validated; "
+            f"{figures['oof_dice_in_sample']:.4f} tuned in-sample, optimistic)"
+        )
+    tuned = f"{figures['oof_dice_in_sample']:.4f} in-sample, optimistic"
+    if "oof_dice_tuned_cross_validated" in figures:  # ensembles before cross-validation kept the choice lack it
+        tuned += f", {figures['oof_dice_tuned_cross_validated']:.4f} cross-validated"
+    return (
+        f"dice {figures['oof_dice_cross_validated']:.4f} cross-validated with the kept thresholds and postprocessing "
+        f"({figures['oof_dice_at_0.5']:.4f} at 0.5; tuning every class: {tuned})"
+    )
 
 
 def resolve_thresholds(member: Member, threshold: str, console: Console) -> np.ndarray:

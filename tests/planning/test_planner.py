@@ -145,3 +145,52 @@ def test_a_fast_machine_trains_thin_structures_on_whole_images(thin_lines, monke
     planned = plan_recipe(thin_lines, "3m", PlanMachine("cpu"), folds=2, console=quiet())
     assert planned.recipe["data"]["image_size"] == 256
     assert not any(a["name"] == "RandomCrop" for a in planned.recipe["aug"]) and planned.recipe["train"]["repeats"] == 1
+
+
+def test_a_cached_imagenet_encoder_is_planned_with_its_weights_and_a_missing_one_names_the_pull_command(
+    synth_data, planted_weights, tmp_path, monkeypatch
+):
+    """The weights cache decides: the planted one holds resnet18's ImageNet weights (smp-hub), so the CPU plan
+    fine-tunes resnet18 from them; with an empty cache it trains from scratch and says how to fill it."""
+    monkeypatch.setattr("compkit.planning.planner.probe_model", timed_at(400.0, per_pixel=False))  # all affordable
+    monkeypatch.setenv("COMPKIT_WEIGHTS", str(planted_weights["folder"]))
+    planned = plan_recipe(synth_data, "3m", PlanMachine("cpu"), folds=2, console=quiet())
+    model = planned.recipe["model"]
+    assert (model["encoder"], model["encoder_weights"]) == ("resnet18", "imagenet")
+    assert planned.recipe["optim"]["lr"] == 1.0e-3  # fine-tuned, not tiny's 5e-3 for scratch
+    assert any(
+        r.startswith("encoder weights: ImageNet (resnet18.imagenet, in the weights cache)") for r in planned.reasons
+    )
+    Recipe.model_validate({k: v for k, v in planned.recipe.items() if k != "extends"})  # training reads it as is
+
+    monkeypatch.setenv("COMPKIT_WEIGHTS", str(tmp_path / "empty"))
+    scratch = plan_recipe(synth_data, "3m", PlanMachine("cpu"), folds=2, console=quiet())
+    assert scratch.recipe["model"]["encoder_weights"] is None and "optim" not in scratch.recipe
+    line = next(r for r in scratch.reasons if r.startswith("encoder weights:"))
+    assert "from scratch" in line and "`compkit weights pull tu-regnety_002." in line
+
+
+def test_a_gpu_plan_considers_unet_plus_plus_and_large_encoders_with_amp(synth_data, tmp_path, monkeypatch):
+    """On a GPU (faked: device, memory and probes) the candidates are the GPU recipes' models; the largest that
+    gets its steps is chosen, with mixed precision, and a missing cached weight is a reason line naming the pull
+    command, not a silent fallback."""
+    monkeypatch.setattr("compkit.planning.planner.resolve_device", lambda device, option: torch.device("cuda"))
+    monkeypatch.setattr("compkit.planning.planner._device_memory", lambda device: 80 * 2**30)
+    monkeypatch.setenv("COMPKIT_WEIGHTS", str(tmp_path / "empty"))
+    probed: list[str] = []
+    fake = timed_at(4000.0, per_pixel=False)
+
+    def probe(candidate, classes, size, batch, device, steps=3):
+        probed.append(f"{candidate['arch']}/{candidate['encoder']}")
+        result = fake(candidate, classes, size, batch, device)
+        result.parameters = {"resnet34": 2, "efficientnet-b5": 3, "tu-hrnet_w64": 4}[candidate["encoder"]] * 10**7
+        return result
+
+    monkeypatch.setattr("compkit.planning.planner.probe_model", probe)
+    planned = plan_recipe(synth_data, "6h", PlanMachine("cuda"), folds=2, console=quiet())
+    assert {"Unet/resnet34", "UnetPlusPlus/resnet34", "UnetPlusPlus/tu-hrnet_w64"} <= set(probed)
+    model = planned.recipe["model"]
+    assert (model["arch"], model["encoder"], model["encoder_weights"]) == ("UnetPlusPlus", "tu-hrnet_w64", None)
+    assert planned.recipe["train"]["amp"] is True
+    line = next(r for r in planned.reasons if r.startswith("encoder weights:"))
+    assert "`compkit weights pull tu-hrnet_w64." in line
