@@ -10,11 +10,13 @@ from compkit.stages.split import split
 from compkit.stages.submit import submit
 from compkit.stages.synth import synth
 from compkit.stages.train import train
+from compkit.util.fileio import read_json
 from tests.conftest import FAST, csv_rows, quiet
 
-# Test mean dice after 1 epoch, measured: fundus 0.084 (an empty submission scores 0.083 there: most lesion
-# classes are absent from most eyes), isic 0.33 (an empty submission scores 0.0). Measured floors, comfortably below.
-SCORE_FLOORS = {"fundus": 0.05, "isic": 0.15}
+# Test mean dice after 1 epoch, measured: isic 0.33 (an empty submission scores 0.0), a floor comfortably below.
+# Fundus: 0.001 with thresholds kept only where cross-validation confirms them (0.084 with in-sample ones, which
+# an empty submission matches: most lesion classes are absent from most eyes); one epoch learns no lesion, so no floor.
+SCORE_FLOORS = {"fundus": 0.0, "isic": 0.15}
 
 
 @pytest.fixture
@@ -42,4 +44,6 @@ def test_pipeline(tmp_path, dataset_of_kind, kind, classes, first_name):
     rows = csv_rows(out)
     assert len({r[1] for r in rows[1:]}) == classes
     assert rows[1][0].startswith(first_name)
-    assert score(out, data, console=quiet()) > SCORE_FLOORS[kind]
+    assert score(out, data, console=quiet()) >= SCORE_FLOORS[kind]
+    figures = read_json(ens / "members.json")  # what the ensemble kept never loses to 0.5 held out
+    assert figures["oof_dice_cross_validated"] >= figures["oof_dice_at_0.5"]

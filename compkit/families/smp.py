@@ -24,7 +24,7 @@ from compkit.pretrained.weights import (
     encoder_reference,
     encoder_weights,
 )
-from compkit.training.augmentation import create_augmentation
+from compkit.training.augmentation import check_crops, create_augmentation
 from compkit.training.checkpoint import CHECKPOINT_LAST, load_checkpoint
 from compkit.training.distributed import any_rank
 from compkit.training.losses import create_loss
@@ -214,6 +214,7 @@ class SmpFamily(ModelFamily):
         if weights is not None and weights.path is not None:  # a local weights file that does not load fails now too
             create_model(recipe.model, num_classes)
         create_augmentation(recipe.aug)  # so does an unknown transform
+        check_crops(recipe.aug, recipe.data.image_size)  # and a crop larger than the images
         create_loss(recipe.loss)
 
     def load(self, recipe: Recipe, classes, checkpoint: dict[str, Any], device: torch.device) -> SmpPredictor:

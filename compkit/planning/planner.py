@@ -564,6 +564,8 @@ class _Planner:
         while crop - SIZE_STEP >= MIN_PATCH and self.steps_at(first, size, CPU_BATCH, crop) < MIN_STEPS:
             crop -= SIZE_STEP
         crop = max(crop, min(MIN_PATCH, size))
+        if crop >= size:  # images no larger than the smallest patch: a patch would be the whole image
+            return _InputSize(size, window)
         repeats = max(1, math.ceil(STEPS_PER_EPOCH * CPU_BATCH / max(self.n_train, 1)))
         smallest = self.smallest_class[0]
         fraction = self.smallest_area_at(size) / (size * size)

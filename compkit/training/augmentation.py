@@ -40,3 +40,16 @@ def create_augmentation(items: list[dict[str, Any]], seed: int | None = None):
         except (TypeError, ValueError) as e:
             raise CompkitError("aug", f"{name}: bad parameters {params}: {first_line(e)}") from None
     return A.Compose(transforms, seed=seed)
+
+
+def check_crops(items: list[dict[str, Any]], image_size: int) -> None:
+    """A crop larger than the images it crops (``data.image_size``, e.g. lowered after planning) fails now in one
+    line, not in the first batch; RandomCrop with ``pad_if_needed`` pads instead."""
+    for item in items:
+        side = max(int(item.get("height", 0)), int(item.get("width", 0)))
+        if "Crop" in item["name"] and side > image_size and not item.get("pad_if_needed"):
+            raise CompkitError(
+                "aug",
+                f"{item['name']} crops {side} px from {image_size} px images (data.image_size): lower its height and "
+                "width, or raise data.image_size",
+            )

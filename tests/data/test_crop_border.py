@@ -17,11 +17,8 @@ from compkit.stages.train import train
 from compkit.stores.members import open_member
 from compkit.stores.probabilities import Store
 from compkit.submission import rle
+from compkit.util.fileio import read_json
 from tests.conftest import FAST, csv_rows, quiet
-
-# Test mean dice of the 1-epoch crop_border pipeline below, measured at 0.084 (an empty submission scores 0.083
-# on this data: most lesion classes are absent from most eyes). A measured floor, comfortably below.
-CROP_PIPELINE_FLOOR = 0.05
 
 
 def disk_bounds(image: np.ndarray) -> tuple[int, int, int, int]:
@@ -69,7 +66,12 @@ def test_pipeline_with_crop(fundus_copy, tmp_path):
     for s in test.samples:  # each test image's probabilities cover its eye disk, give or take its anti-aliased rim
         assert np.allclose(store.box(s.image_id), disk_bounds(test.read_image(s)), atol=2)
     ens = ensemble([runs / "tiny"], name="c", out=tmp_path / "ens", console=quiet())
-    assert score(submit(ens, out=tmp_path / "s.csv", console=quiet()), fundus, console=quiet()) > CROP_PIPELINE_FLOOR
+    # One epoch learns next to nothing (an empty submission scores 0.083 here: most lesion classes are absent from
+    # most eyes), so the submission's score is no check of the crop; the placement is checked below. What is
+    # checked here: the pipeline submits and scores, and what the ensemble kept does not lose to 0.5 held out.
+    figures = read_json(ens / "members.json")
+    assert figures["oof_dice_cross_validated"] >= figures["oof_dice_at_0.5"]
+    assert 0 <= score(submit(ens, out=tmp_path / "s.csv", console=quiet()), fundus, console=quiet()) <= 1
 
     # The ensemble's predictions go back where they came from: inside the first test image's eye disk, at its
     # place. A threshold at the median probability of the least uniform class makes about half the disk foreground.

@@ -194,3 +194,11 @@ def test_a_gpu_plan_considers_unet_plus_plus_and_large_encoders_with_amp(synth_d
     assert planned.recipe["train"]["amp"] is True
     line = next(r for r in planned.reasons if r.startswith("encoder weights:"))
     assert "`compkit weights pull tu-hrnet_w64." in line
+
+
+def test_images_no_larger_than_the_smallest_patch_train_whole(synth_data, monkeypatch):
+    """96 px images that get few steps in the budget: a 96 px patch would be the whole image, so none is planned."""
+    monkeypatch.setattr("compkit.planning.planner.probe_model", timed_at(0.5, per_pixel=False))
+    planned = plan_recipe(synth_data, "3m", PlanMachine("cpu"), folds=2, console=quiet())
+    assert planned.recipe["data"]["image_size"] == 96 and planned.recipe["train"]["repeats"] == 1
+    assert not any("Crop" in item["name"] for item in planned.recipe["aug"])

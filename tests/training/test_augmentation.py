@@ -41,3 +41,13 @@ def test_unknown_transform_suggests():
 def test_bad_parameters():
     with pytest.raises(CompkitError, match="Rotate: bad parameters"):
         create_augmentation([{"name": "Rotate", "limit": "lots"}])
+
+
+def test_a_crop_larger_than_the_images_is_one_line_before_training():
+    from compkit.training.augmentation import check_crops
+
+    crop = {"name": "CropNonEmptyMaskIfExists", "height": 96, "width": 96}
+    with pytest.raises(CompkitError, match=r"CropNonEmptyMaskIfExists crops 96 px from 64 px images"):
+        check_crops([crop], 64)
+    check_crops([crop], 96)  # as large as the images: fine
+    check_crops([{"name": "RandomCrop", "height": 96, "width": 96, "pad_if_needed": True}], 64)  # pads
