@@ -95,10 +95,10 @@ def confirmed_choice(
     so the kept choice never scores below the base threshold under cross-validation. With one fold nothing can be
     confirmed: base, no rule."""
 
-    def choice(tune_threshold: bool, use_rule: bool, on: np.ndarray | None = None) -> tuple[float, int]:
+    def choice(tune_threshold: bool, use_rule: bool) -> tuple[float, int]:
+        """What every OOF image together chooses."""
         t = tuned if tune_threshold else base
-        per_image = scores[t] if on is None else scores[t][on]
-        return t, choose_rule(per_image) if use_rule and len(per_image) else 0
+        return t, choose_rule(scores[t]) if use_rule else 0
 
     def cross(tune_threshold: bool, use_rule: bool) -> float:
         held = np.zeros(len(group))
