@@ -25,16 +25,21 @@ from compkit.data.splits import load_splits
 from compkit.evaluation.metrics import DiceMeter
 
 
+def _image(dataset: SegmentationDataset, sample, size: int) -> np.ndarray:
+    """(3, size, size) RGB in [0, 1], resized as a plain script does."""
+    image = cv2.resize(dataset.read_image(sample), (size, size), interpolation=cv2.INTER_AREA)
+    return image[..., ::-1].transpose(2, 0, 1) / 255.0  # BGR -> RGB, channels first
+
+
 def _tensors(dataset: SegmentationDataset, ids: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, size, size) in [0, 1] and masks (N, C, size, size) of ``ids``, resized as a plain script does."""
+    """Images (N, 3, size, size) and masks (N, C, size, size) of ``ids``."""
     by_id = {s.image_id: s for s in dataset.samples}
     images, masks = [], []
     for image_id in ids:
         sample = by_id[image_id]
-        image = cv2.resize(dataset.read_image(sample), (size, size), interpolation=cv2.INTER_AREA)
         mask = dataset.read_mask(sample).astype(np.uint8)
         masks.append(np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) for m in mask]))
-        images.append(image[..., ::-1].transpose(2, 0, 1) / 255.0)  # BGR -> RGB, channels first
+        images.append(_image(dataset, sample, size))
     return torch.tensor(np.stack(images), dtype=torch.float32), torch.tensor(np.stack(masks), dtype=torch.float32)
 
 
@@ -82,7 +87,7 @@ def plain_smp(
         for sample in test_set.samples:
             truth = test_set.read_mask(sample)
             height, width = truth.shape[1:]
-            image, _ = _tensors(test_set, [sample.image_id], size)
+            image = torch.tensor(_image(test_set, sample, size)[None], dtype=torch.float32)  # its mask read once
             probability = torch.stack([torch.sigmoid(m(image)) for m in models]).mean(0)[0].numpy()
             full = np.stack([cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR) for p in probability])
             pred = full > 0.5

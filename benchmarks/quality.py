@@ -218,11 +218,7 @@ def table(rows: list[dict], recipes: tuple[str, ...] = RECIPES) -> Table:
             "(DRIVE: the papers' F1 in the field of view)"
         )
     )
-    comparisons = []
-    if len(recipes) > 1:
-        comparisons.append((recipes[0], recipes[-1]))
-    if BASELINE in pipelines:
-        comparisons.append((recipes[-1], BASELINE))
+    comparisons = _comparisons(rows, recipes)
     columns = (
         "variant",
         "budget",
@@ -250,13 +246,18 @@ def table(rows: list[dict], recipes: tuple[str, ...] = RECIPES) -> Table:
     return out
 
 
-def verdicts(rows: list[dict], recipes: tuple[str, ...]) -> list[str]:
-    """One line per comparison: how many variants the first beats the second on, and the worst difference."""
+def _comparisons(rows: list[dict], recipes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The pairs compared: the first recipe against the reference (the last), the reference against the baseline."""
     pairs = [(recipes[0], recipes[-1])] if len(recipes) > 1 else []
     if rows and all(BASELINE in r for r in rows):
         pairs.append((recipes[-1], BASELINE))
+    return pairs
+
+
+def verdicts(rows: list[dict], recipes: tuple[str, ...]) -> list[str]:
+    """One line per comparison: how many variants the first beats the second on, and the worst difference."""
     lines = []
-    for a, b in pairs:
+    for a, b in _comparisons(rows, recipes):
         wins = sum(r[a]["dice"] > r[b]["dice"] for r in rows)
         worst = min(rows, key=lambda r: r[a]["dice"] - r[b]["dice"])
         lines.append(
