@@ -29,6 +29,7 @@ from rich.progress import Progress
 
 from compkit.data.formats import SegmentationDataset
 from compkit.data.sample import Sample
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError, first_line
 from compkit.util.fileio import AtomicFolder, read_json, writable_folder
 
@@ -281,7 +282,7 @@ def build_cache(
     does not read as written is rebuilt. Each prints one line.
 
     ``intensity``: how images of more than 8 bits become 8-bit (default: the dataset's rule)."""
-    console = console or Console()
+    console = console or output_console()
     root = cache_root(dataset, cache_dir)
     intensity = intensity or dataset.intensity
     settings = cache_settings(dataset, size, clahe, crop, intensity)

@@ -41,7 +41,13 @@ from compkit.data.cache import SampleCache
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
 from compkit.inference.predictor import InferenceSettings, validation_dice
 from compkit.inference.views import TTA_VIEWS
-from compkit.pretrained.ultralytics_env import prepare_offline, process_settings_kept, release_files, release_tag
+from compkit.pretrained.ultralytics_env import (
+    plain_logging,
+    prepare_offline,
+    process_settings_kept,
+    release_files,
+    release_tag,
+)
 from compkit.pretrained.weights import SETTING, PretrainedWeights, local_weights
 from compkit.training.augmentation import create_augmentation
 from compkit.training.checkpoint import CHECKPOINT_BEST, save_checkpoint
@@ -337,7 +343,7 @@ class UltralyticsFamily(ModelFamily):
         job.context.console.print(
             f"fold {data.fold}: training {recipe.model.arch} with ultralytics (its files in {where})"
         )
-        with process_settings_kept():
+        with process_settings_kept(), plain_logging():
             yolo.train(**train_arguments(recipe, data_yaml, folder, job.context.device, pretrained=weights is not None))
         return self._record_fold(job, head_source_nc, started)
 

@@ -30,6 +30,7 @@ from compkit.planning.fingerprint import fingerprint_of
 from compkit.pretrained.weights import hub_encoder_weights, locate, weights_cache
 from compkit.training.device import resolve_device
 from compkit.training.recipe import ModelConfig, Recipe, load_recipe
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write
 
@@ -847,7 +848,7 @@ def plan_recipe(
     pipeline: training every fold, prediction with TTA, ensembling); returns the plan with one reason per decision.
     ``splits``: the splits file whose folds it plans for (default: the base recipe's, else the dataset's
     ``splits.json``); ``folds``: how many to assume when there is none."""
-    planner = _Planner.open(data, budget, machine or PlanMachine(), folds, base, console or Console(), splits)
+    planner = _Planner.open(data, budget, machine or PlanMachine(), folds, base, console or output_console(), splits)
     planner.say_data_and_budget()
     needed = planner.needed_size()
     planner.refresh_fixed()  # what the probes below see of each fold's share of the budget

@@ -8,8 +8,11 @@ ultralytics are imported only when used, so that listing the weights cache stays
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +44,39 @@ def process_settings_kept() -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
         torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ARGUMENT_DUMP = re.compile(r"^\S+: (\w+=[^,]*, ){10,}")  # print_args' "engine/trainer: agnostic_nms=False, ..." line
+
+
+class PlainLines(logging.Filter):
+    """ultralytics' log records as plain text (no colour codes), without its argument dump (a line of thousands of
+    characters; the same arguments are in the run's ``args.yaml``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = ANSI_CODE.sub("", record.getMessage())
+        if ARGUMENT_DUMP.match(text):
+            return False
+        record.msg, record.args = text, None
+        return True
+
+
+@contextlib.contextmanager
+def plain_logging(stream=None) -> Iterator[None]:
+    """Within the block, where ``stream`` (stdout) is not a terminal (a log file, a pipe, CI), ultralytics logs
+    :class:`PlainLines`; on a terminal it logs as it always does."""
+    stream = stream if stream is not None else sys.stdout
+    if stream.isatty():
+        yield
+        return
+    logger = logging.getLogger("ultralytics")
+    plain = PlainLines()
+    logger.addFilter(plain)
+    try:
+        yield
+    finally:
+        logger.removeFilter(plain)
 
 
 def config_dir() -> Path:

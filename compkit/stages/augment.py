@@ -34,6 +34,7 @@ from compkit.data.splits import (
 )
 from compkit.data.writer import DatasetWriter
 from compkit.training.runs import refuse_nonempty
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, link_or_copy, write_json
 from compkit.util.locks import OutputLock
@@ -186,7 +187,7 @@ def augment(
     ``out/splits.json`` carries those folds over, so validation stays originals only. ``exist_ok``: replace an
     ``out`` that is not empty.
     """
-    console = console or Console()
+    console = console or output_console()
     if mosaics < 0:
         raise CompkitError("--mosaic", f"must be 0 or more, got {mosaics}")
     if not mosaics and not rotations and not flip:

@@ -26,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 
 from compkit.training.runs import refuse_nonempty
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder
 
@@ -195,7 +196,7 @@ def bundle(
     from compkit.stages.export import export_run
     from compkit.stages.weights import export as export_weights
 
-    console = console or Console()
+    console = console or output_console()
     if profile not in PROFILES:
         raise CompkitError("--for", f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
     default_python, default_platforms = PROFILE_TARGETS.get(profile, (None, []))

@@ -27,6 +27,7 @@ from compkit.data.described import DescribedDataset, spec_to_yaml, validate_spec
 from compkit.data.formats import DESCRIPTION_FILE
 from compkit.data.layouts import Survey, survey
 from compkit.data.raster import clip_summary, describe_clips, polygon_clips
+from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import atomic_write, writable_folder
 from compkit.util.imageio import describe_image, read_label_image
@@ -253,7 +254,7 @@ def check_data(
     """Print how compkit reads ``data``; with ``write``, write the proposed (or used) ``dataset.yaml`` into the data
     folder, or to ``out`` (which implies ``write``: for read-only data). Returns the report (format, sure, splits,
     proposal, written). ``exist_ok``: replace an existing description."""
-    console = console or Console()
+    console = console or output_console()
     found = survey(data)
     if found.format is None:
         raise CompkitError(

@@ -23,6 +23,7 @@ from compkit.stages.train import train
 from compkit.stores.members import ENSEMBLES_DIR
 from compkit.submission.layouts import SUBMISSIONS_DIR
 from compkit.training.runs import RUNS_DIR
+from compkit.util.console import output_console, rule
 
 
 def demo(
@@ -37,7 +38,7 @@ def demo(
 ) -> float:
     """Run the demo in ``workdir``; returns the test mean dice. ``recipe="plan"`` plans for what is left of
     ``budget`` after synthesis and splitting; another recipe trains each fold for its share of it."""
-    console = console or Console()
+    console = console or output_console()
     workdir = Path(workdir)
     data = workdir / "data"
     steps: list[tuple[str, float, str]] = []
@@ -45,7 +46,7 @@ def demo(
 
     def step(name: str, detail: str, t0: float) -> None:
         steps.append((name, time.time() - t0, detail))
-        console.rule(f"[bold]{name}[/bold] done in {time.time() - t0:.0f} s")
+        rule(console, f"[bold]{name}[/bold] done in {time.time() - t0:.0f} s")
 
     t0 = time.time()
     synth(data, patients=patients, test_patients=test_patients, size=size, seed=0, exist_ok=True, console=console)

@@ -26,6 +26,7 @@ from compkit.data.raster import describe_clips
 from compkit.data.splits import SPLITS_FILE
 from compkit.planning.fingerprint import fingerprint_of, hand_angle  # noqa: F401  (hand_angle: part of this module's API)
 from compkit.training.runs import claim_output_folder, output_folder
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, writable_folder, write_json
 from compkit.util.plots import array_png, figure_png, subplots
@@ -154,7 +155,7 @@ def eda(
     console: Console | None = None,
 ) -> Path:
     """Write ``fingerprint.json`` and ``eda.html`` for the dataset's training split; returns the HTML path."""
-    console = console or Console()
+    console = console or output_console()
     if gallery < 0:
         raise CompkitError("--gallery", f"must be 0 or more, got {gallery}")
     dataset = open_dataset(data, "train")

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from compkit.data.labelled import open_labelled
 from compkit.submission.layouts import write_submission
+from compkit.util.console import output_console
 
 
 def encode_labels(
@@ -20,7 +21,7 @@ def encode_labels(
     gt: str | Path | None = None,
     console: Console | None = None,
 ) -> Path:
-    console = console or Console()
+    console = console or output_console()
     dataset = open_labelled(data, split, gt)
     path = write_submission(out, dataset, dataset.read_mask, console, description="encoding labels")
     console.print(f"[green]wrote[/green] {path} ({len(dataset.samples)} images x {len(dataset.classes)} classes)")

@@ -30,6 +30,7 @@ from compkit.evaluation.thresholds import THRESHOLD_GRID, ClassChoice, OofTuner,
 from compkit.stores.members import (
     ENSEMBLES_DIR,
     MEMBERS_FILE,
+    OOF_DICE_CSV,
     POSTPROCESS_FILE,
     THRESHOLDS_FILE,
     VOTE_CSV,
@@ -42,8 +43,9 @@ from compkit.stores.members import (
 from compkit.stores.probabilities import OOF_STORE, Store, StoreWriter, quantise
 from compkit.submission.layouts import RowWriter, submission_layout, validate
 from compkit.training.runs import claim_output_folder
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
-from compkit.util.fileio import AtomicFolder, atomic_write, write_json
+from compkit.util.fileio import AtomicFolder, atomic_write, write_csv, write_json
 
 METHODS = ("soft", "hard")
 POSTPROCESS_CHOICES = ("cv", "none")
@@ -230,7 +232,7 @@ def _tune(
         for c in range(len(classes))
     ]
     choices = _Choices(classes, per_class, candidates)
-    return _oof_table(choices, chosen, method), choices
+    return _oof_table(_oof_rows(choices), chosen, method), choices
 
 
 def _histograms(oof: _OofImages, cache, console: Console) -> tuple[OofTuner, list[list[float]]]:
@@ -296,7 +298,57 @@ def _rule_scores(
     return scores
 
 
-def _oof_table(choices: _Choices, chosen: _Thresholds, method: str) -> Table:
+OOF_COLUMNS = {  # oof_dice.csv's columns -> the OOF table's headings ({base}: "0.5", or "the vote rule")
+    "class": "class",
+    "dice_at_base": "at {base}",
+    "tuned_threshold": "tuned threshold",
+    "tuned_postprocess": "tuned postprocess",
+    "dice_tuned_in_sample": "tuned (in-sample)",
+    "dice_tuned_cross_validated": "tuned (cross-validated)",
+    "kept_threshold": "kept threshold",
+    "kept_postprocess": "kept postprocess",
+    "dice_kept_cross_validated": "kept (cross-validated)",
+}
+
+
+_MEAN_COLUMNS = {  # the figures averaged over classes in the mean row
+    "dice_at_base": "at_base",
+    "dice_tuned_in_sample": "tuned_in_sample",
+    "dice_tuned_cross_validated": "tuned_cross",
+    "dice_kept_cross_validated": "kept_cross",
+}
+
+
+def _oof_rows(choices: _Choices) -> list[dict[str, Any]]:
+    """Per class, then the mean: what the OOF table shows and ``oof_dice.csv`` holds (None: not cross-validated)."""
+
+    def figure(value: float) -> float | None:
+        return None if np.isnan(value) else round(float(value), 6)
+
+    def rule_name(c: int, index: int) -> str:
+        return choices.candidates[c][index]["rule"] if index else "none"
+
+    rows: list[dict[str, Any]] = []
+    for c, (name, choice) in enumerate(zip(choices.classes, choices.per_class, strict=True)):
+        rows.append(
+            {
+                "class": name,
+                "dice_at_base": figure(choice.at_base),
+                "tuned_threshold": round(float(choice.tuned_threshold), 4),
+                "tuned_postprocess": rule_name(c, choice.tuned_rule),
+                "dice_tuned_in_sample": figure(choice.tuned_in_sample),
+                "dice_tuned_cross_validated": figure(choice.tuned_cross),
+                "kept_threshold": round(float(choice.threshold), 4),
+                "kept_postprocess": rule_name(c, choice.rule),
+                "dice_kept_cross_validated": figure(choice.kept_cross),
+            }
+        )
+    means = {k: figure(choices.column(attr).mean()) for k, attr in _MEAN_COLUMNS.items()}
+    rows.append({"class": "mean", **{k: means.get(k) for k in OOF_COLUMNS if k != "class"}})
+    return rows
+
+
+def _oof_table(rows: list[dict[str, Any]], chosen: _Thresholds, method: str) -> Table:
     cv_note = (
         f"cross-validated over {len(chosen.folds)} folds"
         if chosen.per_fold
@@ -306,48 +358,23 @@ def _oof_table(choices: _Choices, chosen: _Thresholds, method: str) -> Table:
         title=f"OOF dice per class ({len(chosen.group)} images, {method} ensemble)",
         caption="tuned: threshold and postprocessing chosen on every OOF image, scored on the same images (in-sample, "
         "optimistic) and cross-validated (chosen on the other folds, scored on each held-out fold); kept: only what "
-        f"raised the cross-validated figure, which `compkit submit` applies ({cv_note})",
+        f"raised the cross-validated figure, which `compkit submit` applies ({cv_note}; every figure in {OOF_DICE_CSV})",
     )
-    base_name = "at 0.5" if method == "soft" else "at the vote rule"
-    columns = (
-        "class",
-        base_name,
-        "tuned threshold",
-        "tuned postprocess",
-        "tuned (in-sample)",
-        "tuned (cross-validated)",
-        "kept",
-        "kept (cross-validated)",
-    )
-    for column in columns:
-        table.add_column(column, justify="right" if column != "class" else "left")
-
-    def figure(value: float) -> str:
-        return "-" if np.isnan(value) else f"{value:.4f}"
-
-    for c, (name, choice) in enumerate(zip(choices.classes, choices.per_class, strict=True)):
-        tuned_rule = choices.candidates[c][choice.tuned_rule]["rule"] if choice.tuned_rule else "-"
-        kept = f"{choice.threshold:.3f}" + (f" + {choices.candidates[c][choice.rule]['rule']}" if choice.rule else "")
-        table.add_row(
-            name,
-            figure(choice.at_base),
-            f"{choice.tuned_threshold:.3f}",
-            tuned_rule,
-            figure(choice.tuned_in_sample),
-            figure(choice.tuned_cross),
-            kept,
-            figure(choice.kept_cross),
-        )
-    table.add_row(
-        "[bold]mean",
-        f"[bold]{choices.column('at_base').mean():.4f}",
-        "",
-        "",
-        f"[bold]{choices.column('tuned_in_sample').mean():.4f}",
-        f"[bold]{figure(choices.column('tuned_cross').mean())}",
-        "",
-        f"[bold]{figure(choices.column('kept_cross').mean())}",
-    )
+    base = "0.5" if method == "soft" else "the vote rule"
+    for key, heading in OOF_COLUMNS.items():
+        table.add_column(heading.format(base=base), justify="left" if key == "class" else "right")
+    for row in rows:
+        mean = row["class"] == "mean"
+        cells = []
+        for key in OOF_COLUMNS:
+            value = row[key]
+            text = "-" if value is None and key.startswith("dice_") else "" if value is None else str(value)
+            if isinstance(value, float):
+                text = f"{value:.4f}" if key.startswith("dice_") else f"{value:.3f}"
+            if key.endswith("_postprocess") and value == "none":
+                text = "-"
+            cells.append(f"[bold]{text}" if mean and text else text)
+        table.add_row(*cells)
     return table
 
 
@@ -427,7 +454,7 @@ def ensemble(
     postprocessing are tuned on the members' out-of-fold stores; a trained fold whose store is missing is an
     error naming it, unless ``tune`` is False (0.5 asked for). A tuned threshold or postprocessing rule is kept
     only where it raises the cross-validated OOF dice; ``postprocess`` 'none' tunes thresholds only."""
-    console = console or Console()
+    console = console or output_console()
     if method not in METHODS:
         raise CompkitError("--method", f"must be soft or hard, got {method!r}")
     if postprocess not in POSTPROCESS_CHOICES:
@@ -648,4 +675,5 @@ def _write_oof_and_thresholds(
     info.update(choices.figures(), postprocess_choice=spec.postprocess)
     write_json(staging / THRESHOLDS_FILE, choices.thresholds())
     write_json(staging / POSTPROCESS_FILE, choices.rules())
+    write_csv(staging / OOF_DICE_CSV, _oof_rows(choices))
     info["oof_images"] = len(oof_ids)

@@ -61,6 +61,7 @@ from compkit.training.runs import (
     read_run_record,
     write_run_record,
 )
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, link_or_copy, read_json, write_json, write_png
 
@@ -263,7 +264,7 @@ def export(
     console: Console | None = None,
 ) -> list[Path]:
     """Write ``data`` in ``target``'s layout (``nnunet``) under ``out``; returns the dataset folders written."""
-    console = console or Console()
+    console = console or output_console()
     if target not in TARGETS:
         raise CompkitError(target, f"unknown export target (known: {', '.join(TARGETS)})")
     if mode not in MODES:
@@ -347,7 +348,7 @@ def export_run(
 ) -> Path:
     """An inference-only copy of ``run`` (a run or fold folder) in ``out`` (a run folder: ``out/fold<k>/``);
     returns ``out``. ``half``: float16 weights. An existing ``out`` is replaced only with ``exist_ok``."""
-    console = console or Console()
+    console = console or output_console()
     folds = fold_dirs(run)
     out = Path(out)
     if out.resolve() in {Path(run).resolve(), *(f.resolve() for f in folds)}:

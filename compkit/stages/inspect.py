@@ -29,6 +29,7 @@ from compkit.evaluation.metrics import DiceMeter, dice_table
 from compkit.evaluation.postprocess import apply_rule
 from compkit.stores.members import Member, check_member_split, dataset_root, describe_tuning, open_stores_member
 from compkit.training.runs import claim_output_folder, output_folder
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, write_json
 from compkit.util.plots import array_png
@@ -297,7 +298,7 @@ def inspect(
 ) -> Path:
     """Per-class dice, the worst image-class tiles and the confused classes of ``source``'s ``split`` predictions,
     written to ``out`` (default ``reports/inspect``; replaced only with ``exist_ok``); returns the HTML page."""
-    console = console or Console()
+    console = console or output_console()
     folder = Path(out or "reports/inspect")
     output_folder(folder, explicit=out is not None, exist_ok=exist_ok)  # a taken --out fails before the work
     member = open_stores_member(source, "inspect")

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from compkit.planning.planner import BASE_RECIPE, PlanMachine, plan_recipe, write_plan
 from compkit.training.runs import output_folder
+from compkit.util.console import output_console
 
 DEFAULT_OUT = "plan.yaml"
 
@@ -27,7 +28,7 @@ def plan(
 ) -> Path:
     """Plan a recipe for ``data`` within ``budget`` (``10m``, ``6h``: the whole pipeline) on ``device``; writes it to
     ``out`` (default ``plan.yaml``, or ``plan-2.yaml`` when taken) and returns the path."""
-    console = console or Console()
+    console = console or output_console()
     target = output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok)
     planned = plan_recipe(data, budget, PlanMachine(device, memory), folds=folds, base=base, console=console)
     for line in planned.reasons:

@@ -20,6 +20,7 @@ from compkit.stores.probabilities import OOF_STORE, TEST_STORE, carry_store
 from compkit.training.device import resolve_device
 from compkit.training.preprocess import cache_for
 from compkit.training.runs import check_fold_split, copy_fold_records, fold_dirs, fold_number, fold_recipe
+from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.locks import OutputLock
 
@@ -44,7 +45,7 @@ def predict(
     Stores go into the fold folders, or with ``out`` (run folders that are read-only, e.g. attached to a Kaggle
     notebook) into ``out/<run>/fold<k>/`` beside a copy of the fold's recipe and run record, which
     ``compkit ensemble out/<run>`` reads like a run. An existing store is replaced only with ``exist_ok``."""
-    console = console or Console()
+    console = console or output_console()
     if split not in SPLIT_STORES:
         raise CompkitError("--split", f"must be one of {', '.join(SPLIT_STORES)}, got {split!r}")
     if tta is not None:

@@ -20,6 +20,7 @@ from compkit.data import open_dataset
 from compkit.evaluation.postprocess import upsample_mask
 from compkit.stores.members import check_covers, dataset_root, open_stores_member, resolve_thresholds
 from compkit.training.runs import refuse_nonempty
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder
 from compkit.util.locks import OutputLock
@@ -52,7 +53,7 @@ def pseudo(
     ``soft``: also write each image's uncertain pixels (probability between 0.1 and 0.9) as an ignore mask,
     which training leaves out of the loss. ``exist_ok``: replace ``out``.
     """
-    console = console or Console()
+    console = console or output_console()
     member = open_stores_member(source, "pseudo-labelling")
     root = dataset_root(member, data)
     if not 0 <= min_confidence <= 1:

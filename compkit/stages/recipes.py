@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compkit.training.recipe import available_recipes, find_recipe, load_recipe, recipe_origin
+from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import read_text
 
@@ -28,7 +29,7 @@ def describe(path: Path) -> str:
 def list_recipes(console: Console | None = None) -> list[str]:
     """Print every recipe name with where it comes from (shipped, ./recipes), its description, resolution, model and
     batch; return the names."""
-    console = console or Console()
+    console = console or output_console()
     table = Table(title="recipes (compkit recipes show NAME; compkit recipes copy NAME FILE)")
     for column in ("name", "from", "model", "size", "batch", "description"):
         table.add_column(column)
@@ -47,7 +48,7 @@ def list_recipes(console: Console | None = None) -> list[str]:
 
 def show(name: str, overrides: list[str] | tuple[str, ...] = (), console: Console | None = None) -> str:
     """Print the fully resolved recipe (``extends`` merged, ``--set`` applied, every default filled in) as YAML."""
-    console = console or Console()
+    console = console or output_console()
     text = yaml.safe_dump(load_recipe(name, overrides).model_dump(mode="json"), sort_keys=False)
     console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
     return text
@@ -55,7 +56,7 @@ def show(name: str, overrides: list[str] | tuple[str, ...] = (), console: Consol
 
 def copy(name: str, file: Path, exist_ok: bool = False, console: Console | None = None) -> Path:
     """Copy a recipe file (as written, with its ``extends:``) to ``file`` to start one's own."""
-    console = console or Console()
+    console = console or output_console()
     source = find_recipe(name)
     file = Path(file)
     if file.suffix not in (".yaml", ".yml"):

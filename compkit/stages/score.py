@@ -11,6 +11,7 @@ from rich.progress import Progress
 from compkit.data.labelled import open_labelled
 from compkit.evaluation.metrics import DiceMeter, dice_table
 from compkit.submission.layouts import submission_layout, validate
+from compkit.util.console import output_console
 
 
 def evaluate(
@@ -24,7 +25,7 @@ def evaluate(
 
     Where the dataset marks pixels to ignore (a field-of-view mask), they are left out of both the prediction and
     the truth: dice over the field of view, as retinal-vessel papers report it."""
-    console = console or Console()
+    console = console or output_console()
     dataset = open_labelled(data, split, gt)
     layout = submission_layout(dataset)
     rows = validate(submission, dataset, layout=layout)
@@ -55,7 +56,7 @@ def score(
 ) -> float:
     """Mean dice of ``submission`` (per image and class, mean over images per class, then over classes); also prints
     the dice pooled over all pixels (the pixel-level F1 of retinal-vessel papers). Ignored pixels count for neither."""
-    console = console or Console()
+    console = console or output_console()
     meter = evaluate(submission, data, gt, split, console)
     console.print(dice_table(meter.classes, meter.per_class(), f"{Path(submission).name}: dice per class"))
     console.print(

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
 from compkit.data.splits import DEFAULT_FOLDS, DEFAULT_SEED, load_splits, make_splits, splits_path, strata
+from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import writable_folder, write_json
 
@@ -69,7 +70,7 @@ def split(
 ) -> Path:
     """Write (or reuse) ``DATA/splits.json`` (or ``out``, for a read-only dataset); returns its path. ``exist_ok``:
     rebuild it even where it exists."""
-    console = console or Console()
+    console = console or output_console()
     dataset = open_dataset(data, "train")
     path = splits_path(data, out)
     if path.exists() and not exist_ok:

@@ -29,6 +29,7 @@ from compkit.stores.members import (
     resolve_thresholds,
 )
 from compkit.submission.layouts import SUBMISSIONS_DIR, convert_rows, submission_layout, validate, write_submission
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write
 from compkit.util.locks import OutputLock
@@ -98,7 +99,7 @@ def submit(
     its path. ``threshold``: 'auto', 'tuned' or a number; ``tuning_from``: an ensemble folder whose thresholds and
     postprocessing to apply instead of the source's (the local ensemble's, in a notebook that cannot tune);
     ``postprocess``: 'cv' applies the rules the ensemble kept (each confirmed by cross-validation), 'none' none."""
-    console = console or Console()
+    console = console or output_console()
     if source:
         source = Path(source)
         console.print(f"using {source} (named on the command line)")

@@ -11,6 +11,7 @@ from rich.progress import Progress
 
 from compkit.data.labelled import ground_truth_dir
 from compkit.synthetic import SYNTH_KINDS, SynthRequest
+from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import AtomicFolder
 
@@ -35,7 +36,7 @@ def synth(
     """Write a synthetic dataset of ``kind`` to ``data`` (and test labels to ``data``_gt). Returns ``data``.
     ``options``: the generator's variant parameters (:mod:`compkit.synthetic`: contrast, noise, bone_width, aspect,
     forearm_out, lesion_scale), e.g. for data the defaults were not tuned on."""
-    console = console or Console()
+    console = console or output_console()
     data = Path(data).absolute()
     gt = ground_truth_dir(data)
     generate = SYNTH_KINDS.get(kind)

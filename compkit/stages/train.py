@@ -51,6 +51,7 @@ from compkit.training.distributed import (
 )
 from compkit.training.preprocess import cache_for
 from compkit.training.recipe import Recipe, load_recipe
+from compkit.training.results import CV_CSV, worst_class, write_cross_validation
 from compkit.training.runs import (
     PRETRAINED_FILE,
     RECIPE_FILE,
@@ -65,6 +66,7 @@ from compkit.training.runs import (
 )
 from compkit.training.tracking import check_loggers
 from compkit.training.trainer import BudgetClock
+from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError, warn, warnings_to
 from compkit.util.fileio import atomic_write, write_json
 from compkit.util.locks import OutputLock, command_line, interruptible
@@ -472,17 +474,30 @@ def end_fold(fold: FoldStart, summary: dict[str, Any] | None, context: DistConte
 
 
 def report(results: list[dict[str, Any]], run_dir: Path, run: PreparedRun, next_step: str, console: Console) -> None:
-    """The table of best validation dice per fold, in every fold's ``train.log`` too, and what comes next."""
-    table = Table(title=f"{run_dir.name} ({run.family.name}): best validation dice")
-    for column in ("fold", "best dice", "best epoch", "epochs", "folder"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(str(r["fold"]), f"{r['best_dice']:.4f}", str(r["best_epoch"]), str(r["epochs"]), str(r["folder"]))
+    """The cross-validation table of every trained fold of the run (``cv.json`` / ``cv.csv``), in the ``train.log`` of
+    each fold trained now too, and what comes next."""
+    summary = write_cross_validation(run_dir)
+    table = Table(title=f"{run_dir.name} ({run.family.name}): best validation dice per fold")
+    for column in ("fold", "best dice", "best epoch", "epochs", "worst class", "folder"):
+        table.add_column(column, justify="left" if column in ("worst class", "folder") else "right")
+    for fold in summary["folds"]:
+        worst = worst_class(fold)
+        table.add_row(
+            str(fold["fold"]),
+            f"{fold['best_dice']:.4f}",
+            str(fold["best_epoch"] if fold["best_epoch"] is not None else "-"),
+            str(fold["epochs"] if fold["epochs"] is not None else "-"),
+            f"{worst[0]} ({worst[1]:.4f})" if worst else "-",
+            str(fold_folder(run_dir, fold["fold"])),
+        )
+    if len(summary["folds"]) > 1:
+        mean, std = summary["mean"], summary["std"]
+        table.add_row("[bold]mean", f"[bold]{mean['best_dice']:.4f}[/bold] ± {std['best_dice']:.4f}", "", "", "", "")
     console.print(table)
     for r in results:
         write_log(r["folder"], console)
     trained = ", ".join(f"fold{r['fold']}" for r in results)
-    console.print(f"wrote {run_dir} ({trained}); next: {next_step}")
+    console.print(f"wrote {run_dir} ({trained}; {CV_CSV}: every fold's figures); next: {next_step}")
 
 
 def _share_budget(cfg: Recipe, clock: WallClock, folds: int, console: Console) -> None:
@@ -533,7 +548,7 @@ def train(
     is read. ``recipe="plan"`` plans a recipe for ``data`` and ``budget`` first (:mod:`compkit.planning`; written
     to ``out/plan.yaml``); with another recipe, ``budget`` (``10m``, ``6h``) gives each fold its share (80 %, the
     rest for prediction) as ``train.time_budget``. The wall time is printed against the budget."""
-    console = console or Console()
+    console = console or output_console()
     console.record = True  # the console output is kept as each fold's train.log
     clock = WallClock(budget)
     request = RunRequest(Path(out), name, resume, exist_ok)

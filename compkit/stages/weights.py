@@ -31,6 +31,7 @@ from compkit.pretrained.weights import (
     pull as pull_weights,
 )
 from compkit.training.recipe import RECIPE_SUFFIXES, available_recipes, find_recipe, load_recipe
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError, warn
 from compkit.util.fileio import AtomicFolder, write_json
 
@@ -100,7 +101,7 @@ def pull(
     references: list[str] | tuple[str, ...], cache: str | Path | None = None, console: Console | None = None
 ) -> list[CachedWeights]:
     """Download what the recipes / encoders need into the cache (the libraries' progress bars show each file)."""
-    console = console or Console()
+    console = console or output_console()
     where = weights_cache(cache)
     pulled, status = [], []
     for weights in resolve_references(references, console):
@@ -129,7 +130,7 @@ def _recipe_needs(console: Console) -> list[tuple[str, PretrainedWeights]]:
 
 def list_weights(cache: str | Path | None = None, console: Console | None = None) -> list[dict]:
     """A table of the cached entries (name, tag, size, path, the recipes each serves) and of what recipes lack."""
-    console = console or Console()
+    console = console or output_console()
     where = weights_cache(cache)
     entries = cached_entries(where)
     needs = _recipe_needs(console)
@@ -165,7 +166,7 @@ def export(
     console: Console | None = None,
 ) -> Path:
     """Copy the entries ``references`` need (default: every cached entry) into ``out`` for an offline machine."""
-    console = console or Console()
+    console = console or output_console()
     out = Path(out)
     source = weights_cache(cache)
     if references:

@@ -34,6 +34,7 @@ NNUNET_KEY = "compkit"  # compkit's entry in an exported nnU-Net dataset.json: c
 THRESHOLDS_FILE = "thresholds.json"
 POSTPROCESS_FILE = "postprocess.json"
 VOTE_CSV = "vote.csv"
+OOF_DICE_CSV = "oof_dice.csv"  # per class: OOF dice at 0.5, tuned in-sample and cross-validated, and what was kept
 
 
 @dataclass

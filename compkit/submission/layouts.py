@@ -27,6 +27,7 @@ from rich.progress import Progress
 
 from compkit.data import Sample, SegmentationDataset
 from compkit.submission import rle as rle_codec
+from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, open_text
 from compkit.util.imageio import IMAGE_SUFFIXES
@@ -473,7 +474,7 @@ def write_submission(
     then renamed into place.
     """
     path = Path(path)
-    console = console or Console()
+    console = console or output_console()
     layout = layout or submission_layout(dataset)
     by_name = {layout.names[s.image_id]: s for s in dataset.samples}
     class_index = {c: i for i, c in enumerate(dataset.classes)}

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from compkit.training.runs import fold_dirs, fold_number, read_run_record
 from compkit.training.tracking import Tracking
-from compkit.util.fileio import atomic_write, open_text
+from compkit.util.fileio import atomic_write, open_text, write_csv, write_json
 from compkit.util.plots import subplots  # figures on their own Agg canvas, no pyplot
 
 RESULTS_CSV = "results.csv"
@@ -58,13 +60,7 @@ def write_results(folder: Path, rows: list[dict[str, Any]], plot: bool = True) -
     """Write every row (columns: the union, in first-seen order) and redraw the plot (unless ``plot`` is false)."""
     if not rows:
         return
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    with atomic_write(folder / RESULTS_CSV, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(folder / RESULTS_CSV, rows)
     if plot:
         plot_results(folder, rows)
 
@@ -158,8 +154,6 @@ OVERLAY_IMAGES = 4
 def validation_overlays(folder: Path, predictor, cache, positions: list[int], threshold: float, settings) -> Path:
     """``val_overlays.png``: the first few validation images, the label as an outline and the final model's
     prediction as a fill (all classes), for people and trackers."""
-    import numpy as np
-
     from compkit.inference.predictor import predict_cached
 
     chosen = positions[:OVERLAY_IMAGES]
@@ -197,3 +191,64 @@ def validation_columns(classes, dice) -> dict[str, Any]:
     if dice.tuned is not None:
         row["val_dice_mean_tuned"] = round(float(dice.tuned.mean()), 6)
     return row
+
+
+CV_JSON = "cv.json"
+CV_CSV = "cv.csv"
+DICE_PREFIX = "val_dice_"
+
+
+def _fold_summary(folder: Path) -> dict[str, Any] | None:
+    """A fold's best validation dice, its epoch, the epochs trained and each class's dice at that epoch (from
+    ``results.csv``; the run record's figures for a family that validates outside it); None before any epoch."""
+    rows = read_results(folder)
+    record = read_run_record(folder)
+    best = best_epoch(rows)
+    if best is None and "best_dice" not in record:
+        return None
+    summary: dict[str, Any] = {"fold": fold_number(folder)}
+    epochs = [int(r["epoch"]) for r in rows]
+    if best is not None:
+        row = next(r for r in rows if int(r["epoch"]) == best[0])
+        per_class = {
+            k.removeprefix(DICE_PREFIX): _number(v)
+            for k, v in row.items()
+            if k.startswith(DICE_PREFIX) and not k.startswith(f"{DICE_PREFIX}mean")
+        }
+        summary.update(best_dice=best[1], best_epoch=best[0], epochs=max(epochs))
+        summary.update({f"dice_{c}": d for c, d in per_class.items() if d is not None})
+    else:
+        summary.update(best_dice=float(record["best_dice"]), best_epoch=None, epochs=record.get("epochs"))
+    return summary
+
+
+def cross_validation(run_dir: Path) -> dict[str, Any]:
+    """Every trained fold of ``run_dir`` (:func:`_fold_summary`), and the mean and standard deviation over folds of
+    each figure: what ``cv.json`` and ``cv.csv`` hold."""
+    folds = [s for s in (_fold_summary(f) for f in fold_dirs(run_dir)) if s is not None]
+    figures = [k for k in dict.fromkeys(k for s in folds for k in s) if k not in ("fold", "best_epoch")]
+    stats: dict[str, dict[str, Any]] = {"mean": {}, "std": {}}
+    for key in figures:
+        values = [float(s[key]) for s in folds if s.get(key) is not None]
+        if values:
+            stats["mean"][key] = round(float(np.mean(values)), 6)
+            stats["std"][key] = round(float(np.std(values)), 6)
+    return {"run": run_dir.name, "folds": folds, **stats}
+
+
+def write_cross_validation(run_dir: Path) -> dict[str, Any]:
+    """``cv.json`` and ``cv.csv`` in the run folder (one row per fold, then the mean and std rows); the summary."""
+    summary = cross_validation(run_dir)
+    write_json(run_dir / CV_JSON, summary)
+    rows = [*summary["folds"], {"fold": "mean", **summary["mean"]}, {"fold": "std", **summary["std"]}]
+    write_csv(run_dir / CV_CSV, rows)
+    return summary
+
+
+def worst_class(fold: dict[str, Any]) -> tuple[str, float] | None:
+    """The class with the lowest dice at a fold's best epoch (from :func:`cross_validation`'s rows)."""
+    per_class = {k.removeprefix("dice_"): v for k, v in fold.items() if k.startswith("dice_")}
+    if not per_class:
+        return None
+    name = min(per_class, key=lambda c: per_class[c])
+    return name, per_class[name]

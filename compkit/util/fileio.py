@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import ctypes
 import ctypes.util
 import json
@@ -119,6 +120,17 @@ def write_json(path: str | Path, data: Any) -> None:
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as a UTF-8 CSV (columns: the union of the rows' keys, in first-seen order; a missing value empty)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_json(path: str | Path) -> Any:

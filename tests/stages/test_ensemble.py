@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -15,7 +18,7 @@ from compkit.stages.submit import submit
 from compkit.stores.probabilities import Store, StoreWriter
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import read_json
-from tests.conftest import csv_rows, quiet
+from tests.conftest import csv_dicts, csv_rows, quiet
 
 
 def make_store(folder, dataset, probs_for, resolution=(96, 96), classes=None):
@@ -150,7 +153,17 @@ def test_oof_table_labels_in_sample_and_keeps_only_what_cross_validation_confirm
     # The ensemble's last lines lead with the cross-validated figure.
     assert f"OOF dice {kept:.4f} cross-validated" in text
     thresholds = read_json(out / "thresholds.json")
-    assert set(thresholds) == set(open_dataset(trained_tiny_run.data, "train").classes)
+    classes = open_dataset(trained_tiny_run.data, "train").classes
+    assert set(thresholds) == set(classes)
+    # oof_dice.csv: the table's figures per class and the mean, as members.json records the means.
+    rows = csv_dicts(out / "oof_dice.csv")
+    assert [r["class"] for r in rows] == [*classes, "mean"]
+    mean = rows[-1]
+    assert float(mean["dice_kept_cross_validated"]) == pytest.approx(kept, abs=1e-6)
+    assert float(mean["dice_tuned_in_sample"]) == pytest.approx(in_sample, abs=1e-6)
+    assert float(mean["dice_at_base"]) == pytest.approx(at_half, abs=1e-6)
+    for row in rows[:-1]:
+        assert float(row["kept_threshold"]) == pytest.approx(thresholds[row["class"]], abs=1e-4)
 
     # Thresholds only: no postprocessing rule is even considered.
     plain = ensemble(
@@ -170,6 +183,30 @@ def test_oof_table_labels_in_sample_and_keeps_only_what_cross_validation_confirm
     assert f"OOF dice {kept:.4f} cross-validated" in " ".join(console.export_text().split())
     with pytest.raises(CompkitError, match="--postprocess"):
         submit(out, out=tmp_path / "bad.csv", postprocess="in-sample", console=quiet())
+
+
+def test_piped_output_keeps_every_column_and_sentence_whole(tmp_path, trained_tiny_run):
+    """`compkit ensemble ... > ens.log`: no column cut ("…"), no colour codes, the closing figure on one line."""
+    out = tmp_path / "ens"
+    done = subprocess.run(
+        [sys.executable, "-m", "compkit", "ensemble", str(trained_tiny_run.run), "--data", str(trained_tiny_run.data)]
+        + ["--out", str(out), "--name", "piped"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    log = done.stdout
+    assert "\u2026" not in log and "\x1b[" not in log
+    for heading in ("tuned (cross-validated)", "kept (cross-validated)", "kept postprocess"):
+        assert heading in log
+    for name in open_dataset(trained_tiny_run.data, "train").classes:
+        assert f"\u2502 {name} " in log, name  # a whole cell of the class column
+    kept = read_json(out / "piped" / "members.json")["oof_dice_cross_validated"]
+    assert any(
+        line.startswith(f"OOF dice {kept:.4f} cross-validated") and "in-sample" in line for line in log.splitlines()
+    )
 
 
 def test_a_fold_without_its_out_of_fold_store_is_named_not_ensembled_at_half(tmp_path, trained_tiny_run):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from compkit.training.results import best_epoch, plot_results, read_results, write_results
 
 
@@ -40,3 +42,27 @@ def test_the_writer_redraws_the_plot_at_most_every_interval_and_when_it_closes(t
     assert (tmp_path / "results.png").read_bytes() == first  # the plot not redrawn within the interval
     writer.close()
     assert (tmp_path / "results.png").read_bytes() != first  # ... but when the fold ends
+
+
+def test_a_trained_run_summarises_every_fold_in_cv_json_and_csv(trained_tiny_run):
+    from compkit.data import open_dataset
+    from compkit.training.results import read_results
+    from compkit.util.fileio import read_json
+    from tests.conftest import csv_dicts
+
+    summary = read_json(trained_tiny_run.run / "cv.json")
+    classes = open_dataset(trained_tiny_run.data, "train").classes
+    assert [f["fold"] for f in summary["folds"]] == [0, 1]
+    for fold in summary["folds"]:
+        rows = read_results(trained_tiny_run.run / f"fold{fold['fold']}")
+        best = max(float(r["val_dice_mean"]) for r in rows)
+        assert fold["best_dice"] == pytest.approx(best)
+        assert {f"dice_{c}" for c in classes} <= set(fold)
+    dice = [f["best_dice"] for f in summary["folds"]]
+    assert summary["mean"]["best_dice"] == pytest.approx(sum(dice) / 2, abs=1e-6)
+    assert summary["std"]["best_dice"] == pytest.approx(abs(dice[0] - dice[1]) / 2, abs=1e-6)
+    table = csv_dicts(trained_tiny_run.run / "cv.csv")
+    assert [r["fold"] for r in table] == ["0", "1", "mean", "std"]
+    assert float(table[2][f"dice_{classes[0]}"]) == pytest.approx(
+        sum(f[f"dice_{classes[0]}"] for f in summary["folds"]) / 2, abs=1e-6
+    )
