@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import click
 import typer
@@ -13,11 +13,80 @@ from typer.core import TyperGroup
 
 from compkit.util.errors import CompkitError
 
+# `compkit --help` lists the commands in the order a competition uses them; any other after these.
+COMMAND_ORDER = (
+    "demo",
+    "synth",
+    "check-data",
+    "eda",
+    "split",
+    "plan",
+    "train",
+    "predict",
+    "ensemble",
+    "submit",
+    "score",
+    "inspect",
+    "pseudo",
+    "augment",
+    "recipes",
+    "weights",
+    "export",
+    "bundle",
+    "encode-labels",
+)
+METAVARS = {int: "N", float: "X", str: "TEXT"}  # option value types -> the names --help gives them
+
+
+def _metavar(param) -> str:
+    """How --help names an option's value: N, X, TEXT, PATH, a|b|c (typer's own: <int>, <list[str]>, <bool>)."""
+    if getattr(param, "is_flag", False):
+        return ""
+    desc = param.type_descriptor
+    if desc.is_choice:
+        return "|".join(str(c) for c in desc.choices)
+    if desc.is_path:
+        return "PATH"
+    annotation = get_args(desc.annotation)[0] if desc.is_list else desc.annotation
+    return METAVARS.get(annotation, getattr(annotation, "__name__", str(annotation)).upper())
+
+
+def _readable_metavars(command: click.Command, ctx: click.Context) -> click.Command:
+    """Option values named as people write them in --help rather than as Python types; a metavar the option
+    declares is kept; a repeatable option says so."""
+    for param in command.params:  # typer's own parameter classes (it may bundle its own copy of click)
+        if param.param_type_name == "argument" and hasattr(param, "type_descriptor"):
+            shown = _metavar(param)
+            if param.metavar is None:  # typer's usage line would say {paths}
+                param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx, shown=shown: shown  # the argument's name is its metavar
+        elif param.param_type_name == "option" and param.metavar is None:
+            if param.is_flag or not hasattr(param, "type_descriptor"):  # --help is a flag without a descriptor
+                param.metavar = ""
+            else:
+                param.metavar = _metavar(param) + (" (repeatable)" if param.multiple else "")
+    help_option = command.get_help_option(ctx)  # made on first use, then kept: --help is a flag, no value
+    if help_option is not None:
+        help_option.metavar = ""
+    return command
+
 
 class _CompkitGroup(TyperGroup):
     """Turns CompkitError (bad input) and command-line mistakes (an unknown option, a value of the wrong type) into
     one line on stderr and exit code 2, with no traceback; an interrupt (Ctrl-C, SIGTERM) into one line saying what
-    was kept and exit code 130 or 143."""
+    was kept and exit code 130 or 143. Lists its commands in :data:`COMMAND_ORDER`, options with readable metavars."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda name: rank.get(name, len(rank)))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]
+        command = super().get_command(ctx, cmd_name)
+        return _readable_metavars(command, ctx) if command is not None else None
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        _readable_metavars(self, ctx)
+        return super().get_params(ctx)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -37,11 +106,8 @@ class _CompkitGroup(TyperGroup):
             names = {cls.__name__ for cls in type(e).__mro__}
             if "UsageError" not in names or "NoArgsIsHelpError" in names:
                 raise
-            command = (
-                f"compkit {e.ctx.info_name} --help"
-                if e.ctx is not None and e.ctx.parent is not None
-                else "compkit --help"
-            )
+            # "compkit recipes show --help": the command's whole path, under whatever name the program was started
+            command = " ".join(["compkit", *e.ctx.command_path.split()[1:], "--help"]) if e.ctx else "compkit --help"
             message = " ".join(e.format_message().split()).replace(
                 "Value error, ", ""
             )  # pydantic's prefix on a bad choice
@@ -113,6 +179,31 @@ def _dataset(positional: Path | None, option: Path | None) -> Path:
     return found
 
 
+# `--set a=1 b=2` and ultralytics' `epochs=3 imgsz=256`: KEY=VALUE words after the options are recipe overrides.
+KEY_VALUE_ARGUMENTS = {"allow_extra_args": True}
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a recipe value: section.key=value (YAML); more pairs may follow (--set a=1 b=2).",
+    ),
+]
+
+
+def _overrides(ctx: typer.Context, set_: list[str] | None, shortcuts: dict[str, object] | None = None) -> list[str]:
+    """The recipe overrides of a command: --set's, then the KEY=VALUE words after the options, then the shortcut
+    options given (``--epochs 3`` -> ``train.epochs=3``), each as ``section.key=value``."""
+    from compkit.training.recipe import expand_shortcut, shortcut_override
+
+    for word in ctx.args:
+        if "=" not in word:
+            raise CompkitError(word, "unexpected argument: recipe values are KEY=VALUE (e.g. train.epochs=3)")
+    given = [*(set_ or []), *ctx.args]
+    chosen = [shortcut_override(key, value) for key, value in (shortcuts or {}).items() if value is not None]
+    return [expand_shortcut(o) for o in given] + chosen
+
+
 @app.command()
 def synth(
     data: Annotated[Path, typer.Argument(help="Folder to create; test labels go to DATA_gt beside it.")],
@@ -168,6 +259,7 @@ def check_data(
 
 
 export_app = typer.Typer(
+    cls=_CompkitGroup,
     name="export",
     help="A dataset in nnU-Net's layout, or a trained run as an inference-only copy to upload.",
     no_args_is_help=True,
@@ -260,14 +352,15 @@ def encode_labels(
     run(data, out, split=split, gt=gt)
 
 
-@app.command()
+@app.command(context_settings=KEY_VALUE_ARGUMENTS)
 def train(
+    ctx: typer.Context,
     recipe: Annotated[str, typer.Option(help="Recipe name (recipes/NAME.yaml) or path.")],
     data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,
-    fold: Annotated[str, typer.Option(help="Fold number, or 'all'.")] = "0",
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")
-    ] = None,
+    fold: Annotated[
+        str, typer.Option(help="'all' (every fold: what the ensemble needs), one fold (0) or several (0,2).")
+    ] = "all",
+    set_: SetOption = None,
     name: Annotated[
         str | None, typer.Option(help="Run name (default: the recipe's name) -> runs/NAME/fold<k>.")
     ] = None,
@@ -293,11 +386,17 @@ def train(
             help="Time budget (10m, 6h): with --recipe plan, plan for it; otherwise each fold gets its share as train.time_budget."
         ),
     ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="Shortcut for --set data.image_size=N (pixels).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Shortcut for --set train.batch_size=N.")] = None,
 ) -> None:
-    """Train a recipe on one fold or all folds -> runs/NAME/fold<k>/ (--recipe plan: plan first, see `compkit plan`)."""
+    """Train a recipe on every fold (or --fold K) -> runs/NAME/fold<k>/ (--recipe plan: plan first, see `compkit plan`).
+
+    Recipe values also as KEY=VALUE words after the options (`compkit train --recipe tiny epochs=3 optim.lr=1e-3`)."""
     from compkit.stages.train import train as run
 
-    overrides = [*(set_ or []), *([f"train.device={device}"] if device else [])]
+    shortcuts = {"epochs": epochs, "imgsz": imgsz, "batch": batch, "device": device}
+    overrides = _overrides(ctx, set_, shortcuts)
     run(
         recipe,
         data=data,
@@ -420,8 +519,7 @@ def ensemble(
         ),
     ] = "cv",
 ) -> None:
-    """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds tuned on OOF (kept where
-    cross-validation confirms them)."""
+    """Soft or hard vote of fold/run outputs (or CSVs) -> ensembles/NAME, thresholds kept where cross-validation confirms them."""
     from compkit.stages.ensemble import ensemble as run
 
     parsed = None
@@ -626,6 +724,7 @@ def demo(
 
 
 recipes_app = typer.Typer(
+    cls=_CompkitGroup,
     name="recipes",
     help="The recipes compkit knows: list them (one line each), show one resolved, copy one to start your own.",
     invoke_without_command=True,
@@ -650,17 +749,16 @@ def recipes_list() -> None:
     list_recipes()
 
 
-@recipes_app.command("show")
+@recipes_app.command("show", context_settings=KEY_VALUE_ARGUMENTS)
 def recipes_show(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Recipe name or path.")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value (YAML).")
-    ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Print the resolved recipe: extends merged, --set applied, every default filled in."""
     from compkit.stages.recipes import show
 
-    show(name, set_ or [])
+    show(name, _overrides(ctx, set_))
 
 
 @recipes_app.command("copy")
@@ -676,6 +774,7 @@ def recipes_copy(
 
 
 weights_app = typer.Typer(
+    cls=_CompkitGroup,
     name="weights",
     help="Pretrained weights: pull them into the cache, list it, export it for an offline machine.",
     no_args_is_help=True,

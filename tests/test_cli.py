@@ -206,9 +206,9 @@ def test_every_subcommand_help_follows_one_convention():
         for flag in ("--force", "--exist-ok", "--resume", "--write", "--soft", "--flip"):
             if flag + " " in text:
                 assert "--no-" + flag[2:] in text, (command, flag)
-    assert "<" + "|".join(TTA_VIEWS) + ">" in helps["predict"]
-    assert "<test|val>" in helps["predict"] and "<val|test>" in helps["inspect"] and "<soft|hard>" in helps["ensemble"]
-    assert "<test|train>" in helps["score"] and "<handbone|fundus|isic>" in helps["synth"]
+    assert "|".join(TTA_VIEWS) in helps["predict"]
+    assert "test|val" in helps["predict"] and "val|test" in helps["inspect"] and "soft|hard" in helps["ensemble"]
+    assert "test|train" in helps["score"] and "handbone|fundus|isic" in helps["synth"]
     assert (
         "--device" in helps["train"]
         and "--device" in helps["predict"]
@@ -330,3 +330,65 @@ def test_help_and_recipes_answer_without_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "", f"imported {done.stdout.strip()}"
+
+
+def test_help_lists_commands_in_pipeline_order_with_readable_value_names():
+    import re
+
+    import typer.main
+
+    from compkit.cli import COMMAND_ORDER
+
+    wide = CliRunner(env={"COLUMNS": "200"})
+    listed = wide.invoke(app, ["--help"]).stdout
+    shown = [name for name in re.findall(r"^│ ([a-z-]+) ", listed, re.M) if name in COMMAND_ORDER]
+    assert shown[:7] == ["demo", "synth", "check-data", "eda", "split", "plan", "train"]
+    assert shown.index("train") < shown.index("predict") < shown.index("ensemble") < shown.index("submit")
+    assert shown.index("submit") < shown.index("score") < shown.index("encode-labels")
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        for sub in getattr(command, "commands", None) or [None]:
+            args = [name, *([sub] if sub else []), "--help"]
+            text = wide.invoke(app, args).stdout
+            assert not re.search(r"<(bool|int|str|float|path|list\[[^]]*\])>", text, re.I), args
+    train_help = " ".join(wide.invoke(app, ["train", "--help"]).stdout.split())
+    assert "--set KEY=VALUE" in train_help.replace("│", "").replace("  ", " ") or "KEY=VALUE" in train_help
+    assert "--epochs" in train_help and "--imgsz" in train_help and "--batch" in train_help
+
+
+def test_several_key_value_pairs_after_one_set_and_ultralytics_shortcuts():
+    import yaml
+
+    shown = run("recipes", "show", "tiny", "--set", "train.epochs=7", "optim.lr=0.01", "imgsz=128", "batch=3")
+    assert shown.exit_code == 0, shown.output
+    resolved = yaml.safe_load(shown.stdout)
+    assert resolved["train"]["epochs"] == 7 and resolved["optim"]["lr"] == 0.01
+    assert resolved["data"]["image_size"] == 128 and resolved["train"]["batch_size"] == 3
+    assert_one_line_error(run("recipes", "show", "tiny", "oops"), "oops: unexpected argument", "KEY=VALUE")
+    assert_one_line_error(
+        run("recipes", "show", "tiny", "--bogus"), "No such option: --bogus", "(see compkit recipes show --help)"
+    )
+
+
+def test_train_trains_every_fold_by_default_and_records_the_shortcuts_as_overrides(tmp_path, synth_data):
+    from tests.conftest import copy_dataset
+
+    data = copy_dataset(synth_data, tmp_path / "d")
+    assert run("split", "--data", data, "--folds", 2).exit_code == 0
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app,
+        ["train", "--recipe", "tiny", "--data", str(data), "--out", str(tmp_path / "runs"), "--epochs", "1"]
+        + ["--imgsz", "64", "--batch", "4", "train.workers=0", "infer.tta=none"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "tiny"
+    for k in (0, 1):
+        record = json.loads((run_dir / f"fold{k}" / "run.json").read_text())
+        assert {"train.epochs=1", "data.image_size=64", "train.batch_size=4", "train.workers=0"} <= set(
+            record["overrides"]
+        )
+        assert record["recipe"]["train"]["epochs"] == 1 and record["recipe"]["data"]["image_size"] == 64
+    cv = json.loads((run_dir / "cv.json").read_text())
+    assert [f["fold"] for f in cv["folds"]] == [0, 1]
+    assert f"next: compkit ensemble {run_dir}" in " ".join(result.stdout.split())

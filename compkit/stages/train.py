@@ -98,16 +98,20 @@ def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
         raise CompkitError(None, f"distributed training failed (exit code {returncode})")
 
 
-def _fold_ids(fold: str, count: int, splits_file: Path) -> list[int]:
-    if fold == "all":
+def _fold_ids(fold: str | int, count: int, splits_file: Path) -> list[int]:
+    """The folds ``fold`` names: 'all', one number, or several separated by commas ('0,2')."""
+    if str(fold).strip() == "all":
         return list(range(count))
     try:
-        k = int(fold)
+        wanted = [int(part) for part in str(fold).split(",") if part.strip()]
     except ValueError:
-        raise CompkitError("--fold", f"{fold!r} is not a fold number or 'all'") from None
-    if not 0 <= k < count:
-        raise CompkitError(splits_file, f"fold {k} out of range: the splits file has folds 0..{count - 1}")
-    return [k]
+        raise CompkitError("--fold", f"{fold!r} is not 'all', a fold number or fold numbers like 0,2") from None
+    if not wanted:
+        raise CompkitError("--fold", "no fold given: 'all', a fold number or fold numbers like 0,2")
+    for k in wanted:
+        if not 0 <= k < count:
+            raise CompkitError(splits_file, f"fold {k} out of range: the splits file has folds 0..{count - 1}")
+    return list(dict.fromkeys(wanted))
 
 
 class TrainedFolds(list):
@@ -473,10 +477,13 @@ def end_fold(fold: FoldStart, summary: dict[str, Any] | None, context: DistConte
     write_log(fold.folder, context.console)
 
 
-def report(results: list[dict[str, Any]], run_dir: Path, run: PreparedRun, next_step: str, console: Console) -> None:
+def report(results: list[dict[str, Any]], run_dir: Path, run: PreparedRun, again: str, console: Console) -> None:
     """The cross-validation table of every trained fold of the run (``cv.json`` / ``cv.csv``), in the ``train.log`` of
-    each fold trained now too, and what comes next."""
+    each fold trained now too, and what comes next: the ensemble once every fold is trained, else ``again`` (the
+    train command) for the folds still missing."""
     summary = write_cross_validation(run_dir)
+    missing = sorted(set(range(len(run.folds))) - {fold["fold"] for fold in summary["folds"]})
+    next_step = f"{again} --fold {','.join(map(str, missing))}" if missing else f"compkit ensemble {run_dir}"
     table = Table(title=f"{run_dir.name} ({run.family.name}): best validation dice per fold")
     for column in ("fold", "best dice", "best epoch", "epochs", "worst class", "folder"):
         table.add_column(column, justify="left" if column in ("worst class", "folder") else "right")
@@ -526,7 +533,7 @@ def _torchrun_arguments(recipe, data, fold, overrides, request: RunRequest, weig
 def train(
     recipe: str | Path,
     data: str | Path | None = None,
-    fold: str = "0",
+    fold: str = "all",
     overrides: list[str] | tuple[str, ...] = (),
     name: str | None = None,
     resume: bool = False,
@@ -537,8 +544,8 @@ def train(
     budget: str | float | None = None,
     console: Console | None = None,
 ) -> TrainedFolds:
-    """Train ``recipe`` on one fold (``fold="0"``) or every fold (``fold="all"``) into ``out/<name>/``; returns
-    one summary per fold.
+    """Train ``recipe`` on every fold (``fold="all"``, what an ensemble needs), one (``"0"``) or several (``"0,2"``)
+    into ``out/<name>/``; returns one summary per fold.
 
     A run folder never silently changes meaning: without ``name``, a run whose folds were trained with another
     resolved recipe or split moves on to ``<name>-2``; with ``name`` it is refused unless ``exist_ok``. ``resume``
@@ -588,9 +595,9 @@ def train(
                 barrier(context.dist)
                 results.append(summary)
             if context.dist.is_main:
-                every = len(results) == len(run.folds)
-                again = f"compkit train --recipe {recipe} --fold all" + (f" --name {run_dir.name}" if name else "")
-                report(results, run_dir, run, f"compkit ensemble {run_dir}" if every else again, context.console)
+                again = f"compkit train --recipe {recipe}" + (f" --data {data}" if data else "")
+                again += f" --name {run_dir.name}" if name else ""
+                report(results, run_dir, run, again, context.console)
                 if clock.budget is not None:
                     context.console.print(clock.report())
             return TrainedFolds(results, run_dir)

@@ -334,9 +334,30 @@ def _resolve(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return data
 
 
-def apply_override(data: dict[str, Any], assignment: str, source: str = "--set") -> None:
-    """Apply ``section.key=value`` (value parsed as YAML) to a raw recipe mapping."""
+# ultralytics' names for the values people change most, accepted as recipe keys (``epochs=3``, ``--epochs 3``).
+SHORTCUTS = {
+    "epochs": "train.epochs",
+    "imgsz": "data.image_size",
+    "batch": "train.batch_size",
+    "device": "train.device",
+}
+
+
+def shortcut_override(shortcut: str, value: Any) -> str:
+    """``section.key=value`` for a :data:`SHORTCUTS` name."""
+    return f"{SHORTCUTS[shortcut]}={value}"
+
+
+def expand_shortcut(assignment: str) -> str:
+    """``epochs=3`` -> ``train.epochs=3`` (a :data:`SHORTCUTS` name); any other assignment unchanged."""
     key, sep, raw = assignment.partition("=")
+    return shortcut_override(key.strip(), raw) if sep and key.strip() in SHORTCUTS else assignment
+
+
+def apply_override(data: dict[str, Any], assignment: str, source: str = "--set") -> None:
+    """Apply ``section.key=value`` (value parsed as YAML; a :data:`SHORTCUTS` name for its key) to a raw recipe
+    mapping."""
+    key, sep, raw = expand_shortcut(assignment).partition("=")
     if not sep or not key.strip():
         raise CompkitError(source, f"{assignment!r} is not section.key=value")
     try:
@@ -399,7 +420,7 @@ def load_recipe(ref: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     except ValidationError as e:
         problem = describe_validation_error(e, Recipe)
         location = problem.split(":", 1)[0]
-        for assignment in overrides:
+        for assignment in map(expand_shortcut, overrides):
             key = assignment.partition("=")[0].strip()
             if location == key or location.startswith(key + ".") or key.startswith(location + "."):
                 raise CompkitError("--set", f"{assignment}: {problem}") from None  # the override is wrong, not the file

@@ -250,6 +250,7 @@ def test_a_pickle_in_a_cached_release_file_does_not_run(data_copy, tmp_path, no_
     with pytest.raises(CompkitError, match="cannot load weights") as info:
         train(
             "yolov8-seg",
+            fold="0",
             data=data_copy,
             overrides=["data.image_size=64", "train.workers=0"],
             out=tmp_path / "runs",

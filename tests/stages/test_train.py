@@ -160,20 +160,22 @@ def test_early_stop(split_data, tmp_path, monkeypatch):
 
 def test_unknown_transform_fails_before_work(split_data, tmp_path):
     with pytest.raises(CompkitError, match="unknown albumentations transform 'Rotat'"):
-        train("tiny", data=split_data, overrides=[*FAST, "aug=[{name: Rotat}]"], out=tmp_path, console=quiet())
+        train(
+            "tiny", fold="0", data=split_data, overrides=[*FAST, "aug=[{name: Rotat}]"], out=tmp_path, console=quiet()
+        )
     assert not (split_data / ".compkit-cache").exists()
 
 
 def test_bad_folds_and_missing_splits(data_copy, tmp_path):
     with pytest.raises(CompkitError, match="run `compkit split"):
-        train("tiny", data=data_copy, overrides=FAST, out=tmp_path, console=quiet())
+        train("tiny", fold="0", data=data_copy, overrides=FAST, out=tmp_path, console=quiet())
     split(data_copy, folds=2, seed=0, console=quiet())
     with pytest.raises(CompkitError, match=r"fold 5 out of range: the splits file has folds 0..1"):
         train("tiny", data=data_copy, fold="5", overrides=FAST, out=tmp_path, console=quiet())
     with pytest.raises(CompkitError, match="not a fold number or 'all'"):
         train("tiny", data=data_copy, fold="first", overrides=FAST, out=tmp_path, console=quiet())
     with pytest.raises(CompkitError, match="unknown key"):
-        train("tiny", data=data_copy, overrides=[*FAST, "train.epoks=1"], out=tmp_path, console=quiet())
+        train("tiny", fold="0", data=data_copy, overrides=[*FAST, "train.epoks=1"], out=tmp_path, console=quiet())
     assert not (tmp_path / "tiny").exists()
 
 

@@ -98,22 +98,31 @@ def test_the_readme_names_every_run_folder_artifact():
 @pytest.mark.slow
 def test_a_changed_recipe_never_overwrites_a_run(split_data, tmp_path):
     runs = tmp_path / "runs"
-    train("tiny", data=split_data, overrides=ONE_EPOCH, out=runs, console=quiet())
+    train("tiny", fold="0", data=split_data, overrides=ONE_EPOCH, out=runs, console=quiet())
     # The same recipe again (another fold, say) trains into the same run.
     train("tiny", data=split_data, fold="1", overrides=ONE_EPOCH, out=runs, console=quiet())
     assert sorted(p.name for p in (runs / "tiny").iterdir()) == ["fold0", "fold1"]
     # Another recipe without --name: a new run folder, the first one untouched.
     before = (runs / "tiny" / "fold0" / "best.pt").read_bytes()
-    [result] = train("tiny", data=split_data, overrides=[*FAST, "train.epochs=2"], out=runs, console=quiet())
+    [result] = train("tiny", fold="0", data=split_data, overrides=[*FAST, "train.epochs=2"], out=runs, console=quiet())
     assert result["folder"] == runs / "tiny-2" / "fold0"
     assert (runs / "tiny" / "fold0" / "best.pt").read_bytes() == before
     # With --name it is refused, naming what differs; --exist-ok trains over it.
     with pytest.raises(
         CompkitError, match=r"fold0 was trained with another recipe \(train.epochs: 1 -> 2\): pass --exist-ok"
     ):
-        train("tiny", data=split_data, overrides=[*FAST, "train.epochs=2"], name="tiny", out=runs, console=quiet())
+        train(
+            "tiny",
+            fold="0",
+            data=split_data,
+            overrides=[*FAST, "train.epochs=2"],
+            name="tiny",
+            out=runs,
+            console=quiet(),
+        )
     train(
         "tiny",
+        fold="0",
         data=split_data,
         overrides=[*FAST, "train.epochs=2"],
         name="tiny",
@@ -129,15 +138,15 @@ def test_a_changed_recipe_never_overwrites_a_run(split_data, tmp_path):
 @pytest.mark.slow
 def test_another_split_is_another_experiment(split_data, tmp_path):
     runs = tmp_path / "runs"
-    train("tiny", data=split_data, overrides=ONE_EPOCH, out=runs, console=quiet())
+    train("tiny", fold="0", data=split_data, overrides=ONE_EPOCH, out=runs, console=quiet())
     split(split_data, folds=2, seed=5, exist_ok=True, console=quiet())
-    [result] = train("tiny", data=split_data, overrides=ONE_EPOCH, out=runs, console=quiet())
+    [result] = train("tiny", fold="0", data=split_data, overrides=ONE_EPOCH, out=runs, console=quiet())
     assert result["folder"].parent.name == "tiny-2"
 
 
 def test_each_fold_records_what_made_it(split_data, tmp_path):
     console = Console(file=io.StringIO(), width=120)
-    train("tiny", data=split_data, overrides=ONE_EPOCH, out=tmp_path / "runs", console=console)
+    train("tiny", fold="0", data=split_data, overrides=ONE_EPOCH, out=tmp_path / "runs", console=console)
     folder = tmp_path / "runs" / "tiny" / "fold0"
     record = json.loads((folder / "run.json").read_text())
     assert record["overrides"] == ONE_EPOCH and record["recipe"]["train"]["epochs"] == 1
@@ -161,7 +170,7 @@ def test_a_ten_step_run_trains_with_every_schedule(data_copy, tmp_path):
     split(data_copy, folds=6, seed=0, console=quiet())  # 12 images: 10 train, 2 validate
     for schedule in ("onecycle", "cosine", "step", "plateau", "none"):
         [result] = train(
-            "tiny", data=data_copy, overrides=[*FAST, "train.epochs=2", "train.batch_size=2", f"sched.name={schedule}", "sched.warmup_epochs=1"],
+            "tiny", fold="0", data=data_copy, overrides=[*FAST, "train.epochs=2", "train.batch_size=2", f"sched.name={schedule}", "sched.warmup_epochs=1"],
             name=schedule, out=tmp_path / "runs", console=quiet(),
         )  # fmt: skip
         assert result["epochs"] == 2
@@ -170,11 +179,11 @@ def test_a_ten_step_run_trains_with_every_schedule(data_copy, tmp_path):
 @pytest.mark.slow
 def test_resume_extends_training_on_the_longer_schedule(split_data, tmp_path):
     runs = tmp_path / "runs"
-    train("tiny", data=split_data, overrides=[*FAST, "train.epochs=2"], out=runs, console=quiet())
+    train("tiny", fold="0", data=split_data, overrides=[*FAST, "train.epochs=2"], out=runs, console=quiet())
     folder = runs / "tiny" / "fold0"
     console = Console(file=io.StringIO(), width=120)
     [result] = train(
-        "tiny", data=split_data, overrides=[*FAST, "train.epochs=4"], resume=True, out=runs, console=console
+        "tiny", fold="0", data=split_data, overrides=[*FAST, "train.epochs=4"], resume=True, out=runs, console=console
     )
     assert result["epochs"] == 4 and [int(r["epoch"]) for r in rows(folder)] == [1, 2, 3, 4]
     text = console.export_text()
@@ -191,6 +200,7 @@ def test_resume_extends_training_on_the_longer_schedule(split_data, tmp_path):
     ):
         train(
             "tiny",
+            fold="0",
             data=split_data,
             overrides=[*FAST, "train.epochs=5", "optim.lr=0.001"],
             resume=True,
