@@ -170,7 +170,10 @@ def test_a_ten_step_run_trains_with_every_schedule(data_copy, tmp_path):
     split(data_copy, folds=6, seed=0, console=quiet())  # 12 images: 10 train, 2 validate
     for schedule in ("onecycle", "cosine", "step", "plateau", "none"):
         [result] = train(
-            "tiny", fold="0", data=data_copy, overrides=[*FAST, "train.epochs=2", "train.batch_size=2", f"sched.name={schedule}", "sched.warmup_epochs=1"],
+            "tiny",
+            fold="0",
+            data=data_copy,
+            overrides=[*FAST, "train.epochs=2", "train.batch_size=2", f"sched.name={schedule}", "sched.warmup_epochs=1"],
             name=schedule, out=tmp_path / "runs", console=quiet(),
         )  # fmt: skip
         assert result["epochs"] == 2
