@@ -131,6 +131,7 @@ def test_train_incompatible_model(data_copy):
 def test_predict_ensemble_submit_errors(tmp_path, data_copy):
     assert_one_line_error(run("predict", tmp_path), "not a run or fold folder")
     assert_one_line_error(run("ensemble", tmp_path / "runs" / "none"), "not found")
+    assert_one_line_error(run("ensemble", f"{tmp_path}/runs/*"), "matches nothing: no runs yet", "compkit train")
     assert_one_line_error(run("submit", "--ensembles-dir", tmp_path / "nothing"), "no ensemble found")
     result = run("ensemble", tmp_path / "a.csv", "--weights", "1,x")
     assert result.exit_code == 2 and "Traceback" not in result.output

@@ -26,6 +26,7 @@ class CocoDataset(SegmentationDataset):
     """COCO polygon annotations (``annotations/instances_<split>.json``)."""
 
     format_name = "coco"
+    patients_from = "each image's patient_id field (else its file name)"
 
     @classmethod
     def detect(cls, root: Path) -> bool:

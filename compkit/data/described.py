@@ -742,6 +742,15 @@ class DescribedDataset(SegmentationDataset):
     def unmatched_labels(self) -> list[str]:
         return self.unmatched
 
+    @property
+    def patients_from(self) -> str:  # type: ignore[override]
+        spec = self.spec.patient
+        if spec is None:
+            return "each image's own id"
+        if spec.column is not None:
+            return f"the meta column {spec.column!r}"
+        return f"the regex {spec.regex!r} on each image's id"
+
     def describe(self) -> dict[str, Any]:
         data = self.spec.model_dump(mode="json", exclude_defaults=True)
         if self.table is not None and data.get("rle", {}).get("order", "auto") == "auto":

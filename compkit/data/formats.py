@@ -60,6 +60,8 @@ class SegmentationDataset(ABC):
     #: The writer of this format's own layout; formats without one are written in ``written_as``'s layout.
     writer_class: ClassVar[type | None] = None  # a compkit.data.writer.DatasetWriter
     written_as: ClassVar[str] = "masks"
+    #: What groups images into patients (folds keep a patient's images together), in words for `compkit check-data`.
+    patients_from: ClassVar[str] = "each image's own name (one image per patient)"
 
     def __init__(self, root: Path, split: str, classes: Sequence[str], samples: Sequence[Sample]):
         self.root = root

@@ -109,6 +109,7 @@ class HandBoneDataset(SegmentationDataset):
     """The hand-bone X-ray layout: ``<split>/DCM`` images, ``<split>/outputs_json`` polygons."""
 
     format_name = "handbone"
+    patients_from = "the patient folder each image is in (train/<patient>/...)"
     writer_class = HandBoneWriter
 
     @classmethod

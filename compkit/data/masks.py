@@ -136,6 +136,7 @@ class MaskFolderDataset(SegmentationDataset):
     """Mask folders (FGADR): ``Original_Images/`` and one ``<Class>_Masks/`` folder per class."""
 
     format_name = "masks"
+    patients_from = "the meta table's patient column (else each image's name)"
     writer_class = MaskFolderWriter
     rle_order = "F"  # most Kaggle competitions flatten column-major
     image_dir = "Original_Images"

@@ -27,6 +27,7 @@ from compkit.data.described import DescribedDataset, spec_to_yaml, validate_spec
 from compkit.data.formats import DESCRIPTION_FILE
 from compkit.data.layouts import Survey, survey
 from compkit.data.raster import clip_summary, describe_clips, polygon_clips
+from compkit.data.splits import patient_of
 from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import atomic_write, writable_folder
@@ -293,9 +294,39 @@ def check_data(
         report["proposal"] = text
         console.print(f"proposed {DESCRIPTION_FILE} ({len(text.splitlines())} lines):")
         console.print(text, markup=False, highlight=False)
+    report["patients"] = _print_grouping(train, console)
     if write or out is not None:
         report["written"] = _write_description(found, described, doubts, out, exist_ok, console)
     elif use_proposal:
         how = "--write" if writable_folder(found.root) else f"--out {DESCRIPTION_FILE} (the data folder is read-only)"
         console.print(f"write it with `compkit check-data {data} {how}`")
+    console.print(f"next: {_next_step(data, found.root, report)}")
     return report
+
+
+def _print_grouping(train: SegmentationDataset, console: Console) -> dict[str, Any]:
+    """How the folds will group the training images into patients (a patient's images never split across folds)."""
+    originals = [s for s in train.samples if not s.meta.get("augmented")]
+    patients = {patient_of(s) for s in originals}
+    grouping = {"images": len(originals), "patients": len(patients), "by": train.patients_from}
+    if len(patients) < len(originals):
+        console.print(
+            f"patients: {len(originals)} training images of {len(patients)} patients, grouped by {train.patients_from}; "
+            "`compkit split` keeps each patient's images in one fold"
+        )
+    else:
+        console.print(
+            f"patients: every training image is its own group ({train.patients_from}); if several images show one "
+            "patient, say how to tell (patient: {column: NAME} or a regex in dataset.yaml) before splitting"
+        )
+    return grouping
+
+
+def _next_step(data: str | Path, root: Path, report: dict[str, Any]) -> str:
+    """The command after check-data: the split (after writing the proposal where one is pending), beside read-only
+    data with ``--out``."""
+    pending = report["proposal"] is not None and report["written"] is None
+    writable = writable_folder(root)
+    target = report["written"] or (DESCRIPTION_FILE if pending and not writable else data)
+    split = f"compkit split --data {target}" + ("" if writable else " --out splits.json")
+    return f"the command above, then {split}" if pending else split

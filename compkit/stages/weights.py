@@ -135,7 +135,13 @@ def list_weights(cache: str | Path | None = None, console: Console | None = None
     entries = cached_entries(where)
     needs = _recipe_needs(console)
     served = [", ".join(name for name, weights in needs if serves(weights, entry)) for entry in entries]
-    console.print(_entry_table(f"weights cache {where.describe()}", entries, {"serves": served}))
+    if entries:
+        console.print(_entry_table(f"weights cache {where.describe()}", entries, {"serves": served}))
+    else:
+        console.print(
+            f"weights cache {where.describe()} is empty: pull what the recipes below need, or point --cache or "
+            "COMPKIT_WEIGHTS at a `compkit weights export` folder"
+        )
     missing = [(name, w) for name, w in needs if not any(serves(w, e) for e in entries)]
     if missing:
         table = Table(title="recipes whose weights are not cached")

@@ -284,6 +284,10 @@ def open_member(path: str | Path, mixed_folds: bool = False) -> Member:
         if not path.is_file():
             raise CompkitError(path, "submission CSV not found")
         return Member(path, "csv")
+    if not path.is_dir() and any(c in str(path) for c in "*?["):  # the shell found nothing to expand it to
+        raise CompkitError(
+            path, "matches nothing: no runs yet (train one first: compkit train --recipe tiny --data DATA)"
+        )
     if not path.is_dir():
         raise CompkitError(path, "not found (expected a run, fold or ensemble folder, a store, or a submission CSV)")
     if (path / MEMBERS_FILE).is_file():

@@ -134,3 +134,23 @@ def test_cli_write_into_read_only_data_is_one_line_and_out_writes_elsewhere(tmp_
         assert not (root / "dataset.yaml").exists()
         written = runner.invoke(app, ["check-data", "--data", str(root), "--out", str(tmp_path / "d.yaml")])
         assert written.exit_code == 0 and "root: DRIVE\n" in (tmp_path / "d.yaml").read_text()
+
+
+def test_says_how_patients_are_grouped_and_what_comes_next(tmp_path, synth_data):
+    console, text = recording(tmp_path)
+    report = check_data(synth_data, console=console)
+    dataset = open_dataset(synth_data)
+    patients = len({s.patient for s in dataset.samples})
+    assert report["patients"] == {"images": len(dataset), "patients": patients, "by": dataset.patients_from}
+    out = " ".join(text().split())
+    assert f"{len(dataset)} training images of {patients} patients, grouped by the patient folder" in out
+    assert out.endswith(f"next: compkit split --data {synth_data}")
+
+    # DRIVE-like data, read-only, one image per patient: said so, and the next step writes beside it.
+    root = drive(tmp_path / "DRIVE")
+    with read_only_modes(root):
+        console, text = recording(tmp_path)
+        check_data(root, console=console)
+    out = " ".join(text().split())
+    assert "every training image is its own group (each image's own id)" in out
+    assert out.endswith("next: the command above, then compkit split --data dataset.yaml --out splits.json")

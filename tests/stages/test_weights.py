@@ -4,6 +4,7 @@ a planted cache, an export attached to a "fresh machine", one-line errors naming
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
 import pytest
@@ -316,4 +317,8 @@ def test_a_failed_pull_leaves_no_entry_behind(fake_hub, tmp_path):
     cache = tmp_path / "weights"
     assert_one_line_error(run("weights", "pull", "resnet18.ssl", "--cache", cache), "resnet18.ssl: ", "download failed")
     assert not (cache / "hub" / "models--smp-hub--resnet18.ssl").exists()
-    assert list_weights(cache=cache, console=quiet()) == []
+    console = Console(record=True, width=250, file=io.StringIO())
+    assert list_weights(cache=cache, console=console) == []
+    said = " ".join(console.export_text().split())
+    assert f"weights cache {cache} is empty: pull what the recipes below need" in said, "an empty state says what to do"
+    assert "compkit weights pull resnet34" in said
