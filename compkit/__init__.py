@@ -21,6 +21,7 @@ _API = {
     "plan": ("compkit.stages.plan", "plan"),
     "train": ("compkit.stages.train", "train"),
     "predict": ("compkit.stages.predict", "predict"),
+    "predict_source": ("compkit.stages.predict", "predict_source"),
     "ensemble": ("compkit.stages.ensemble", "ensemble"),
     "submit": ("compkit.stages.submit", "submit"),
     "score": ("compkit.stages.score", "score"),

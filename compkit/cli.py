@@ -458,11 +458,48 @@ def predict(
             help="Write the stores to OUT/<run>/fold<k>/ (for read-only run folders) instead of into the runs."
         ),
     ] = None,
-    exist_ok: Annotated[bool, typer.Option(help="Replace stores that exist.")] = False,
+    exist_ok: Annotated[bool, typer.Option(help="Replace stores (or the --source output folder) that exist.")] = False,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            help="Predict these images instead (a folder, a glob or one image) -> predictions/NAME: masks, overlays."
+        ),
+    ] = None,
+    save: Annotated[
+        _choices(["masks", "probs", "index"]),
+        typer.Option(help="With --source: 0/255 masks, probabilities (p x 255) per class, or one index PNG."),
+    ] = "masks",
+    threshold: Annotated[
+        str, typer.Option(help="With --source: 'auto' (an ensemble's tuned thresholds, else 0.5) or a number.")
+    ] = "auto",
+    tuning_from: Annotated[
+        Path | None, typer.Option(help="With --source: an ensemble whose thresholds and postprocessing to apply.")
+    ] = None,
+    postprocess: Annotated[
+        _choices(["cv", "none"]), typer.Option(help="With --source: the kept postprocessing (cv) or none.")
+    ] = "cv",
 ) -> None:
-    """Predict the test (or validation) images of every fold -> a probability store per fold."""
+    """Predict the test (or validation) images of every fold -> a probability store per fold; or any images (--source)."""
     from compkit.stages.predict import predict as run
+    from compkit.stages.predict import predict_source
 
+    if source is not None:
+        if len(runs) != 1:
+            raise CompkitError("--source", "predicts with one run or ensemble folder at a time")
+        predict_source(
+            runs[0],
+            source,
+            out=out,
+            save=save,
+            threshold=threshold,
+            tuning_from=tuning_from,
+            postprocess=postprocess,
+            tta=tta,
+            window=window,
+            device=device,
+            exist_ok=exist_ok,
+        )
+        return
     run(
         runs,
         data=data,

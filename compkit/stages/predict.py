@@ -7,22 +7,39 @@ prediction settings it honours. Stores are written by :func:`compkit.inference.p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 from rich.console import Console
+from rich.progress import Progress
 
 from compkit.data import open_dataset
 from compkit.data.splits import check_current, load_splits, splits_path
+from compkit.evaluation.postprocess import apply_rule
 from compkit.families import load_fold, resolve_family
 from compkit.inference.predictor import CachedImages, inference_settings, write_store
 from compkit.inference.views import TTA_VIEWS
+from compkit.stores.members import MEMBERS_FILE, Member, chosen_tuning, open_member, read_members_file
 from compkit.stores.probabilities import OOF_STORE, TEST_STORE, carry_store
 from compkit.training.device import resolve_device
 from compkit.training.preprocess import cache_for
-from compkit.training.runs import check_fold_split, copy_fold_records, fold_dirs, fold_number, fold_recipe
+from compkit.training.runs import (
+    check_fold_split,
+    claim_output_folder,
+    copy_fold_records,
+    fold_dirs,
+    fold_number,
+    fold_recipe,
+)
 from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError
+from compkit.util.fileio import AtomicFolder, write_csv, write_json, write_png
+from compkit.util.imageio import IMAGE_SUFFIXES, read_image
 from compkit.util.locks import OutputLock
+from compkit.util.overlay import class_colours, overlay, with_legend
 
 SPLIT_STORES = {"test": TEST_STORE, "val": OOF_STORE}
 
@@ -103,3 +120,238 @@ def predict(
     if written:
         console.print(f"next: compkit ensemble {' '.join(sorted({str(p.parent.parent) for p in written}))}")
     return written
+
+
+SAVE_CHOICES = ("masks", "probs", "index")
+PREDICTIONS_DIR = "predictions"  # where `compkit predict RUN --source PATH` writes by default (predictions/<run>)
+PREDICTIONS_CSV = "predictions.csv"
+PREDICT_RECORD = "predict.json"
+
+
+def source_images(source: str | Path) -> tuple[Path, list[Path]]:
+    """(the folder ids are relative to, the image files) of ``source``: a folder (searched recursively, hidden
+    files skipped), a glob pattern or one image."""
+    import glob
+
+    text = str(source)
+    path = Path(source)
+    if path.is_file():
+        return path.parent, [path]
+    if path.is_dir():
+        files = [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        root = path
+    elif any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        root = Path(text.split("*")[0].split("?")[0].split("[")[0] or ".")
+        root = root if root.is_dir() else root.parent
+    else:
+        raise CompkitError(source, "not found (expected a folder of images, a glob pattern or an image file)")
+    if not files:
+        kinds = ", ".join(IMAGE_SUFFIXES)
+        raise CompkitError(source, f"no images to predict (looked for {kinds})")
+    return root, files
+
+
+def image_ids(root: Path, files: list[Path]) -> list[str]:
+    """Each file's id: its path below ``root`` without the suffix (with it where two files would share one)."""
+    stems = [p.relative_to(root).with_suffix("").as_posix() if p.is_relative_to(root) else p.stem for p in files]
+    clashing = {s for s in stems if stems.count(s) > 1}
+    return [(f"{s}_{p.suffix.lstrip('.').lower()}" if s in clashing else s) for s, p in zip(stems, files, strict=True)]
+
+
+def _safe_name(name: str) -> str:
+    """A class name as a file name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "class"
+
+
+@dataclass
+class _WeightedModels:
+    """The trained models behind a run or a soft ensemble, each with its weight, and the tuning member."""
+
+    models: list[tuple[Any, float]]  # (RunModel, weight)
+    member: Member  # whose thresholds and postprocessing apply (an ensemble's; a run's are 0.5 unless tuning_from)
+
+    def predict(self, image: np.ndarray, tta: str | None, window: int | None) -> np.ndarray:
+        total = sum(w * model.predict(image, tta=tta, window=window) for model, w in self.models)
+        return total / sum(w for _, w in self.models)
+
+
+def _models_of(path: Path, device: str, weight: float = 1.0) -> list[tuple[Any, float]]:
+    """The runs behind ``path``: the run (or fold) itself, or an ensemble's members with their weights (nested
+    ensembles followed); CSV members and hard votes cannot predict new images."""
+    from compkit.inference.loaded_run import load_run
+
+    members_file = path / MEMBERS_FILE
+    if not members_file.is_file():
+        return [(load_run(path, device=device), weight)]
+    info = read_members_file(members_file)
+    if info.get("kind") != "stores" or info.get("method") != "soft":
+        raise CompkitError(
+            path, "only a soft ensemble of runs predicts new images (a hard vote or a vote of CSVs has no models)"
+        )
+    models = []
+    entries = info.get("members") or []
+    total = sum(float(m.get("weight", 1.0)) for m in entries) or 1.0
+    for entry in entries:
+        member_path = Path(entry["path"])
+        if not member_path.exists():
+            raise CompkitError(member_path, f"a member of {path} is not here: predicting new images needs its models")
+        models += _models_of(member_path, device, weight * float(entry.get("weight", 1.0)) / total)
+    return models
+
+
+def predict_source(
+    run: str | Path,
+    source: str | Path,
+    out: str | Path | None = None,
+    save: str = "masks",
+    threshold: str = "auto",
+    tuning_from: str | Path | None = None,
+    postprocess: str = "cv",
+    tta: str | None = None,
+    window: int | None = None,
+    device: str = "auto",
+    exist_ok: bool = False,
+    console: Console | None = None,
+) -> Path:
+    """Predict any images (``source``: a folder, a glob or one file, any kind compkit reads) with a run or a soft
+    ensemble of runs, into ``out`` (default ``predictions/<name>``): per image the thresholded masks (``save``
+    'masks': a 0/255 PNG per class), the probabilities ('probs': p x 255 per class) or one index PNG ('index': the
+    most probable class above its threshold, a palette of the class colours), and an overlay PNG with a legend;
+    ``predictions.csv`` (pixels per class) and ``predict.json`` (what predicted them, the thresholds applied).
+    Thresholds and postprocessing: an ensemble's tuned ones, ``tuning_from`` an ensemble's, or ``threshold``."""
+    console = console or output_console()
+    if save not in SAVE_CHOICES:
+        raise CompkitError("--save", f"must be one of {', '.join(SAVE_CHOICES)}, got {save!r}")
+    if tta is not None:
+        TTA_VIEWS.get(tta, where="--tta")
+    run = Path(run)
+    root, files = source_images(source)
+    ids = image_ids(root, files)
+    member = open_member(run)
+    if member.kind != "stores":
+        raise CompkitError(run, "a submission CSV cannot predict images: name a run or an ensemble folder")
+    weighted = _WeightedModels(_models_of(run, device), member)
+    classes = weighted.models[0][0].classes
+    if any(model.classes != classes for model, _ in weighted.models):
+        raise CompkitError(run, "its runs predict different classes")
+    thresholds, rules = chosen_tuning(member, threshold, tuning_from, postprocess, console)
+    intensity = weighted.models[0][0].recipe.data.intensity
+    colours = class_colours(len(classes))
+    default = Path(PREDICTIONS_DIR) / member.name
+    target = Path(out) if out is not None else default
+    with claim_output_folder(target, explicit=out is not None, exist_ok=exist_ok) as folder:
+        atomic = AtomicFolder(folder)
+        try:
+            rows = _predict_files(
+                weighted,
+                files,
+                ids,
+                atomic.staging,
+                save,
+                thresholds,
+                rules,
+                colours,
+                (tta, window),
+                intensity,
+                console,
+            )
+            write_csv(atomic.staging / PREDICTIONS_CSV, rows)
+            write_json(
+                atomic.staging / PREDICT_RECORD,
+                {
+                    "source": str(source),
+                    "run": str(run),
+                    "models": len(weighted.models),
+                    "classes": list(classes),
+                    "save": save,
+                    "thresholds": {c: float(t) for c, t in zip(classes, thresholds, strict=True)},
+                    "postprocess": rules,
+                    "tta": tta,
+                    "window": window,
+                    "images": len(files),
+                },
+            )
+            atomic.commit()
+        finally:
+            atomic.abort()
+    console.print(
+        f"[green]wrote[/green] {folder} ({len(files)} images: {save}/, overlays/ with a legend, {PREDICTIONS_CSV}); "
+        f"open {folder / 'overlays'} to look"
+    )
+    return folder
+
+
+def _predict_files(
+    weighted: _WeightedModels,
+    files: list[Path],
+    ids: list[str],
+    staging: Path,
+    save: str,
+    thresholds: np.ndarray,
+    rules: dict[str, dict],
+    colours: np.ndarray,
+    views: tuple[str | None, int | None],
+    intensity: str | None,
+    console: Console,
+) -> list[dict[str, Any]]:
+    """Each image predicted, thresholded, postprocessed and written; one predictions.csv row per image."""
+    classes = weighted.models[0][0].classes
+    rows = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"predicting {len(files)} images", total=len(files))
+        for path, image_id in zip(files, ids, strict=True):
+            image = read_image(path, intensity=intensity)
+            probs = weighted.predict(image, *views)
+            masks = probs > thresholds[:, None, None]
+            for c, name in enumerate(classes):
+                if name in rules:
+                    masks[c] = apply_rule(masks[c], rules[name])
+            _write_prediction(staging, image_id, save, probs, masks, classes, colours)
+            picture = overlay(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), masks, colours)
+            write_png(
+                staging / "overlays" / f"{image_id}.png",
+                cv2.cvtColor(with_legend(picture, classes, colours, masks), cv2.COLOR_RGB2BGR),
+            )
+            height, width = image.shape[:2]
+            rows.append(
+                {
+                    "id": image_id,
+                    "source": str(path),
+                    "width": width,
+                    "height": height,
+                    **{f"pixels_{name}": int(masks[c].sum()) for c, name in enumerate(classes)},
+                }
+            )
+            progress.advance(task)
+    return rows
+
+
+def _write_prediction(
+    staging: Path, image_id: str, save: str, probs: np.ndarray, masks: np.ndarray, classes: list[str], colours
+) -> None:
+    if save == "index":
+        index = np.zeros(masks.shape[1:], np.uint8)
+        scored = np.where(masks, probs, -1.0)
+        best = scored.argmax(axis=0)
+        index[masks.any(axis=0)] = best[masks.any(axis=0)] + 1
+        write_palette_png(staging / "index" / f"{image_id}.png", index, colours)
+        return
+    planes = masks.astype(np.uint8) * 255 if save == "masks" else np.round(probs * 255).astype(np.uint8)
+    if len(classes) == 1:
+        write_png(staging / save / f"{image_id}.png", planes[0])
+        return
+    for c, name in enumerate(classes):
+        write_png(staging / save / image_id / f"{_safe_name(name)}.png", planes[c])
+
+
+def write_palette_png(path: Path, index: np.ndarray, colours: np.ndarray) -> None:
+    """An index PNG (0: background, k: class k - 1) with the class colours as its palette, as label tools write."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = Image.fromarray(index, mode="P")
+    palette = [0, 0, 0, *colours.reshape(-1).tolist()]
+    picture.putpalette(palette + [0] * (768 - len(palette)))
+    picture.save(path, optimize=False)

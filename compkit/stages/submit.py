@@ -19,60 +19,17 @@ from compkit.evaluation.postprocess import apply_rule, upsample_mask
 from compkit.stores.members import (
     ENSEMBLES_DIR,
     MEMBERS_FILE,
-    THRESHOLDS_FILE,
     VOTE_CSV,
-    Member,
     check_covers,
+    chosen_tuning,
     dataset_root,
-    describe_tuning,
     open_member,
-    resolve_thresholds,
 )
 from compkit.submission.layouts import SUBMISSIONS_DIR, convert_rows, submission_layout, validate, write_submission
 from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write
 from compkit.util.locks import OutputLock
-
-
-def _tuning(
-    member: Member, threshold: str, tuning_from: str | Path | None, postprocess: str, console: Console
-) -> tuple[np.ndarray, dict[str, dict]]:
-    """Per-class thresholds and postprocessing rules to apply, said in a few lines: where they come from, and the
-    cross-validated OOF dice they were kept by."""
-    if postprocess not in ("cv", "none"):
-        raise CompkitError("--postprocess", f"must be cv or none, got {postprocess!r}")
-    tuned = member
-    if tuning_from is not None:
-        if threshold not in ("auto", "tuned"):
-            raise CompkitError(
-                "--tuning-from", f"takes the thresholds from {tuning_from}: drop --threshold {threshold}"
-            )
-        tuned = open_member(tuning_from)
-        if tuned.kind != "stores" or not tuned.thresholds:
-            raise CompkitError(tuning_from, f"no {THRESHOLDS_FILE} to take the thresholds from (an ensemble folder)")
-        if list(tuned.classes) != list(member.classes):
-            raise CompkitError(tuning_from, f"its classes differ from {member.path}'s")
-        thresholds, rules = tuned.threshold_vector(), tuned.postprocess or {}
-        origin = f"from {tuning_from}" + (f" ({tuned.untuned})" if tuned.untuned else "")
-    else:
-        thresholds, rules = resolve_thresholds(member, threshold, console), member.postprocess or {}
-        if threshold not in ("auto", "tuned"):
-            origin = f"--threshold {threshold}"
-        elif member.thresholds:
-            origin = "tuned on OOF" if not member.untuned else f"not tuned ({member.untuned})"
-        else:
-            origin = f"0.5 (not tuned: {member.untuned})" if member.untuned else "0.5 (no tuned thresholds)"
-    low, high = float(thresholds.min()), float(thresholds.max())
-    spread = f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class ({THRESHOLDS_FILE})"
-    console.print(f"thresholds: {origin}, {spread}")
-    if postprocess == "none":
-        rules = {}
-    kept = ", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none"
-    console.print("postprocessing: " + (kept if postprocess == "cv" else "none (--postprocess none)"))
-    if threshold in ("auto", "tuned") and tuned.oof_figures:
-        console.print(f"OOF {describe_tuning(tuned.oof_figures)}")
-    return thresholds, rules
 
 
 def newest_ensemble(ensembles_dir: str | Path) -> Path:
@@ -123,7 +80,7 @@ def submit(
         if list(member.classes) != list(dataset.classes):
             raise CompkitError(source, "the store's classes differ from the dataset's")
         check_covers(member, dataset)
-        thresholds, rules = _tuning(member, threshold, tuning_from, postprocess, console)
+        thresholds, rules = chosen_tuning(member, threshold, tuning_from, postprocess, console)
 
         def mask_for(sample: Sample) -> np.ndarray:
             q = member.test_uint8(sample.image_id)

@@ -415,3 +415,44 @@ def resolve_thresholds(member: Member, threshold: str, console: Console) -> np.n
     if not 0 < value < 1:
         raise CompkitError("--threshold", f"must be between 0 and 1, got {value}")
     return np.full(len(member.classes), value, np.float32)
+
+
+def chosen_tuning(
+    member: Member, threshold: str, tuning_from: str | Path | None, postprocess: str, console: Console
+) -> tuple[np.ndarray, dict[str, dict]]:
+    """Per-class thresholds and postprocessing rules to apply to ``member``'s probabilities (``compkit submit``,
+    ``compkit predict --source``), said in a few lines: where they come from, and the cross-validated OOF dice
+    they were kept by. ``tuning_from``: an ensemble folder whose thresholds and rules to take instead."""
+    if postprocess not in ("cv", "none"):
+        raise CompkitError("--postprocess", f"must be cv or none, got {postprocess!r}")
+    tuned = member
+    if tuning_from is not None:
+        if threshold not in ("auto", "tuned"):
+            raise CompkitError(
+                "--tuning-from", f"takes the thresholds from {tuning_from}: drop --threshold {threshold}"
+            )
+        tuned = open_member(tuning_from)
+        if tuned.kind != "stores" or not tuned.thresholds:
+            raise CompkitError(tuning_from, f"no {THRESHOLDS_FILE} to take the thresholds from (an ensemble folder)")
+        if list(tuned.classes) != list(member.classes):
+            raise CompkitError(tuning_from, f"its classes differ from {member.path}'s")
+        thresholds, rules = tuned.threshold_vector(), tuned.postprocess or {}
+        origin = f"from {tuning_from}" + (f" ({tuned.untuned})" if tuned.untuned else "")
+    else:
+        thresholds, rules = resolve_thresholds(member, threshold, console), member.postprocess or {}
+        if threshold not in ("auto", "tuned"):
+            origin = f"--threshold {threshold}"
+        elif member.thresholds:
+            origin = "tuned on OOF" if not member.untuned else f"not tuned ({member.untuned})"
+        else:
+            origin = f"0.5 (not tuned: {member.untuned})" if member.untuned else "0.5 (no tuned thresholds)"
+    low, high = float(thresholds.min()), float(thresholds.max())
+    spread = f"{low:.3f} for every class" if low == high else f"{low:.3f} to {high:.3f} per class ({THRESHOLDS_FILE})"
+    console.print(f"thresholds: {origin}, {spread}")
+    if postprocess == "none":
+        rules = {}
+    kept = ", ".join(f"{c} {r.get('rule')}" for c, r in rules.items()) if rules else "none"
+    console.print("postprocessing: " + (kept if postprocess == "cv" else "none (--postprocess none)"))
+    if threshold in ("auto", "tuned") and tuned.oof_figures:
+        console.print(f"OOF {describe_tuning(tuned.oof_figures)}")
+    return thresholds, rules

@@ -140,3 +140,80 @@ def test_errors_name_the_option(run_copy, tmp_path):
     assert info.value.path == "--split"
     with pytest.raises(CompkitError, match="not a run or fold folder"):
         predict([tmp_path / "nothing"], device="cpu", console=quiet())
+
+
+def quirky_image_folder(trained_tiny_run, folder):
+    """Test images of the run's dataset as a user's folder holds them: nested, an odd name, a 16-bit PNG, a JPEG
+    with an EXIF orientation tag, a DICOM, and a hidden file that is not an image."""
+    import cv2
+
+    from tests.layouts import write_dicom
+
+    dataset = open_dataset(trained_tiny_run.data, "test")
+    grey = [dataset.read_image(s)[..., 0] for s in dataset.samples[:4]]
+    (folder / "nested").mkdir(parents=True)
+    cv2.imwrite(str(folder / "plain.png"), grey[0])
+    cv2.imwrite(str(folder / "nested" / "hand é 2.png"), grey[1])
+    cv2.imwrite(str(folder / "sixteen.png"), grey[2].astype(np.uint16) * 257)
+    ok, jpeg = cv2.imencode(".jpg", grey[3], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (folder / "tagged.jpg").write_bytes(jpeg.tobytes())
+    write_dicom(folder / "scan.dcm", grey[0].astype(np.uint16) * 16, photometric="MONOCHROME2")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01not an image")
+    return grey
+
+
+def test_predict_any_folder_of_images_writes_masks_overlays_and_a_table(trained_tiny_run, tmp_path):
+    import cv2
+
+    from compkit.inference.loaded_run import load_run
+    from compkit.stages.ensemble import ensemble
+    from compkit.stages.predict import predict_source
+    from compkit.util.fileio import read_json
+    from tests.conftest import csv_dicts
+
+    source = tmp_path / "images"
+    grey = quirky_image_folder(trained_tiny_run, source)
+    out = predict_source(trained_tiny_run.run, source, out=tmp_path / "pred", console=quiet())
+    classes = open_dataset(trained_tiny_run.data).classes
+    ids = ["nested/hand é 2", "plain", "scan", "sixteen", "tagged"]
+    rows = csv_dicts(out / "predictions.csv")
+    assert sorted(r["id"] for r in rows) == ids
+    for image_id in ids:
+        masks = [cv2.imread(str(out / "masks" / image_id / f"{c}.png"), cv2.IMREAD_UNCHANGED) for c in classes]
+        assert all(m is not None and m.shape == grey[0].shape and set(np.unique(m)) <= {0, 255} for m in masks)
+        picture = cv2.imread(str(out / "overlays" / f"{image_id}.png"))
+        assert picture.shape[1] == grey[0].shape[1] and picture.shape[0] > grey[0].shape[0], (
+            "the image, then its legend"
+        )
+    record = read_json(out / "predict.json")
+    assert record["thresholds"] == {c: 0.5 for c in classes} and record["images"] == 5, "a run alone: 0.5"
+    # The masks are the run's probabilities (load_run, as a notebook would) cut at 0.5.
+    expected = load_run(trained_tiny_run.run).predict(cv2.cvtColor(grey[0], cv2.COLOR_GRAY2BGR)) > 0.5
+    for c, name in enumerate(classes):
+        assert np.array_equal(cv2.imread(str(out / "masks" / "plain" / f"{name}.png"), 0) > 0, expected[c]), name
+    row = next(r for r in rows if r["id"] == "plain")
+    assert int(row[f"pixels_{classes[0]}"]) == int(expected[0].sum())
+
+    # An ensemble's tuned thresholds and postprocessing, one index PNG per image.
+    ens = ensemble([trained_tiny_run.run], name="e", data=trained_tiny_run.data, out=tmp_path / "ens", console=quiet())
+    indexed = predict_source(ens, source / "plain.png", out=tmp_path / "idx", save="index", console=quiet())
+    assert read_json(indexed / "predict.json")["thresholds"] == pytest.approx(read_json(ens / "thresholds.json"))
+    from PIL import Image
+
+    index = Image.open(indexed / "index" / "plain.png")
+    assert index.mode == "P" and np.asarray(index).max() <= len(classes)
+
+
+def test_predict_source_errors_are_one_line_and_leave_nothing(trained_tiny_run, tmp_path):
+    from compkit.stages.predict import predict_source
+
+    with pytest.raises(CompkitError, match="no images to predict"):
+        predict_source(trained_tiny_run.run, tmp_path, out=tmp_path / "p", console=quiet())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(CompkitError, match="a.png"):
+        predict_source(trained_tiny_run.run, broken, out=tmp_path / "p", console=quiet())
+    assert not (tmp_path / "p").exists(), "nothing half-written"
+    with pytest.raises(CompkitError, match="--save"):
+        predict_source(trained_tiny_run.run, broken, save="jpeg", console=quiet())
