@@ -1,4 +1,4 @@
-"""The Python API as the README shows it: its example, and the offline Kaggle inference notebook run as a script
+"""The Python API as docs/python-api.md and docs/kaggle.md show it: its example, and the offline Kaggle inference notebook run as a script
 against read-only copies of a trained run and a dataset."""
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from compkit.stores.probabilities import Store
 from compkit.submission.layouts import validate
 from tests.conftest import csv_rows, quiet
 
-README = Path(__file__).parent.parent / "README.md"
+DOCS = Path(__file__).parent.parent / "docs"
 
 
-def readme_block(marker: str) -> str:
-    text = README.read_text(encoding="utf-8")
+def docs_block(marker: str) -> str:
+    """The Python block after ``<!-- marker -->`` in the docs pages."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.md")))
     return re.search(rf"<!-- {marker} -->\n```python\n(.*?)```", text, re.S).group(1)
 
 
@@ -59,7 +60,7 @@ assert (hub.HF_HUB_CACHE, hub.HF_HUB_OFFLINE) == hub_settings
 def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(readme_block("api-example"), "README api-example", "exec"), namespace)
+    exec(compile(docs_block("api-example"), "README api-example", "exec"), namespace)
     folds, probs, image = namespace["folds"], namespace["probs"], namespace["image"]
     assert len(folds) == 2 and list(folds.table.columns)[:2] == ["fold", "best_dice"]
     assert probs.shape == (29, *image.shape[:2]) and probs.dtype == np.float32
@@ -118,7 +119,7 @@ def test_the_kaggle_inference_notebook_runs_on_read_only_inputs(trained_tiny_run
     monkeypatch.chdir(work)
     monkeypatch.setenv("COMPKIT_CACHE", str(tmp_path / "home-cache"))
     before = snapshot(data) | snapshot(runs)
-    script = readme_block("kaggle-inference")
+    script = docs_block("kaggle-inference")
     script = re.sub(r'DATA = ".*?"', f"DATA = {str(data)!r}", script)
     script = re.sub(r'RUNS = ".*?"', f"RUNS = {str(runs)!r}", script)
     script = re.sub(r'WORK = ".*?"', f"WORK = {str(work)!r}", script).replace("hrnet", "tiny")

@@ -286,7 +286,7 @@ def test_readme_command_table_lists_every_command():
 
     import typer.main
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parent.parent / "docs" / "commands.md").read_text(encoding="utf-8")
     table = readme[readme.index("| command | what it does | writes |") :].split("\n\n")[0]
     group = typer.main.get_command(app)
     for name, command in group.commands.items():

@@ -25,11 +25,10 @@ from typing import Any
 import cv2
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 
 from compkit.data.formats import SegmentationDataset
 from compkit.data.sample import Sample
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError, first_line
 from compkit.util.fileio import AtomicFolder, read_json, writable_folder
 
@@ -355,7 +354,7 @@ def write_cache(
         masks = reserved_memmap(staging / "masks.npy", (n, c, packed)) if has_masks else None
         ignores = None
         boxes: list[list[int] | None] = []
-        with Progress(console=console, transient=True) as progress:
+        with transient_progress(console) as progress:
             task = progress.add_task(f"caching {dataset.split} at {size}px", total=len(reread))
             for i, sample in enumerate(dataset.samples):
                 if i not in reread and old is not None:

@@ -25,7 +25,7 @@ from compkit.pretrained.weights import (
     encoder_weights,
 )
 from compkit.training.augmentation import check_crops, create_augmentation
-from compkit.training.checkpoint import CHECKPOINT_LAST, load_checkpoint
+from compkit.training.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
 from compkit.training.distributed import any_rank
 from compkit.training.losses import create_loss
 from compkit.training.models import architectures, create_model
@@ -445,7 +445,19 @@ class SmpTrainer(Trainer):
     def finish(self) -> None:
         if self.writer is not None:
             data, threshold = self.data, self.recipe.infer.threshold
+            best = self.folder / CHECKPOINT_BEST  # the weights the fold keeps, not the last epoch's
+            predictor = (
+                SmpFamily().load(self.recipe, data.dataset.classes, load_checkpoint(best), self.device)
+                if best.is_file()
+                else self.predictor
+            )
             overlays = validation_overlays(
-                self.folder, self.predictor, data.cache, data.val_positions, threshold, self.val_settings
+                self.folder,
+                predictor,
+                data.cache,
+                data.val_positions,
+                threshold,
+                self.val_settings,
+                data.dataset.classes,
             )
             self.writer.close({"validation": overlays})

@@ -370,7 +370,8 @@ class UltralyticsFamily(ModelFamily):
         rows[-1].update(validation_columns(classes, dice), seconds=round(time.time() - started, 2))
         writer = ResultsWriter(folder, recipe)
         writer.write(rows)
-        writer.close({"validation": validation_overlays(folder, predictor, data.cache, positions, threshold, settings)})
+        overlays = validation_overlays(folder, predictor, data.cache, positions, threshold, settings, classes)
+        writer.close({"validation": overlays})
         epochs = len(rows)
         best_epoch = epochs  # without a best.pt, ultralytics' last.pt was loaded
         if best_file.name == "best.pt":

@@ -15,7 +15,6 @@ from typing import Protocol
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
@@ -23,6 +22,7 @@ from compkit.evaluation.metrics import DiceMeter
 from compkit.evaluation.thresholds import OofTuner
 from compkit.stores.probabilities import StoreWriter
 from compkit.training.recipe import Recipe
+from compkit.util.console import transient_progress
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def write_store(
     description = f"predicting {folder.parent.name}/{folder.name} ({label}tta {settings.tta})"
     with (
         StoreWriter(folder, cache.classes, (cache.size, cache.size)) as store,
-        Progress(console=console, transient=True) as progress,
+        transient_progress(console) as progress,
     ):
         task = progress.add_task(description, total=len(images.positions))
         for i, probs in predict_cached(predictor, cache, images.positions, settings):

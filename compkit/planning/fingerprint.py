@@ -63,7 +63,8 @@ def fingerprint_of(dataset: SegmentationDataset, on_image=None, progress=None) -
     for i, sample in enumerate(dataset.samples):
         image = dataset.read_image(sample)
         mask = dataset.read_mask(sample, image.shape[:2])
-        fp.add(sample.image_id, image, mask)
+        ignore = dataset.read_ignore(sample, image.shape[:2])  # a field of view: outside it is not data
+        fp.add(sample.image_id, image, mask, None if ignore is None else ~ignore.astype(bool).any(axis=0))
         fp.clips += polygon_clips(sample.polygons, image.shape[:2], dataset.classes, sample.label_path)
         if on_image is not None:
             on_image(i, sample, image, mask)
@@ -80,6 +81,10 @@ class Fingerprint:
         c = len(classes)
         self.sizes: Counter = Counter()
         self.histogram = np.zeros(256, np.int64)
+        self.field_of_view_pixels = (
+            0  # pixels the intensity statistics saw (inside a field of view, where there is one)
+        )
+        self.image_pixels = 0
         self.image_means: list[float] = []
         self.image_stds: list[float] = []
         self.areas: list[np.ndarray] = []  # per image, per class pixels
@@ -97,7 +102,8 @@ class Fingerprint:
         self.clips: list[Clip] = []  # how far each polygon runs out of its image (polygon formats)
         self.widths = np.zeros((c, WIDTH_BINS), np.int64)  # per class, a histogram of structure widths
 
-    def add(self, image_id: str, image: np.ndarray, mask: np.ndarray) -> None:
+    def add(self, image_id: str, image: np.ndarray, mask: np.ndarray, inside: np.ndarray | None = None) -> None:
+        """One image; ``inside`` (H, W) bool: its field of view, where the intensity statistics are taken."""
         is_grey = image.ndim == 2 or bool(
             (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
         )
@@ -105,9 +111,12 @@ class Fingerprint:
         grey = image if image.ndim == 2 else image[..., 0] if is_grey else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         self.ids.append(image_id)
         self.sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
-        self.histogram += np.bincount(grey.ravel(), minlength=256)
-        self.image_means.append(float(grey.mean()))
-        self.image_stds.append(float(grey.std()))
+        seen = grey[inside] if inside is not None and inside.any() else grey.ravel()
+        self.field_of_view_pixels += seen.size
+        self.image_pixels += grey.size
+        self.histogram += np.bincount(seen, minlength=256)
+        self.image_means.append(float(seen.mean()))
+        self.image_stds.append(float(seen.std()))
         flat = mask.reshape(mask.shape[0], -1)
         self.areas.append(np.count_nonzero(flat, axis=1))
         self.components.append(np.array([cv2.connectedComponents(m)[0] - 1 if m.any() else 0 for m in mask]))
@@ -187,6 +196,8 @@ class Fingerprint:
             "std": float(math.sqrt(np.average((levels - mean) ** 2, weights=self.histogram))),
             "image_mean_range": [float(min(self.image_means)), float(max(self.image_means))],
             "histogram": self.histogram.tolist(),
+            # below 1 where the dataset has a field of view: the statistics leave the outside (e.g. black) out
+            "field_of_view_fraction": self.field_of_view_pixels / max(self.image_pixels, 1),
         }
 
     def _top_overlaps(self, count: int) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import yaml
 from rich.console import Console
-from rich.progress import Progress
 
 from compkit.data import open_dataset
 from compkit.data.splits import load_splits, splits_path
@@ -30,7 +29,7 @@ from compkit.planning.fingerprint import fingerprint_of
 from compkit.pretrained.weights import hub_encoder_weights, locate, weights_cache
 from compkit.training.device import resolve_device
 from compkit.training.recipe import ModelConfig, Recipe, load_recipe
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write
 
@@ -382,7 +381,7 @@ class _Planner:
         data = Path(data)
         dataset = open_dataset(data, "train")
         test_images = _test_images(data, dataset)
-        with Progress(console=console, transient=True) as progress:
+        with transient_progress(console) as progress:
             fp = fingerprint_of(dataset, progress=progress)
         n_folds, n_train, n_val = fold_sizes(data, len(dataset), folds, splits or base_recipe.data.splits)
         memory_note = "--memory" if memory_bytes is not None else "this machine's"

@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 
 from compkit.data import Sample, SegmentationDataset, open_dataset
 from compkit.data.splits import (
@@ -34,7 +33,7 @@ from compkit.data.splits import (
 )
 from compkit.data.writer import DatasetWriter
 from compkit.training.runs import refuse_nonempty
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, link_or_copy, write_json
 from compkit.util.locks import OutputLock
@@ -152,7 +151,7 @@ def _write_samples(
     rng = np.random.default_rng(augmentations.seed)
     writer = dataset.writer(staging)
     total = len(dataset) * (1 + len(augmentations.angles)) + augmentations.mosaics
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task("augmenting", total=total)
         samples = _SampleWriter(dataset, writer, lambda: progress.advance(task))
         for sample in dataset.samples:

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import yaml
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
@@ -28,7 +27,7 @@ from compkit.data.formats import DESCRIPTION_FILE
 from compkit.data.layouts import Survey, survey
 from compkit.data.raster import clip_summary, describe_clips, polygon_clips
 from compkit.data.splits import patient_of
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import atomic_write, writable_folder
 from compkit.util.imageio import describe_image, read_label_image
@@ -58,7 +57,7 @@ def split_report(dataset: SegmentationDataset, limit: int, console: Console) -> 
     checked = labelled[:limit]
     clips = []
     tagged: list[tuple[str, int, int]] = []  # (image id, EXIF orientation, the orientation it is read with)
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task(f"reading the {dataset.split} split", total=len(dataset.samples))
         for i, sample in enumerate(dataset.samples):
             shape = dataset.image_shape(sample)
@@ -261,7 +260,7 @@ def check_data(
         raise CompkitError(
             data,
             "found no layout compkit can read: no dataset.yaml, no known format, no images with masks paired by name and no "
-            f"CSV of run-length encodings; write a {DESCRIPTION_FILE} (see the README's 'Bring your own data')",
+            f"CSV of run-length encodings; write a {DESCRIPTION_FILE} (see docs/datasets.md, 'Bring your own data')",
         )
     proposal = found.proposal
     use_proposal = not found.sure and proposal is not None and proposal.spec

@@ -82,4 +82,10 @@ def demo(
     for name, seconds, detail in steps:
         table.add_row(name, f"{seconds:.0f}", detail)
     console.print(table)
+    fold = results.run_dir / "fold0"
+    console.print(
+        f"wrote {workdir}: {data} (the synthetic X-rays), {results.run_dir} (per fold results.png: the curves, "
+        f"val_overlays.png: the worst validation images; cv.csv), {ens} (oof_dice.csv: dice per class), {csv}"
+    )
+    console.print(f"look first: {fold / 'val_overlays.png'}; next: compkit inspect {ens} (where the errors are)")
     return dice

@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import matplotlib
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import open_dataset
@@ -26,9 +24,10 @@ from compkit.data.raster import describe_clips
 from compkit.data.splits import SPLITS_FILE
 from compkit.planning.fingerprint import fingerprint_of, hand_angle  # noqa: F401  (hand_angle: part of this module's API)
 from compkit.training.runs import claim_output_folder, output_folder
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, writable_folder, write_json
+from compkit.util.overlay import class_colours, overlay
 from compkit.util.plots import array_png, figure_png, subplots
 
 GALLERY_SIZE = 8
@@ -38,25 +37,35 @@ REPORT_PAGE = "eda.html"
 THUMB = 320
 
 
-def class_colours(n: int) -> np.ndarray:
-    cmap = matplotlib.colormaps["tab20"]
-    return (np.array([cmap(i % 20)[:3] for i in range(n)]) * 255).astype(np.uint8)
-
-
-def overlay(image_bgr: np.ndarray, mask: np.ndarray, colours: np.ndarray, size: int = THUMB) -> np.ndarray:
-    """RGB thumbnail with each class's outline and a light fill."""
+def thumbnail(image_bgr: np.ndarray, mask: np.ndarray, colours: np.ndarray, size: int = THUMB) -> np.ndarray:
+    """RGB thumbnail with each class filled and outlined in its colour (:mod:`compkit.util.overlay`)."""
     scale = size / max(image_bgr.shape[:2])
     dsize = (max(1, round(image_bgr.shape[1] * scale)), max(1, round(image_bgr.shape[0] * scale)))
-    thumb = cv2.cvtColor(cv2.resize(image_bgr, dsize, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB).astype(
-        np.float32
+    thumb = cv2.cvtColor(cv2.resize(image_bgr, dsize, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    small = np.stack([cv2.resize(m, dsize, interpolation=cv2.INTER_NEAREST) for m in mask]).astype(bool)
+    return overlay(thumb, small, colours, outline=small)
+
+
+def legend_html(classes: list[str], colours: np.ndarray) -> str:
+    """The gallery's colours, one swatch per class."""
+    return "".join(
+        f'<span class="swatch"><i style="background:rgb({r},{g},{b})"></i>{html.escape(name)}</span>'
+        for name, (r, g, b) in zip(classes, colours.tolist(), strict=True)
     )
-    for c in range(mask.shape[0]):
-        m = cv2.resize(mask[c], dsize, interpolation=cv2.INTER_NEAREST).astype(bool)
-        if m.any():
-            thumb[m] = 0.65 * thumb[m] + 0.35 * colours[c]
-            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(thumb, contours, -1, colours[c].tolist(), 1)
-    return np.clip(thumb, 0, 255).astype(np.uint8)
+
+
+def intensity_where(fp: dict[str, Any]) -> str:
+    """Which pixels the intensity statistics cover, in words."""
+    inside = fp["intensity"].get("field_of_view_fraction", 1.0)
+    return f"inside the field of view ({inside:.0%} of the pixels)" if inside < 1 else "all pixels"
+
+
+def sizes_html(sizes: dict[str, int]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(size)}</td><td>{count}</td></tr>"
+        for size, count in sorted(sizes.items(), key=lambda item: -item[1])
+    )
+    return f"<table><tr><th>size (w x h)</th><th>images</th></tr>{rows}</table>"
 
 
 def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
@@ -71,22 +80,23 @@ def plots(fp: dict[str, Any], metas: list[dict[str, Any]]) -> dict[str, str]:
     ax.set_title("mean area per class (smallest in red)")
     out["areas"] = figure_png(fig)
 
-    matrix = np.array(fp["overlap_matrix"], np.float64)
-    np.fill_diagonal(matrix, 0)
-    fig, ax = subplots(figsize=(6.5, 5.5))
-    im = ax.imshow(np.log10(matrix + 1), cmap="magma")
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_title("class overlap (log10 pixels in both classes)")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    out["overlap"] = figure_png(fig)
+    if len(names) > 1:  # one class overlaps nothing
+        matrix = np.array(fp["overlap_matrix"], np.float64)
+        np.fill_diagonal(matrix, 0)
+        fig, ax = subplots(figsize=(6.5, 5.5))
+        im = ax.imshow(np.log10(matrix + 1), cmap="magma")
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_title("class overlap (log10 pixels in both classes)")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        out["overlap"] = figure_png(fig)
 
     fig, ax = subplots(figsize=(6, 3.2))
     hist = np.array(fp["intensity"]["histogram"], np.float64)
     ax.fill_between(range(256), hist / hist.sum(), step="mid", alpha=0.7)
     ax.set_yscale("log")
     ax.set_xlabel("intensity")
-    ax.set_title("intensity histogram (all images)")
+    ax.set_title(f"intensity histogram (every image, {intensity_where(fp)})")
     out["intensity"] = figure_png(fig)
 
     numeric = [c for c, s in fp["meta"].items() if s["type"] == "numeric"]
@@ -110,6 +120,7 @@ def render_html(
     figures: dict[str, str],
     gallery: list[tuple[str, str]],
     outlier_gallery: list[tuple[str, str]],
+    colours: np.ndarray,
 ) -> str:
     def img(b64: str, alt: str) -> str:
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
@@ -122,6 +133,9 @@ def render_html(
         f"<li>{html.escape(o['classes'][0])} &amp; {html.escape(o['classes'][1])}: {o['pixels']:,} px</li>"
         for o in fp["top_overlaps"]
     )
+    overlap_section = (
+        f"<h2>largest overlaps</h2><ul>{overlaps or '<li>none</li>'}</ul>" if len(fp["classes"]) > 1 else ""
+    )
     outliers = (
         "".join(f"<li>{html.escape(o['image'])}: {o['kind']} z = {o['z']:+.1f}</li>" for o in fp["outliers"][:20])
         or "<li>none</li>"
@@ -132,17 +146,21 @@ def render_html(
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1400px}} img{{max-width:100%}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}} td:first-child{{text-align:left}}
-.gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}} figcaption{{font-size:11px;max-width:320px;word-break:break-all}}</style></head>
+.gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}} figcaption{{font-size:11px;max-width:320px;word-break:break-all}}
+.swatch{{display:inline-block;margin:2px 10px 2px 0;font-size:12px}}
+.swatch i{{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>{fp["images"]} images, {len(fp["classes"])} classes, sizes {html.escape(str(fp["image_sizes"]))};
-multi-label pixels: {fp["multilabel_pixel_fraction"]:.2%} of labelled pixels.</p>
+<p>{fp["images"]} images, {len(fp["classes"])} classes; multi-label pixels: {fp["multilabel_pixel_fraction"]:.2%} of
+labelled pixels.</p>
+<p>intensity: mean {fp["intensity"]["mean"]:.1f}, std {fp["intensity"]["std"]:.1f}, {intensity_where(fp)}.</p>
+<h2>image sizes</h2>{sizes_html(fp["image_sizes"])}
 <p>polygons clipped to the image: {html.escape(describe_clips(fp["clipped_polygons"]))}.</p>
 <p><b>Recommendation:</b> {html.escape(fp["recommendation"]["text"])}</p>
 {sections}
 <h2>classes</h2><table><tr><th>class</th><th>frequency</th><th>mean area</th><th>min</th><th>max</th><th>components</th>
 <th>width median (px)</th><th>thinnest 10% (px)</th></tr>{rows}</table>
-<h2>largest overlaps</h2><ul>{overlaps}</ul>
-<h2>gallery</h2><div class="gallery">{cards}</div>
+{overlap_section}
+<h2>gallery</h2><p>{legend_html(fp["classes"], colours)}</p><div class="gallery">{cards}</div>
 <h2>outlier candidates</h2><ul>{outliers}</ul><div class="gallery">{odd}</div>
 </body></html>"""
 
@@ -168,9 +186,9 @@ def eda(
 
     def keep_thumbnail(i, sample, image, mask) -> None:
         if i in picks:
-            thumbs.append((sample.image_id, array_png(overlay(image, mask, colours))))
+            thumbs.append((sample.image_id, array_png(thumbnail(image, mask, colours))))
 
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         result = fingerprint_of(dataset, keep_thumbnail, progress)
     metas = [s.meta for s in dataset.samples]
     by_id = {s.image_id: s for s in dataset.samples}
@@ -181,10 +199,10 @@ def eda(
         odd.append(
             (
                 f"{o['image']} ({o['kind']} z={o['z']:+.1f})",
-                array_png(overlay(image, dataset.read_mask(s, image.shape[:2]), colours)),
+                array_png(thumbnail(image, dataset.read_mask(s, image.shape[:2]), colours)),
             )
         )
-    page = render_html(f"compkit eda: {Path(data).name}", result, plots(result, metas), thumbs, odd)
+    page = render_html(f"compkit eda: {Path(data).name}", result, plots(result, metas), thumbs, odd, colours)
     with claim_output_folder(Path(out or DEFAULT_OUT), explicit=out is not None, exist_ok=exist_ok) as out:
         write_json(out / FINGERPRINT_FILE, {k: v for k, v in result.items()})
         with atomic_write(out / REPORT_PAGE, "w", encoding="utf-8") as f:
@@ -200,6 +218,12 @@ def eda(
             f"{mark}{name}", f"{s['frequency']:.2f}", f"{s['area_mean']:.0f}", f"{s['components_mean']:.2f}", *widths
         )
     console.print(table)
+    sizes = Table(title="image sizes")
+    for column in ("size (w x h)", "images"):
+        sizes.add_column(column, justify="right" if column == "images" else "left")
+    for size, count in sorted(result["image_sizes"].items(), key=lambda item: -item[1]):
+        sizes.add_row(size, str(count))
+    console.print(sizes)
     console.print(
         f"multi-label pixels: {result['multilabel_pixel_fraction']:.2%}; outlier candidates: {len(result['outliers'])}"
     )

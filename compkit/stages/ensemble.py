@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
@@ -43,7 +42,7 @@ from compkit.stores.members import (
 from compkit.stores.probabilities import OOF_STORE, Store, StoreWriter, quantise
 from compkit.submission.layouts import RowWriter, submission_layout, validate
 from compkit.training.runs import claim_output_folder
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, atomic_write, write_csv, write_json
 
@@ -240,7 +239,7 @@ def _histograms(oof: _OofImages, cache, console: Console) -> tuple[OofTuner, lis
     classes = oof.dataset.classes
     tuner = OofTuner(len(classes))
     areas: list[list[float]] = [[] for _ in classes]
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task("tuning thresholds on OOF", total=len(oof.image_ids))
         for image_id in oof.image_ids:
             truth, keep = _truth(cache, image_id)
@@ -280,7 +279,7 @@ def _rule_scores(
     for c in range(len(candidates)):
         for t in chosen.in_use(c):
             scores[c][t] = np.zeros((len(oof.image_ids), len(candidates[c])))
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task("choosing postprocessing on OOF", total=len(oof.image_ids))
         for n, image_id in enumerate(oof.image_ids):
             truth, keep = _truth(cache, image_id)
@@ -394,7 +393,7 @@ def _csv_vote(
         raise CompkitError("--votes", f"must be between 1 and {int(weights.sum())}, got {k}")
     with atomic_write(folder / VOTE_CSV, "w", newline="", encoding="utf-8") as handle:
         writer = RowWriter(handle, layout)
-        with Progress(console=console, transient=True) as progress:
+        with transient_progress(console) as progress:
             task = progress.add_task("hard-voting CSV rows", total=len(readers[0]))
             for rows in zip(*readers, strict=True):
                 name, cls = rows[0].image_name, rows[0].class_name
@@ -539,7 +538,7 @@ def _write_test_store(
     members = spec.members
     with (
         StoreWriter(staging / "test", members[0].classes, target, spec.store_dtype) as store,
-        Progress(console=console, transient=True) as progress,
+        transient_progress(console) as progress,
     ):
         task = progress.add_task(f"{spec.method} ensemble of {len(members)} members", total=len(members[0].image_ids))
         for image_id in members[0].image_ids:

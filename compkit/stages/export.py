@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import SegmentationDataset, open_dataset
@@ -61,7 +60,7 @@ from compkit.training.runs import (
     read_run_record,
     write_run_record,
 )
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, link_or_copy, read_json, write_json, write_png
 
@@ -95,7 +94,7 @@ def _combinations(dataset: SegmentationDataset, console: Console) -> tuple[list[
     combos: set[tuple[int, ...]] = set()
     grey, ignored = True, False
     weights = 1 << np.arange(len(dataset.classes), dtype=np.int64)
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task("looking for overlapping classes", total=len(dataset))
         for sample in dataset.samples:
             image = dataset.read_image(sample)
@@ -187,7 +186,7 @@ def _write_cases(
     test_cases = _case_ids(test, set(train_cases)) if test is not None else {}
     by_id = {s.image_id: s for s in train.samples}
     local = scheme.local()
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task(f"writing {name}", total=len(train_cases) + len(test_cases))
         for case, image_id in train_cases.items():
             sample = by_id[image_id]

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import SegmentationDataset
@@ -29,7 +28,7 @@ from compkit.evaluation.metrics import DiceMeter, dice_table
 from compkit.evaluation.postprocess import apply_rule
 from compkit.stores.members import Member, check_member_split, dataset_root, describe_tuning, open_stores_member
 from compkit.training.runs import claim_output_folder, output_folder
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, write_json
 from compkit.util.plots import array_png
@@ -58,18 +57,31 @@ def error_overlay(image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray) ->
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+TILE_PX = 192  # each half of a tile: the crop and the whole image, at this height
+
+
 def class_tile(image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """The overlay cropped to the class (truth and prediction) with a margin; the whole image if both are empty."""
+    """The overlay cropped to the class (truth and prediction) with a margin, beside the whole image with the crop
+    marked (where on the image the error is); the whole image alone if both are empty."""
+    import cv2
+
     ys, xs = np.nonzero(truth | pred)
     overlay = error_overlay(image_rgb, pred, truth)
-    if len(ys) == 0:
-        return overlay
     h, w = truth.shape
+    whole = cv2.resize(overlay, (max(1, round(w * TILE_PX / h)), TILE_PX), interpolation=cv2.INTER_AREA)
+    if len(ys) == 0:
+        return whole
     y0, y1 = max(0, ys.min() - TILE_MARGIN), min(h, ys.max() + TILE_MARGIN + 1)
     x0, x1 = max(0, xs.min() - TILE_MARGIN), min(w, xs.max() + TILE_MARGIN + 1)
-    side = max(y1 - y0, x1 - x0, 24)  # square tiles, small classes enlarged by the page
+    side = min(max(y1 - y0, x1 - x0, 24), h, w)  # square crops, small classes enlarged
     y0, x0 = max(0, min(y0, h - side)), max(0, min(x0, w - side))
-    return overlay[y0 : y0 + side, x0 : x0 + side]
+    crop = cv2.resize(overlay[y0 : y0 + side, x0 : x0 + side], (TILE_PX, TILE_PX), interpolation=cv2.INTER_NEAREST)
+    scale = TILE_PX / h
+    corner = (round(x0 * scale), round(y0 * scale))
+    far = (round((x0 + side) * scale) - 1, round((y0 + side) * scale) - 1)
+    cv2.rectangle(whole, corner, far, tuple(int(v) for v in OUTLINE), 1)
+    gap = np.full((TILE_PX, 4, 3), 255, np.uint8)
+    return np.concatenate([crop, gap, whole], axis=1)
 
 
 def _legend() -> str:
@@ -194,7 +206,7 @@ def _compare(cache, predicted: _Thresholded, console: Console) -> _Findings:
     confusions = Confusions(classes)
     scored: list[tuple[float, str]] = []
     ids = [i for i in cache.image_ids if i in predicted.read]
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task("comparing with the truth", total=len(ids))
         for image_id in ids:
             truth = cache.mask(cache.position[image_id]).astype(bool)

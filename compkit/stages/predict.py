@@ -14,7 +14,6 @@ from typing import Any
 import cv2
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 
 from compkit.data import open_dataset
 from compkit.data.splits import check_current, load_splits, splits_path
@@ -34,7 +33,7 @@ from compkit.training.runs import (
     fold_number,
     fold_recipe,
 )
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import AtomicFolder, write_csv, write_json, write_png
 from compkit.util.imageio import IMAGE_SUFFIXES, read_image
@@ -299,7 +298,7 @@ def _predict_files(
     """Each image predicted, thresholded, postprocessed and written; one predictions.csv row per image."""
     classes = weighted.models[0][0].classes
     rows = []
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task(f"predicting {len(files)} images", total=len(files))
         for path, image_id in zip(files, ids, strict=True):
             image = read_image(path, intensity=intensity)

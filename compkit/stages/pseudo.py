@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from compkit.data import open_dataset
 from compkit.evaluation.postprocess import upsample_mask
 from compkit.stores.members import check_covers, dataset_root, open_stores_member, resolve_thresholds
 from compkit.training.runs import refuse_nonempty
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder
 from compkit.util.locks import OutputLock
@@ -67,7 +66,7 @@ def pseudo(
     thresholds = resolve_thresholds(member, threshold, console)
 
     scored = []
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task("scoring confidence", total=len(test.samples))
         for sample in test.samples:
             scored.append((float(confidence(member.test_probs(sample.image_id)).min()), sample))
@@ -82,7 +81,7 @@ def pseudo(
     with OutputLock(out), AtomicFolder(out) as staging:
         refuse_nonempty(out, exist_ok)  # again, now that no other process can write it
         writer = test.writer(staging)
-        with Progress(console=console, transient=True) as progress:
+        with transient_progress(console) as progress:
             task = progress.add_task("writing pseudo-labels", total=len(chosen))
             for _, sample in chosen:
                 q = member.test_uint8(sample.image_id)

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 
 from compkit.data.labelled import open_labelled
 from compkit.evaluation.metrics import DiceMeter, dice_table
 from compkit.submission.layouts import submission_layout, validate
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 
 
 def evaluate(
@@ -31,7 +30,7 @@ def evaluate(
     rows = validate(submission, dataset, layout=layout)
     rle_of = {(r.image_name, r.class_name): r.rle for r in rows}
     meter = DiceMeter(dataset.classes)
-    with Progress(console=console, transient=True) as progress:
+    with transient_progress(console) as progress:
         task = progress.add_task("scoring", total=len(dataset.samples))
         for sample in dataset.samples:
             truth = dataset.read_mask(sample)

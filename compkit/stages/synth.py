@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 
 from compkit.data.labelled import ground_truth_dir
 from compkit.synthetic import SYNTH_KINDS, SynthRequest
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import REPLACE_FLAG, CompkitError
 from compkit.util.fileio import AtomicFolder
 
@@ -48,7 +47,7 @@ def synth(
         _prepare_output(target, exist_ok)
     data_folder, gt_folder = AtomicFolder(data), AtomicFolder(gt)
     try:
-        with Progress(console=console, transient=True) as progress:
+        with transient_progress(console) as progress:
             request = SynthRequest(
                 data_folder.staging, gt_folder.staging, patients, test_patients, size, seed, progress
             )

@@ -5,8 +5,8 @@ recipe against the family before any work, and writes every family's out-of-fold
 Pretrained weights are checked (and pulled when missing and the network allows) before any data is read; each
 fold prints and records (``pretrained.json``) the weights it started from.
 Run folder: ``recipe.yaml`` (fully resolved, with ``model.family`` and the normalisation used), ``results.csv``,
-``results.png``, ``best.pt`` / ``last.pt`` and ``oof/`` + ``test/`` probability stores (see the README's
-Artifacts section).
+``results.png``, ``best.pt`` / ``last.pt`` and ``oof/`` + ``test/`` probability stores (see
+docs/artifacts.md).
 
 :func:`train` runs in named phases: load the recipe, :func:`prepare` it once into a frozen :class:`PreparedRun`
 (family, weights, normalisation, folds, budget: every setting the run folder records), claim the run folder,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from compkit.families import FAMILIES, resolve_family
@@ -31,7 +31,7 @@ from compkit.pretrained.weights import (
     pull as pull_weights,
 )
 from compkit.training.recipe import RECIPE_SUFFIXES, available_recipes, find_recipe, load_recipe
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError, warn
 from compkit.util.fileio import AtomicFolder, write_json
 
@@ -186,14 +186,13 @@ def export(
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise CompkitError(out, "exists and is not a compkit weights export: name a new folder")
     total = sum(e.size for e in entries)
-    progress = Progress(
+    progress = transient_progress(
+        console,
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=console,
-        transient=True,
     )
     with progress, AtomicFolder(out) as staging:
         task = progress.add_task("copying", total=total)

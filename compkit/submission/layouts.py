@@ -23,11 +23,10 @@ from typing import IO
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 
 from compkit.data import Sample, SegmentationDataset
 from compkit.submission import rle as rle_codec
-from compkit.util.console import output_console
+from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import atomic_write, open_text
 from compkit.util.imageio import IMAGE_SUFFIXES
@@ -489,7 +488,7 @@ def write_submission(
 
     with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
         writer = RowWriter(handle, layout)
-        with Progress(console=console, transient=True) as progress:
+        with transient_progress(console) as progress:
             images = list(dict.fromkeys(name for name, _ in layout.rows))
             task = progress.add_task(description, total=len(images))
             if _streamable(layout):

@@ -139,7 +139,7 @@ class TrainConfig(Section):
     repeats: int = Field(1, ge=1)
     # Weight averaging: validation, best.pt and prediction use an exponential moving average of the weights, its
     # decay warming up with the step count (timm's ModelEmaV3) up to this value (null: off). Off by default: it lost on
-    # 3 of benchmarks/quality.py's 4 variants in short CPU schedules (the README's Planning section).
+    # 3 of benchmarks/quality.py's 4 variants in short CPU schedules (docs/planning.md).
     ema: float | None = Field(None, gt=0, lt=1)
     workers: int = Field(2, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:1

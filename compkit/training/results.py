@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from compkit.training.runs import fold_dirs, fold_number, read_run_record
@@ -18,6 +20,7 @@ from compkit.util.plots import subplots  # figures on their own Agg canvas, no p
 RESULTS_CSV = "results.csv"
 RESULTS_PNG = "results.png"
 OVERLAYS_PNG = "val_overlays.png"
+DICE_PREFIX = "val_dice_"  # results.csv: val_dice_<class> per class, val_dice_mean
 # results.png is redrawn at most this often while a fold trains (and always when it ends): drawing it takes about
 # 0.5-0.9 s on a CPU, which after every short epoch cost 15 % of a 10-minute planned run's training time.
 PLOT_INTERVAL_S = 30.0
@@ -97,8 +100,14 @@ def best_epoch(rows: list[dict[str, Any]]) -> tuple[int, float] | None:
 
 def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     """results.png: training and validation loss, each loss term, validation mean dice with the best epoch marked,
-    and the learning rate, per (integer) epoch."""
-    fig, axes = subplots(1, 4, figsize=(17, 3.8))
+    and the learning rate, per (integer) epoch; below, each class's validation dice per epoch as a heatmap (the
+    worst classes at the best epoch named in red)."""
+    classes = [k.removeprefix(DICE_PREFIX) for k in dict.fromkeys(k for r in rows for k in r) if _is_class_column(k)]
+    heat_height = max(1.6, 0.17 * len(classes) + 0.8) if classes else 0
+    fig = Figure(figsize=(17, 3.8 + heat_height))
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2 if classes else 1, 4, height_ratios=[3.8, heat_height] if classes else [1])
+    axes = [fig.add_subplot(grid[0, k]) for k in range(4)]
     best = best_epoch(rows)
     ax = axes[0]
     for column, colour in (("train_loss", "tab:blue"), ("val_loss", "tab:red")):
@@ -142,40 +151,97 @@ def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)  # whole epochs, even for a single one
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    if classes:
+        _class_heatmap(fig.add_subplot(grid[1, :]), rows, classes, best)
     fig.suptitle(folder.as_posix())
     fig.tight_layout()
     with atomic_write(folder / RESULTS_PNG, "wb") as f:
         fig.savefig(f, format="png", dpi=90)
 
 
+WORST_CLASSES_MARKED = 3
+
+
+def _is_class_column(column: str) -> bool:
+    return column.startswith(DICE_PREFIX) and not column.startswith(f"{DICE_PREFIX}mean")
+
+
+def _class_heatmap(ax, rows: list[dict[str, Any]], classes: list[str], best: tuple[int, float] | None) -> None:
+    """Each class's validation dice (rows) per validated epoch (columns), 0 to 1; the worst classes at the best
+    epoch have red names."""
+    validated = [r for r in rows if _number(r.get("val_dice_mean")) is not None]
+    values = np.array(
+        [[_number(r.get(f"{DICE_PREFIX}{c}")) or 0.0 for r in validated] for c in classes], np.float32
+    ).reshape(len(classes), len(validated))
+    epochs = [int(r["epoch"]) for r in validated]
+    image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks(range(len(classes)), classes, fontsize=6 if len(classes) > 12 else 8)
+    step = max(1, len(epochs) // 30)
+    ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]], fontsize=7)
+    ax.set_xlabel("epoch")
+    ax.set_title("validation dice per class (worst at the best epoch in red)")
+    fig = ax.get_figure()
+    fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+    if best is not None and epochs and best[0] in epochs:
+        column = values[:, epochs.index(best[0])]
+        for c in np.argsort(column, kind="stable")[: min(WORST_CLASSES_MARKED, len(classes) - 1 or 1)]:
+            ax.get_yticklabels()[c].set_color("tab:red")
+
+
 OVERLAY_IMAGES = 4
 
 
-def validation_overlays(folder: Path, predictor, cache, positions: list[int], threshold: float, settings) -> Path:
-    """``val_overlays.png``: the first few validation images, the label as an outline and the final model's
-    prediction as a fill (all classes), for people and trackers."""
+def worst_validation_images(
+    predictor, cache, positions: list[int], threshold: float, settings, count: int = OVERLAY_IMAGES
+) -> list[tuple[float, int, np.ndarray, np.ndarray]]:
+    """The ``count`` validation images with the lowest mean dice, worst first (ties: cache order), as (dice,
+    position, prediction, truth), both (C, S, S) bool inside the field of view; only these stay in memory."""
+    from compkit.evaluation.metrics import dice_per_class
     from compkit.inference.predictor import predict_cached
 
-    chosen = positions[:OVERLAY_IMAGES]
-    predicted = dict(predict_cached(predictor, cache, chosen, settings))
-    images, truths, probs = (
-        [cache.image(i) for i in chosen],
-        [cache.mask(i) for i in chosen],
-        [predicted[i] for i in chosen],
-    )
-    n = len(images)
-    fig, axes = subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3.4), squeeze=False)
-    for ax, image, truth, prob in zip(axes[0], images, truths, probs, strict=True):
-        ax.imshow(image if image.ndim == 3 else image, cmap=None if image.ndim == 3 else "gray")
-        predicted = (prob > threshold).any(axis=0)
-        ax.imshow(np.ma.masked_where(~predicted, predicted), alpha=0.35, cmap="autumn")
-        ax.contour(truth.any(axis=0).astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+    worst: list[tuple[float, int, np.ndarray, np.ndarray]] = []
+    for i, prob in predict_cached(predictor, cache, positions, settings):
+        pred, truth = prob > threshold, cache.mask(i).astype(bool)
+        ignore = cache.ignore(i)
+        if ignore is not None:
+            pred &= ~ignore.astype(bool)
+            truth &= ~ignore.astype(bool)
+        worst.append((float(dice_per_class(pred, truth).mean()), i, pred, truth))
+        worst = sorted(worst, key=lambda w: (w[0], w[1]))[:count]
+    return worst
+
+
+def validation_overlays(
+    folder: Path, predictor, cache, positions: list[int], threshold: float, settings, classes
+) -> Path:
+    """``val_overlays.png``: the validation images the given model (the fold's best checkpoint) does worst on,
+    worst first, each with its id and mean dice; every class in its own colour (prediction filled, label outlined,
+    inside the field of view) and a legend, for people and trackers."""
+    from compkit.util.overlay import class_colours, overlay
+
+    worst = worst_validation_images(predictor, cache, positions, threshold, settings)
+    colours = class_colours(len(classes))
+    n = max(len(worst), 1)
+    fig, axes = subplots(1, n, figsize=(3.4 * n, 4.2), squeeze=False)
+    for ax, (dice, i, pred, truth) in zip(axes[0], worst, strict=False):
+        ax.imshow(overlay(cache.image(i), pred, colours, outline=truth))
+        ax.set_title(f"{cache.image_ids[i]}\nmean dice {dice:.3f}", fontsize=8)
+    for ax in axes[0]:
         ax.axis("off")
-    fig.suptitle("validation: label outline (cyan), prediction fill (red)", fontsize=9)
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colours[c] / 255, label=name) for c, name in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(classes), max(4, 2 * n)), fontsize=7, frameon=False)
+    fig.suptitle(
+        f"validation, worst {len(worst)} of {len(positions)} images first (best checkpoint): prediction filled, "
+        "label outlined",
+        fontsize=9,
+    )
+    rows = -(-len(classes) // min(len(classes), max(4, 2 * n)))
+    fig.tight_layout(rect=(0, min(0.45, 0.05 * rows + 0.02), 1, 0.95))
     path = folder / OVERLAYS_PNG
     with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=80)
+        fig.savefig(f, format="png", dpi=90)
     return path
 
 
@@ -195,7 +261,6 @@ def validation_columns(classes, dice) -> dict[str, Any]:
 
 CV_JSON = "cv.json"
 CV_CSV = "cv.csv"
-DICE_PREFIX = "val_dice_"
 
 
 def _fold_summary(folder: Path) -> dict[str, Any] | None:
@@ -210,11 +275,7 @@ def _fold_summary(folder: Path) -> dict[str, Any] | None:
     epochs = [int(r["epoch"]) for r in rows]
     if best is not None:
         row = next(r for r in rows if int(r["epoch"]) == best[0])
-        per_class = {
-            k.removeprefix(DICE_PREFIX): _number(v)
-            for k, v in row.items()
-            if k.startswith(DICE_PREFIX) and not k.startswith(f"{DICE_PREFIX}mean")
-        }
+        per_class = {k.removeprefix(DICE_PREFIX): _number(v) for k, v in row.items() if _is_class_column(k)}
         summary.update(best_dice=best[1], best_epoch=best[0], epochs=max(epochs))
         summary.update({f"dice_{c}": d for c, d in per_class.items() if d is not None})
     else:

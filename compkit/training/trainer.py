@@ -21,6 +21,7 @@ from compkit.training.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, save_c
 from compkit.training.distributed import DistContext, barrier, broadcast_flag
 from compkit.training.recipe import Recipe
 from compkit.training.results import ResultsWriter
+from compkit.util.console import transient_progress
 from compkit.util.locks import deferred_interrupts
 
 #: How many recent epochs say how long the next one takes (their slowest): recent, so the first epoch's warm-up
@@ -68,15 +69,14 @@ class BudgetClock:
 
 
 def progress_bar(console) -> Progress:
-    return Progress(
+    return transient_progress(
+        console,
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
-        transient=True,
     )
 
 

@@ -5,6 +5,7 @@ where the output is not a terminal)."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.progress import Progress
 
 PIPE_WIDTH = 1000  # wider than any table compkit prints (29 classes x 8 columns is ~150 characters)
 RULE_WIDTH = 100  # a rule spans the terminal, or this much in a pipe
@@ -24,3 +25,9 @@ def rule(console: Console, title: str) -> None:
     from rich.rule import Rule
 
     console.print(Rule(title), width=min(console.width, RULE_WIDTH) if not console.is_terminal else None)
+
+
+def transient_progress(console: Console, *columns) -> Progress:
+    """A rich progress bar that disappears when done; shown only on a terminal or in a notebook (in a pipe a
+    transient bar would leave a blank line behind)."""
+    return Progress(*columns, console=console, transient=True, disable=not (console.is_terminal or console.is_jupyter))

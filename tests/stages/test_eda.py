@@ -97,3 +97,26 @@ def test_report_renders_in_headless_chromium(tmp_path):
     colours = np.unique(image.reshape(-1, 3) // 16, axis=0)
     assert len(colours) > 40, "plots rendered"
     assert (image < 250).any(axis=2).mean() > 0.1, "not a blank page"
+
+
+def test_a_field_of_view_dataset_reports_intensities_inside_it_and_draws_no_overlaps_for_one_class(tmp_path):
+    from compkit.data import open_dataset
+    from compkit.stages.check_data import check_data
+    from tests.layouts import drive
+
+    root = drive(tmp_path / "DRIVE")
+    check_data(root, write=True, console=quiet())
+    page = eda(root, tmp_path / "report", console=quiet())
+    fp = json.loads((tmp_path / "report" / "fingerprint.json").read_text())
+    dataset = open_dataset(root)
+    inside = 0
+    for sample in dataset.samples:
+        shape = dataset.image_shape(sample)
+        inside += int((~dataset.read_ignore(sample, shape).astype(bool).any(axis=0)).sum())
+    assert sum(fp["intensity"]["histogram"]) == inside, "the black outside the field of view is left out"
+    assert 0 < fp["intensity"]["field_of_view_fraction"] < 1
+    html = page.read_text()
+    assert len(fp["classes"]) == 1 and "class overlap" not in html and "largest overlaps" not in html
+    assert "<th>size (w x h)</th><th>images</th></tr><tr><td>64x72</td><td>4</td>" in html
+    assert f"</i>{fp['classes'][0]}</span>" in html, "the gallery's colours have a legend"
+    assert "inside the field of view" in html

@@ -66,3 +66,36 @@ def test_a_trained_run_summarises_every_fold_in_cv_json_and_csv(trained_tiny_run
     assert float(table[2][f"dice_{classes[0]}"]) == pytest.approx(
         sum(f[f"dice_{classes[0]}"] for f in summary["folds"]) / 2, abs=1e-6
     )
+
+
+def test_the_overlays_show_the_worst_validation_images_of_the_best_checkpoint(trained_tiny_run):
+    import cv2
+    import numpy as np
+    import torch
+
+    from compkit.data import open_dataset
+    from compkit.evaluation.metrics import dice_per_class
+    from compkit.families import load_fold
+    from compkit.inference.predictor import InferenceSettings, predict_cached
+    from compkit.training.preprocess import cache_for
+    from compkit.training.results import OVERLAYS_PNG, worst_validation_images
+    from compkit.training.runs import fold_recipe
+
+    folder = trained_tiny_run.run / "fold0"
+    recipe = fold_recipe(folder)
+    dataset = open_dataset(trained_tiny_run.data)
+    fold = load_fold(folder, dataset.classes, torch.device("cpu"), recipe=recipe)
+    cache = cache_for(dataset, recipe, None)
+    positions = list(range(len(dataset)))[:10]
+    settings = InferenceSettings("none", None, 0.5, 4)
+    worst = worst_validation_images(fold.predictor, cache, positions, 0.5, settings, count=3)
+    every = sorted(
+        float(dice_per_class(p > 0.5, cache.mask(i).astype(bool)).mean())
+        for i, p in predict_cached(fold.predictor, cache, positions, settings)
+    )
+    assert [w[0] for w in worst] == pytest.approx(every[:3]), "the lowest mean dice, worst first"
+    picture = cv2.imread(str(folder / OVERLAYS_PNG))
+    assert picture is not None and picture.shape[1] > 2 * picture.shape[0] / 2
+    results = cv2.imread(str(folder / "results.png"))
+    assert results.shape[0] > 380, "the per-class heatmap below the curves"
+    assert np.isfinite(every).all()

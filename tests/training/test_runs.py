@@ -37,7 +37,7 @@ from tests.conftest import FAST, quiet
 from tests.stages.test_train import rows, split_data  # noqa: F401  (the fixture and reader test_train uses)
 
 ONE_EPOCH = [*FAST, "train.epochs=1"]
-# Every file a fold folder holds, as the README's Artifacts section names them.
+# Every file a fold folder holds, as docs/artifacts.md names them.
 FOLD_FILES = (
     RECIPE_FILE,
     RUN_FILE,
@@ -87,8 +87,7 @@ def test_fold_folders_are_named_as_read_back(tmp_path):
 
 
 def test_the_readme_names_every_run_folder_artifact():
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    artifacts = readme[readme.index("## Artifacts") : readme.index("## Python API")]
+    artifacts = (Path(__file__).parents[2] / "docs" / "artifacts.md").read_text(encoding="utf-8")
     for name in (*FOLD_FILES, OVERLAYS_PNG):
         assert f"`{name}`" in artifacts, name
     assert f"`{OOF_STORE}/`" in artifacts and f"`{TEST_STORE}/`" in artifacts and f"`{STORE_INDEX}`" in artifacts
@@ -101,7 +100,7 @@ def test_a_changed_recipe_never_overwrites_a_run(split_data, tmp_path):
     train("tiny", fold="0", data=split_data, overrides=ONE_EPOCH, out=runs, console=quiet())
     # The same recipe again (another fold, say) trains into the same run.
     train("tiny", data=split_data, fold="1", overrides=ONE_EPOCH, out=runs, console=quiet())
-    assert sorted(p.name for p in (runs / "tiny").iterdir()) == ["fold0", "fold1"]
+    assert sorted(p.name for p in (runs / "tiny").iterdir()) == ["cv.csv", "cv.json", "fold0", "fold1"]
     # Another recipe without --name: a new run folder, the first one untouched.
     before = (runs / "tiny" / "fold0" / "best.pt").read_bytes()
     [result] = train("tiny", fold="0", data=split_data, overrides=[*FAST, "train.epochs=2"], out=runs, console=quiet())
