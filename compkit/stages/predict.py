@@ -21,7 +21,7 @@ from compkit.evaluation.postprocess import apply_rule
 from compkit.families import load_fold, resolve_family
 from compkit.inference.predictor import CachedImages, inference_settings, write_store
 from compkit.inference.views import TTA_VIEWS
-from compkit.stores.members import MEMBERS_FILE, Member, chosen_tuning, open_member, read_members_file
+from compkit.stores.members import MEMBERS_FILE, chosen_tuning, open_member, read_members_file
 from compkit.stores.probabilities import OOF_STORE, TEST_STORE, carry_store
 from compkit.training.device import resolve_device
 from compkit.training.preprocess import cache_for
@@ -166,10 +166,9 @@ def _safe_name(name: str) -> str:
 
 @dataclass
 class _WeightedModels:
-    """The trained models behind a run or a soft ensemble, each with its weight, and the tuning member."""
+    """The trained models behind a run or a soft ensemble, each with its weight."""
 
     models: list[tuple[Any, float]]  # (RunModel, weight)
-    member: Member  # whose thresholds and postprocessing apply (an ensemble's; a run's are 0.5 unless tuning_from)
 
     def predict(self, image: np.ndarray, tta: str | None, window: int | None) -> np.ndarray:
         total = sum(w * model.predict(image, tta=tta, window=window) for model, w in self.models)
@@ -231,7 +230,7 @@ def predict_source(
     member = open_member(run)
     if member.kind != "stores":
         raise CompkitError(run, "a submission CSV cannot predict images: name a run or an ensemble folder")
-    weighted = _WeightedModels(_models_of(run, device), member)
+    weighted = _WeightedModels(_models_of(run, device))
     classes = weighted.models[0][0].classes
     if any(model.classes != classes for model, _ in weighted.models):
         raise CompkitError(run, "its runs predict different classes")

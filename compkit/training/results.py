@@ -217,6 +217,8 @@ def validation_overlays(
     """``val_overlays.png``: the validation images the given model (the fold's best checkpoint) does worst on,
     worst first, each with its id and mean dice; every class in its own colour (prediction filled, label outlined,
     inside the field of view) and a legend, for people and trackers."""
+    from matplotlib.patches import Patch
+
     from compkit.util.overlay import class_colours, overlay
 
     worst = worst_validation_images(predictor, cache, positions, threshold, settings)
@@ -228,8 +230,6 @@ def validation_overlays(
         ax.set_title(f"{cache.image_ids[i]}\nmean dice {dice:.3f}", fontsize=8)
     for ax in axes[0]:
         ax.axis("off")
-    from matplotlib.patches import Patch
-
     handles = [Patch(color=colours[c] / 255, label=name) for c, name in enumerate(classes)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(classes), max(4, 2 * n)), fontsize=7, frameon=False)
     fig.suptitle(
