@@ -121,7 +121,12 @@ def predict(
     return written
 
 
-SAVE_CHOICES = ("masks", "probs", "index")
+# --save: per-class PNG planes (0/255 masks, or p x 255), or one index PNG ("index", written by write_palette_png)
+SAVED_PLANES = {
+    "masks": lambda probs, masks: masks.astype(np.uint8) * 255,
+    "probs": lambda probs, masks: np.round(probs * 255).astype(np.uint8),
+}
+SAVE_CHOICES = (*SAVED_PLANES, "index")
 PREDICTIONS_DIR = "predictions"  # where `compkit predict RUN --source PATH` writes by default (predictions/<run>)
 PREDICTIONS_CSV = "predictions.csv"
 PREDICT_RECORD = "predict.json"
@@ -336,7 +341,7 @@ def _write_prediction(
         index[masks.any(axis=0)] = best[masks.any(axis=0)] + 1
         write_palette_png(staging / "index" / f"{image_id}.png", index, colours)
         return
-    planes = masks.astype(np.uint8) * 255 if save == "masks" else np.round(probs * 255).astype(np.uint8)
+    planes = SAVED_PLANES[save](probs, masks)
     if len(classes) == 1:
         write_png(staging / save / f"{image_id}.png", planes[0])
         return

@@ -105,9 +105,9 @@ def _fold_ids(fold: str | int, count: int, splits_file: Path) -> list[int]:
     try:
         wanted = [int(part) for part in str(fold).split(",") if part.strip()]
     except ValueError:
-        raise CompkitError("--fold", f"{fold!r} is not 'all', a fold number or fold numbers like 0,2") from None
+        raise CompkitError("--fold", f"{fold!r} is not a fold number or 'all' (several: 0,2)") from None
     if not wanted:
-        raise CompkitError("--fold", "no fold given: 'all', a fold number or fold numbers like 0,2")
+        raise CompkitError("--fold", "no fold given: a fold number or 'all' (several: 0,2)")
     for k in wanted:
         if not 0 <= k < count:
             raise CompkitError(splits_file, f"fold {k} out of range: the splits file has folds 0..{count - 1}")
