@@ -102,7 +102,9 @@ def plot_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     """results.png: training and validation loss, each loss term, validation mean dice with the best epoch marked,
     and the learning rate, per (integer) epoch; below, each class's validation dice per epoch as a heatmap (the
     worst classes at the best epoch named in red)."""
-    classes = [k.removeprefix(DICE_PREFIX) for k in dict.fromkeys(k for r in rows for k in r) if _is_class_column(k)]
+    validated = any(_number(r.get("val_dice_mean")) is not None for r in rows)  # the heatmap needs a validation
+    columns = dict.fromkeys(k for r in rows for k in r)
+    classes = [k.removeprefix(DICE_PREFIX) for k in columns if _is_class_column(k)] if validated else []
     heat_height = max(1.6, 0.17 * len(classes) + 0.8) if classes else 0
     fig = Figure(figsize=(17, 3.8 + heat_height))
     FigureCanvasAgg(fig)
