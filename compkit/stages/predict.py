@@ -134,8 +134,9 @@ PREDICT_RECORD = "predict.json"
 
 def source_images(source: str | Path) -> tuple[Path, list[Path]]:
     """(the folder ids are relative to, the image files) of ``source``: a folder (searched recursively, hidden
-    files skipped), a glob pattern or one image."""
+    files skipped), a glob pattern (ids relative to the files' common folder) or one image."""
     import glob
+    import os
 
     text = str(source)
     path = Path(source)
@@ -147,8 +148,7 @@ def source_images(source: str | Path) -> tuple[Path, list[Path]]:
         root = path
     elif any(c in text for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-        root = Path(text.split("*")[0].split("?")[0].split("[")[0] or ".")
-        root = root if root.is_dir() else root.parent
+        root = Path(os.path.commonpath([p.parent for p in files])) if files else Path(".")
     else:
         raise CompkitError(source, "not found (expected a folder of images, a glob pattern or an image file)")
     if not files:
@@ -159,8 +159,10 @@ def source_images(source: str | Path) -> tuple[Path, list[Path]]:
 
 def image_ids(root: Path, files: list[Path]) -> list[str]:
     """Each file's id: its path below ``root`` without the suffix (with it where two files would share one)."""
-    stems = [p.relative_to(root).with_suffix("").as_posix() if p.is_relative_to(root) else p.stem for p in files]
-    clashing = {s for s in stems if stems.count(s) > 1}
+    from collections import Counter
+
+    stems = [p.relative_to(root).with_suffix("").as_posix() for p in files]
+    clashing = {s for s, n in Counter(stems).items() if n > 1}
     return [(f"{s}_{p.suffix.lstrip('.').lower()}" if s in clashing else s) for s, p in zip(stems, files, strict=True)]
 
 
