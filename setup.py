@@ -7,5 +7,5 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["compkit", "compkit.*"]), "compkit.recipes"],
     package_dir={"compkit.recipes": "recipes"},
-    package_data={"compkit.recipes": ["*.yaml"]},
+    package_data={"compkit.recipes": ["*.yaml", "spaces/*.yaml"]},
 )

@@ -1,6 +1,6 @@
 """compkit: a toolkit for Kaggle-style medical image segmentation competitions.
 
-The Python API mirrors the commands: ``compkit.synth``, ``split``, ``train``, ``predict``, ``ensemble``,
+The Python API mirrors the commands: ``compkit.synth``, ``split``, ``train``, ``tune``, ``runs``, ``predict``, ``ensemble``,
 ``submit``, ``score``, ``eda``, ``pseudo``, ``inspect``, ``augment`` take the same arguments as the subcommands
 (as keyword arguments) and return what they wrote; ``compkit.load_run(path)`` gives a trained run whose
 ``.predict(image)`` returns per-class probabilities at the image's size. Everything is imported on first use,
@@ -20,6 +20,8 @@ _API = {
     "split": ("compkit.stages.split", "split"),
     "plan": ("compkit.stages.plan", "plan"),
     "train": ("compkit.stages.train", "train"),
+    "tune": ("compkit.stages.tune", "tune"),
+    "runs": ("compkit.stages.runs", "runs"),
     "predict": ("compkit.stages.predict", "predict"),
     "predict_source": ("compkit.stages.predict", "predict_source"),
     "ensemble": ("compkit.stages.ensemble", "ensemble"),

@@ -22,6 +22,8 @@ COMMAND_ORDER = (
     "split",
     "plan",
     "train",
+    "tune",
+    "runs",
     "predict",
     "ensemble",
     "submit",
@@ -136,6 +138,12 @@ def _tta_choices():
     from compkit.inference.views import TTA_VIEWS
 
     return _choices(TTA_VIEWS)
+
+
+def _search_choices(registry: str):
+    import compkit.tuning.study as study
+
+    return _choices(getattr(study, registry))
 
 
 def _version(value: bool) -> None:
@@ -412,6 +420,103 @@ def train(
     )
 
 
+@app.command(context_settings=KEY_VALUE_ARGUMENTS)
+def tune(
+    ctx: typer.Context,
+    recipe: Annotated[str, typer.Option(help="Base recipe name (recipes/NAME.yaml) or path; the search changes it.")],
+    space: Annotated[
+        str, typer.Option(help="Search space: a YAML file of recipe keys, or a name in recipes/spaces/ (`lr-loss`).")
+    ],
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (default: the recipe's data.root).")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials in the whole study, counted over every worker.")] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="Wall time of this command (30m, 6h): no trial starts, nor runs, past it.")
+    ] = None,
+    folds: Annotated[str, typer.Option(help="Folds each trial trains: 0, several (0,1) or all.")] = "0",
+    study: Annotated[
+        str | None, typer.Option(help="Study name (default: RECIPE-SPACE) -> OUT/STUDY/; the same name resumes it.")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the study lives (default: OUT/STUDY/study.journal): postgresql://..., mysql://..., PATH.journal."
+        ),
+    ] = None,
+    sampler: Annotated[_search_choices("SAMPLERS"), typer.Option(help="Optuna sampler.")] = "tpe",
+    pruner: Annotated[
+        _search_choices("PRUNERS"), typer.Option(help="Stops hopeless trials after a validation.")
+    ] = "median",
+    workers: Annotated[
+        int, typer.Option(help="Worker processes started here (one per GPU where there are several).")
+    ] = 1,
+    objective: Annotated[
+        _choices(("val", "cv")),
+        typer.Option(
+            help="val: mean best validation dice of the folds; cv: out-of-fold dice after thresholds (--folds all)."
+        ),
+    ] = "val",
+    set_: SetOption = None,
+    out: Annotated[Path, typer.Option(help="Folder that holds the study folder (-> OUT/STUDY/trial-<n>/).")] = Path(
+        "runs"
+    ),
+    seed: Annotated[int, typer.Option(help="Sampler seed (each worker and machine adds its own offset).")] = 42,
+    weights_cache: Annotated[
+        Path | None,
+        typer.Option(help="Pretrained-weights folder (default: $COMPKIT_WEIGHTS, else the standard caches)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N (every trial).")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="Shortcut for --set data.image_size=N (every trial).")] = None,
+    worker: Annotated[str | None, typer.Option(hidden=True, help="INDEX/COUNT of a worker --workers started.")] = None,
+    deadline: Annotated[
+        float | None, typer.Option(hidden=True, help="The study's deadline (seconds since epoch).")
+    ] = None,
+) -> None:
+    """Search hyperparameters on Optuna: each trial a run in runs/STUDY/trial-<n>/ -> best.yaml, trials.csv, study.html.
+
+    Many machines: run the same command on each with one --storage (a database, or a journal file on a shared disk)."""
+    from compkit.stages.tune import tune as run
+
+    run(
+        recipe,
+        space,
+        data=data,
+        trials=trials,
+        budget=budget,
+        folds=folds,
+        study=study,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        workers=workers,
+        out=out,
+        objective=objective,
+        overrides=_overrides(ctx, set_, {"epochs": epochs, "imgsz": imgsz}),
+        seed=seed,
+        weights_cache=weights_cache,
+        worker=worker,
+        deadline=deadline,
+    )
+
+
+@app.command("runs")
+def runs_command(
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders to search (default: ./runs and ./ensembles).", metavar="[DIR]..."),
+    ] = None,
+    sort: Annotated[_choices(("cv", "val", "lb", "date", "name")), typer.Option(help="Order of the rows.")] = "cv",
+    csv: Annotated[Path | None, typer.Option(help="Also write the rows to this CSV file.")] = None,
+    lb: Annotated[
+        list[str] | None,
+        typer.Option(help="Record a public-leaderboard score first: NAME=SCORE (a run or ensemble folder or name)."),
+    ] = None,
+) -> None:
+    """One table of every run, search trial and ensemble: model, size, epochs, val and OOF dice, LB, wall time, changes."""
+    from compkit.stages.runs import runs as run
+
+    run(dirs, sort=sort, csv=csv, lb=lb or [])
+
+
 @app.command()
 def plan(
     data_arg: PositionalData = None,
@@ -609,6 +714,12 @@ def submit(
     postprocess: Annotated[
         str, typer.Option(help="cv: the ensemble's postprocessing (kept where cross-validation confirmed it); none.")
     ] = "cv",
+    lb: Annotated[
+        float | None,
+        typer.Option(
+            help="The public-leaderboard score this submission got: kept in the source's lb.json (compkit runs)."
+        ),
+    ] = None,
 ) -> None:
     """Threshold, upsample and run-length encode test probabilities -> a validated submission CSV."""
     from compkit.stages.submit import submit as run
@@ -622,6 +733,7 @@ def submit(
         ensembles_dir=ensembles_dir,
         tuning_from=tuning_from,
         postprocess=postprocess,
+        lb=lb,
     )
 
 

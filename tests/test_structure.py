@@ -10,9 +10,16 @@ import compkit
 
 PACKAGE = Path(compkit.__file__).parent
 # One module per subcommand in compkit/stages/, named as the subcommand; `cli` parses and delegates, `demo` runs the
-# other stages in a row, `bundle` packs what `weights export` and `export run` write.
+# other stages in a row, `bundle` packs what `weights export` and `export run` write, `tune` trains (and ensembles)
+# its trials as runs.
 STAGES = {f"compkit.stages.{p.stem}" for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
-ORCHESTRATORS = {"compkit.cli", "compkit.stages.demo", "compkit.stages.bundle", "compkit.__main__"}
+ORCHESTRATORS = {
+    "compkit.cli",
+    "compkit.stages.demo",
+    "compkit.stages.bundle",
+    "compkit.stages.tune",
+    "compkit.__main__",
+}
 
 
 def module_name(path: Path) -> str:

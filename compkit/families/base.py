@@ -10,7 +10,7 @@ this interface; adding a family is adding a module that calls :func:`register_fa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +23,7 @@ from compkit.inference.predictor import InferenceSettings, Predictor
 from compkit.pretrained.weights import CachedWeights, PretrainedWeights, WeightsCache
 from compkit.training.distributed import DistContext
 from compkit.training.recipe import Recipe
+from compkit.training.trainer import RunObserver
 from compkit.util.errors import CompkitError
 from compkit.util.registry import Registry, doc_summary
 
@@ -66,6 +67,7 @@ class FoldJob:
     data: FoldData
     run: FoldRun
     context: DistContext
+    observer: RunObserver = field(default_factory=RunObserver)  # told each validation; may stop the run
 
 
 @dataclass

@@ -238,7 +238,7 @@ class SmpTrainer(Trainer):
     soft pseudo-labels; every epoch replays exactly from (seed, epoch), so a resumed fold matches one never stopped."""
 
     def __init__(self, job: FoldJob, tuned: bool = False):
-        super().__init__(job.recipe, job.data.fold, job.run.folder, job.context)
+        super().__init__(job.recipe, job.data.fold, job.run.folder, job.context, job.observer)
         self.job, self.data = job, job.data
         self.tuned = tuned  # also report the dice at the best threshold per class
 

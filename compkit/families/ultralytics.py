@@ -391,6 +391,7 @@ class UltralyticsFamily(ModelFamily):
             f"fold {data.fold}: val dice {dice.mean:.4f} at threshold {threshold}, {tuned:.4f} at the best threshold "
             "per class (yolo)"
         )
+        job.observer.validated(data.fold, epochs, dice.mean)  # ultralytics validates by its own metric until here
         return FoldOutcome(dice.mean, best_epoch, epochs)
 
 

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from compkit.data import Sample, open_dataset
 from compkit.evaluation.postprocess import apply_rule, upsample_mask
+from compkit.stores.leaderboard import LB_FILE, parse_score, record_lb
 from compkit.stores.members import (
     ENSEMBLES_DIR,
     MEMBERS_FILE,
@@ -50,12 +51,15 @@ def submit(
     ensembles_dir: str | Path = ENSEMBLES_DIR,
     tuning_from: str | Path | None = None,
     postprocess: str = "cv",
+    lb: float | None = None,
     console: Console | None = None,
 ) -> Path:
     """Write ``source``'s submission CSV (default: the newest ensemble's, to ``submissions/NAME.csv``); returns
     its path. ``threshold``: 'auto', 'tuned' or a number; ``tuning_from``: an ensemble folder whose thresholds and
     postprocessing to apply instead of the source's (the local ensemble's, in a notebook that cannot tune);
-    ``postprocess``: 'cv' applies the rules the ensemble kept (each confirmed by cross-validation), 'none' none."""
+    ``postprocess``: 'cv' applies the rules the ensemble kept (each confirmed by cross-validation), 'none' none.
+    ``lb``: the public-leaderboard score this submission got, recorded in the source's ``lb.json`` (``compkit
+    runs`` shows it beside the cross-validated figures)."""
     console = console or output_console()
     if source:
         source = Path(source)
@@ -64,6 +68,16 @@ def submit(
         source = newest_ensemble(ensembles_dir)
         console.print(f"using {source}: the newest ensemble in {ensembles_dir} (name a SOURCE to choose another)")
     member = open_member(source)
+    lb_folder = None
+    if lb is not None:
+        lb = parse_score(lb)
+        lb_folder = (
+            member.path if member.path.is_dir() else member.path.parent if member.path.name == VOTE_CSV else None
+        )
+        if lb_folder is None:
+            raise CompkitError(
+                "--lb", f"{source} is a CSV of its own: record the score on the run or ensemble it came from"
+            )
     name = member.path.parent.name if member.kind == "csv" and member.path.name == VOTE_CSV else member.name
     out = Path(out) if out else Path(SUBMISSIONS_DIR) / f"{name}.csv"
     root = dataset_root(member, data)
@@ -109,5 +123,8 @@ def submit(
         f"[green]wrote[/green] {out} ({len(dataset.samples)} images x {len(dataset.classes)} classes{following}); "
         "validated: header, rows, ids and run-length encodings"
     )
+    if lb_folder is not None:
+        record_lb(lb_folder, lb, out)
+        console.print(f"recorded leaderboard score {lb} for {lb_folder} ({LB_FILE}); `compkit runs` lists it beside CV")
     console.print(f"next: compkit score {out} --data {root}  (with local test labels), or upload {out}")
     return out

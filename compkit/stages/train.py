@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ from compkit.training.device import resolve_device
 from compkit.training.distributed import (
     DistContext,
     barrier,
+    broadcast_flag,
     cleanup,
     launched_by_torchrun,
     main_rank_first,
@@ -65,7 +67,7 @@ from compkit.training.runs import (
     write_run_record,
 )
 from compkit.training.tracking import check_loggers
-from compkit.training.trainer import BudgetClock
+from compkit.training.trainer import BudgetClock, RunObserver
 from compkit.util.console import output_console
 from compkit.util.errors import REPLACE_FLAG, CompkitError, warn, warnings_to
 from compkit.util.fileio import atomic_write, write_json
@@ -98,7 +100,7 @@ def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
         raise CompkitError(None, f"distributed training failed (exit code {returncode})")
 
 
-def _fold_ids(fold: str | int, count: int, splits_file: Path) -> list[int]:
+def parse_folds(fold: str | int, count: int, splits_file: Path) -> list[int]:
     """The folds ``fold`` names: 'all', one number, or several separated by commas ('0,2')."""
     if str(fold).strip() == "all":
         return list(range(count))
@@ -118,9 +120,10 @@ class TrainedFolds(list):
     """What :func:`train` returns: one summary dict per fold (fold, best_dice, best_epoch, epochs, folder), plus
     the run folder and the summaries as a table."""
 
-    def __init__(self, rows: list[dict[str, Any]], run_dir: Path | None):
+    def __init__(self, rows: list[dict[str, Any]], run_dir: Path | None, stopped: str | None = None):
         super().__init__(rows)
         self.run_dir = run_dir
+        self.stopped = stopped  # why the run's observer stopped it before its last fold ended (None: it did not)
 
     @property
     def table(self):
@@ -291,6 +294,8 @@ class PreparedRun:
     splits: dict[str, Any]
     splits_file: Path
     fold_ids: tuple[int, ...]
+    observer: RunObserver  # told each validation; may stop the run (a search's pruner)
+    record: dict[str, Any]  # what each fold's run.json adds to its own keys (a search trial's study and number)
 
     @property
     def folds(self) -> list[dict[str, list[str]]]:
@@ -330,7 +335,14 @@ def _pretrained_start(
 
 
 def prepare(
-    cfg: Recipe, overrides, fold: str, clock: WallClock, context: DistContext, weights_cache: str | Path | None
+    cfg: Recipe,
+    overrides,
+    fold: str,
+    clock: WallClock,
+    context: DistContext,
+    weights_cache: str | Path | None,
+    observer: RunObserver | None = None,
+    record: dict[str, Any] | None = None,
 ) -> PreparedRun:
     """Resolve the loaded recipe once: its family (checked against the recipe and the run's devices), the pretrained
     weights (before any data is read) and their normalisation, the dataset and its current folds, the folds to
@@ -345,9 +357,13 @@ def prepare(
     splits = load_splits(cfg.data.root, cfg.data.splits)
     check_current(splits, dataset, splits_file)  # images added after `compkit split` would silently not train
     family.check(cfg, len(dataset.classes), context.console)  # every setting it cannot honour fails now
-    fold_ids = _fold_ids(fold, len(splits["folds"]), splits_file)
+    fold_ids = parse_folds(fold, len(splits["folds"]), splits_file)
     _share_budget(cfg, clock, len(fold_ids), context.console)
-    return PreparedRun(cfg, tuple(overrides), family, weights, start, dataset, splits, splits_file, tuple(fold_ids))
+    return PreparedRun(
+        *(cfg, tuple(overrides), family, weights, start, dataset, splits, splits_file, tuple(fold_ids)),
+        observer or RunObserver(),
+        dict(record or {}),
+    )
 
 
 def cache_inputs(run: PreparedRun, context: DistContext) -> FoldCaches:
@@ -401,6 +417,7 @@ def start_fold(run: PreparedRun, run_dir: Path, k: int, resume: bool, context: D
         if (folder / CHECKPOINT_LAST).is_file():
             started = (folder / CHECKPOINT_LAST).stat().st_mtime
     record = {
+        **run.record,
         "fold": k,
         "family": run.family.name,
         "command": command_line(),
@@ -435,7 +452,7 @@ def _fold_job(run: PreparedRun, caches: FoldCaches, fold: FoldStart, resume: boo
     split = run.folds[fold.k]
     data = FoldData(run.dataset, caches.cache, fold.k, split["train"], split["val"], pseudo=caches.pseudo)
     where = FoldRun(fold.folder, resume=resume, weights_cache=run.weights, start=run.start)
-    return FoldJob(run.cfg, data, where, context)
+    return FoldJob(run.cfg, data, where, context, run.observer)
 
 
 def train_and_predict(
@@ -543,6 +560,8 @@ def train(
     weights_cache: str | Path | None = None,
     budget: str | float | None = None,
     console: Console | None = None,
+    observer: RunObserver | None = None,
+    record: dict[str, Any] | None = None,
 ) -> TrainedFolds:
     """Train ``recipe`` on every fold (``fold="all"``, what an ensemble needs), one (``"0"``) or several (``"0,2"``)
     into ``out/<name>/``; returns one summary per fold.
@@ -554,7 +573,9 @@ def train(
     pretrained weights missing there are downloaded when the network allows, else training stops before any data
     is read. ``recipe="plan"`` plans a recipe for ``data`` and ``budget`` first (:mod:`compkit.planning`; written
     to ``out/plan.yaml``); with another recipe, ``budget`` (``10m``, ``6h``) gives each fold its share (80 %, the
-    rest for prediction) as ``train.time_budget``. The wall time is printed against the budget."""
+    rest for prediction) as ``train.time_budget``. The wall time is printed against the budget. ``observer`` hears
+    every validation and may stop the run (``compkit tune``'s pruner); ``record`` adds keys to each fold's
+    ``run.json``."""
     console = console or output_console()
     console.record = True  # the console output is kept as each fold's train.log
     clock = WallClock(budget)
@@ -573,7 +594,7 @@ def train(
         context = start_distributed(resolve_device(cfg.train.device), console)
         run_lock = None
         try:
-            run = prepare(cfg, overrides, fold, clock, context, weights_cache)
+            run = prepare(cfg, overrides, fold, clock, context, weights_cache, observer, record)
             # The recipe is final now and chooses the run folder. One lock per run: under torchrun rank 0 holds it
             # for every rank.
             splits_fingerprint = fingerprint(run.splits)
@@ -594,13 +615,17 @@ def train(
                 end_fold(started, summary, context)
                 barrier(context.dist)
                 results.append(summary)
+                if broadcast_flag(context.dist, run.observer.stopped is not None):
+                    break
             if context.dist.is_main:
                 again = f"compkit train --recipe {recipe}" + (f" --data {data}" if data else "")
                 again += f" --name {run_dir.name}" if name else ""
+                again += "".join(f" --set {shlex.quote(o)}" for o in overrides)  # the same run, its other folds
+                again += f" --out {request.runs_dir}" if request.runs_dir != Path(RUNS_DIR) else ""
                 report(results, run_dir, run, again, context.console)
                 if clock.budget is not None:
                     context.console.print(clock.report())
-            return TrainedFolds(results, run_dir)
+            return TrainedFolds(results, run_dir, run.observer.stopped)
         finally:
             if run_lock is not None:
                 run_lock.release()

@@ -90,17 +90,22 @@ def check_fold_split(folder: Path, splits: dict[str, Any], splits_file: Path) ->
         )
 
 
-def recipe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str | None:
-    """The first dotted key whose value differs between two resolved recipes (``train.epochs: 3 -> 4``), or None."""
+def recipe_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every key whose value differs between two resolved recipes."""
+    changes = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found = recipe_difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
+            changes += recipe_changes(a, b, f"{prefix}{key}.")
         elif a != b:
-            return f"{prefix}{key}: {a!r} -> {b!r}"
-    return None
+            changes.append((f"{prefix}{key}", a, b))
+    return changes
+
+
+def recipe_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first dotted key whose value differs between two resolved recipes (``train.epochs: 3 -> 4``), or None."""
+    changes = recipe_changes(old, new)
+    return f"{changes[0][0]}: {changes[0][1]!r} -> {changes[0][2]!r}" if changes else None
 
 
 def saved_recipe(folder: Path) -> dict[str, Any]:

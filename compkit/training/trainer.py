@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,20 @@ class BudgetClock:
         return math.inf if self.budget is None else self.budget - self.elapsed()
 
 
+class RunObserver:
+    """Hears every validation of a run's folds (fold, epoch, dice), and may ask the run to stop: a search's pruner
+    listens here. ``listener`` returns a reason to stop (None: go on); once it has given one, the fold stops after
+    that epoch as at an early stop (its best.pt, stores and records complete) and the run trains no further fold."""
+
+    def __init__(self, listener: Callable[[int, int, float], str | None] | None = None):
+        self.listener = listener
+        self.stopped: str | None = None  # the reason, once the listener gave one
+
+    def validated(self, fold: int, epoch: int, dice: float) -> None:
+        if self.listener is not None and self.stopped is None:
+            self.stopped = self.listener(fold, epoch, dice)
+
+
 def progress_bar(console) -> Progress:
     return transient_progress(
         console,
@@ -83,8 +98,11 @@ def progress_bar(console) -> Progress:
 class Trainer(ABC):
     """One fold's training into ``folder``; rank 0 alone writes it."""
 
-    def __init__(self, recipe: Recipe, fold: int, folder: Path, context: DistContext):
+    def __init__(
+        self, recipe: Recipe, fold: int, folder: Path, context: DistContext, observer: RunObserver | None = None
+    ):
         self.recipe, self.cfg = recipe, recipe.train
+        self.observer = observer or RunObserver()
         self.fold, self.folder, self.context = fold, folder, context
         self.dist, self.device, self.console = context.dist, context.device, context.console
         self.state = FoldState()
@@ -111,6 +129,8 @@ class Trainer(ABC):
                 self.state.epoch = epoch
                 self.state.rows.append(row)
                 improved = dice is not None and self.state.record_validation(epoch, dice)
+                if dice is not None:
+                    self.observer.validated(self.fold, epoch, dice)
                 self.save(improved)
                 self.announce(epoch, row, dice, improved)
                 stop = self.should_stop(epoch)
@@ -160,13 +180,16 @@ class Trainer(ABC):
             )
 
     def should_stop(self, epoch: int) -> bool:
-        """The last epoch, no improvement for ``train.early_stop`` validations, or no time for one more epoch
-        (as long as the slowest recent one); rank 0 decides for every rank."""
+        """The last epoch, no improvement for ``train.early_stop`` validations, no time for one more epoch
+        (as long as the slowest recent one), or the observer asked; rank 0 decides for every rank."""
         cfg = self.cfg
         early = cfg.early_stop is not None and self.state.stale_epochs >= cfg.early_stop
         out_of_time = epoch < cfg.epochs and self.clock.left() < self.state.slowest_recent_epoch()
-        stop = broadcast_flag(self.dist, epoch >= cfg.epochs or early or out_of_time)
-        if early and self.dist.is_main:
+        asked = epoch < cfg.epochs and self.observer.stopped is not None
+        stop = broadcast_flag(self.dist, epoch >= cfg.epochs or early or out_of_time or asked)
+        if asked and self.dist.is_main:
+            self.progress.console.print(f"fold {self.fold} stops after epoch {epoch}: {self.observer.stopped}")
+        elif early and self.dist.is_main:
             self.progress.console.print(f"early stop: no improvement for {cfg.early_stop} validations")
         elif out_of_time and self.dist.is_main:
             self.progress.console.print(

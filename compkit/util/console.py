@@ -31,3 +31,19 @@ def transient_progress(console: Console, *columns) -> Progress:
     """A rich progress bar that disappears when done; shown only on a terminal or in a notebook (in a pipe a
     transient bar would leave a blank line behind)."""
     return Progress(*columns, console=console, transient=True, disable=not (console.is_terminal or console.is_jupyter))
+
+
+def recording_console(console: Console) -> Console:
+    """A fresh recording console that prints where ``console`` prints and as it does: a log that holds one part of
+    the output only (each trial of a search keeps its own ``train.log``)."""
+    return Console(
+        file=console.file,
+        width=console.width,
+        soft_wrap=console.soft_wrap,
+        force_terminal=console.is_terminal,
+        force_jupyter=console.is_jupyter,
+        color_system=console.color_system,
+        no_color=console.no_color,
+        quiet=console.quiet,
+        record=True,
+    )

@@ -173,7 +173,7 @@ def _exchange(a: Path, b: Path) -> bool:
     return done == 0
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -187,7 +187,7 @@ def remove_stale_partials(target: Path) -> None:
     """Delete ``.<name>.partial-<pid>-*`` folders that killed runs left beside ``target`` (live writers' are kept)."""
     for leftover in target.parent.glob(f".{target.name}{PARTIAL_MARK}*"):
         pid = leftover.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
-        if not (pid.isdigit() and _process_alive(int(pid)) and int(pid) != os.getpid()):
+        if not (pid.isdigit() and process_alive(int(pid)) and int(pid) != os.getpid()):
             shutil.rmtree(leftover, ignore_errors=True)
 
 

@@ -230,3 +230,18 @@ def _holder(fd: int) -> str:
     if len(command) > _COMMAND_SHOWN:
         command = command[: _COMMAND_SHOWN - 3] + "..."
     return f"pid {pid} ({command})" if command else f"pid {pid}"
+
+
+@contextlib.contextmanager
+def waiting_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive lock on the file ``path`` among processes (on this machine, or on a shared file system that
+    honours ``flock``), waited for: for steps that must not interleave, such as a search's workers asking for
+    their next trial. The file is left in place (removing it could hand two processes two different files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
