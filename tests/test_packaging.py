@@ -29,7 +29,7 @@ def test_the_wheel_ships_every_module_and_recipe(tmp_path):
     )
     [wheel] = tmp_path.glob("compkit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    recipes = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
-    assert recipes and {f"compkit/recipes/{name}" for name in recipes} <= names
+    recipes = sorted(p.relative_to(ROOT / "recipes").as_posix() for p in (ROOT / "recipes").rglob("*.yaml"))
+    assert recipes and {f"compkit/recipes/{name}" for name in recipes} <= names  # search spaces (spaces/) too
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "compkit").rglob("*.py")}
     assert modules <= names, sorted(modules - names)
