@@ -68,3 +68,15 @@ def test_drive_is_described_and_split_in_the_workdir(tmp_path):
     assert [len(f["val"]) for f in folds] == [10, 10]
     assert sorted(source.rglob("*")) == files, "nothing written into the data"
     assert prepare_real("drive", tmp_path / "drive", quiet())[0] == description, "a second run reuses both"
+
+
+@pytest.mark.slow
+def test_the_tune_pipeline_searches_then_trains_its_best_recipe_within_the_same_budget(tmp_path):
+    (row,) = benchmark(["smoke"], "45s", tmp_path, recipes=("tune",), baseline=False, console=quiet())
+    study = tmp_path / "smoke" / "tune" / "studies" / "tune"
+    assert (study / "best.yaml").is_file() and len(list(study.glob("trial-*"))) >= 2
+    assert len(row["tune"]["epochs"]) == 2  # the best recipe trained on both folds
+    assert row["tune"]["dice"] == score(
+        tmp_path / "smoke" / "tune" / "tune.csv", tmp_path / "smoke" / "data", console=quiet()
+    )
+    assert row["tune"]["seconds"] < 45 * 1.5  # the study and the final training share one budget

@@ -19,6 +19,7 @@ Output: ``study.json`` (the definition every worker must agree on), ``study.jour
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -172,7 +173,7 @@ def plan_study(
     name = study or f"{cfg.name}-{searched.name}"
     base = load_recipe(recipe)
     base.data.root = None  # the same study on another machine finds its data elsewhere; its folds must match
-    definition = {
+    definition = {  # as the storage keeps it (JSON), so that a worker compares like with like
         "recipe": base.model_dump(mode="json"),
         "space": searched.definition,
         "overrides": list(overrides),
@@ -180,6 +181,7 @@ def plan_study(
         "objective": objective,
         "splits": fingerprint(splits),
     }
+    definition = json.loads(json.dumps(definition))
     seconds = parse_budget(budget) if budget is not None else None
     return StudyPlan(
         *(name, Path(out) / name, str(recipe), root, searched, folds, len(fold_ids), objective, tuple(overrides)),
@@ -378,13 +380,27 @@ def _run_workers(plan: StudyPlan, study, storage: str | None, console: Console) 
     progress = transient_progress(
         console, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     )
+    announced: set[int] = set()
+
+    def announce() -> int:
+        """A line for each trial that ended since the last look (what a log of this command shows); how many."""
+        ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        for t in sorted(ended, key=lambda t: t.number):
+            if t.number not in announced:
+                announced.add(t.number)
+                how = {TrialState.COMPLETE: f"objective {t.value:.4f}" if t.value is not None else "complete"}.get(
+                    t.state, t.user_attrs.get(STOPPED_ATTR) or t.user_attrs.get(ERROR_ATTR) or t.state.name.lower()
+                )
+                progress.console.print(f"trial {t.number} ({t.state.name.lower()}): {escape(str(how))}")
+        return len(ended)
+
     try:
         with progress:
             task = progress.add_task(plan.name, total=plan.trials)
             while any(p.poll() is None for p, _ in processes):
                 time.sleep(2)
-                finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                progress.update(task, completed=len(finished))
+                progress.update(task, completed=announce())
+            announce()
     except KeyboardInterrupt:
         for p, _ in processes:
             p.terminate()  # each worker repeats its trial when the study next runs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -146,9 +147,11 @@ def check_shared_study(trials: list, folder: Path, expected: int) -> None:
     for t in trials:
         record = json.loads((folder / f"trial-{t.number}" / "fold0" / "run.json").read_text())
         assert record["study"]["trial"] == t.number
-        if t.state == TrialState.PRUNED:
-            assert "pruned (median) at validation 1" in t.user_attrs["stopped"]
-            assert record["epochs"] == 1  # stopped after the epoch it was pruned at, its fold complete
+        if t.state == TrialState.PRUNED:  # at validation 1, or 2 where too few trials had completed at its first
+            found = re.search(r"pruned \(median\) at validation (\d+): fold 0 epoch (\d+)", t.user_attrs["stopped"])
+            assert found and found.group(1) == found.group(2), t.user_attrs["stopped"]
+            # it stopped after the epoch it was pruned at, its fold complete
+            assert record["epochs"] == int(found.group(2))
     assert (folder / "best.yaml").is_file() and (folder / "workers" / "worker-1.log").is_file()
 
 
@@ -214,3 +217,51 @@ def test_two_workers_share_one_postgresql_study(tune_data, tmp_path, postgres_ur
     study = optuna.load_study(study_name="two", storage=open_storage(postgres_url, tmp_path).storage)
     check_shared_study(study.trials, tmp_path / "runs" / "two", 6)
     assert not (tmp_path / "runs" / "two" / "study.journal").exists()
+
+
+def test_the_cv_objective_is_the_trials_cross_validated_oof_dice(tune_data, tmp_path):
+    result = tune(
+        "tiny",
+        space_file(tmp_path, "loss.dice: {uniform: [0.3, 1.0]}\n"),
+        data=tune_data,
+        trials=1,
+        folds="all",
+        objective="cv",
+        out=tmp_path / "runs",
+        overrides=FAST_TRIAL,
+        console=quiet(),
+    )
+    members = json.loads((result.folder / "ensembles" / "trial-0" / "members.json").read_text())
+    assert result.best_value == pytest.approx(members["oof_dice_cross_validated"])
+    with pytest.raises(CompkitError, match="--folds all"):
+        tune(
+            "tiny", space_file(tmp_path), data=tune_data, trials=1, objective="cv", out=tmp_path / "r2", console=quiet()
+        )
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_and_repeats_the_killed_trial(tune_data, tmp_path):
+    """SIGKILL in the middle of a trial's training; the same command again repeats that trial with its values."""
+    import signal
+    import time
+
+    space = space_file(tmp_path, "loss.dice: {uniform: [0.3, 1.0]}\n")
+    base = ["tune", "--recipe", "tiny", "--space", str(space), "--data", str(tune_data), "--out", str(tmp_path)]
+    base += ["--study", "killed", *(a for o in [*FAST_TRIAL[:1], "train.epochs=40"] for a in ("--set", o))]
+    command = [sys.executable, "-m", "compkit", *base, "--trials", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "killed" / "trial-0" / "fold0" / "results.csv"
+    deadline = time.time() + 120
+    while not (results.is_file() and len(results.read_text().splitlines()) >= 2) and time.time() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert results.is_file(), "the first trial never finished an epoch"
+    done = run_cli(*base, "--trials", "2", "--budget", "40s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trial 0: its worker" in done.stdout and "runs again with the same values" in done.stdout
+    trials = {t.number: t for t in trials_of(tmp_path, "killed")}
+    assert trials[0].state == TrialState.FAIL
+    repeat = next(t for t in trials.values() if t.user_attrs.get("retry_of") == 0)
+    assert repeat.params == trials[0].params and repeat.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert len(trials) == 3  # the killed one, its repeat, and the second trial: two counted
