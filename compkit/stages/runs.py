@@ -33,6 +33,7 @@ from compkit.training.runs import (
     recipe_changes,
     saved_recipe,
 )
+from compkit.tuning.space import brief
 from compkit.util.console import output_console
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import write_csv
@@ -116,11 +117,6 @@ def _base_recipe(record: dict[str, Any], recipe: dict[str, Any]) -> dict[str, An
     return None
 
 
-def _shown(value: Any) -> str:
-    text = f"{value:.4g}" if isinstance(value, float) else str(value)
-    return text if len(text) <= 30 else text[:27] + "..."
-
-
 def describe_changes(record: dict[str, Any], recipe: dict[str, Any]) -> str:
     """The recipe keys that differ from the run's base recipe (``optim.lr 0.001 → 0.0003``); where the base no
     longer loads, the run's --set settings as given."""
@@ -128,7 +124,7 @@ def describe_changes(record: dict[str, Any], recipe: dict[str, Any]) -> str:
     if base is None:
         return "; ".join(record.get("overrides") or [])
     changes = [(k, a, b) for k, a, b in recipe_changes(base, recipe) if k not in RESOLVED_KEYS]
-    return "; ".join(f"{key} {_shown(a)} → {_shown(b)}" for key, a, b in changes)
+    return "; ".join(f"{key} {brief(a, 30)} → {brief(b, 30)}" for key, a, b in changes)
 
 
 def _fold_total(record: dict[str, Any]) -> int | None:

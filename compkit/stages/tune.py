@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from compkit.training.recipe import load_recipe
 from compkit.training.runs import RUNS_DIR
 from compkit.training.trainer import RunObserver
 from compkit.tuning.report import trial_rows, write_best_recipe, write_study_html, write_trials_csv
-from compkit.tuning.space import SearchSpace, load_space, overrides_for, yaml_value
+from compkit.tuning.space import SearchSpace, brief, load_space, overrides_for
 from compkit.tuning.study import (
     DEFINITION_ATTR,
     ERROR_ATTR,
@@ -224,11 +224,6 @@ def _open_study(plan: StudyPlan, opened: StudyStorage, worker: int):
     return study
 
 
-def _short(value: Any) -> str:
-    text = f"{value:.4g}" if isinstance(value, float) else yaml_value(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _objective_value(plan: StudyPlan, trained, console: Console) -> float:
     if plan.objective == "val":
         return sum(row["best_dice"] for row in trained) / len(trained)
@@ -259,7 +254,7 @@ def run_trial(plan: StudyPlan, study, trial, opened: StudyStorage, console: Cons
         return None
 
     record = {"study": {"name": plan.name, "trial": trial.number, "params": values, "storage": opened.description}}
-    shown = ", ".join(f"{key}={_short(value)}" for key, value in values.items())
+    shown = ", ".join(f"{key}={brief(value)}" for key, value in values.items())
     rule(console, f"{plan.name}: trial {trial.number}")
     console.print(f"trial {trial.number}: {escape(shown)}")
     try:
@@ -423,7 +418,7 @@ def _top_table(rows: list[dict[str, Any]], plan: StudyPlan, limit: int = 10) -> 
     for column in ("trial", "value", *plan.space.keys, "seconds", "run"):
         table.add_column(column, justify="right" if column in ("trial", "value", "seconds") else "left")
     for r in done[:limit]:
-        cells = [str(r["trial"]), f"{r['value']:.4f}", *(_short(r[k]) for k in plan.space.keys)]
+        cells = [str(r["trial"]), f"{r['value']:.4f}", *(brief(r[k]) for k in plan.space.keys)]
         table.add_row(*cells, str(r["seconds"] or "-"), str(r["run"]))
     return table
 
@@ -497,8 +492,6 @@ def tune(
         *(sampler, pruner, seed, weights_cache),
     )
     if plan.budget is not None:
-        from dataclasses import replace
-
         plan = replace(plan, deadline=deadline if deadline is not None else time.time() + plan.budget)
     opened = open_storage(storage, plan.folder, total_workers)
     study_obj = _open_study(plan, opened, local[0] if local else 0)

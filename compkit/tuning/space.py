@@ -41,6 +41,12 @@ def yaml_value(value: Any) -> str:
     return text.removesuffix("...").strip()
 
 
+def brief(value: Any, width: int = 40) -> str:
+    """A value as a table cell: floats to 4 significant digits, anything else as one-line YAML, cut at ``width``."""
+    text = f"{value:.4g}" if isinstance(value, float) else yaml_value(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Dimension:
     """One recipe key of a search space and the values it may take."""
