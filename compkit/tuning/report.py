@@ -69,7 +69,7 @@ def best_recipe_text(study, space: SearchSpace, base: str, overrides: list[str],
     for assignment in [*overrides, *overrides_for(values)]:
         apply_override(nested, assignment)
     base_file = Path(base)
-    extends = str(base) if not base_file.is_file() else str(Path(_relative(base_file.absolute(), folder)))
+    extends = os.path.relpath(base_file.absolute(), folder.absolute()) if base_file.is_file() else str(base)
     if "loss" in nested:
         nested["loss"] = {**load_recipe(base).loss, **nested["loss"]}
     header = (
@@ -78,10 +78,6 @@ def best_recipe_text(study, space: SearchSpace, base: str, overrides: list[str],
     )
     body = {"name": f"{study.study_name}-best", "extends": extends, **nested}
     return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
-
-
-def _relative(path: Path, folder: Path) -> str:
-    return os.path.relpath(path, folder.absolute())
 
 
 def write_best_recipe(study, space: SearchSpace, base: str, overrides: list[str], folder: Path) -> Path:
