@@ -35,6 +35,7 @@ _API = {
     "encode_labels": ("compkit.stages.encode_labels", "encode_labels"),
     "demo": ("compkit.stages.demo", "demo"),
     "export_run": ("compkit.stages.export", "export_run"),
+    "export_onnx": ("compkit.stages.export", "export_onnx"),
     "load_run": ("compkit.inference.loaded_run", "load_run"),
 }
 __all__ = [*_API, "__version__"]

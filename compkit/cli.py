@@ -269,7 +269,7 @@ def check_data(
 export_app = typer.Typer(
     cls=_CompkitGroup,
     name="export",
-    help="A dataset in nnU-Net's layout, or a trained run as an inference-only copy to upload.",
+    help="A dataset in nnU-Net's layout, a trained run as an inference-only copy to upload, or its models as ONNX.",
     no_args_is_help=True,
 )
 app.add_typer(export_app)
@@ -307,6 +307,22 @@ def export_run(
     from compkit.stages.export import export_run as run
 
     run(run_dir, out, half=half, exist_ok=exist_ok)
+
+
+@export_app.command("onnx")
+def export_onnx(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run or fold folder (runs/NAME).")],
+    fold: Annotated[str, typer.Option(help="Fold number, several (0,2) or all.")] = "all",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write OUT/<run>/fold<k>/model.onnx with the fold's records (default: into the run)."),
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+) -> None:
+    """Each fold's network as ONNX (dynamic batch and size, the run's settings in its metadata), verified against torch."""
+    from compkit.stages.export import export_onnx as run
+
+    run(run_dir, fold=fold, out=out, opset=opset)
 
 
 @app.command()
@@ -583,6 +599,10 @@ def predict(
     postprocess: Annotated[
         _choices(["cv", "none"]), typer.Option(help="With --source: the kept postprocessing (cv) or none.")
     ] = "cv",
+    engine: Annotated[
+        str,
+        typer.Option(help="torch, or onnx: onnxruntime on the models `compkit export onnx` wrote (CUDA where it can)."),
+    ] = "torch",
 ) -> None:
     """Predict the test (or validation) images of every fold -> a probability store per fold; or any images (--source)."""
     from compkit.stages.predict import predict as run
@@ -603,6 +623,7 @@ def predict(
             window=window,
             device=device,
             exist_ok=exist_ok,
+            engine=engine,
         )
         return
     run(
@@ -616,6 +637,7 @@ def predict(
         device=device,
         out=out,
         exist_ok=exist_ok,
+        engine=engine,
     )
 
 

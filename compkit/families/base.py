@@ -125,6 +125,19 @@ class ModelFamily(ABC):
     ) -> Predictor:
         """A trained fold's predictor from its checkpoint."""
 
+    def export_onnx(self, predictor: Predictor, recipe: Recipe, path: Path, opset: int) -> dict[str, Any]:
+        """Write the network of a predictor this family loaded (:meth:`load`) to ``path`` as an ONNX model with
+        dynamic batch, height and width, which :meth:`load_onnx` wraps back into the same predictor; returns the
+        metadata entries that say what its input and outputs are. Raises CompkitError with the reason where the
+        model cannot export."""
+        raise CompkitError("compkit export onnx", f"the {self.name} family does not export to ONNX")
+
+    def load_onnx(
+        self, recipe: Recipe, classes: list[str] | tuple[str, ...], path: Path, device: torch.device
+    ) -> Predictor:
+        """A trained fold's predictor from its exported ONNX model (onnxruntime computing the network)."""
+        raise CompkitError("--engine onnx", f"the {self.name} family does not predict with onnxruntime")
+
 
 FAMILIES: Registry[type[ModelFamily]] = Registry("family", option="model.family")
 

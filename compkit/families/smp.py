@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,6 +16,7 @@ from rich.console import Console
 from compkit.data import SegmentationDataset
 from compkit.data.cache import SampleCache
 from compkit.families.base import FoldJob, FoldOutcome, ModelFamily, register_family
+from compkit.inference.onnx_engine import ONNX_INPUT, ONNX_OUTPUT, OnnxNetwork
 from compkit.inference.predictor import InferenceSettings, validation_dice
 from compkit.inference.tta import segmentation_logits, sliding_window_logits
 from compkit.pretrained.weights import (
@@ -73,6 +75,17 @@ class SmpPredictor:
                 self.model, x, settings.window, settings.overlap, settings.tta, settings.batch_size
             )
         return torch.sigmoid(logits.float()).cpu().numpy()
+
+
+class _MasksOnly(torch.nn.Module):
+    """The network as exported: its segmentation logits (an auxiliary classification head's output left out)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return segmentation_logits(self.model(images))
 
 
 class CachedSamples(torch.utils.data.Dataset):
@@ -228,6 +241,40 @@ class SmpFamily(ModelFamily):
             ) from None
         return SmpPredictor(model.to(device).eval(), recipe, device)
 
+    def export_onnx(self, predictor: SmpPredictor, recipe: Recipe, path: Path, opset: int) -> dict[str, Any]:
+        # Traced, not scripted (UNet++ cannot be scripted, smp issue #1156) and not through torch.export: the
+        # traced graph keeps height and width free, where smp's multiple-of-32 check stops torch.export's shapes.
+        import warnings
+
+        side = recipe.infer.window or recipe.data.image_size
+        network = _MasksOnly(predictor.model).eval()
+        example = torch.zeros((1, 3, side, side), device=next(network.parameters()).device)
+        axes = {0: "batch", 2: "height", 3: "width"}
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the tracer's and the legacy exporter's warnings say nothing here
+                torch.onnx.export(
+                    network,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[ONNX_INPUT],
+                    output_names=[ONNX_OUTPUT],
+                    dynamic_axes={ONNX_INPUT: axes, ONNX_OUTPUT: axes},
+                )
+        except Exception as e:  # the exporter raises many kinds: unsupported operators, tracing failures
+            model_name = f"{recipe.model.arch}/{recipe.model.encoder}"
+            raise CompkitError("compkit export onnx", f"{model_name} does not export: {first_line(e)}") from None
+        return {
+            "input": f"{ONNX_INPUT}: float32 (B, 3, H, W) RGB as (pixel / 255 - mean) / std, H and W multiples of 32",
+            "output": f"{ONNX_OUTPUT}: (B, C, H, W), one per class: sigmoid gives its probability",
+        }
+
+    def load_onnx(self, recipe: Recipe, classes, path: Path, device: torch.device) -> SmpPredictor:
+        # TTA views, windows and the sigmoid stay torch on the CPU around the session (on the GPU where it runs).
+        return SmpPredictor(OnnxNetwork(path, device), recipe, torch.device("cpu"))
+
     def train_fold(self, job: FoldJob) -> FoldOutcome:
         state = SmpTrainer(job, tuned=not self.calibrated).fit()
         return FoldOutcome(state.best_dice, state.best_epoch, state.epoch)
@@ -276,6 +323,14 @@ class SmpTrainer(Trainer):
         if self.dist.enabled:
             device_ids = [device.index] if device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        if cfg.compile:
+            backend = "inductor" if cfg.compile is True else cfg.compile
+            try:
+                self.train_model = torch.compile(self.train_model, backend=backend)
+            except Exception as e:  # an unknown backend; compiling itself happens at the first step
+                raise CompkitError(
+                    "train.compile", f"torch.compile(backend={backend!r}) failed: {first_line(e)}"
+                ) from None
         train_positions = data.train_positions
         labels = aux_labels(recipe, data.dataset, train_positions) + [-1] * (len(items) - len(train_positions))
         self.val_labels = aux_labels(recipe, data.dataset, data.val_positions)

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -303,6 +304,8 @@ class UltralyticsFamily(ModelFamily):
             substitute(f"train.ema={train.ema}", "its own weight averaging (always on, decay 0.9999 with warm-up)")
         if train.repeats != 1:
             refuse("train.repeats", "ultralytics draws each image once per epoch (use more epochs)")
+        if train.compile:
+            refuse("train.compile", "ultralytics trains its own model, uncompiled")
         if recipe.data.pseudo:
             refuse("data.pseudo", "pseudo-labelled images are added by the smp family only")
         if recipe.infer.window is not None:
@@ -329,6 +332,52 @@ class UltralyticsFamily(ModelFamily):
     def load(self, recipe: Recipe, classes, checkpoint: dict[str, Any], device: torch.device) -> YoloPredictor:
         yolo = build_yolo(recipe, classes, checkpoint["model"], checkpoint.get("head_source_nc"))
         return YoloPredictor(yolo, len(classes), device)
+
+    def export_onnx(self, predictor: YoloPredictor, recipe: Recipe, path: Path, opset: int) -> dict[str, Any]:
+        # ultralytics' own exporter: the raw outputs (boxes with class scores and mask coefficients; the mask
+        # prototypes) that its ONNX backend decodes, so predictions go through the same NMS and mask assembly.
+        import copy
+
+        from ultralytics.engine.exporter import Exporter
+
+        network = copy.deepcopy(predictor.yolo.model).cpu()  # the exporter fuses and freezes the model it gets
+        arguments = {
+            "format": "onnx",
+            "mode": "export",
+            "task": "segment",
+            "imgsz": recipe.data.image_size,
+            "batch": 1,
+            "dynamic": True,
+            "simplify": False,  # onnxslim would be one more package to fetch
+            "opset": opset,
+            "device": "cpu",
+            "half": False,
+            "nms": False,
+            "data": None,
+            "verbose": False,
+        }
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".yolo-export-") as scratch:
+            network.pt_path = str(Path(scratch) / "model.pt")  # ultralytics writes model.onnx beside it
+            network.task = "segment"  # what a YOLO object sets on the network it loads; compkit builds its own
+            try:
+                with process_settings_kept(), plain_logging():
+                    written = Exporter(overrides=arguments)(model=network)
+            except Exception as e:  # ultralytics' exporter raises many kinds
+                raise CompkitError(
+                    "compkit export onnx", f"{recipe.model.arch} does not export: {first_line(e)}"
+                ) from None
+            os.replace(written, path)
+        return {
+            "input": "images: float32 (B, 3, H, W) RGB in 0..1, H and W multiples of 32 (ultralytics' preprocessing)",
+            "output": "output0: boxes, class scores and mask coefficients; output1: mask prototypes (raw, before NMS)",
+        }
+
+    def load_onnx(self, recipe: Recipe, classes, path: Path, device: torch.device) -> YoloPredictor:
+        prepare_offline()
+        from ultralytics import YOLO
+
+        # CPU: a CUDA session would make ultralytics fetch onnxruntime-gpu where it is not installed.
+        return YoloPredictor(YOLO(str(path), task="segment"), len(classes), torch.device("cpu"))
 
     def train_fold(self, job: FoldJob) -> FoldOutcome:
         recipe, data, folder = job.recipe, job.data, job.run.folder

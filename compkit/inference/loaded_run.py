@@ -18,9 +18,9 @@ from rich.console import Console
 
 from compkit.data.cache import foreground_box, prepare_image
 from compkit.families import FoldModel, load_fold
+from compkit.families.loading import DEFAULT_ENGINE, ENGINES, fold_classes
 from compkit.inference.predictor import InferenceSettings, inference_settings
 from compkit.stores.probabilities import resample
-from compkit.training.checkpoint import fold_checkpoint, load_checkpoint
 from compkit.training.device import resolve_device
 from compkit.training.recipe import Recipe
 from compkit.training.runs import fold_dirs, fold_recipe
@@ -61,17 +61,23 @@ class RunModel:
         return total / len(self.folds)
 
 
-def load_run(path: str | Path, classes: list[str] | None = None, device: str = "auto") -> RunModel:
+def load_run(
+    path: str | Path, classes: list[str] | None = None, device: str = "auto", engine: str = DEFAULT_ENGINE
+) -> RunModel:
     """A run (or one fold) folder with its checkpoints, ready to predict images; ``classes`` default to those
-    the checkpoints were trained on."""
+    the models were trained on. ``engine``: ``torch``, or ``onnx`` (onnxruntime on the folds' exported models,
+    ``compkit export onnx``)."""
     folders = fold_dirs(path)
+    ENGINES.get(engine, where="engine")
     torch_device = resolve_device(device, "device")
     if classes is None:
-        classes = load_checkpoint(fold_checkpoint(folders[0])).get("classes")
+        classes = fold_classes(folders[0], engine)
         if classes is None:
             raise CompkitError(
                 path, "its checkpoints do not record their classes (trained before they did): pass classes="
             )
     with torch.inference_mode():
-        folds = [load_fold(folder, classes, torch_device, recipe=fold_recipe(folder)) for folder in folders]
+        folds = [
+            load_fold(folder, classes, torch_device, recipe=fold_recipe(folder), engine=engine) for folder in folders
+        ]
     return RunModel(Path(path), list(classes), folds)

@@ -6,6 +6,15 @@ fold's records (``recipe.yaml``, ``run.json`` with the dataset's path relative t
 ``results.csv``, ``train.log``) and its ``oof/`` store, so ``compkit ensemble`` tunes the same thresholds and
 postprocessing there as here. Each exported fold is loaded back through its family before the copy is swapped in.
 
+``compkit export onnx RUN [--fold K|all] [--out DIR] [--opset 17]``: each fold's network as ``fold<k>/model.onnx``
+(or, with ``--out DIR``, ``DIR/<run>/fold<k>/model.onnx`` beside a copy of the fold's records and ``oof/`` store: a
+run folder that ``compkit predict --engine onnx``, ``ensemble`` and ``load_run(engine="onnx")`` read without the
+checkpoints). Dynamic batch, height and width; the classes, normalisation, input size, TTA views, family and the
+checkpoint's digest in the model's metadata (:mod:`compkit.inference.onnx_engine`). Each export is verified before
+it is kept: images of the run's own dataset, predicted with the run's TTA and windows by the torch model and by
+onnxruntime, may differ by at most 1e-4 in probability (printed); a model that differs more, or cannot export, is
+refused in one line and nothing is written.
+
 ``compkit export nnunet DATA OUT``: any dataset compkit reads, in nnU-Net v2's raw 2D layout.
 
 ``OUT/Dataset<ID>_<Name>/``: ``imagesTr/<case>_0000.png`` (one PNG per image: RGB, or grey when every image is
@@ -27,7 +36,11 @@ Pixels the dataset ignores (outside a field of view) get nnU-Net's ``ignore`` la
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +50,22 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from compkit import __version__
 from compkit.data import SegmentationDataset, open_dataset
+from compkit.data.cache import SampleCache
 from compkit.data.formats import dataset_folder
 from compkit.data.splits import splits_path
-from compkit.families import load_fold
+from compkit.families import FoldModel, ModelFamily, load_fold
+from compkit.families.loading import fold_classes
+from compkit.inference.onnx_engine import (
+    DEFAULT_OPSET,
+    EXPORT_TOLERANCE,
+    ONNX_FILE,
+    file_digest,
+    require,
+    write_metadata,
+)
+from compkit.inference.predictor import InferenceSettings, Predictor, inference_settings
 from compkit.stores.members import NNUNET_KEY
 from compkit.stores.probabilities import OOF_STORE, carry_store
 from compkit.training.checkpoint import (
@@ -50,6 +75,7 @@ from compkit.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from compkit.training.preprocess import cache_for
 from compkit.training.results import RESULTS_CSV
 from compkit.training.runs import (
     PRETRAINED_FILE,
@@ -57,12 +83,15 @@ from compkit.training.runs import (
     claim_output_folder,
     copy_fold_records,
     fold_dirs,
+    fold_number,
+    named_folds,
     read_run_record,
     write_run_record,
 )
 from compkit.util.console import output_console, transient_progress
 from compkit.util.errors import CompkitError
 from compkit.util.fileio import AtomicFolder, link_or_copy, read_json, write_json, write_png
+from compkit.util.locks import OutputLock
 
 MODES = ("auto", "labels", "regions", "per-class")
 TARGETS = ("nnunet",)  # dataset layouts; `compkit export run` is export_run
@@ -374,3 +403,159 @@ def export_run(
         f"next: upload {out} (e.g. as a Kaggle dataset), then `compkit predict {out} --data DATA --out DIR` there"
     )
     return out
+
+
+#: How many of the run's images each export is verified on (a batch of them: the batch axis is checked too).
+VERIFY_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class OnnxVerification:
+    images: int
+    max_difference: float
+    source: str  # what the images were: the run's dataset, or random pixels where it is not here
+
+
+def _onnx_folds(run: Path, fold: str) -> list[Path]:
+    folders = fold_dirs(run)
+    wanted = named_folds(fold)
+    if wanted is None:
+        return folders
+    have = {fold_number(f): f for f in folders}
+    missing = [k for k in wanted if k not in have]
+    if missing:
+        listed = ", ".join(str(k) for k in have)
+        raise CompkitError("--fold", f"no fold {missing[0]} in {run} (it has {listed})")
+    return [have[k] for k in wanted]
+
+
+def _verification_images(fold: FoldModel, classes: list[str], console: Console) -> tuple[np.ndarray, str]:
+    """Up to VERIFY_IMAGES images as the fold's predictor takes them: the run's own (cached as in training), or
+    random pixels at the training size where the run's dataset is not on this machine."""
+    recipe = fold.recipe
+    root = recipe.data.root
+    if root is None or not Path(root).exists():
+        console.print(f"note: the run's dataset ({root}) is not here: verifying on random images")
+        rng = np.random.default_rng(0)
+        size = recipe.data.image_size
+        return rng.integers(0, 256, (min(2, VERIFY_IMAGES), size, size, 3), dtype=np.uint8), "random pixels"
+    dataset = open_dataset(root, "train", recipe.data.format, classes=recipe.data.classes)
+    if list(dataset.classes) != list(classes):
+        raise CompkitError(root, "its classes are not the ones the fold was trained on")
+    cache: SampleCache = cache_for(dataset, recipe, console)
+    count = min(VERIFY_IMAGES, len(dataset))
+    return np.stack([cache.image(i) for i in range(count)]), f"{root}"
+
+
+def _probabilities(predictor: Predictor, images: np.ndarray, settings: InferenceSettings) -> np.ndarray:
+    batch = settings.batch_size
+    return np.concatenate([predictor.predict(images[i : i + batch], settings) for i in range(0, len(images), batch)])
+
+
+def _metadata(fold: FoldModel, classes: list[str], checkpoint: Path, family_entries: dict) -> dict:
+    recipe = fold.recipe
+    mean, std = recipe.data.mean, recipe.data.std  # resolved when the fold trained; null where the family scales
+    return {
+        "classes": list(classes),
+        "family": fold.family.name,
+        "arch": recipe.model.arch,
+        "encoder": recipe.model.encoder,
+        "image_size": recipe.data.image_size,
+        "window": recipe.infer.window,
+        "overlap": recipe.infer.overlap,
+        "tta": recipe.infer.tta,
+        "threshold": recipe.infer.threshold,
+        "mean": list(mean) if mean is not None else None,
+        "std": list(std) if std is not None else None,
+        "crop_border": recipe.data.crop_border,
+        "clahe": recipe.data.clahe.model_dump() if recipe.data.clahe else None,
+        "fold": fold_number(fold.folder),
+        "run": fold.folder.parent.name,
+        "checkpoint_sha256": file_digest(checkpoint),
+        "compkit_version": __version__,
+        **family_entries,
+    }
+
+
+def _export_onnx_fold(
+    folder: Path, destination: Path, opset: int, console: Console
+) -> tuple[Path, OnnxVerification, float, float]:
+    """Export, verify and place one fold's model; returns (its path, the verification, MB, seconds)."""
+    started = time.perf_counter()
+    cpu = torch.device("cpu")  # exported and verified on the CPU: the reference every machine has
+    checkpoint = fold_checkpoint(folder)
+    classes = fold_classes(folder)
+    if classes is None:
+        raise CompkitError(checkpoint, "does not record its classes (trained before checkpoints did): train again")
+    fold = load_fold(folder, classes, cpu, console)
+    family: ModelFamily = fold.family
+    settings = family.check_inference(inference_settings(fold.recipe), Console(quiet=True))
+    destination.mkdir(parents=True, exist_ok=True)
+    target = destination / ONNX_FILE
+    handle, partial = tempfile.mkstemp(dir=destination, prefix=f".{ONNX_FILE}.", suffix=".partial")
+    os.close(handle)
+    partial_path = Path(partial)
+    try:
+        with console.status(f"exporting {folder} to ONNX (opset {opset})"):
+            entries = family.export_onnx(fold.predictor, fold.recipe, partial_path, opset)
+            write_metadata(partial_path, _metadata(fold, classes, checkpoint, entries))
+        with console.status(f"verifying {target} against the torch model"):
+            images, source = _verification_images(fold, classes, console)
+            exported = family.load_onnx(fold.recipe, classes, partial_path, cpu)
+            expected = _probabilities(fold.predictor, images, settings)
+            got = _probabilities(exported, images, settings)
+            difference = float(np.abs(expected - got).max())
+        if not difference <= EXPORT_TOLERANCE:  # also refuses NaN
+            raise CompkitError(
+                folder,
+                f"its ONNX model's probabilities differ from the torch model's by up to {difference:.2e} "
+                f"(more than {EXPORT_TOLERANCE:g}) on {len(images)} images: not exported",
+            )
+        os.replace(partial_path, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial_path.unlink()
+    megabytes = target.stat().st_size / 1e6
+    return target, OnnxVerification(len(images), difference, source), megabytes, time.perf_counter() - started
+
+
+def export_onnx(
+    run: str | Path,
+    fold: str = "all",
+    out: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    console: Console | None = None,
+) -> list[Path]:
+    """Export the chosen folds (``fold``: 'all', a number, or several: '0,2') of ``run`` to ONNX, each verified
+    against its torch model; returns the models written. ``out``: write ``out/<run>/fold<k>/`` (with the fold's
+    records) instead of into the run."""
+    console = console or output_console()
+    require("onnx")
+    require("onnxruntime")
+    if not 11 <= opset <= 21:
+        raise CompkitError("--opset", f"must be between 11 and 21, got {opset}")
+    run = Path(run)
+    folders = _onnx_folds(run, fold)
+    table = Table(title=f"ONNX export of {run} (opset {opset})")
+    for column in ("fold", "model", "MB", "verified on", "max |Δp|", "seconds"):
+        table.add_column(column, justify="left" if column in ("fold", "model", "verified on") else "right")
+    written = []
+    for folder in folders:
+        destination = folder if out is None else Path(out) / folder.parent.name / folder.name
+        with OutputLock(destination.parent, "--out", kept=f"{destination / ONNX_FILE} left as it was"):
+            if destination != folder:
+                copy_fold_records(folder, destination)
+                carry_store(folder / OOF_STORE, destination / OOF_STORE)
+            path, check, megabytes, seconds = _export_onnx_fold(folder, destination, opset, console)
+        images = f"{check.images} images ({check.source})"
+        table.add_row(
+            folder.name, str(path), f"{megabytes:.1f}", images, f"{check.max_difference:.1e}", f"{seconds:.1f}"
+        )
+        written.append(path)
+    console.print(table)
+    where = run if out is None else Path(out) / folders[0].parent.name
+    console.print(
+        f"[green]wrote[/green] {len(written)} ONNX models, each within {EXPORT_TOLERANCE:g} of its torch model"
+    )
+    console.print(f"next: compkit predict {where} --engine onnx")
+    return written

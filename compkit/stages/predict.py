@@ -19,6 +19,7 @@ from compkit.data import open_dataset
 from compkit.data.splits import check_current, load_splits, splits_path
 from compkit.evaluation.postprocess import apply_rule
 from compkit.families import load_fold, resolve_family
+from compkit.families.loading import DEFAULT_ENGINE, ENGINES
 from compkit.inference.predictor import CachedImages, inference_settings, write_store
 from compkit.inference.views import TTA_VIEWS
 from compkit.stores.members import MEMBERS_FILE, chosen_tuning, open_member, read_members_file
@@ -54,9 +55,11 @@ def predict(
     device: str = "auto",
     out: str | Path | None = None,
     exist_ok: bool = False,
+    engine: str = DEFAULT_ENGINE,
     console: Console | None = None,
 ) -> list[Path]:
-    """Predict every fold of every run; returns the stores written.
+    """Predict every fold of every run; returns the stores written. ``engine``: what computes the networks
+    (``torch``, or ``onnx``: onnxruntime on the folds' exported models, the same stores within 1/255).
 
     Stores go into the fold folders, or with ``out`` (run folders that are read-only, e.g. attached to a Kaggle
     notebook) into ``out/<run>/fold<k>/`` beside a copy of the fold's recipe and run record, which
@@ -72,6 +75,7 @@ def predict(
         raise CompkitError("--window", f"must be at least 32 pixels, got {window}")
     if overlap is not None and not 0 <= overlap < 1:
         raise CompkitError("--overlap", f"must be at least 0 and below 1, got {overlap}")
+    ENGINES.get(engine, where="--engine")
     torch_device = resolve_device(device, "--device")
     written = []
     for run in runs:
@@ -104,7 +108,7 @@ def predict(
             with OutputLock(destination.parent, "--out", kept=f"{target} left as it was"):
                 if target.exists() and not exist_ok:
                     raise CompkitError(target, f"already exists: pass {REPLACE_FLAG} to replace it, or --out DIR")
-                fold = load_fold(folder, dataset.classes, torch_device, console, recipe)
+                fold = load_fold(folder, dataset.classes, torch_device, console, recipe, engine)
                 cache = cache_for(dataset, fold.recipe, console)
                 if destination != folder:  # the predictions' own run folder: what ensemble and submit read
                     copy_fold_records(folder, destination)
@@ -113,8 +117,9 @@ def predict(
                         # matches the local one instead of falling back to 0.5
                         carry_store(folder / OOF_STORE, destination / OOF_STORE)
                 images = CachedImages(dataset, cache, positions)
-                store = write_store(fold.predictor, images, target, settings, console, f"{fold.family.name}, ")
-            console.print(f"[green]wrote[/green] {store} ({len(positions)} images, {fold.family.name})")
+                label = f"{fold.family.name}, {engine}, "
+                store = write_store(fold.predictor, images, target, settings, console, label)
+            console.print(f"[green]wrote[/green] {store} ({len(positions)} images, {fold.family.name}, {engine})")
             written.append(store)
     if written:
         console.print(f"next: compkit ensemble {' '.join(sorted({str(p.parent.parent) for p in written}))}")
@@ -182,14 +187,14 @@ class _WeightedModels:
         return total / sum(w for _, w in self.models)
 
 
-def _models_of(path: Path, device: str, weight: float = 1.0) -> list[tuple[Any, float]]:
+def _models_of(path: Path, device: str, engine: str, weight: float = 1.0) -> list[tuple[Any, float]]:
     """The runs behind ``path``: the run (or fold) itself, or an ensemble's members with their weights (nested
     ensembles followed); CSV members and hard votes cannot predict new images."""
     from compkit.inference.loaded_run import load_run
 
     members_file = path / MEMBERS_FILE
     if not members_file.is_file():
-        return [(load_run(path, device=device), weight)]
+        return [(load_run(path, device=device, engine=engine), weight)]
     info = read_members_file(members_file)
     if info.get("kind") != "stores" or info.get("method") != "soft":
         raise CompkitError(
@@ -202,7 +207,7 @@ def _models_of(path: Path, device: str, weight: float = 1.0) -> list[tuple[Any, 
         member_path = Path(entry["path"])
         if not member_path.exists():
             raise CompkitError(member_path, f"a member of {path} is not here: predicting new images needs its models")
-        models += _models_of(member_path, device, weight * float(entry.get("weight", 1.0)) / total)
+        models += _models_of(member_path, device, engine, weight * float(entry.get("weight", 1.0)) / total)
     return models
 
 
@@ -218,6 +223,7 @@ def predict_source(
     window: int | None = None,
     device: str = "auto",
     exist_ok: bool = False,
+    engine: str = DEFAULT_ENGINE,
     console: Console | None = None,
 ) -> Path:
     """Predict any images (``source``: a folder, a glob or one file, any kind compkit reads) with a run or a soft
@@ -237,7 +243,8 @@ def predict_source(
     member = open_member(run)
     if member.kind != "stores":
         raise CompkitError(run, "a submission CSV cannot predict images: name a run or an ensemble folder")
-    weighted = _WeightedModels(_models_of(run, device))
+    ENGINES.get(engine, where="--engine")
+    weighted = _WeightedModels(_models_of(run, device, engine))
     classes = weighted.models[0][0].classes
     if any(model.classes != classes for model, _ in weighted.models):
         raise CompkitError(run, "its runs predict different classes")
@@ -275,6 +282,7 @@ def predict_source(
                     "postprocess": rules,
                     "tta": tta,
                     "window": window,
+                    "engine": engine,
                     "images": len(files),
                 },
             )

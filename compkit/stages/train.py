@@ -61,6 +61,7 @@ from compkit.training.runs import (
     TRAIN_LOG,
     check_fold_split,
     fold_folder,
+    named_folds,
     next_free,
     run_conflict,
     saved_recipe,
@@ -101,19 +102,14 @@ def _relaunch_with_torchrun(devices: int, args: list[str]) -> None:
 
 
 def parse_folds(fold: str | int, count: int, splits_file: Path) -> list[int]:
-    """The folds ``fold`` names: 'all', one number, or several separated by commas ('0,2')."""
-    if str(fold).strip() == "all":
+    """The folds ``fold`` names ('all', one number, or several separated by commas: '0,2') of the splits file's."""
+    wanted = named_folds(fold)
+    if wanted is None:
         return list(range(count))
-    try:
-        wanted = [int(part) for part in str(fold).split(",") if part.strip()]
-    except ValueError:
-        raise CompkitError("--fold", f"{fold!r} is not a fold number or 'all' (several: 0,2)") from None
-    if not wanted:
-        raise CompkitError("--fold", "no fold given: a fold number or 'all' (several: 0,2)")
     for k in wanted:
         if not 0 <= k < count:
             raise CompkitError(splits_file, f"fold {k} out of range: the splits file has folds 0..{count - 1}")
-    return list(dict.fromkeys(wanted))
+    return wanted
 
 
 class TrainedFolds(list):

@@ -128,6 +128,9 @@ class TrainConfig(Section):
     clip_grad: float | None = Field(1.0, gt=0)
     amp: bool = True  # CUDA only
     channels_last: bool = True  # CUDA only
+    # torch.compile the training forward and backward: true (inductor, worth it on a GPU), or a backend's name
+    # (aot_eager, eager: to check a model compiles without generating code); validation and prediction stay eager.
+    compile: bool | str = False
     seed: int = 42
     early_stop: int | None = Field(10, ge=1)  # epochs without improvement of val dice
     # Seconds each fold may train (null: no limit): training stops before an epoch that would not fit (or inside

@@ -46,6 +46,20 @@ def fold_number(folder: Path) -> int:
     return int(match.group(1))
 
 
+def named_folds(fold: str | int) -> list[int] | None:
+    """The fold numbers ``fold`` names (a number, or several separated by commas: '0,2'; repeats dropped), or None
+    for 'all'."""
+    if str(fold).strip() == "all":
+        return None
+    try:
+        wanted = [int(part) for part in str(fold).split(",") if part.strip()]
+    except ValueError:
+        raise CompkitError("--fold", f"{fold!r} is not a fold number or 'all' (several: 0,2)") from None
+    if not wanted:
+        raise CompkitError("--fold", "no fold given: a fold number or 'all' (several: 0,2)")
+    return list(dict.fromkeys(wanted))
+
+
 def fold_recipe(folder: Path) -> Recipe:
     """The resolved recipe a fold was trained with; its dataset found again where the run moved with its data
     (``run.json``'s path relative to the fold: a run copied to another machine or attached to a notebook)."""
