@@ -62,16 +62,17 @@ def write_metadata(path: Path, entries: dict[str, Any]) -> None:
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    """The ``compkit.*`` metadata of an exported model (keys without the prefix)."""
-    ort = require("onnxruntime")
+    """The ``compkit.*`` metadata of an exported model (keys without the prefix), read from the file's protobuf
+    without building an inference session (the session that predicts is built once, by :class:`OnnxNetwork`)."""
+    onnx = require("onnx")
     try:
-        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's decode errors have no common public type
         raise CompkitError(path, f"not a readable ONNX model: {str(e).splitlines()[0]}") from None
     return {
-        key[len(METADATA_PREFIX) :]: json.loads(value)
-        for key, value in meta.custom_metadata_map.items()
-        if key.startswith(METADATA_PREFIX)
+        entry.key[len(METADATA_PREFIX) :]: json.loads(entry.value)
+        for entry in model.metadata_props
+        if entry.key.startswith(METADATA_PREFIX)
     }
 
 
